@@ -1,0 +1,5 @@
+export * from './dtype.js';
+export * from './errors.js';
+export * from './messages.js';
+export * from './codec.js';
+export * from './sockets.js';

@@ -1,0 +1,104 @@
+/**
+ * Every message of the shardface protocol, as a discriminated union on `type`.
+ *
+ * Frame 0 of a ZeroMQ multipart message is the msgpack-encoded {@link Header};
+ * frames 1..k are the raw little-endian bytes of the tensors it describes, in
+ * order. Type-specific fields live in `body`, validated per type in validate.ts.
+ */
+import type { DType, AnyTypedArray } from './dtype.js';
+
+export const PROTOCOL_VERSION = 1;
+
+export interface TensorDesc {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  bytes: number;
+}
+
+export interface ClassRange {
+  /** First class id owned by the shard. */
+  start: number;
+  /** Number of classes owned (may be 0 when C < n). */
+  count: number;
+}
+
+/** Bodies, one per message type. */
+export interface Bodies {
+  /** worker → coordinator: ask to join. `rank` in the header is -1 or the requested rank. */
+  hello: {
+    host: string;
+    pid: number;
+    token: string;
+    /** Address other workers connect to for the data plane (ring collectives). */
+    dataAddress: string;
+    device: string;
+    backend: string;
+  };
+  /** coordinator → worker: you are in; here is your place in the job. */
+  welcome: {
+    rank: number;
+    world: number;
+    /** Data-plane address of every rank, index = rank. */
+    peers: string[];
+    hosts: string[];
+    classRange: ClassRange;
+    numClasses: number;
+    heartbeatMs: number;
+    seed: number;
+    /** The job's resolved configuration (opaque to the protocol). */
+    config: Record<string, unknown>;
+  };
+  heartbeat: Record<string, never>;
+  /** coordinator → workers: run step `header.step`. */
+  'step-begin': { kind: 'empty' | 'train' | 'selftest' | 'eval' };
+  /** worker → coordinator: per-row partial softmax statistics of its shard (tensors rowMax, sumExp, target, owned). */
+  'softmax-stats': { rows: number; batch: number };
+  /** coordinator → workers: global log-sum-exp per row (tensor logSumExp) and the loss. */
+  'softmax-reduced': { loss: number; extras: Record<string, number> };
+  /** worker → coordinator: step finished. */
+  'step-end': { metrics: Record<string, number> };
+  /** worker → coordinator: finished the job, or leaving because of `reason`. */
+  bye: { reason: string; ok: boolean };
+  /** coordinator → workers: stop now. */
+  stop: { reason: string; ok: boolean };
+  /** either way: something was wrong with a message or with the job. */
+  error: { code: string; message: string };
+  /** worker → worker (data plane): one chunk of a collective. Tensor `data`. */
+  ring: { op: string; seq: number; chunk: number; slot: number };
+  /** worker → coordinator: an opaque JSON event (metrics, checkpoints) routed to the coordinator's log. */
+  event: { name: string; fields: Record<string, unknown> };
+}
+
+export type MessageType = keyof Bodies;
+export const MESSAGE_TYPES = [
+  'hello',
+  'welcome',
+  'heartbeat',
+  'step-begin',
+  'softmax-stats',
+  'softmax-reduced',
+  'step-end',
+  'bye',
+  'stop',
+  'error',
+  'ring',
+  'event',
+] as const satisfies readonly MessageType[];
+
+export interface Header<T extends MessageType = MessageType> {
+  v: number;
+  type: T;
+  job: string;
+  step: number;
+  rank: number;
+  tensors: TensorDesc[];
+  body: Bodies[T];
+}
+
+/** A decoded message: the header plus one typed view per tensor frame, by name. */
+export type Message = {
+  [T in MessageType]: { header: Header<T>; tensors: Record<string, AnyTypedArray> };
+}[MessageType];
+
+export type MessageOf<T extends MessageType> = Extract<Message, { header: { type: T } }>;
