@@ -91,6 +91,8 @@ export async function initBackend(requested: BackendChoice = 'auto', opts: { thr
   if (requested === 'cpu-native' || requested === 'auto') {
     const n = await tryNative(opts.threads);
     if (n.ok) {
+      await tf.setBackend('cpu-native');
+      silenceCpuBanner();
       current = { requested, backend: 'cpu-native', device: 'cpu', threads: n.threads, reason: [...reasons, 'native CPU kernels registered'].join('; ') };
       return current;
     }

@@ -49,9 +49,11 @@ export interface Bodies {
     /** The job's resolved configuration (opaque to the protocol). */
     config: Record<string, unknown>;
   };
+  /** worker → coordinator: backend up, ring connected; ready for step 1. */
+  ready: { backend: string; device: string; threads: number | null; reason: string };
   heartbeat: Record<string, never>;
   /** coordinator → workers: run step `header.step`. */
-  'step-begin': { kind: 'empty' | 'train' | 'selftest' | 'eval' };
+  'step-begin': { kind: StepKind };
   /** worker → coordinator: per-row partial softmax statistics of its shard (tensors rowMax, sumExp, target, owned). */
   'softmax-stats': { rows: number; batch: number };
   /** coordinator → workers: global log-sum-exp per row (tensor logSumExp) and the loss. */
@@ -70,10 +72,14 @@ export interface Bodies {
   event: { name: string; fields: Record<string, unknown> };
 }
 
+export const STEP_KINDS = ['empty', 'train', 'selftest', 'bench'] as const;
+export type StepKind = (typeof STEP_KINDS)[number];
+
 export type MessageType = keyof Bodies;
 export const MESSAGE_TYPES = [
   'hello',
   'welcome',
+  'ready',
   'heartbeat',
   'step-begin',
   'softmax-stats',

@@ -4,7 +4,7 @@
  * found as a string naming the field, or null.
  */
 import { isDType } from './dtype.js';
-import { MESSAGE_TYPES, type MessageType } from './messages.js';
+import { MESSAGE_TYPES, STEP_KINDS, type MessageType } from './messages.js';
 
 type Check = (v: unknown, path: string) => string | null;
 
@@ -68,8 +68,9 @@ const bodyChecks: Record<MessageType, Check> = {
     seed: int(),
     config: anyObj,
   }),
+  ready: shape({ backend: str, device: str, threads: (v, p) => (v === null ? null : int(1)(v, p)), reason: str }),
   heartbeat: anyObj,
-  'step-begin': shape({ kind: oneOf('empty', 'train', 'selftest', 'eval') }),
+  'step-begin': shape({ kind: oneOf(...STEP_KINDS) }),
   'softmax-stats': shape({ rows: int(0), batch: int(0) }),
   'softmax-reduced': shape({ loss: num, extras: record(num) }),
   'step-end': shape({ metrics: record(num) }),

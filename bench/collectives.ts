@@ -1,0 +1,236 @@
+/**
+ * Collectives benchmark: `workers` child processes on 127.0.0.1 form a ring and
+ * time p2p, all-reduce, all-gather and reduce-scatter of `floats` float32
+ * values. One JSON line per op on stdout:
+ *   {op, workers, floats, seconds, algbw_GBps, busbw_GBps}
+ * `seconds` is the median over `reps` timed runs (after one warm-up) of the
+ * slowest rank's time, each run starting after a barrier. GB = 1e9 bytes.
+ *
+ * - p2p: rank 0 streams the F floats to rank 1 in ring-sized chunks (ring
+ *   message format, decoded on receipt) and rank 1 echoes every chunk back as it
+ *   arrives, so both directions of the link carry F·4 bytes at once, as every
+ *   link of the ring does during a collective. algbw = busbw = F·4 / seconds:
+ *   the rate one link moves payload each way — the transport's ceiling.
+ * - allreduce: every rank reduces F floats. algbw = F·4 / seconds,
+ *   busbw = algbw · 2(n−1)/n (the bytes each rank must send and receive).
+ * - allgather: each rank contributes F/n floats, the result is the full F.
+ *   algbw = F·4 / seconds, busbw = algbw · (n−1)/n.
+ * - reducescatter: every rank passes F floats and gets back F/n.
+ *   algbw = F·4 / seconds, busbw = algbw · (n−1)/n.
+ *
+ * Rendezvous without a coordinator: each child binds its inboxes on ports the
+ * OS picks and reports the addresses to the parent over IPC; the parent sends
+ * every child the full peer list. The child entry is this same module with
+ * `--child` (run through tsx when this file is TypeScript, plain node when compiled).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bindInbox, Ring, DEFAULT_CHUNK_BYTES } from '../src/collectives/ring.js';
+import { decode, encode } from '../src/protocol/codec.js';
+import { dataLink, type DataInbox } from '../src/protocol/sockets.js';
+
+export interface BenchCollectivesOptions {
+  workers: number;
+  floats: number;
+  reps?: number;
+  /** Bytes per ring message (default: the ring's default). */
+  chunkBytes?: number;
+  /** Chunks in flight per link (default: the ring's default). */
+  inFlight?: number;
+}
+
+export interface CollectivesLine {
+  op: 'p2p' | 'allreduce' | 'allgather' | 'reducescatter';
+  workers: number;
+  floats: number;
+  seconds: number;
+  algbw_GBps: number;
+  busbw_GBps: number;
+}
+
+const OPS = ['p2p', 'allreduce', 'allgather', 'reducescatter'] as const;
+type Op = (typeof OPS)[number];
+
+interface Hello {
+  kind: 'address';
+  ring: string;
+  p2p: string;
+}
+interface Start {
+  rank: number;
+  world: number;
+  ring: string[];
+  p2p: string[];
+  floats: number;
+  reps: number;
+  chunkBytes?: number;
+  inFlight?: number;
+}
+interface Timings {
+  kind: 'timings';
+  seconds: Record<Op, number[]>;
+}
+
+const THIS_FILE = fileURLToPath(import.meta.url);
+
+/** Runs the benchmark and prints one JSON line per op; returns the lines too. */
+export async function benchCollectives(opts: BenchCollectivesOptions): Promise<CollectivesLine[]> {
+  const { workers, floats } = opts;
+  const reps = opts.reps ?? 5;
+  if (!Number.isInteger(workers) || workers < 1) throw new Error(`--workers must be an integer >= 1, got ${workers}`);
+  if (!Number.isInteger(floats) || floats < 1) throw new Error(`--floats must be an integer >= 1, got ${floats}`);
+  if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be an integer >= 1, got ${reps}`);
+  const loader = THIS_FILE.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const children: ChildProcess[] = [];
+  const hellos: Hello[] = [];
+  const timings: Timings[] = [];
+  try {
+    await Promise.all(
+      Array.from({ length: workers }, (_, rank) => {
+        const child = spawn(process.execPath, [...loader, THIS_FILE, '--child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        children.push(child);
+        return new Promise<void>((done, fail) => {
+          child.once('error', fail);
+          child.once('exit', (code, signal) => fail(new Error(`bench worker ${rank} exited (${signal ?? code}) before reporting its timings`)));
+          child.on('message', (m: Hello | Timings) => {
+            if (m.kind === 'address') {
+              hellos[rank] = m;
+              if (hellos.filter(Boolean).length === workers) {
+                const ring = hellos.map((h) => h.ring);
+                const p2p = hellos.map((h) => h.p2p);
+                children.forEach((c, r) => c.send({ rank: r, world: workers, ring, p2p, floats, reps, chunkBytes: opts.chunkBytes, inFlight: opts.inFlight } satisfies Start));
+              }
+            } else {
+              timings[rank] = m;
+              done();
+            }
+          });
+        });
+      }),
+    );
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill();
+  }
+  const lines: CollectivesLine[] = [];
+  const n = workers;
+  for (const op of OPS) {
+    if (op === 'p2p' && n < 2) continue;
+    // Per run, the slowest rank; then the median over runs.
+    const perRun = Array.from({ length: reps }, (_, i) => Math.max(...timings.map((t) => t.seconds[op][i]!)));
+    const seconds = median(perRun);
+    const payload = (op === 'allgather' ? Math.floor(floats / n) * n : floats) * 4;
+    const algbw = payload / seconds / 1e9;
+    const factor = op === 'allreduce' ? (2 * (n - 1)) / n : op === 'p2p' ? 1 : (n - 1) / n;
+    const line: CollectivesLine = { op, workers: n, floats, seconds: round(seconds, 6), algbw_GBps: round(algbw, 3), busbw_GBps: round(algbw * factor, 3) };
+    console.log(JSON.stringify(line));
+    lines.push(line);
+  }
+  return lines;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function round(x: number, digits: number): number {
+  return Number(x.toFixed(digits));
+}
+
+// ------------------------------------------------------------------ child side
+
+async function child(): Promise<void> {
+  const ringInbox = await bindInbox();
+  const p2pInbox = await bindInbox();
+  process.send!({ kind: 'address', ring: ringInbox.address, p2p: p2pInbox.address } satisfies Hello);
+  const start = await new Promise<Start>((done) => process.once('message', (m) => done(m as Start)));
+  const { rank, world, floats, reps } = start;
+  const ring = await Ring.connect({
+    job: 'bench',
+    rank,
+    world,
+    peers: start.ring,
+    inbox: ringInbox.inbox,
+    chunkBytes: start.chunkBytes,
+    inFlight: start.inFlight,
+  });
+  const seconds: Record<Op, number[]> = { p2p: [], allreduce: [], allgather: [], reducescatter: [] };
+  const data = new Float32Array(floats);
+  for (let i = 0; i < floats; i++) data[i] = ((i * 7 + rank) % 1000) / 1000;
+  const part = data.subarray(0, Math.floor(floats / world));
+  const p2pLink = world >= 2 && rank < 2 ? dataLink() : null;
+  p2pLink?.connect(start.p2p[1 - rank]!);
+  const chunkBytes = start.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+
+  const runs: Record<Op, () => Promise<unknown>> = {
+    p2p: () => p2p(rank, data, chunkBytes, p2pInbox.inbox, p2pLink),
+    allreduce: () => ring.allReduce(data, 'sum'),
+    allgather: () => ring.allGather(part),
+    reducescatter: () => ring.reduceScatter(data, 'sum'),
+  };
+  for (const op of OPS) {
+    if (op === 'p2p' && world < 2) continue;
+    for (let i = -1; i < reps; i++) {
+      await ring.barrier();
+      const t0 = process.hrtime.bigint();
+      await runs[op]();
+      const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (i >= 0) seconds[op].push(dt);
+    }
+  }
+  await ring.barrier();
+  process.send!({ kind: 'timings', seconds } satisfies Timings, () => {
+    p2pLink?.close();
+    void ring.close().then(() => {
+      ringInbox.inbox.close();
+      p2pInbox.inbox.close();
+      process.disconnect();
+    });
+  });
+}
+
+/** Rank 0 streams `data` to rank 1, which echoes every chunk back as it arrives; other ranks idle. */
+async function p2p(rank: number, data: Float32Array, chunkBytes: number, inbox: DataInbox, link: ReturnType<typeof dataLink> | null): Promise<void> {
+  if (rank > 1 || !link) return;
+  const chunk = Math.max(1, Math.floor(chunkBytes / 4));
+  const count = Math.ceil(data.length / chunk);
+  const env = { job: 'bench', step: 0, rank };
+  let sending: Promise<void> = Promise.resolve();
+  const post = (frames: Uint8Array[]) => {
+    sending = sending.then(() => link.send(frames));
+  };
+  if (rank === 0) for (let k = 0; k < count; k++) post(encode('ring', env, { op: 'p2p', seq: 0, chunk: k, slot: data.length }, [{ name: 'data', data: data.subarray(k * chunk, (k + 1) * chunk) }]));
+  for (let k = 0; k < count; k++) {
+    const res = decode(await inbox.receive(), { job: 'bench' });
+    if (!res.ok) throw res.error;
+    if (rank === 1) post(encode('ring', env, { op: 'p2p', seq: 0, chunk: k, slot: data.length }, [{ name: 'data', data: res.msg.tensors['data']! }]));
+  }
+  await sending;
+}
+
+function isMain(): boolean {
+  return process.argv[1] !== undefined && resolve(process.argv[1]) === THIS_FILE;
+}
+
+if (isMain()) {
+  if (process.argv.includes('--child')) {
+    child().catch((e: Error) => {
+      console.error(`bench worker: ${e.stack ?? e.message}`);
+      process.exit(1);
+    });
+  } else {
+    // Direct use: tsx bench/collectives.ts --workers N --floats F [--reps R] [--chunk-bytes B] [--in-flight D]
+    const arg = (name: string) => {
+      const i = process.argv.indexOf(`--${name}`);
+      return i > 0 ? Number(process.argv[i + 1]) : undefined;
+    };
+    benchCollectives({ workers: arg('workers') ?? 2, floats: arg('floats') ?? 1_000_000, reps: arg('reps'), chunkBytes: arg('chunk-bytes'), inFlight: arg('in-flight') }).catch(
+      (e: Error) => {
+        console.error(e.message);
+        process.exit(1);
+      },
+    );
+  }
+}

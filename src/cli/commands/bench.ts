@@ -1,0 +1,73 @@
+/** `shardface bench <what>`: benchmarks printing JSON lines (bench/ holds them). */
+import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
+import { BACKEND_CHOICES, type BackendChoice } from '../../ops/backend.js';
+
+const SPECS: Record<string, Record<string, OptionSpec>> = {
+  collectives: {
+    workers: { kind: 'int', default: 2, help: 'processes in the ring' },
+    floats: { kind: 'int', default: 10_000_000, help: 'float32 elements per tensor' },
+    reps: { kind: 'int', default: 5, help: 'timed repetitions (median reported)' },
+  },
+  classifier: {
+    workers: { kind: 'int', default: 1, help: 'worker processes' },
+    classes: { kind: 'int', default: 100_000, help: 'number of classes C' },
+    dim: { kind: 'int', default: 512, help: 'embedding size D' },
+    batch: { kind: 'int', default: 128, help: 'per-worker batch B' },
+    'sample-rate': { kind: 'number', default: 1, help: 'Partial FC sample rate' },
+    steps: { kind: 'int', default: 5, help: 'steps (the first is warm-up)' },
+    'chunk-rows': { kind: 'int', default: 256, help: 'logit rows computed at once' },
+    backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+  },
+  kernels: {
+    reps: { kind: 'int', default: 5, help: 'timed repetitions' },
+    threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
+  },
+};
+
+export async function run(argv: string[]): Promise<number> {
+  const [what, ...rest] = argv;
+  if (!what || what === '--help' || !(what in SPECS)) {
+    const list = Object.entries(SPECS)
+      .map(([k, s]) => usage(`bench ${k}`, s))
+      .join('\n\n');
+    if (what && what !== '--help') throw new UsageError(`unknown benchmark ${JSON.stringify(what)}\n\n${list}`);
+    console.log(list);
+    return 0;
+  }
+  const spec = { ...SPECS[what]!, help: { kind: 'boolean' } } as Record<string, OptionSpec>;
+  const { options: o } = parseArgs(rest, spec);
+  if (o.help) {
+    console.log(usage(`bench ${what}`, SPECS[what]!));
+    return 0;
+  }
+  switch (what) {
+    case 'collectives': {
+      const { benchCollectives } = await import('../../../bench/collectives.js');
+      await benchCollectives({ workers: o.workers as number, floats: o.floats as number, reps: o.reps as number });
+      return 0;
+    }
+    case 'classifier': {
+      const { benchClassifier } = await import('../../../bench/classifier.js');
+      const backend = o.backend as string;
+      if (!(BACKEND_CHOICES as readonly string[]).includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join('|')}`);
+      const line = await benchClassifier({
+        workers: o.workers as number,
+        classes: o.classes as number,
+        dim: o.dim as number,
+        batch: o.batch as number,
+        sampleRate: o['sample-rate'] as number,
+        steps: o.steps as number,
+        chunkRows: o['chunk-rows'] as number,
+        backend: backend as BackendChoice,
+      });
+      console.log(JSON.stringify(line));
+      return 0;
+    }
+    case 'kernels': {
+      const { benchKernels } = await import('../../../bench/kernels.js');
+      await benchKernels({ reps: o.reps as number, threads: o.threads as number | undefined });
+      return 0;
+    }
+  }
+  return 2;
+}

@@ -1,0 +1,55 @@
+/** `shardface coordinator`: the job's single address; see ARCHITECTURE.md. */
+import { writeFileSync } from 'node:fs';
+import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
+import { LOG_OPTIONS, loggerFrom, newJobId, onTermination, readToken } from '../common.js';
+import { Coordinator } from '../../coordinator/coordinator.js';
+import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
+
+export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
+  bind: { kind: 'string', default: 'tcp://127.0.0.1:29500', help: 'control-plane address to bind' },
+  workers: { kind: 'int', help: 'number of workers in the job (required)' },
+  job: { kind: 'string', help: 'job id (default: generated)' },
+  'token-file': { kind: 'string', help: 'file holding the shared token workers must present' },
+  'heartbeat-ms': { kind: 'int', default: 2000, help: 'heartbeat period, both ways' },
+  'worker-timeout': { kind: 'number', default: 30, help: 'seconds of silence after which a worker is declared dead' },
+  'join-timeout': { kind: 'number', default: 600, help: 'seconds to wait for all workers to register' },
+  kind: { kind: 'string', default: 'empty', help: `step kind: ${STEP_KINDS.join('|')}` },
+  steps: { kind: 'int', default: 10, help: 'number of steps to clock' },
+  classes: { kind: 'int', default: 0, help: 'number of classes to shard (classifier jobs)' },
+  seed: { kind: 'int', default: 0, help: 'job seed' },
+  'step-delay-ms': { kind: 'int', default: 0, help: 'empty jobs: milliseconds each step takes (for testing liveness)' },
+  'address-file': { kind: 'string', help: 'write the bound address to this file once listening' },
+  ...LOG_OPTIONS,
+};
+
+export async function run(argv: string[]): Promise<number> {
+  const { options: o } = parseArgs(argv, COORDINATOR_OPTIONS);
+  if (o.help) {
+    console.log(usage('coordinator', COORDINATOR_OPTIONS));
+    return 0;
+  }
+  if (o.workers === undefined) throw new UsageError('--workers is required');
+  const workers = o.workers as number;
+  if (workers < 1) throw new UsageError(`--workers must be >= 1, got ${workers}`);
+  const kind = o.kind as string;
+  if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
+  const logger = loggerFrom(o, 'coordinator');
+  const coordinator = new Coordinator({
+    bind: o.bind as string,
+    workers,
+    job: (o.job as string | undefined) ?? newJobId(),
+    token: readToken(o['token-file']),
+    heartbeatMs: o['heartbeat-ms'] as number,
+    workerTimeoutMs: (o['worker-timeout'] as number) * 1000,
+    joinTimeoutMs: (o['join-timeout'] as number) * 1000,
+    spec: { kind: kind as StepKind, steps: o.steps as number, numClasses: o.classes as number, seed: o.seed as number, config: { stepDelayMs: o['step-delay-ms'] } },
+    logger,
+  });
+  const address = await coordinator.bind();
+  if (o['address-file']) writeFileSync(o['address-file'] as string, address);
+  const off = onTermination((sig) => void coordinator.abort(`coordinator received ${sig}`));
+  const result = await coordinator.run();
+  off();
+  if (!result.ok) logger.log.error({ lastStep: result.lastStep }, `job failed: ${result.reason}`);
+  return result.ok ? 0 : 1;
+}

@@ -1,0 +1,43 @@
+/** `shardface launch --workers N [coordinator options] -- [worker options]`: a whole job on this machine. */
+import { parseArgs, usage, UsageError } from '../args.js';
+import { loggerFrom, newJobId, onTermination, readToken } from '../common.js';
+import { COORDINATOR_OPTIONS } from './coordinator.js';
+import { launchLocal } from '../../launcher/launch.js';
+import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
+
+export async function run(argv: string[]): Promise<number> {
+  const { options: o, rest } = parseArgs(argv, COORDINATOR_OPTIONS);
+  if (o.help) {
+    console.log(`${usage('launch', COORDINATOR_OPTIONS)}\n  -- <worker options>  passed to every 'shardface worker'`);
+    return 0;
+  }
+  const workers = o.workers as number | undefined;
+  if (workers === undefined || workers < 1) throw new UsageError('--workers N (>= 1) is required');
+  const kind = o.kind as string;
+  if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
+  const logger = loggerFrom(o, 'launcher');
+  const token = readToken(o['token-file']);
+  const workerArgs = [...rest];
+  if (o['log-format'] && !rest.includes('--log-format')) workerArgs.push('--log-format', o['log-format'] as string);
+  const { done, stop } = await launchLocal({
+    coordinator: {
+      bind: o.bind === COORDINATOR_OPTIONS.bind!.default ? 'tcp://127.0.0.1:0' : (o.bind as string),
+      workers,
+      job: (o.job as string | undefined) ?? newJobId(),
+      token,
+      heartbeatMs: o['heartbeat-ms'] as number,
+      workerTimeoutMs: (o['worker-timeout'] as number) * 1000,
+      joinTimeoutMs: (o['join-timeout'] as number) * 1000,
+      spec: { kind: kind as StepKind, steps: o.steps as number, numClasses: o.classes as number, seed: o.seed as number, config: { stepDelayMs: o['step-delay-ms'] } },
+      logger,
+    },
+    workerArgs,
+    workerEnv: token ? { SHARDFACE_TOKEN: token } : {},
+  });
+  const off = onTermination((sig) => stop(`launcher received ${sig}`));
+  const r = await done;
+  off();
+  if (r.ok) logger.log.info({ steps: r.lastStep }, 'job finished');
+  else logger.log.error({ lastStep: r.lastStep, workerExitCodes: r.workerExitCodes }, `job failed: ${r.reason}`);
+  return r.ok ? 0 : 1;
+}

@@ -1,0 +1,476 @@
+/**
+ * Ring collectives between workers over the data plane.
+ *
+ * Every rank r pushes to its right neighbour r+1 and pulls from its left
+ * neighbour r−1 (mod n) through its own inbox; a PUSH→PULL pair delivers in
+ * order, so rank r sees exactly the sequence of messages its left neighbour sent.
+ * All ranks call the collectives in the same order; each call gets the next
+ * sequence number `seq`, carried in every message and checked on receipt.
+ *
+ * The algorithms are the bandwidth-optimal rings: all-reduce is a reduce-scatter
+ * followed by an all-gather, each rank sending 2(n−1)/n of the array. Blocks
+ * (one per rank, {@link splitCounts}) are cut into chunks of `chunkBytes`, one
+ * message each, and pipelined: a chunk is forwarded as soon as it is reduced,
+ * while at most `inFlight` chunks run ahead of what this rank has received.
+ *
+ * Memory: a chunk leaving this rank for the first time is sent as a view of the
+ * caller's array (ZeroMQ sends it without copying); a chunk received arrives in a
+ * buffer owned by ZeroMQ, is reduced in place there and forwarded from there, so
+ * no op copies the whole array. Because ZeroMQ reads a sent view lazily, an op
+ * returns only once every view it sent has provably reached the right
+ * neighbour (see `fin` below), so the caller may overwrite its arrays at once.
+ *
+ * Reduction order (float sums are not associative): block b is summed starting
+ * at rank b+1, then b+2, …, ending at its owner b:
+ *   ((x[b+1] + x[b+2]) + x[b+3]) + … + x[b]   (indices mod n, float32 after each add),
+ * 'mean' divides that float32 sum once by n, on the owner; every other rank
+ * copies the owner's bytes, so all ranks hold bit-identical results.
+ *
+ * Wire format: message type `ring`, body {op, seq, chunk, slot}, one tensor
+ * `data` — `chunk` is the message's index within the op on this link (checks
+ * order), `slot` the element count of the array the data belongs to (checks that
+ * all ranks passed equal lengths). An op that has sent views of the caller's
+ * memory ends with a `fin` message (op 'fin', no tensor): "I have received
+ * everything of this op". A rank that fails sends an `error` message to its
+ * right so the failure travels round the ring instead of leaving others to time out.
+ */
+import { decode, encode, type Envelope } from '../protocol/codec.js';
+import { dtypeOf, type AnyTypedArray } from '../protocol/dtype.js';
+import { dataLink, type DataInbox, type DataLink } from '../protocol/sockets.js';
+import { CollectiveError } from './errors.js';
+import { kernelsFor, type ReduceOp, type RingArray } from './reduce.js';
+import { blockOffsets, chunksOf, mod, splitCounts, type Piece } from './split.js';
+
+export { bindInbox } from './inbox.js';
+export { splitCounts } from './split.js';
+
+export interface RingOptions {
+  /** Job id; messages of another job are rejected. */
+  job: string;
+  rank: number;
+  world: number;
+  /** Data-plane address of every rank (tcp://host:port), index = rank. */
+  peers: string[];
+  /** This rank's PULL socket, already bound by the caller to peers[rank]. The ring sets its receiveTimeout and never closes it. */
+  inbox: DataInbox;
+  /** Pipelining granularity: bytes per message. Default 1 MiB. */
+  chunkBytes?: number;
+  /** Chunks this rank may send ahead of what it has received. Default 4. */
+  inFlight?: number;
+  /** A left neighbour silent this long fails the op. Default 60 s. */
+  timeoutMs?: number;
+}
+
+export const DEFAULT_CHUNK_BYTES = 1 << 20;
+export const DEFAULT_IN_FLIGHT = 4;
+export const DEFAULT_TIMEOUT_MS = 60_000;
+
+type OpName = 'connect' | 'allreduce' | 'allgather' | 'reducescatter' | 'broadcast' | 'barrier';
+
+/** What one op moves on this rank's two links. */
+interface Plan {
+  op: OpName;
+  seq: number;
+  /** `slot` of every data message: element count of the array each rank passed. */
+  length: number;
+  dtype: 'float32' | 'int32';
+  /** Message j carries this view of the caller's memory, or (null) the next buffer `receive` handed on. */
+  sends: (RingArray | null)[];
+  /** Message i received: its element count, and the rank whose array it comes from (for errors). */
+  receives: { length: number; origin: number }[];
+  /** Handles received chunk i; returns it if it is to be forwarded. */
+  receive(i: number, data: RingArray): RingArray | null;
+  /** True when `sends` holds views whose arrival nothing later in the op proves: end with a `fin`. */
+  fin: boolean;
+}
+
+export class Ring {
+  readonly job: string;
+  readonly rank: number;
+  readonly world: number;
+  private readonly left: number;
+  private readonly right: number;
+  private readonly peers: string[];
+  private readonly inbox: DataInbox | null;
+  private readonly link: DataLink | null;
+  private readonly chunkElements: number;
+  private readonly inFlight: number;
+  private readonly timeoutMs: number;
+  private readonly env: Envelope;
+  private seq = 0;
+  /** Ops run one at a time, in call order. */
+  private tail: Promise<unknown> = Promise.resolve();
+  /** ZeroMQ allows one send in progress per socket: sends are chained. */
+  private sending: Promise<void> = Promise.resolve();
+  private sendFailure: Error | null = null;
+  private failure: CollectiveError | null = null;
+
+  private constructor(opts: RingOptions, link: DataLink | null) {
+    this.job = opts.job;
+    this.rank = opts.rank;
+    this.world = opts.world;
+    this.left = mod(opts.rank - 1, opts.world);
+    this.right = mod(opts.rank + 1, opts.world);
+    this.peers = opts.peers;
+    this.inbox = opts.world > 1 ? opts.inbox : null;
+    this.link = link;
+    const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.chunkElements = Math.max(1, Math.floor(chunkBytes / 4));
+    this.inFlight = opts.inFlight ?? DEFAULT_IN_FLIGHT;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.env = { job: opts.job, step: 0, rank: opts.rank };
+  }
+
+  /**
+   * Connects to the right neighbour and checks the whole ring with one round of
+   * `connect` messages (so a wrong address or a peer of another job fails here,
+   * not in the first step). World 1: no sockets at all.
+   */
+  static async connect(opts: RingOptions): Promise<Ring> {
+    const { rank, world, peers } = opts;
+    if (!Number.isInteger(world) || world < 1) throw new CollectiveError('usage', `Ring: world must be an integer >= 1, got ${world}`);
+    if (!Number.isInteger(rank) || rank < 0 || rank >= world) throw new CollectiveError('usage', `Ring: rank ${rank} out of range for world ${world}`);
+    if (peers.length !== world) throw new CollectiveError('usage', `Ring: ${peers.length} peer addresses for world ${world}`);
+    if (opts.chunkBytes !== undefined && !(opts.chunkBytes >= 4)) throw new CollectiveError('usage', `Ring: chunkBytes must be >= 4, got ${opts.chunkBytes}`);
+    if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= 1))
+      throw new CollectiveError('usage', `Ring: inFlight must be an integer >= 1, got ${opts.inFlight}`);
+    if (world === 1) return new Ring(opts, null);
+    const link = dataLink();
+    const ring = new Ring(opts, link);
+    opts.inbox.receiveTimeout = ring.timeoutMs;
+    try {
+      link.connect(peers[ring.right]!);
+      await ring.run('connect', (seq) => ring.countRound('connect', seq));
+    } catch (e) {
+      link.close();
+      throw e;
+    }
+    return ring;
+  }
+
+  /** Reduces `a` across all ranks, in place. 'mean' is for float32 only. */
+  allReduce(a: RingArray, op: ReduceOp = 'sum'): Promise<void> {
+    return this.run('allreduce', async (seq) => {
+      const kernels = kernelsFor(checkArray(a, 'allReduce'), checkOp(op, ['sum', 'mean', 'max'], 'allReduce'));
+      const n = this.world;
+      if (n === 1) return;
+      const divisor = op === 'mean' ? n : 1;
+      const blocks = this.blocks(a.length);
+      // Steps 0..n−2 reduce-scatter, n−1..2n−3 all-gather. At step s rank r sends
+      // block r−s−1 and receives block r−s−2 (what its left neighbour sends).
+      const steps = 2 * (n - 1);
+      const sends: (RingArray | null)[] = [];
+      const receives: { length: number; origin: number; step: number; piece: Piece }[] = [];
+      for (let s = 0; s < steps; s++) {
+        for (const piece of blocks[mod(this.rank - s - 1, n)]!) sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
+        for (const piece of blocks[mod(this.rank - s - 2, n)]!) receives.push({ length: piece.length, origin: this.left, step: s, piece });
+      }
+      await this.stream({
+        op: 'allreduce',
+        seq,
+        length: a.length,
+        dtype: dtypeOf(a) as 'float32' | 'int32',
+        sends,
+        receives,
+        // Every view sent (step 0) is reduced by the right neighbour and comes back
+        // around in the all-gather before this rank finishes: no fin needed.
+        fin: false,
+        receive: (i, data) => {
+          const { step, piece } = receives[i]!;
+          const own = a.subarray(piece.offset, piece.offset + piece.length);
+          if (step < n - 2) kernels.combine(data, own);
+          else if (step === n - 2) kernels.finishInPlace(data, own, divisor);
+          else own.set(data);
+          return step < steps - 1 ? data : null;
+        },
+      });
+    });
+  }
+
+  /** Every rank's array (equal lengths), concatenated in rank order, in a new array. */
+  allGather<T extends RingArray>(a: T): Promise<T> {
+    return this.run('allgather', async (seq) => {
+      checkArray(a, 'allGather');
+      const n = this.world;
+      const L = a.length;
+      const out = new (a.constructor as new (length: number) => T)(n * L);
+      out.set(a, this.rank * L);
+      if (n === 1) return out;
+      // At step s rank r sends block r−s and receives block r−s−1.
+      const sends: (RingArray | null)[] = [];
+      const receives: { length: number; origin: number; piece: Piece; step: number }[] = [];
+      for (let s = 0; s < n - 1; s++) {
+        for (const piece of chunksOf(0, L, this.chunkElements)) {
+          sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
+          const origin = mod(this.rank - s - 1, n);
+          receives.push({ length: piece.length, origin, step: s, piece: { offset: origin * L + piece.offset, length: piece.length } });
+        }
+      }
+      await this.stream({
+        op: 'allgather',
+        seq,
+        length: L,
+        dtype: dtypeOf(a) as 'float32' | 'int32',
+        sends,
+        receives,
+        fin: true,
+        receive: (i, data) => {
+          const { piece, step } = receives[i]!;
+          out.set(data, piece.offset);
+          return step < n - 2 ? data : null;
+        },
+      });
+      return out;
+    });
+  }
+
+  /**
+   * Splits `a` into `world` blocks ({@link splitCounts}) and returns block `rank`
+   * reduced over all ranks, in a new array (world 1: a view of `a`). `a` is not modified.
+   */
+  reduceScatter<T extends RingArray>(a: T, op: 'sum' | 'mean' = 'sum'): Promise<T> {
+    return this.run('reducescatter', async (seq) => {
+      const kernels = kernelsFor(checkArray(a, 'reduceScatter'), checkOp(op, ['sum', 'mean'], 'reduceScatter'));
+      const n = this.world;
+      if (n === 1) return a.subarray(0) as T;
+      const divisor = op === 'mean' ? n : 1;
+      const counts = splitCounts(a.length, n);
+      const mine = blockOffsets(counts)[this.rank]!;
+      const out = new (a.constructor as new (length: number) => T)(counts[this.rank]!);
+      const blocks = this.blocks(a.length);
+      const sends: (RingArray | null)[] = [];
+      const receives: { length: number; origin: number; step: number; piece: Piece }[] = [];
+      for (let s = 0; s < n - 1; s++) {
+        for (const piece of blocks[mod(this.rank - s - 1, n)]!) sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
+        for (const piece of blocks[mod(this.rank - s - 2, n)]!) receives.push({ length: piece.length, origin: this.left, step: s, piece });
+      }
+      await this.stream({
+        op: 'reducescatter',
+        seq,
+        length: a.length,
+        dtype: dtypeOf(a) as 'float32' | 'int32',
+        sends,
+        receives,
+        fin: true,
+        receive: (i, data) => {
+          const { step, piece } = receives[i]!;
+          const own = a.subarray(piece.offset, piece.offset + piece.length);
+          if (step < n - 2) {
+            kernels.combine(data, own);
+            return data;
+          }
+          kernels.finishInto(out.subarray(piece.offset - mine, piece.offset - mine + piece.length), data, own, divisor);
+          return null;
+        },
+      });
+      return out;
+    });
+  }
+
+  /** Copies `root`'s array into every rank's `a` (equal lengths), in place; a chain root → root+1 → … → root−1. */
+  broadcast(a: RingArray, root: number): Promise<void> {
+    return this.run('broadcast', async (seq) => {
+      checkArray(a, 'broadcast');
+      const n = this.world;
+      if (!Number.isInteger(root) || root < 0 || root >= n) throw new CollectiveError('usage', `broadcast: root ${root} out of range for world ${n}`);
+      if (n === 1) return;
+      const position = mod(this.rank - root, n);
+      const pieces = chunksOf(0, a.length, this.chunkElements);
+      const sends = position === n - 1 ? [] : pieces.map((p) => (position === 0 ? a.subarray(p.offset, p.offset + p.length) : null));
+      const receives = position === 0 ? [] : pieces.map((p) => ({ length: p.length, origin: root }));
+      await this.stream({
+        op: 'broadcast',
+        seq,
+        length: a.length,
+        dtype: dtypeOf(a) as 'float32' | 'int32',
+        sends,
+        receives,
+        fin: true,
+        receive: (i, data) => {
+          a.set(data, pieces[i]!.offset);
+          return position < n - 1 ? data : null;
+        },
+      });
+    });
+  }
+
+  /** Resolves once every rank has called barrier(): n−1 hops round the ring. */
+  barrier(): Promise<void> {
+    return this.run('barrier', (seq) => (this.world === 1 ? Promise.resolve() : this.countRound('barrier', seq)));
+  }
+
+  /** Closes the link to the right neighbour (not the inbox, which belongs to the caller). Later ops fail with code 'closed'. */
+  async close(): Promise<void> {
+    if (this.failure?.code !== 'closed') this.failure = new CollectiveError('closed', `ring of rank ${this.rank} is closed`);
+    this.link?.close();
+  }
+
+  // ---------------------------------------------------------------- machinery
+
+  /** Runs ops one at a time in call order; the first failure breaks the ring. */
+  private run<T>(op: OpName, body: (seq: number) => Promise<T>): Promise<T> {
+    const seq = op === 'connect' ? 0 : ++this.seq;
+    const result = this.tail.then(async () => {
+      if (this.failure) {
+        if (this.failure.code === 'closed') throw new CollectiveError('closed', `${op} #${seq} on rank ${this.rank}: the ring is closed`);
+        throw new CollectiveError('broken', `${op} #${seq} on rank ${this.rank}: the ring is broken by an earlier failure (${this.failure.message})`);
+      }
+      try {
+        return await body(seq);
+      } catch (e) {
+        const err = e instanceof CollectiveError ? e : new CollectiveError('transport', `${op} #${seq} on rank ${this.rank}: ${(e as Error).message}`);
+        if (err.code === 'usage') throw err; // bad arguments here: nothing was sent, the ring is intact
+        this.failure = err;
+        this.abortRight(err);
+        throw err;
+      }
+    });
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Blocks of the ring ops, each cut into chunks. */
+  private blocks(length: number): Piece[][] {
+    const counts = splitCounts(length, this.world);
+    const offsets = blockOffsets(counts);
+    return counts.map((c, b) => chunksOf(offsets[b]!, c, this.chunkElements));
+  }
+
+  /** Moves one op's messages: receive, hand to the plan, forward, keep at most `inFlight` ahead. */
+  private async stream(plan: Plan): Promise<void> {
+    const { op, seq, sends, receives } = plan;
+    const forward: (RingArray | undefined)[] = [];
+    let forwardHead = 0;
+    let sent = 0;
+    let received = 0;
+    const pump = (): void => {
+      while (sent < sends.length && (receives.length === 0 || sent < received + this.inFlight)) {
+        let data = sends[sent];
+        if (data === null) {
+          if (forwardHead === forward.length) return;
+          data = forward[forwardHead]!;
+          forward[forwardHead++] = undefined;
+        }
+        this.post(encode('ring', this.env, { op, seq, chunk: sent, slot: plan.length }, [{ name: 'data', data }]));
+        sent++;
+      }
+    };
+    pump();
+    while (received < receives.length) {
+      const expected = receives[received]!;
+      const data = await this.receiveData(plan, received, expected.length, expected.origin);
+      const onward = plan.receive(received, data);
+      if (onward) forward.push(onward);
+      received++;
+      pump();
+    }
+    if (sent !== sends.length) throw new Error(`internal: ${op} #${seq} sent ${sent} of ${sends.length} messages`);
+    if (plan.fin) {
+      this.post(encode('ring', this.env, { op: 'fin', seq, chunk: sent, slot: 0 }));
+      await this.receiveControl(op, 'fin', seq);
+    }
+    await this.flushed();
+  }
+
+  /**
+   * One round of counts: rank r sends 1; whoever receives k < n−1 sends k+1.
+   * Receiving n−1 means the n−1 ranks to the left (that is, all) have arrived.
+   */
+  private async countRound(op: 'connect' | 'barrier', seq: number): Promise<void> {
+    const n = this.world;
+    this.post(encode('ring', this.env, { op, seq, chunk: 0, slot: 1 }));
+    for (let k = 1; k < n; k++) {
+      const msg = await this.receiveControl(op, op, seq);
+      if (msg.slot !== k) throw this.protocolError(op, seq, `expected count ${k} from rank ${this.left}, got ${msg.slot}`);
+      if (k < n - 1) this.post(encode('ring', this.env, { op, seq, chunk: k, slot: k + 1 }));
+    }
+    await this.flushed();
+  }
+
+  private post(frames: Uint8Array[]): void {
+    const link = this.link!;
+    this.sending = this.sending
+      .then(() => link.send(frames))
+      .catch((e: Error) => {
+        this.sendFailure ??= e;
+      });
+  }
+
+  private async flushed(): Promise<void> {
+    await this.sending;
+    if (this.sendFailure) throw new CollectiveError('transport', `rank ${this.rank}: sending to rank ${this.right} (${this.peers[this.right]}) failed: ${this.sendFailure.message}`);
+  }
+
+  /** Tells the right neighbour that this ring is broken, so the failure travels instead of timing out. */
+  private abortRight(err: CollectiveError): void {
+    if (!this.link || err.code === 'closed') return;
+    try {
+      this.post(encode('error', this.env, { code: `collective-${err.code}`, message: err.message }));
+    } catch {
+      // best effort: the socket may already be closed
+    }
+  }
+
+  private protocolError(op: string, seq: number, what: string): CollectiveError {
+    return new CollectiveError('protocol', `${op} #${seq} on rank ${this.rank}: ${what}`);
+  }
+
+  /** The next message from the left neighbour, decoded and checked to be a `ring` message of this op. */
+  private async receiveRing(op: string, seq: number): Promise<{ body: { op: string; seq: number; chunk: number; slot: number }; tensors: Record<string, AnyTypedArray> }> {
+    let frames: Uint8Array[];
+    try {
+      frames = await this.inbox!.receive();
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'EAGAIN')
+        throw new CollectiveError('timeout', `${op} #${seq} on rank ${this.rank}: nothing from left neighbour rank ${this.left} (${this.peers[this.left]}) for ${this.timeoutMs} ms`);
+      throw new CollectiveError('transport', `${op} #${seq} on rank ${this.rank}: receive failed: ${(e as Error).message}`);
+    }
+    const res = decode(frames, { job: this.job, world: this.world });
+    if (!res.ok) {
+      const from = res.partial?.rank !== undefined ? `rank ${res.partial.rank}` : 'an unknown sender';
+      throw this.protocolError(op, seq, `bad message from ${from}: ${res.error.message}`);
+    }
+    const { header, tensors } = res.msg;
+    if (header.rank !== this.left) throw this.protocolError(op, seq, `message from rank ${header.rank}, but only the left neighbour rank ${this.left} sends to this inbox`);
+    if (header.type === 'error') throw new CollectiveError('aborted', `${op} #${seq} on rank ${this.rank}: rank ${this.left} aborted: ${header.body.message}`);
+    if (header.type !== 'ring') throw this.protocolError(op, seq, `unexpected '${header.type}' message from rank ${this.left}`);
+    const body = header.body;
+    if (body.seq !== seq) throw this.protocolError(op, seq, `rank ${this.left} sent ${body.op} #${body.seq} where ${op} #${seq} was due (collectives called in a different order?)`);
+    return { body, tensors };
+  }
+
+  private async receiveControl(op: string, expectOp: string, seq: number): Promise<{ slot: number }> {
+    const { body } = await this.receiveRing(op, seq);
+    if (body.op !== expectOp) throw this.protocolError(op, seq, `rank ${this.left} sent '${body.op}' where '${expectOp}' was due (collectives called in a different order?)`);
+    return body;
+  }
+
+  private async receiveData(plan: Plan, index: number, length: number, origin: number): Promise<RingArray> {
+    const { op, seq } = plan;
+    const { body, tensors } = await this.receiveRing(op, seq);
+    if (body.op !== op) throw this.protocolError(op, seq, `rank ${this.left} sent '${body.op}' where '${op}' was due (collectives called in a different order?)`);
+    if (body.slot !== plan.length)
+      throw new CollectiveError(
+        'mismatch',
+        `${op} #${seq}: rank ${origin} passed ${body.slot} elements but rank ${this.rank} passed ${plan.length}; all ranks must pass arrays of equal length`,
+      );
+    if (body.chunk !== index) throw this.protocolError(op, seq, `chunk ${body.chunk} from rank ${this.left} where chunk ${index} was due`);
+    const data = tensors['data'];
+    if (!data) throw this.protocolError(op, seq, `chunk ${index} from rank ${this.left} has no tensor 'data'`);
+    if (dtypeOf(data) !== plan.dtype) throw this.protocolError(op, seq, `chunk ${index} from rank ${this.left} is ${dtypeOf(data)}, this rank's array is ${plan.dtype}`);
+    if (data.length !== length) throw this.protocolError(op, seq, `chunk ${index} from rank ${this.left} has ${data.length} elements, ${length} expected`);
+    return data as RingArray;
+  }
+}
+
+function checkArray<T>(a: T, op: string): T & RingArray {
+  if (!(a instanceof Float32Array) && !(a instanceof Int32Array))
+    throw new CollectiveError('usage', `${op}: expected a Float32Array or Int32Array, got ${Object.prototype.toString.call(a)}`);
+  return a as T & RingArray;
+}
+
+function checkOp<O extends string>(op: O, allowed: string[], name: string): O {
+  if (!allowed.includes(op)) throw new CollectiveError('usage', `${name}: op must be one of ${allowed.join('|')}, got ${JSON.stringify(op)}`);
+  return op;
+}

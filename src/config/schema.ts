@@ -1,0 +1,153 @@
+/**
+ * The one training configuration: every key, its type, its range, its default
+ * and what it means. The README's configuration table, `--print-config` and
+ * every validation message are generated from this table, so a key documented
+ * anywhere else is a bug.
+ *
+ * Keys are flat except `margin.*`; on the command line a key is written with
+ * dashes (`--sample-rate 0.1` sets sampleRate, `--margin.m2 0.4` sets margin.m2).
+ */
+
+export const BACKBONES = ['tiny', 'mobilefacenet', 'iresnet18', 'iresnet34', 'iresnet50', 'iresnet100', 'iresnet200', 'vargfacenet'] as const;
+export const OPTIMIZERS = ['sgd', 'adamw'] as const;
+export const MARGIN_TYPES = ['arcface', 'cosface', 'combined', 'softmax'] as const;
+export const MARGIN_GRADS = ['straight-through', 'exact'] as const;
+export const BACKENDS = ['auto', 'tensorflow', 'cpu-native', 'cpu'] as const;
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+
+export type MarginType = (typeof MARGIN_TYPES)[number];
+
+export interface MarginConfig {
+  type: MarginType;
+  s: number;
+  m1: number;
+  m2: number;
+  m3: number;
+}
+
+export interface TrainConfig {
+  workers: number;
+  backbone: (typeof BACKBONES)[number];
+  embeddingSize: number;
+  imageSize: number;
+  data: string;
+  imagesPerIdentity: number;
+  heldOutIdentities: number;
+  verificationPairs: number;
+  evalEvery: number;
+  batch: number;
+  epochs: number;
+  steps: number;
+  lr: number;
+  warmupEpochs: number;
+  warmupSteps: number;
+  optimizer: (typeof OPTIMIZERS)[number];
+  momentum: number;
+  weightDecay: number;
+  clipGradNorm: number;
+  margin: MarginConfig;
+  marginGrad: (typeof MARGIN_GRADS)[number];
+  sampleRate: number;
+  chunkRows: number;
+  bucketMb: number;
+  flip: boolean;
+  seed: number;
+  backend: (typeof BACKENDS)[number];
+  threads: number;
+  runDir: string;
+  checkpointEvery: number;
+  logEvery: number;
+  logFormat: (typeof LOG_FORMATS)[number];
+  heartbeatMs: number;
+  workerTimeoutMs: number;
+}
+
+interface Common {
+  docs: string;
+}
+export type KeySpec =
+  | (Common & { kind: 'int'; default: number; min: number; max?: number })
+  | (Common & { kind: 'number'; default: number; min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean })
+  | (Common & { kind: 'string'; default: string })
+  | (Common & { kind: 'enum'; values: readonly string[]; default: string })
+  | (Common & { kind: 'boolean'; default: boolean });
+
+const U32 = 4294967295;
+
+/** Every key, in the order they are printed. Dotted keys are nested objects. */
+export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
+  workers: { kind: 'int', default: 2, min: 1, max: 1024, docs: 'Number of worker processes (one device each). The classifier is sharded over them and the backbone replicated.' },
+  backbone: { kind: 'enum', values: BACKBONES, default: 'tiny', docs: 'Backbone network.' },
+  embeddingSize: { kind: 'int', default: 512, min: 1, max: 8192, docs: 'Embedding (feature) size D; 512 in arcface_torch, the tiny backbone trains well with 128.' },
+  imageSize: { kind: 'int', default: 112, min: 8, max: 1024, docs: 'Input images are imageSize × imageSize RGB (112 for aligned faces; the demo uses a smaller size).' },
+  data: { kind: 'string', default: 'synthetic:500', docs: 'Training data: synthetic:IDS = IDS procedurally drawn identities (the embedded dataset).' },
+  imagesPerIdentity: { kind: 'int', default: 20, min: 1, max: 1_000_000, docs: 'Synthetic data: images per identity (training and held-out).' },
+  heldOutIdentities: { kind: 'int', default: 100, min: 0, max: 10_000_000, docs: 'Synthetic data: further identities, disjoint from training, for verification; 0 = no verification.' },
+  verificationPairs: { kind: 'int', default: 1000, min: 0, max: 100_000_000, docs: 'Verification pairs drawn from the held-out identities (half same, half different), scored by 10-fold accuracy.' },
+  evalEvery: { kind: 'int', default: 0, min: 0, docs: 'Run verification every this many steps; 0 = only at the end of training.' },
+  batch: { kind: 'int', default: 128, min: 1, max: 1_000_000, docs: 'Images per worker per step (B); the global batch is workers × batch.' },
+  epochs: { kind: 'int', default: 20, min: 1, max: 1_000_000, docs: 'Passes over the training set.' },
+  steps: { kind: 'int', default: 0, min: 0, docs: 'Stop after this many steps (also the length of the LR schedule); 0 = epochs × steps per epoch.' },
+  lr: { kind: 'number', default: 0.1, min: 0, minExclusive: true, max: 100, docs: 'Base learning rate (arcface_torch: 0.1 for a global batch of 1024), shared by backbone and classifier.' },
+  warmupEpochs: { kind: 'number', default: 0, min: 0, docs: 'Linear LR warm-up length in epochs (then linear decay to 0); exclusive with warmupSteps.' },
+  warmupSteps: { kind: 'int', default: 0, min: 0, docs: 'Linear LR warm-up length in steps; exclusive with warmupEpochs.' },
+  optimizer: { kind: 'enum', values: OPTIMIZERS, default: 'sgd', docs: 'Optimizer for backbone and classifier shards.' },
+  momentum: { kind: 'number', default: 0.9, min: 0, max: 1, maxExclusive: true, docs: 'SGD momentum (sgd only).' },
+  weightDecay: { kind: 'number', default: 5e-4, min: 0, max: 1, docs: 'Weight decay (L2 for sgd, decoupled for adamw); 1e-4 in the Glint360K configs.' },
+  clipGradNorm: { kind: 'number', default: 5, min: 0, docs: 'Clip the backbone gradient to this global L2 norm (backbone only, as arcface_torch); 0 = no clipping.' },
+  'margin.type': { kind: 'enum', values: MARGIN_TYPES, default: 'arcface', docs: 'Margin family: arcface cos(θ+m2), cosface cos θ − m3, combined cos(m1·θ+m2) − m3, softmax (normalised, no margin). Unused m* must stay neutral.' },
+  'margin.s': { kind: 'number', default: 64, min: 0, minExclusive: true, max: 1000, docs: 'Logit scale s.' },
+  'margin.m1': { kind: 'number', default: 1, min: 1, max: 4, docs: 'Multiplicative angular margin (combined only; 1 = off).' },
+  'margin.m2': { kind: 'number', default: 0.5, min: 0, max: 1.5, docs: 'Additive angular margin (arcface, combined). Default by type: arcface 0.5, combined 0.3, others 0.' },
+  'margin.m3': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Additive cosine margin (cosface, combined). Default by type: cosface 0.4, combined 0.2, others 0.' },
+  marginGrad: { kind: 'enum', values: MARGIN_GRADS, default: 'straight-through', docs: 'Gradient through the margin: straight-through (arcface_torch today) or exact (analytic chain rule).' },
+  sampleRate: { kind: 'number', default: 1, min: 0, minExclusive: true, max: 1, docs: 'Partial FC: fraction of each shard\'s classes used per step (positives always kept); 1 = all.' },
+  chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
+  bucketMb: { kind: 'number', default: 16, min: 0, minExclusive: true, max: 4096, docs: 'Backbone gradient all-reduce bucket size in MiB.' },
+  flip: { kind: 'boolean', default: true, docs: 'Random horizontal flip augmentation.' },
+  seed: { kind: 'int', default: 1, min: 0, max: U32, docs: 'Job seed: data, shuffling, initialisation and sampling all derive from it.' },
+  backend: { kind: 'enum', values: BACKENDS, default: 'auto', docs: 'Compute backend: auto = tensorflow if installed, else cpu-native if built, else cpu.' },
+  threads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'Threads per worker for native CPU kernels; 0 = cores / workers.' },
+  runDir: { kind: 'string', default: 'runs/default', docs: 'Directory for checkpoints, logs and metrics of this run.' },
+  checkpointEvery: { kind: 'int', default: 0, min: 0, docs: 'Write a checkpoint every this many steps; 0 = only at the end.' },
+  logEvery: { kind: 'int', default: 10, min: 1, docs: 'Log loss and throughput every this many steps.' },
+  logFormat: { kind: 'enum', values: LOG_FORMATS, default: 'json', docs: 'Log lines as JSON or human-readable.' },
+  heartbeatMs: { kind: 'int', default: 2000, min: 10, max: 3_600_000, docs: 'Interval of worker heartbeats to the coordinator (ms).' },
+  workerTimeoutMs: { kind: 'int', default: 30000, min: 100, max: 86_400_000, docs: 'A worker silent for this long (ms) is declared lost; must exceed heartbeatMs.' },
+};
+
+/** Margin presets: the m1/m2/m3 defaults of each margin.type (SPEC §1.1). */
+export const MARGIN_PRESETS: Readonly<Record<MarginType, { m1: number; m2: number; m3: number }>> = {
+  arcface: { m1: 1, m2: 0.5, m3: 0 },
+  cosface: { m1: 1, m2: 0, m3: 0.4 },
+  combined: { m1: 1, m2: 0.3, m3: 0.2 },
+  softmax: { m1: 1, m2: 0, m3: 0 },
+};
+
+/** Which of m1, m2, m3 each margin type reads; the others must be neutral (1, 0, 0). */
+export const MARGIN_USES: Readonly<Record<MarginType, readonly ('m1' | 'm2' | 'm3')[]>> = {
+  arcface: ['m2'],
+  cosface: ['m3'],
+  combined: ['m1', 'm2', 'm3'],
+  softmax: [],
+};
+
+/** Human description of a key's type and range, e.g. "a number in (0, 1]". */
+export function describeType(spec: KeySpec): string {
+  switch (spec.kind) {
+    case 'boolean':
+      return 'true or false';
+    case 'string':
+      return 'a string';
+    case 'enum':
+      return `one of ${spec.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'int':
+      return spec.max !== undefined ? `an integer in [${spec.min}, ${spec.max}]` : `an integer ≥ ${spec.min}`;
+    case 'number': {
+      const lo = spec.min === undefined ? '(−∞' : `${spec.minExclusive ? '(' : '['}${spec.min}`;
+      const hi = spec.max === undefined ? '∞)' : `${spec.max}${spec.maxExclusive ? ')' : ']'}`;
+      if (spec.min !== undefined && spec.max === undefined) return `a number ${spec.minExclusive ? '>' : '≥'} ${spec.min}`;
+      return `a number in ${lo}, ${hi}`;
+    }
+  }
+}

@@ -1,0 +1,320 @@
+/**
+ * The coordinator process: membership, ranks, heartbeats, the step clock and
+ * the softmax reduction of the sharded classifier. It is the only address a
+ * user gives; workers learn everything else from it.
+ *
+ * Every received frame is decoded and validated; a bad message gets an
+ * `error` reply naming what was wrong, plus a log line, and never stops the
+ * loop. A worker that goes silent, or leaves, stops the job with an error
+ * naming its rank, host and last step.
+ */
+import {
+  controlServer,
+  decode,
+  encode,
+  ProtocolError,
+  type Bodies,
+  type ControlServer,
+  type MessageOf,
+  type MessageType,
+  type OutTensor,
+  type StepKind,
+} from '../protocol/index.js';
+import type { ShardfaceLogger } from '../log/logger.js';
+import { Membership, type Member } from './membership.js';
+import { classRange } from '../ops/class-range.js';
+import { SoftmaxReduction } from './softmax-reduction.js';
+
+export interface JobSpec {
+  kind: StepKind;
+  steps: number;
+  numClasses: number;
+  seed: number;
+  /** Opaque to the coordinator; forwarded to every worker in `welcome`. */
+  config: Record<string, unknown>;
+}
+
+export interface CoordinatorOptions {
+  bind: string;
+  workers: number;
+  job: string;
+  token: string;
+  heartbeatMs: number;
+  workerTimeoutMs: number;
+  /** How long to wait for all workers to register and become ready. */
+  joinTimeoutMs: number;
+  spec: JobSpec;
+  logger: ShardfaceLogger;
+  /** Called when all ranks finished a step, with each rank's metrics (index = rank). */
+  onStepEnd?: (step: number, metrics: Record<string, number>[], loss: number | null) => void | Promise<void>;
+  /** Called with events workers send (checkpoints written, evaluation results…). */
+  onEvent?: (rank: number, name: string, fields: Record<string, unknown>) => void;
+}
+
+export interface JobResult {
+  ok: boolean;
+  reason: string;
+  lastStep: number;
+}
+
+type Phase = 'joining' | 'starting' | 'running' | 'stopping' | 'done';
+
+export class Coordinator {
+  private readonly socket: ControlServer;
+  private readonly members: Membership;
+  private readonly log: ShardfaceLogger['log'];
+  private phase: Phase = 'joining';
+  private step = 0;
+  private stepEnds = new Map<number, Record<string, number>>();
+  private stepLoss: number | null = null;
+  private reduction: SoftmaxReduction | null = null;
+  private finish!: (r: JobResult) => void;
+  private readonly finished: Promise<JobResult>;
+  private timers: NodeJS.Timeout[] = [];
+  private boundAddress = '';
+
+  constructor(private readonly opts: CoordinatorOptions) {
+    this.socket = controlServer();
+    this.members = new Membership(opts.workers);
+    this.log = opts.logger.log;
+    this.finished = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  /** The address actually bound (resolves port 0 / wildcard). */
+  get address(): string {
+    return this.boundAddress;
+  }
+
+  async bind(): Promise<string> {
+    await this.socket.bind(this.opts.bind);
+    this.boundAddress = this.socket.lastEndpoint ?? this.opts.bind;
+    this.log.info({ bind: this.boundAddress, workers: this.opts.workers, job: this.opts.job, kind: this.opts.spec.kind, steps: this.opts.spec.steps }, 'coordinator listening');
+    return this.boundAddress;
+  }
+
+  /** Runs the job to the end (or failure). Never throws for a worker's fault. */
+  async run(): Promise<JobResult> {
+    if (!this.boundAddress) await this.bind();
+    this.timers.push(setInterval(() => this.tick(), Math.max(50, Math.min(this.opts.heartbeatMs, 1000))));
+    this.timers.push(setInterval(() => this.broadcast('heartbeat', {}), this.opts.heartbeatMs));
+    this.timers.push(
+      setTimeout(() => {
+        if (this.phase === 'joining' || this.phase === 'starting') {
+          const missing = this.phase === 'joining' ? `${this.members.size}/${this.opts.workers} workers registered` : `${this.members.ranked().filter((m) => m.ready).length}/${this.opts.workers} workers ready`;
+          void this.abort(`workers did not join within ${this.opts.joinTimeoutMs} ms (${missing})`);
+        }
+      }, this.opts.joinTimeoutMs),
+    );
+    void this.receiveLoop();
+    const result = await this.finished;
+    for (const t of this.timers) clearInterval(t);
+    this.socket.close();
+    return result;
+  }
+
+  /** Stops every worker and ends the job (SIGINT/SIGTERM, or a fatal problem). */
+  async abort(reason: string): Promise<void> {
+    if (this.phase === 'done' || this.phase === 'stopping') return;
+    this.phase = 'stopping';
+    this.log.error({ reason }, 'stopping job');
+    await this.broadcast('stop', { reason, ok: false });
+    this.end({ ok: false, reason, lastStep: this.step });
+  }
+
+  /**
+   * A launcher saw a local worker process exit: stop the job now instead of
+   * waiting for the heartbeat timeout, naming the rank it held.
+   */
+  processExited(pid: number | undefined, how: string): void {
+    if (this.phase === 'done' || this.phase === 'stopping') return;
+    const m = this.members.members().find((x) => x.pid === pid);
+    if (m) m.gone = true;
+    const who = m ? `worker rank ${m.rank ?? '(unassigned)'} (host ${m.host}, pid ${m.pid})` : `worker process ${pid} (not yet registered)`;
+    void this.abort(`${who} exited with ${how}; last completed step ${m?.lastStep ?? 0}`);
+  }
+
+  private end(r: JobResult): void {
+    this.phase = 'done';
+    // Give queued stop messages a moment to leave before the socket closes.
+    setTimeout(() => this.finish(r), 100);
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const [id, ...frames] of this.socket) {
+        if (this.phase === 'done') break;
+        await this.handle(id!, frames);
+      }
+    } catch (e) {
+      if (this.phase !== 'done') await this.abort(`control socket failed: ${(e as Error).message}`);
+    }
+  }
+
+  private async handle(id: Uint8Array, frames: Uint8Array[]): Promise<void> {
+    const key = Buffer.from(id).toString('hex');
+    const member = this.members.get(key);
+    const res = decode(frames, { world: this.opts.workers });
+    if (!res.ok) return this.reject(id, member, res.error);
+    const msg = res.msg;
+    const h = msg.header;
+    if (h.job !== this.opts.job && !(h.type === 'hello' && h.job === ''))
+      return this.reject(id, member, new ProtocolError('wrong-job', `message for job ${JSON.stringify(h.job)}, this is job ${JSON.stringify(this.opts.job)}`));
+    if (member) {
+      member.lastSeen = Date.now();
+      if (h.type !== 'hello' && member.rank !== null && h.rank !== member.rank)
+        return this.reject(id, member, new ProtocolError('bad-field', `header.rank ${h.rank} but this worker is rank ${member.rank}`));
+    }
+    switch (h.type) {
+      case 'hello':
+        return this.onHello(id, key, msg as MessageOf<'hello'>);
+      case 'heartbeat':
+        return;
+      case 'error':
+        this.log.warn({ from: member?.rank, code: (msg as MessageOf<'error'>).header.body.code }, (msg as MessageOf<'error'>).header.body.message);
+        return;
+    }
+    if (!member || member.rank === null)
+      return this.reject(id, member, new ProtocolError('unexpected-type', `${h.type} before registration: send hello first`));
+    switch (h.type) {
+      case 'ready':
+        return this.onReady(member, msg as MessageOf<'ready'>);
+      case 'softmax-stats':
+        return this.onSoftmaxStats(member, msg as MessageOf<'softmax-stats'>);
+      case 'step-end':
+        return this.onStepEnd(member, msg as MessageOf<'step-end'>);
+      case 'event': {
+        const b = (msg as MessageOf<'event'>).header.body;
+        this.opts.onEvent?.(member.rank, b.name, b.fields);
+        return;
+      }
+      case 'bye':
+        return this.onBye(member, msg as MessageOf<'bye'>);
+      default:
+        return this.reject(id, member, new ProtocolError('unexpected-type', `workers do not send ${h.type} to the coordinator`));
+    }
+  }
+
+  private async reject(id: Uint8Array, member: Member | undefined, err: ProtocolError): Promise<void> {
+    this.log.warn({ code: err.code, from: member ? { rank: member.rank, host: member.host, pid: member.pid } : Buffer.from(id).toString('hex') }, `rejected message: ${err.message}`);
+    await this.sendTo(id, 'error', { code: err.code, message: err.message }, member?.rank ?? -1);
+  }
+
+  private async onHello(id: Uint8Array, key: string, msg: MessageOf<'hello'>): Promise<void> {
+    const hello = msg.header.body;
+    if (hello.token !== this.opts.token) {
+      return this.reject(id, undefined, new ProtocolError('bad-token', `worker ${hello.host}:${hello.pid} presented a wrong token`));
+    }
+    if (this.phase !== 'joining') return this.reject(id, undefined, new ProtocolError('unexpected-type', `job already started; ${hello.host}:${hello.pid} cannot join`));
+    const r = this.members.join(id, key, msg.header.rank, hello, Date.now());
+    if (!r.ok) return this.reject(id, undefined, new ProtocolError(r.code, r.message));
+    this.log.info({ host: hello.host, pid: hello.pid, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers }, 'worker registered');
+    if (this.members.size === this.opts.workers) await this.welcomeAll();
+  }
+
+  private async welcomeAll(): Promise<void> {
+    this.phase = 'starting';
+    const ranked = this.members.assignRanks();
+    const peers = ranked.map((m) => m.dataAddress);
+    const hosts = ranked.map((m) => m.host);
+    const { spec } = this.opts;
+    for (const m of ranked) {
+      const range = classRange(spec.numClasses, this.opts.workers, m.rank!);
+      await this.sendTo(m.id, 'welcome', {
+        rank: m.rank!,
+        world: this.opts.workers,
+        peers,
+        hosts,
+        classRange: range,
+        numClasses: spec.numClasses,
+        heartbeatMs: this.opts.heartbeatMs,
+        seed: spec.seed,
+        config: { ...spec.config, kind: spec.kind, steps: spec.steps, workerTimeoutMs: this.opts.workerTimeoutMs },
+      }, m.rank!);
+    }
+    this.log.info({ ranks: ranked.map((m) => ({ rank: m.rank, host: m.host, pid: m.pid, device: m.device })) }, 'ranks assigned');
+  }
+
+  private async onReady(m: Member, msg: MessageOf<'ready'>): Promise<void> {
+    m.ready = true;
+    const b = msg.header.body;
+    this.log.info({ worker: m.rank, backend: b.backend, device: b.device, threads: b.threads, why: b.reason }, 'worker ready');
+    if (this.members.ranked().every((x) => x.ready)) {
+      this.phase = 'running';
+      this.log.info({ steps: this.opts.spec.steps }, 'all workers ready; starting');
+      await this.beginStep(1);
+    }
+  }
+
+  private async beginStep(step: number): Promise<void> {
+    if (step > this.opts.spec.steps) {
+      this.phase = 'stopping';
+      await this.broadcast('stop', { reason: 'job complete', ok: true });
+      this.log.info({ steps: this.opts.spec.steps }, 'job complete');
+      this.end({ ok: true, reason: 'job complete', lastStep: this.step });
+      return;
+    }
+    this.step = step;
+    this.opts.logger.ctx.step = step;
+    this.stepEnds.clear();
+    this.stepLoss = null;
+    this.reduction = new SoftmaxReduction(this.opts.workers);
+    await this.broadcast('step-begin', { kind: this.opts.spec.kind });
+  }
+
+  private async onSoftmaxStats(m: Member, msg: MessageOf<'softmax-stats'>): Promise<void> {
+    if (msg.header.step !== this.step || !this.reduction)
+      return this.reject(m.id, m, new ProtocolError('bad-field', `softmax-stats for step ${msg.header.step} during step ${this.step}`));
+    const added = this.reduction.add(m.rank!, msg);
+    if (!added.ok) {
+      await this.reject(m.id, m, new ProtocolError(added.code, added.message));
+      if (added.fatal) await this.abort(added.message);
+      return;
+    }
+    if (!this.reduction.complete) return;
+    const out = this.reduction.reduce();
+    this.stepLoss = out.loss;
+    const tensors: OutTensor[] = [{ name: 'logSumExp', data: out.logSumExp }];
+    await this.broadcast('softmax-reduced', { loss: out.loss, extras: {} }, tensors);
+  }
+
+  private async onStepEnd(m: Member, msg: MessageOf<'step-end'>): Promise<void> {
+    if (msg.header.step !== this.step) return this.reject(m.id, m, new ProtocolError('bad-field', `step-end for step ${msg.header.step} during step ${this.step}`));
+    m.lastStep = this.step;
+    this.stepEnds.set(m.rank!, msg.header.body.metrics);
+    if (this.stepEnds.size < this.opts.workers) return;
+    const metrics = this.members.ranked().map((x) => this.stepEnds.get(x.rank!)!);
+    await this.opts.onStepEnd?.(this.step, metrics, this.stepLoss);
+    if (this.phase === 'running') await this.beginStep(this.step + 1);
+  }
+
+  private async onBye(m: Member, msg: MessageOf<'bye'>): Promise<void> {
+    m.gone = true;
+    const b = msg.header.body;
+    if (this.phase === 'done' || this.phase === 'stopping') return;
+    await this.abort(`worker rank ${m.rank} (host ${m.host}, pid ${m.pid}) left at step ${m.lastStep}: ${b.reason}`);
+  }
+
+  /** Liveness check: a worker silent past the timeout stops the job. */
+  private tick(): void {
+    if (this.phase === 'done' || this.phase === 'stopping') return;
+    const now = Date.now();
+    for (const m of this.members.silent(now, this.opts.workerTimeoutMs)) {
+      m.gone = true;
+      const who = m.rank !== null ? `worker rank ${m.rank}` : `worker ${m.pid}`;
+      void this.abort(`${who} (host ${m.host}, pid ${m.pid}) silent for ${((now - m.lastSeen) / 1000).toFixed(1)} s (timeout ${this.opts.workerTimeoutMs / 1000} s); last completed step ${m.lastStep}`);
+      return;
+    }
+  }
+
+  private async sendTo<T extends MessageType>(id: Uint8Array, type: T, body: Bodies[T], rank: number, tensors: OutTensor[] = []): Promise<void> {
+    try {
+      await this.socket.send([id, ...encode(type, { job: this.opts.job, step: this.step, rank }, body, tensors)]);
+    } catch (e) {
+      this.log.warn({ type, err: (e as Error).message }, 'send failed');
+    }
+  }
+
+  private async broadcast<T extends MessageType>(type: T, body: Bodies[T], tensors: OutTensor[] = []): Promise<void> {
+    for (const m of this.members.members()) if (!m.gone) await this.sendTo(m.id, type, body, m.rank ?? -1, tensors);
+  }
+}

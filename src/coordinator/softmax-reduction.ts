@@ -1,0 +1,51 @@
+/**
+ * Collects one step's per-row softmax statistics from every shard, checks that
+ * all workers agree on the batch, and reduces them to the global
+ * log-sum-exp per row and the loss (the arithmetic lives in ops).
+ */
+import type { MessageOf, ProtocolErrorCode } from '../protocol/index.js';
+import { reduceSoftmaxStats, type ShardStats } from '../ops/softmax-shard.js';
+
+export type AddResult = { ok: true } | { ok: false; code: ProtocolErrorCode; message: string; fatal: boolean };
+
+export class SoftmaxReduction {
+  private readonly parts = new Map<number, ShardStats>();
+  private batch: { rank: number; batch: number; rows: number } | null = null;
+
+  constructor(private readonly world: number) {}
+
+  get complete(): boolean {
+    return this.parts.size === this.world;
+  }
+
+  add(rank: number, msg: MessageOf<'softmax-stats'>): AddResult {
+    const { rows, batch } = msg.header.body;
+    if (this.parts.has(rank)) return { ok: false, code: 'bad-field', message: `rank ${rank} sent softmax-stats twice in one step`, fatal: false };
+    if (rows !== batch * this.world)
+      return { ok: false, code: 'batch-mismatch', message: `rank ${rank}: ${rows} gathered rows but batch ${batch} × ${this.world} workers = ${batch * this.world}`, fatal: true };
+    if (this.batch && this.batch.batch !== batch)
+      return {
+        ok: false,
+        code: 'batch-mismatch',
+        message: `workers disagree on the per-worker batch size: rank ${this.batch.rank} has ${this.batch.batch}, rank ${rank} has ${batch}; every worker must use the same batch each step`,
+        fatal: true,
+      };
+    const t = msg.tensors;
+    for (const name of ['rowMax', 'sumExp', 'target', 'owned'] as const) {
+      const a = t[name];
+      if (!a) return { ok: false, code: 'bad-field', message: `softmax-stats from rank ${rank} lacks tensor ${name}`, fatal: true };
+      if (a.length !== rows) return { ok: false, code: 'shape-mismatch', message: `softmax-stats from rank ${rank}: ${name} has ${a.length} rows, expected ${rows}`, fatal: true };
+    }
+    if (!(t.rowMax instanceof Float32Array) || !(t.sumExp instanceof Float32Array) || !(t.target instanceof Float32Array) || !(t.owned instanceof Uint8Array))
+      return { ok: false, code: 'bad-field', message: `softmax-stats from rank ${rank}: rowMax/sumExp/target must be float32 and owned uint8`, fatal: true };
+    this.batch ??= { rank, batch, rows };
+    this.parts.set(rank, { rowMax: t.rowMax, sumExp: t.sumExp, target: t.target, owned: t.owned });
+    return { ok: true };
+  }
+
+  reduce(): { logSumExp: Float32Array; loss: number } {
+    const ordered = [...this.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+    const r = reduceSoftmaxStats(ordered);
+    return { logSumExp: r.logSumExp, loss: r.loss };
+  }
+}

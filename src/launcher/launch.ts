@@ -1,0 +1,50 @@
+/**
+ * One coordinator (in this process) plus N local worker processes: what
+ * `shardface launch` and `shardface train` run on a single machine.
+ */
+import { Coordinator, type CoordinatorOptions, type JobResult } from '../coordinator/coordinator.js';
+import { startLocalWorkers, type LocalWorkersOptions } from './local-workers.js';
+
+export interface LaunchOptions {
+  coordinator: Omit<CoordinatorOptions, 'bind'> & { bind?: string };
+  workerArgs: string[];
+  workerEnv?: NodeJS.ProcessEnv;
+  out?: LocalWorkersOptions['out'];
+}
+
+export interface LaunchResult extends JobResult {
+  workerExitCodes: (number | null)[];
+}
+
+export async function launchLocal(opts: LaunchOptions): Promise<{ coordinator: Coordinator; done: Promise<LaunchResult>; stop: (reason: string) => void }> {
+  const coordinator = new Coordinator({ ...opts.coordinator, bind: opts.coordinator.bind ?? 'tcp://127.0.0.1:0' });
+  const address = await coordinator.bind();
+  const workers = startLocalWorkers({
+    workers: opts.coordinator.workers,
+    coordinator: address,
+    workerArgs: ['--job', opts.coordinator.job, ...opts.workerArgs],
+    env: opts.workerEnv,
+    out: opts.out,
+  });
+  for (const c of workers.children)
+    c.on('exit', (code, signal) => {
+      if (code !== 0 || signal) coordinator.processExited(c.pid, signal ? `signal ${signal}` : `exit code ${code}`);
+    });
+  const done = (async (): Promise<LaunchResult> => {
+    const result = await coordinator.run();
+    // Workers exit on the coordinator's stop; give them time, then make sure.
+    const timer = setTimeout(() => workers.stop(), 10_000);
+    const w = await workers.done;
+    clearTimeout(timer);
+    const codes = w.exits.sort((a, b) => a.index - b.index).map((e) => e.code);
+    const ok = result.ok && w.exits.every((e) => e.code === 0);
+    return { ...result, ok, reason: ok || !result.ok ? result.reason : `a worker exited with code ${codes.find((c) => c !== 0)}`, workerExitCodes: codes };
+  })();
+  return {
+    coordinator,
+    done,
+    stop: (reason) => {
+      void coordinator.abort(reason);
+    },
+  };
+}

@@ -1,0 +1,113 @@
+/**
+ * Runs a network description on real tensors. The variables live in one map
+ * keyed by tensor name (module.ts); this runner only looks them up.
+ *
+ * BatchNorm in training mode normalises with the batch statistics (gradients
+ * flow through mean and variance) and writes the running statistics in place.
+ * That write is an `assign` of a tensor that does not feed the output, so it
+ * contributes nothing to any gradient, and it runs inside its own `tf.tidy`, so
+ * no intermediate outlives the call (under a gradient tape the engine's saved
+ * copies are freed when the gradient call ends).
+ */
+import { tf } from '../ops/tf.js';
+import { groupedConv2d } from '../ops/grouped-conv.js';
+import type { BatchNorm, Conv2d, Linear, PReLU, Runner } from './module.js';
+
+export class TensorRunner implements Runner<tf.Tensor> {
+  constructor(
+    private readonly vars: ReadonlyMap<string, tf.Variable>,
+    private readonly training: boolean,
+    /** Write BatchNorm running statistics (training mode only). */
+    private readonly updateStats: boolean = true,
+  ) {}
+
+  private v(name: string): tf.Variable {
+    const t = this.vars.get(name);
+    if (!t) throw new Error(`missing tensor ${name}`);
+    return t;
+  }
+
+  conv(l: Conv2d, x: tf.Tensor): tf.Tensor {
+    const x4 = x as tf.Tensor4D;
+    const w = this.v(`${l.name}.weight`) as unknown as tf.Tensor4D;
+    let y: tf.Tensor4D;
+    if (l.groups === 1) {
+      y = tf.conv2d(x4, w, l.stride, l.pad);
+    } else if (l.inChannels === l.groups) {
+      // depthwise (one input channel per group): tf's own kernel, filter
+      // [k,k,1,C·m] → [k,k,C,m] keeps output channel c·m + j from input c.
+      const dw = w.reshape([l.kernel, l.kernel, l.inChannels, l.outChannels / l.inChannels]) as tf.Tensor4D;
+      y = tf.depthwiseConv2d(x4, dw, l.stride, l.pad);
+    } else {
+      y = groupedConv2d(x4, w, { strides: l.stride, pad: l.pad, groups: l.groups });
+    }
+    return l.bias ? tf.add(y, this.v(`${l.name}.bias`)) : y;
+  }
+
+  batchNorm(l: BatchNorm, x: tf.Tensor): tf.Tensor {
+    const gamma = this.v(`${l.name}.gamma`);
+    const beta = this.v(`${l.name}.beta`);
+    const runningMean = this.v(`${l.name}.runningMean`);
+    const runningVar = this.v(`${l.name}.runningVar`);
+    if (x.shape[x.rank - 1] !== l.channels) throw new Error(`${l.name}: expected ${l.channels} channels, got shape [${x.shape}]`);
+    let mean: tf.Tensor;
+    let variance: tf.Tensor;
+    if (this.training) {
+      const axes = x.shape.slice(0, -1).map((_, i) => i);
+      ({ mean, variance } = tf.moments(x, axes));
+      const n = x.size / l.channels;
+      if (n < 2) throw new Error(`${l.name}: BatchNorm in training mode needs more than one value per channel`);
+      if (this.updateStats) {
+        updateRunning(runningMean, mean, l.momentum, 1);
+        updateRunning(runningVar, variance, l.momentum, n / (n - 1));
+      }
+    } else {
+      mean = runningMean;
+      variance = runningVar;
+    }
+    // y = (x − μ)·γ/√(σ²+ε) + β, folded into one scale and one shift per channel.
+    const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, l.eps)));
+    const shift = tf.sub(beta, tf.mul(mean, scale));
+    return tf.add(tf.mul(x, scale), shift);
+  }
+
+  prelu(l: PReLU, x: tf.Tensor): tf.Tensor {
+    return tf.prelu(x, this.v(`${l.name}.alpha`));
+  }
+
+  linear(l: Linear, x: tf.Tensor): tf.Tensor {
+    const y = tf.matMul(x as tf.Tensor2D, this.v(`${l.name}.weight`) as unknown as tf.Tensor2D);
+    return l.bias ? tf.add(y, this.v(`${l.name}.bias`)) : y;
+  }
+
+  add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return tf.add(a, b);
+  }
+
+  sigmoid(x: tf.Tensor): tf.Tensor {
+    return tf.sigmoid(x);
+  }
+
+  scaleChannels(x: tf.Tensor, gate: tf.Tensor): tf.Tensor {
+    return tf.mul(x, gate);
+  }
+
+  globalAvgPool(x: tf.Tensor): tf.Tensor {
+    return tf.mean(x, [1, 2], true);
+  }
+
+  flatten(x: tf.Tensor): tf.Tensor {
+    return tf.reshape(x, [x.shape[0]!, -1]);
+  }
+}
+
+/**
+ * running ← (1 − m)·running + m·correction·batch. tf.js has no stop-gradient
+ * op; none is needed, because the new value never feeds the output, so
+ * backpropagation from the loss never reaches these ops.
+ */
+function updateRunning(running: tf.Variable, batch: tf.Tensor, momentum: number, correction: number): void {
+  tf.tidy(() => {
+    running.assign(tf.add(tf.mul(running, 1 - momentum), tf.mul(batch, momentum * correction)));
+  });
+}

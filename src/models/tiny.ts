@@ -1,0 +1,81 @@
+/**
+ * `tiny`: a small, fast CPU backbone for the demo and the tests, not a SPEC
+ * architecture. About 210k parameters and 2–5M MACs per 32–48 px image.
+ *
+ *   stage1: conv3×3 s2 (3→16)                    → BN → PReLU
+ *   stage2: conv3×3 s2 (16→32)  → residual unit   (conv3×3 → BN → PReLU, + x)
+ *   stage3: conv3×3 s2 (32→64)  → residual unit
+ *   stage4: conv3×3 s2 (64→128)                  → BN → PReLU
+ *   global average pool → FC (128→D, +bias) → BN1d
+ *
+ * Global pooling makes it work at any input size ≥ 16 (16 px leaves a 1×1
+ * map). `norm: 'none'` drops every BatchNorm and gives the convs a bias
+ * instead: per-sample computation only, so a batch split across workers gives
+ * exactly the gradients of the whole batch (the data-parallel exactness test).
+ * Init: He normal (fan-out) for conv and FC weights, biases 0, BN eps 1e-5.
+ */
+import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+
+export type TinyNorm = 'batch' | 'none';
+
+const EPS = 1e-5;
+const WIDTHS = [16, 32, 64, 128];
+const RESIDUAL_STAGES = new Set([1, 2]); // stage2, stage3 (0-based)
+
+/** conv → [BN] → PReLU. */
+class ConvUnit implements Block {
+  private readonly conv: Conv2d;
+  private readonly bn: BatchNorm | null;
+  private readonly prelu: PReLU;
+
+  constructor(s: Scope, inC: number, outC: number, stride: number, norm: TinyNorm) {
+    this.conv = s.conv('conv', { inChannels: inC, outChannels: outC, kernel: 3, stride, pad: 1, bias: norm === 'none', init: heNormalFanOut(outC, 3) });
+    this.bn = norm === 'batch' ? s.batchNorm('bn', { channels: outC, eps: EPS }) : null;
+    this.prelu = s.prelu('prelu', outC);
+  }
+
+  forward<T>(r: Runner<T>, x: T): T {
+    const y = r.conv(this.conv, x);
+    return r.prelu(this.prelu, this.bn ? r.batchNorm(this.bn, y) : y);
+  }
+}
+
+class Residual implements Block {
+  constructor(private readonly unit: ConvUnit) {}
+
+  forward<T>(r: Runner<T>, x: T): T {
+    return r.add(this.unit.forward(r, x), x);
+  }
+}
+
+class Tiny implements Block {
+  private readonly body: Block[] = [];
+  private readonly fc: Linear;
+  private readonly features: BatchNorm | null;
+
+  constructor(s: Scope, embeddingSize: number, norm: TinyNorm) {
+    let inC = 3;
+    WIDTHS.forEach((c, i) => {
+      const st = s.sub(`stage${i + 1}`);
+      this.body.push(new ConvUnit(st.sub('down'), inC, c, 2, norm));
+      if (RESIDUAL_STAGES.has(i)) this.body.push(new Residual(new ConvUnit(st.sub('block0'), c, c, 1, norm)));
+      inC = c;
+    });
+    this.fc = s.linear('fc', { inFeatures: inC, outFeatures: embeddingSize, bias: true, init: heNormalFanOut(embeddingSize) });
+    this.features = norm === 'batch' ? s.batchNorm('features', { channels: embeddingSize, eps: EPS }) : null;
+  }
+
+  forward<T>(r: Runner<T>, x: T): T {
+    let y = x;
+    for (const b of this.body) y = b.forward(r, y);
+    y = r.linear(this.fc, r.flatten(r.globalAvgPool(y)));
+    return this.features ? r.batchNorm(this.features, y) : y;
+  }
+}
+
+export function describeTiny(opts: { embeddingSize: number; inputSize: number; norm: TinyNorm }): NetworkDescription {
+  if (opts.inputSize < 16) throw new Error(`tiny: input size ${opts.inputSize} < 16`);
+  const scope = new Scope();
+  const root = new Tiny(scope, opts.embeddingSize, opts.norm);
+  return { name: 'tiny', embeddingSize: opts.embeddingSize, inputSize: opts.inputSize, anyInputSize: true, root, layers: scope.layers };
+}

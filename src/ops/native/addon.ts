@@ -1,0 +1,78 @@
+/**
+ * Loading the C++ addon (src/ops/native/*.cc, built by `npm run build:native`).
+ * The path is found from shardface's package root, so this module works both
+ * compiled (dist/src/ops/native) and from source (vitest, tsx).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Conv geometry, in this order: n,h,w,c, kh,kw, oh,ow,cout, sh,sw, padTop,padLeft, groups. */
+export type ConvGeometry = [number, number, number, number, number, number, number, number, number, number, number, number, number, number];
+
+/** What shardface_native.node exports (see addon.cc). */
+export interface NativeAddon {
+  setThreads(n: number): number;
+  info(): { threads: number; blasConfig: string; blasCore: string; avx2: boolean };
+  batchMatMul(a: Float32Array, b: Float32Array, out: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  epilogue(y: Float32Array, rows: number, cols: number, bias: Float32Array | null, biasMode: number, activation: number, alpha: number, prelu: Float32Array | null, preluMode: number): void;
+  conv2d(x: Float32Array, w: Float32Array, y: Float32Array, g: ConvGeometry): void;
+  conv2dBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, g: ConvGeometry): void;
+  conv2dBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, g: ConvGeometry): void;
+  depthwise(x: Float32Array, w: Float32Array, y: Float32Array, g: ConvGeometry): void;
+  depthwiseBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, g: ConvGeometry): void;
+  depthwiseBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, g: ConvGeometry): void;
+  binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, p: number, q: number, r: number, side: number): void;
+  relu(x: Float32Array, y: Float32Array): void;
+  reduceSum(x: Float32Array, out: Float32Array, p: number, q: number, r: number, scale: number): void;
+}
+
+export const ADDON_RELATIVE_PATH = join('src', 'ops', 'native', 'build', 'Release', 'shardface_native.node');
+
+/** The nearest directory above this module holding shardface's package.json. */
+export function packageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'shardface') return dir;
+      } catch {
+        // unreadable package.json: keep walking up
+      }
+    }
+    if (dirname(dir) === dir) throw new Error(`no shardface package.json above ${from}`);
+  }
+}
+
+/**
+ * OpenBLAS 0.3.21 picks its kernels from the CPU's family/model and falls back to
+ * SSE3 ("Prescott", 2-4× slower) on CPUs it does not know, such as virtualised
+ * Xeons. It reads OPENBLAS_CORETYPE when the library loads, so choose from the
+ * CPU's feature flags before the addon (and with it OpenBLAS) is loaded.
+ */
+function chooseBlasCore(): void {
+  if (process.env.OPENBLAS_CORETYPE || process.arch !== 'x64' || process.platform !== 'linux') return;
+  let flags: Set<string>;
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    flags = new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
+  } catch {
+    return;
+  }
+  const has = (...names: string[]): boolean => names.every((n) => flags.has(n));
+  if (has('avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd')) process.env.OPENBLAS_CORETYPE = 'SkylakeX';
+  else if (has('avx2', 'fma')) process.env.OPENBLAS_CORETYPE = 'Haswell';
+}
+
+let loaded: NativeAddon | null = null;
+
+/** Loads the addon once; throws with the path tried when it is missing or broken. */
+export function loadAddon(): NativeAddon {
+  if (loaded) return loaded;
+  const path = join(packageRoot(), ADDON_RELATIVE_PATH);
+  if (!existsSync(path)) throw new Error(`${path} not built (run npm run build:native)`);
+  chooseBlasCore();
+  loaded = createRequire(import.meta.url)(path) as NativeAddon;
+  return loaded;
+}

@@ -1,0 +1,229 @@
+// Depthwise convolution (NHWC, filter [kh, kw, c, multiplier]) and both backprops,
+// as direct loops: OpenMP over (image, row); the channel loop innermost so it
+// vectorises. Row workers are compiled twice (AVX2+FMA and baseline) and picked at
+// load time by the CPU's features, so the addon still runs on CPUs without AVX2.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SF_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define SF_MULTIVERSION
+#endif
+
+namespace sf {
+
+/** Output columns [lo, hi) whose tap kx reads inside the input row. */
+static inline void tapRange(const ConvShape& s, int64_t kx, int64_t* lo, int64_t* hi) {
+  const int64_t first = s.pl - kx;          // ox * sw >= first
+  const int64_t last = s.w - 1 + s.pl - kx;  // ox * sw <= last
+  *lo = first <= 0 ? 0 : (first + s.sw - 1) / s.sw;
+  *hi = last < 0 ? 0 : std::min<int64_t>(s.ow, last / s.sw + 1);
+}
+
+#define SF_INLINE inline __attribute__((always_inline))
+
+/** out[0:B] = sum over taps t of a[t][0:B] * b[t][0:B], accumulated in registers. */
+template <int B>
+static SF_INLINE void tapsDot(const float* const* a, const float* const* b, int nt, int64_t c, float* __restrict out) {
+  float acc[B] = {};
+  for (int t = 0; t < nt; t++) {
+    const float* __restrict p = a[t] + c;
+    const float* __restrict q = b[t] + c;
+    for (int j = 0; j < B; j++) acc[j] += p[j] * q[j];
+  }
+  for (int j = 0; j < B; j++) out[c + j] = acc[j];
+}
+
+/** out[c:c+B] = sum over taps of a[t][c:c+B] * b[t][c:c+B] for every channel block. */
+static SF_INLINE void tapsDotAll(const float* const* a, const float* const* b, int nt, int64_t channels, float* out) {
+  int64_t c = 0;
+  for (; c + 64 <= channels; c += 64) tapsDot<64>(a, b, nt, c, out);
+  for (; c + 16 <= channels; c += 16) tapsDot<16>(a, b, nt, c, out);
+  for (; c + 4 <= channels; c += 4) tapsDot<4>(a, b, nt, c, out);
+  for (; c < channels; c++) tapsDot<1>(a, b, nt, c, out);
+}
+
+/** out[c:c+B] += sum over i < count of x[i*xs + c..] * g[i*gs + c..], accumulated in registers. */
+template <int B>
+static SF_INLINE void stridedDot(const float* x, int64_t xs, const float* g, int64_t gs, int64_t count, int64_t c,
+                                 float* __restrict out) {
+  float acc[B] = {};
+  for (int64_t i = 0; i < count; i++) {
+    const float* __restrict p = x + i * xs + c;
+    const float* __restrict q = g + i * gs + c;
+    for (int j = 0; j < B; j++) acc[j] += p[j] * q[j];
+  }
+  for (int j = 0; j < B; j++) out[c + j] += acc[j];
+}
+
+/** One output row y[n, oy, :, :]. */
+SF_MULTIVERSION
+static void forwardRow(const float* __restrict x, const float* __restrict w, float* __restrict y, const ConvShape& s,
+                       int64_t n, int64_t oy, const float** xs, const float** ws) {
+  const int64_t C = s.c, M = s.cout / s.c, CO = s.cout;
+  float* yRow = y + (n * s.oh + oy) * s.ow * CO;
+  if (M == 1) {
+    for (int64_t ox = 0; ox < s.ow; ox++) {
+      int nt = 0;
+      for (int64_t ky = 0; ky < s.kh; ky++) {
+        const int64_t iy = oy * s.sh - s.pt + ky;
+        if (iy < 0 || iy >= s.h) continue;
+        for (int64_t kx = 0; kx < s.kw; kx++) {
+          const int64_t ix = ox * s.sw - s.pl + kx;
+          if (ix < 0 || ix >= s.w) continue;
+          xs[nt] = x + ((n * s.h + iy) * s.w + ix) * C;
+          ws[nt++] = w + (ky * s.kw + kx) * CO;
+        }
+      }
+      tapsDotAll(xs, ws, nt, C, yRow + ox * CO);
+    }
+    return;
+  }
+  std::memset(yRow, 0, s.ow * CO * sizeof(float));
+  for (int64_t ky = 0; ky < s.kh; ky++) {
+    const int64_t iy = oy * s.sh - s.pt + ky;
+    if (iy < 0 || iy >= s.h) continue;
+    const float* xRow = x + (n * s.h + iy) * s.w * C;
+    for (int64_t kx = 0; kx < s.kw; kx++) {
+      const float* wp = w + (ky * s.kw + kx) * CO;
+      int64_t oxLo, oxHi;
+      tapRange(s, kx, &oxLo, &oxHi);
+      for (int64_t ox = oxLo; ox < oxHi; ox++) {
+        const float* __restrict xp = xRow + (ox * s.sw - s.pl + kx) * C;
+        float* __restrict yp = yRow + ox * CO;
+        for (int64_t c = 0; c < C; c++)
+          for (int64_t q = 0; q < M; q++) yp[c * M + q] += xp[c] * wp[c * M + q];
+      }
+    }
+  }
+}
+
+/** One input-gradient row dx[n, iy, :, :] (a gather over the outputs that read it). */
+SF_MULTIVERSION
+static void backpropInputRow(const float* __restrict dy, const float* __restrict w, float* __restrict dx,
+                             const ConvShape& s, int64_t n, int64_t iy, const float** gs, const float** ws) {
+  const int64_t C = s.c, M = s.cout / s.c, CO = s.cout;
+  float* dxRow = dx + (n * s.h + iy) * s.w * C;
+  if (M == 1) {
+    for (int64_t ix = 0; ix < s.w; ix++) {
+      int nt = 0;
+      for (int64_t ky = 0; ky < s.kh; ky++) {
+        const int64_t ty = iy + s.pt - ky;
+        if (ty < 0 || ty % s.sh != 0 || ty / s.sh >= s.oh) continue;
+        for (int64_t kx = 0; kx < s.kw; kx++) {
+          const int64_t tx = ix + s.pl - kx;
+          if (tx < 0 || tx % s.sw != 0 || tx / s.sw >= s.ow) continue;
+          gs[nt] = dy + ((n * s.oh + ty / s.sh) * s.ow + tx / s.sw) * CO;
+          ws[nt++] = w + (ky * s.kw + kx) * CO;
+        }
+      }
+      tapsDotAll(gs, ws, nt, C, dxRow + ix * C);
+    }
+    return;
+  }
+  std::memset(dxRow, 0, s.w * C * sizeof(float));
+  for (int64_t ky = 0; ky < s.kh; ky++) {
+    const int64_t ty = iy + s.pt - ky;
+    if (ty < 0 || ty % s.sh != 0 || ty / s.sh >= s.oh) continue;
+    const float* dyRow = dy + (n * s.oh + ty / s.sh) * s.ow * CO;
+    for (int64_t kx = 0; kx < s.kw; kx++) {
+      const float* wp = w + (ky * s.kw + kx) * CO;
+      for (int64_t ox = 0; ox < s.ow; ox++) {
+        const int64_t ix = ox * s.sw - s.pl + kx;
+        if (ix < 0 || ix >= s.w) continue;
+        const float* __restrict gp = dyRow + ox * CO;
+        float* __restrict dp = dxRow + ix * C;
+        for (int64_t c = 0; c < C; c++) {
+          float acc = 0.0f;
+          for (int64_t q = 0; q < M; q++) acc += gp[c * M + q] * wp[c * M + q];
+          dp[c] += acc;
+        }
+      }
+    }
+  }
+}
+
+/** acc[ky, kx, :] += the filter gradient contributed by output row dy[n, oy, :, :]. */
+SF_MULTIVERSION
+static void backpropFilterRow(const float* __restrict x, const float* __restrict dy, float* __restrict acc,
+                              const ConvShape& s, int64_t n, int64_t oy) {
+  const int64_t C = s.c, M = s.cout / s.c, CO = s.cout;
+  const float* dyRow = dy + (n * s.oh + oy) * s.ow * CO;
+  for (int64_t ky = 0; ky < s.kh; ky++) {
+    const int64_t iy = oy * s.sh - s.pt + ky;
+    if (iy < 0 || iy >= s.h) continue;
+    const float* xRow = x + (n * s.h + iy) * s.w * C;
+    for (int64_t kx = 0; kx < s.kw; kx++) {
+      float* __restrict ap = acc + (ky * s.kw + kx) * CO;
+      int64_t oxLo, oxHi;
+      tapRange(s, kx, &oxLo, &oxHi);
+      if (oxHi <= oxLo) continue;
+      if (M == 1) {
+        const float* xp = xRow + (oxLo * s.sw - s.pl + kx) * C;
+        const float* gp = dyRow + oxLo * CO;
+        const int64_t count = oxHi - oxLo, xs = s.sw * C;
+        int64_t c = 0;
+        for (; c + 64 <= C; c += 64) stridedDot<64>(xp, xs, gp, CO, count, c, ap);
+        for (; c + 16 <= C; c += 16) stridedDot<16>(xp, xs, gp, CO, count, c, ap);
+        for (; c + 4 <= C; c += 4) stridedDot<4>(xp, xs, gp, CO, count, c, ap);
+        for (; c < C; c++) stridedDot<1>(xp, xs, gp, CO, count, c, ap);
+        continue;
+      }
+      for (int64_t ox = oxLo; ox < oxHi; ox++) {
+        const float* __restrict xp = xRow + (ox * s.sw - s.pl + kx) * C;
+        const float* __restrict gp = dyRow + ox * CO;
+        for (int64_t c = 0; c < C; c++)
+          for (int64_t q = 0; q < M; q++) ap[c * M + q] += xp[c] * gp[c * M + q];
+      }
+    }
+  }
+}
+
+void depthwise(const float* x, const float* w, float* y, const ConvShape& s) {
+#pragma omp parallel
+  {
+    std::vector<const float*> taps(2 * s.kh * s.kw);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < s.n; n++)
+      for (int64_t oy = 0; oy < s.oh; oy++) forwardRow(x, w, y, s, n, oy, taps.data(), taps.data() + s.kh * s.kw);
+  }
+}
+
+void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
+#pragma omp parallel
+  {
+    std::vector<const float*> taps(2 * s.kh * s.kw);
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t n = 0; n < s.n; n++)
+      for (int64_t iy = 0; iy < s.h; iy++) backpropInputRow(dy, w, dx, s, n, iy, taps.data(), taps.data() + s.kh * s.kw);
+  }
+}
+
+void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s) {
+  const int64_t size = s.kh * s.kw * s.cout, rows = s.n * s.oh;
+  const int t = threads();
+  float* parts = scratch(1, (size_t)t * size);
+#pragma omp parallel num_threads(t)
+  {
+    const int i = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* acc = parts + i * size;
+    std::memset(acc, 0, size * sizeof(float));
+    const int64_t r0 = rows * i / nt, r1 = rows * (i + 1) / nt;
+    for (int64_t r = r0; r < r1; r++) backpropFilterRow(x, dy, acc, s, r / s.oh, r % s.oh);
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < size; j++) {
+      float v = 0.0f;
+      for (int p = 0; p < nt; p++) v += parts[p * size + j];
+      dw[j] = v;
+    }
+  }
+}
+
+}  // namespace sf

@@ -1,0 +1,62 @@
+// The native kernels behind shardface's cpu-native backend: plain C++ over raw
+// float32 buffers (NHWC, row-major), no N-API types. addon.cc binds them to JS.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace sf {
+
+// ---- threads (threads.cc) ----------------------------------------------------
+/** Sets OpenBLAS's and OpenMP's thread counts together. */
+void setThreads(int n);
+int threads();
+/** A grow-only scratch buffer per slot, reused between calls (no page faults per call). */
+float* scratch(int slot, size_t floats);
+
+// ---- GEMM (gemm.cc) -------------------------------------------------------------
+/**
+ * C[b] = op(A[b % batchA]) · op(B[b % batchB]) for b < batch; A is [M,K] (or [K,M] when
+ * transA), B is [K,N] (or [N,K] when transB), C is [batch, M, N].
+ */
+void batchMatMul(const float* a, const float* b, float* c, int64_t batch, int64_t batchA, int64_t batchB,
+                 int64_t m, int64_t n, int64_t k, bool transA, bool transB);
+
+enum Activation { kLinear = 0, kRelu = 1, kRelu6 = 2, kPrelu = 3, kLeakyRelu = 4, kElu = 5, kSigmoid = 6 };
+/** How a bias or PReLU weight tensor lines up with a [rows, cols] output. */
+enum Broadcast { kNone = 0, kScalar = 1, kPerColumn = 2, kFull = 3 };
+/** y = act(y + bias) in place, one pass. */
+void epilogue(float* y, int64_t rows, int64_t cols, const float* bias, int biasMode, int activation, float alpha,
+              const float* preluWeights, int preluMode);
+
+// ---- convolutions (conv.cc, depthwise.cc) ----------------------------------------------
+struct ConvShape {
+  int64_t n, h, w, c;     // input
+  int64_t kh, kw;         // filter window
+  int64_t oh, ow, cout;   // output
+  int64_t sh, sw;         // strides
+  int64_t pt, pl;         // padding before (top, left)
+  int64_t groups;         // 1 = ordinary conv; for depthwise unused (cout = c * multiplier)
+};
+
+/** Grouped conv, filter [kh, kw, c/groups, cout]; groups = 1 is tf.conv2d. */
+void conv2d(const float* x, const float* w, float* y, const ConvShape& s);
+void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s);
+void conv2dBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s);
+
+/** Depthwise conv, filter [kh, kw, c, multiplier], cout = c * multiplier. */
+void depthwise(const float* x, const float* w, float* y, const ConvShape& s);
+void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s);
+void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s);
+
+// ---- element-wise and reductions (elementwise.cc) ---------------------------------------
+enum BinaryOp { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kPreluOp = 4, kMax = 5, kMin = 6, kSquaredDiff = 7 };
+/**
+ * out[p,q,r] = a op b over a [P,Q,R] view of the output. side 0: both full;
+ * side 1: b is [P,1,R] (broadcast over q); side 2: a is [P,1,R].
+ */
+void binary(int op, const float* a, const float* b, float* out, int64_t p, int64_t q, int64_t r, int side);
+void relu(const float* x, float* y, int64_t n);
+/** out[p,r] = scale * sum_q x[p,q,r], accumulated in double. */
+void reduceSum(const float* x, float* out, int64_t p, int64_t q, int64_t r, double scale);
+
+}  // namespace sf

@@ -1,0 +1,40 @@
+/**
+ * What a worker runs each step. A job gets the worker's place in the cluster
+ * and the communication operations, and reads like single-process code.
+ */
+import type { Bodies, StepKind } from '../protocol/index.js';
+import type { ShardfaceLogger } from '../log/logger.js';
+import type { Ring } from '../collectives/ring.js';
+import type { ShardStats } from '../ops/softmax-shard.js';
+
+export interface WorkerContext {
+  rank: number;
+  world: number;
+  numClasses: number;
+  classRange: Bodies['welcome']['classRange'];
+  seed: number;
+  config: Record<string, unknown>;
+  ring: Ring;
+  logger: ShardfaceLogger;
+  /** Sends this shard's per-row statistics; resolves with the global log-sum-exp and loss. */
+  exchangeSoftmax(step: number, batch: number, stats: ShardStats): Promise<{ logSumExp: Float32Array; loss: number; extras: Record<string, number> }>;
+  /** Sends an event to the coordinator (checkpoint written, evaluation result, selftest output…). */
+  emit(name: string, fields: Record<string, unknown>): Promise<void>;
+}
+
+export interface WorkerJob {
+  /** Runs step `step`; returns the metrics reported with step-end. */
+  step(step: number): Promise<Record<string, number>>;
+  /** Called once after the last step (or on stop) to release resources. */
+  close?(ok: boolean): Promise<void>;
+}
+
+export type JobFactory = (ctx: WorkerContext) => Promise<WorkerJob>;
+
+/** Job modules by step kind, loaded on demand so a worker only loads what it runs. */
+export const JOB_MODULES: Record<StepKind, string> = {
+  empty: './jobs/empty.js',
+  selftest: './jobs/selftest.js',
+  bench: './jobs/bench-classifier.js',
+  train: './jobs/train.js',
+};

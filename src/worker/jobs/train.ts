@@ -1,0 +1,176 @@
+/**
+ * One worker's share of training, step by step (ARCHITECTURE.md "one training
+ * step"): its slice of the data → backbone → sharded classifier → backbone
+ * backward from the returned embedding gradient → all-reduce of backbone
+ * gradients in buckets → clip → optimizer step. Reads top to bottom in the
+ * order a person thinks of training.
+ */
+import { performance } from 'node:perf_hooks';
+import { tf } from '../../ops/tf.js';
+import type { JobFactory, WorkerContext } from '../job.js';
+import type { TrainConfig } from '../../config/schema.js';
+import { parseDataSpec } from '../../data/dataset.js';
+import { createSyntheticSplits } from '../../data/synthetic.js';
+import { DistributedSampler } from '../../data/sampler.js';
+import { Loader, type Batch } from '../../data/loader.js';
+import { createBackbone, type Backbone } from '../../models/index.js';
+import { resolveMargin, type MarginSpec } from '../../ops/margin.js';
+import { learningRate } from '../../ops/lr-schedule.js';
+import { initialShardWeights } from '../../ops/classifier-init.js';
+import { ShardedClassifier } from '../sharded-classifier.js';
+import { shardComm } from '../shard-comm.js';
+import { BackboneOptimizer, clipGradNorm } from '../backbone-optimizer.js';
+import { allReduceGradients, planBuckets } from '../grad-buckets.js';
+import { makeVerificationPairs } from '../../eval/pairs.js';
+import { verifyBackbone } from '../../eval/evaluate.js';
+import { BACKBONE_FILE, shardFile, stepDir, writeCheckpointFile } from '../../checkpoint/checkpoint.js';
+import type { StoredTensor } from '../../checkpoint/tensor-file.js';
+
+/** The train config plus what the coordinator derived from it. */
+export type TrainJobConfig = TrainConfig & { steps: number; stepsPerEpoch: number; runDir: string };
+
+export function marginFromConfig(m: TrainConfig['margin']): MarginSpec {
+  // 'softmax' is the normalised softmax: the arcface formula with m2 = 0.
+  if (m.type === 'softmax') return resolveMargin({ type: 'arcface', s: m.s, m1: 1, m2: 0, m3: 0 });
+  return resolveMargin({ type: m.type, s: m.s, m1: m.m1, m2: m.m2, m3: m.m3 });
+}
+
+export const createJob: JobFactory = async (ctx) => {
+  const cfg = ctx.config as unknown as TrainJobConfig;
+  const { rank, world } = ctx;
+
+  // data: this rank's disjoint, reshuffled-per-epoch slice
+  const spec = parseDataSpec(cfg.data);
+  const { train, heldOut } = createSyntheticSplits({ identities: spec.identities, heldOutIdentities: cfg.heldOutIdentities, imagesPerIdentity: cfg.imagesPerIdentity, imageSize: cfg.imageSize, seed: cfg.seed });
+  const sampler = new DistributedSampler({ size: train.size, world, rank, batchPerWorker: cfg.batch, seed: cfg.seed });
+  const loader = new Loader({ dataset: train, sampler, flip: cfg.flip });
+
+  // backbone: same init everywhere, made certain by a broadcast from rank 0
+  const backbone = createBackbone(cfg.backbone, { seed: cfg.seed, embeddingSize: cfg.embeddingSize, inputSize: cfg.imageSize });
+  await broadcastState(ctx, backbone);
+  const params = backbone.trainableVariables();
+  const optimizer = new BackboneOptimizer(
+    params,
+    cfg.optimizer === 'sgd' ? { kind: 'sgd', momentum: cfg.momentum, weightDecay: cfg.weightDecay } : { kind: 'adamw', beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: cfg.weightDecay },
+  );
+  const buckets = planBuckets(
+    params.map((p) => p.variable.size),
+    cfg.bucketMb,
+  );
+
+  // classifier: this rank's rows only
+  const classifier = new ShardedClassifier(
+    ctx.classRange,
+    rank,
+    { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed },
+    initialShardWeights(ctx.classRange, cfg.embeddingSize, cfg.seed),
+  );
+  const comm = shardComm(ctx);
+  const warmupSteps = cfg.warmupSteps || Math.round(cfg.warmupEpochs * cfg.stepsPerEpoch);
+  const schedule = { base: cfg.lr, warmupSteps, totalSteps: cfg.steps };
+  const pairs = heldOut && rank === 0 && cfg.verificationPairs >= 2 ? makeVerificationPairs({ labels: labelsOf(heldOut), pairs: cfg.verificationPairs, seed: cfg.seed }) : null;
+  let batch: Batch | undefined;
+
+  return {
+    async step(step) {
+      const t0 = performance.now();
+      const epoch = Math.floor((step - 1) / cfg.stepsPerEpoch);
+      batch = loader.batch(epoch, (step - 1) % cfg.stepsPerEpoch, batch);
+      const tData = performance.now();
+      const lr = learningRate(step, schedule);
+      const x = tf.tensor4d(batch.images, [cfg.batch, cfg.imageSize, cfg.imageSize, 3]);
+      let commSeconds = 0;
+      try {
+        // forward to the embeddings (no tape yet: the classifier's answer comes over the network)
+        const emb = tf.tidy(() => backbone.apply(x, true, { updateStats: false }));
+        const embData = (await emb.data()) as Float32Array;
+        emb.dispose();
+
+        // the sharded classifier: loss and ∂L/∂e for this rank's rows
+        const tc = performance.now();
+        const cls = await classifier.forwardBackward(step, embData, batch.labels, comm);
+        const tcDone = performance.now();
+
+        // backbone backward from ∂L/∂e (the forward is recomputed under the tape)
+        const dy = tf.tensor2d(cls.gradEmbeddings, [cfg.batch, cfg.embeddingSize]);
+        const vars = params.map((p) => p.variable);
+        const local = tf.engine().gradients(() => backbone.apply(x, true), vars, dy).grads;
+        dy.dispose();
+        const tb = performance.now();
+
+        // gradients of the global-batch mean loss: SUM over workers (see sharded-classifier.ts)
+        const summed = await allReduceGradients(local, buckets, (a) => ctx.ring.allReduce(a, 'sum'));
+        const ta = performance.now();
+        commSeconds = (ta - tb) / 1000;
+        const { grads, norm } = clipGradNorm(summed, cfg.clipGradNorm);
+        optimizer.step(grads, lr);
+        grads.forEach((g) => g.dispose());
+        classifier.update(cls.active, cls.gradWeight, optimizerHp(cfg, lr));
+        const t1 = performance.now();
+
+        const metrics: Record<string, number> = {
+          loss: cls.loss,
+          lr,
+          epoch,
+          gradNorm: norm,
+          seconds: (t1 - t0) / 1000,
+          dataSeconds: (tData - t0) / 1000,
+          classifierSeconds: (tcDone - tc) / 1000,
+          commSeconds,
+          activeClasses: cls.active.length,
+          images: cfg.batch,
+        };
+        if (!Number.isFinite(cls.loss)) throw new Error(`loss is ${cls.loss} at step ${step} (lr ${lr}); stopping before the model is ruined`);
+        const last = step === cfg.steps;
+        if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await writeCheckpoint(ctx, cfg, step, epoch, backbone, classifier);
+        if (pairs && heldOut && (last || (cfg.evalEvery > 0 && step % cfg.evalEvery === 0))) {
+          const v = await verifyBackbone(backbone, heldOut, pairs);
+          Object.assign(metrics, { valAccuracy: v.accuracy, valStd: v.std, valThreshold: v.threshold, valPairs: v.pairs });
+        }
+        return metrics;
+      } finally {
+        x.dispose();
+      }
+    },
+    async close() {
+      backbone.dispose();
+      optimizer.dispose();
+    },
+  };
+};
+
+function optimizerHp(cfg: TrainConfig, lr: number) {
+  return cfg.optimizer === 'sgd'
+    ? ({ kind: 'sgd', lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay } as const)
+    : ({ kind: 'adamw', lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: cfg.weightDecay } as const);
+}
+
+function labelsOf(ds: { size: number; label(i: number): number }): Int32Array {
+  return Int32Array.from({ length: ds.size }, (_, i) => ds.label(i));
+}
+
+/** Every persistent backbone tensor from rank 0, so all replicas start bit-identical. */
+async function broadcastState(ctx: WorkerContext, backbone: Backbone): Promise<void> {
+  if (ctx.world === 1) return;
+  for (const v of backbone.state().values()) {
+    const data = (await v.data()) as Float32Array;
+    const copy = new Float32Array(data);
+    await ctx.ring.broadcast(copy, 0);
+    if (ctx.rank !== 0) v.assign(tf.tensor(copy, v.shape, 'float32'));
+  }
+}
+
+async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: number, epoch: number, backbone: Backbone, classifier: ShardedClassifier): Promise<void> {
+  const dir = stepDir(`${cfg.runDir}/ckpt`, step);
+  const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
+  const shardTensors: Record<string, StoredTensor> = {};
+  for (const [name, v] of classifier.state.variables()) shardTensors[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
+  const shard = writeCheckpointFile(dir, shardFile(ctx.rank), shardTensors, { ...meta, classStart: String(ctx.classRange.start), classCount: String(ctx.classRange.count), numClasses: String(ctx.numClasses) });
+  await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, ...shard });
+  if (ctx.rank === 0) {
+    const t: Record<string, StoredTensor> = {};
+    for (const [name, v] of backbone.state()) t[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
+    const b = writeCheckpointFile(dir, BACKBONE_FILE, t, { ...meta, backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize) });
+    await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
+  }
+}

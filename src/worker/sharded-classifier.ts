@@ -1,0 +1,106 @@
+/**
+ * This worker's slice of the classifier and the distributed step through it
+ * (ARCHITECTURE.md steps 2–6). Communication hides behind three named
+ * operations — all-gather, softmax exchange, reduce-scatter — so the step reads
+ * like single-process code.
+ *
+ * Gradient convention: gradients are those of the loss averaged over the
+ * global batch N = n·B. The reduce-scatter SUMS the shards' partial embedding
+ * gradients, so each worker gets exactly ∂L/∂e for its own rows; backbone
+ * gradients must therefore be SUMMED across workers (not averaged) to be the
+ * gradient of that same mean loss. (arcface_torch reaches the same place by
+ * multiplying by the world size and letting DDP average.)
+ */
+import { tf } from '../ops/tf.js';
+import { Rng } from '../common/random.js';
+import type { ClassRange } from '../ops/class-range.js';
+import { localiseLabels, numSampled } from '../ops/class-range.js';
+import { sampleClasses } from '../ops/sampling.js';
+import type { MarginGrad, MarginSpec } from '../ops/margin.js';
+import { shardBackward, shardForward, type ShardStats } from '../ops/softmax-shard.js';
+import { createShardState, gatherRows, updateRows, type RowHyperParams, type ShardState } from '../ops/row-optimizer.js';
+
+export interface ClassifierSettings {
+  dim: number;
+  margin: MarginSpec;
+  marginGrad: MarginGrad;
+  sampleRate: number;
+  chunkRows: number;
+  optimizer: 'sgd' | 'adamw';
+  seed: number;
+}
+
+export interface ShardComm {
+  allGatherFloat(a: Float32Array): Promise<Float32Array>;
+  allGatherInt(a: Int32Array): Promise<Int32Array>;
+  exchangeSoftmax(step: number, batch: number, stats: ShardStats): Promise<{ logSumExp: Float32Array; loss: number }>;
+  reduceScatter(a: Float32Array): Promise<Float32Array>;
+}
+
+export interface ShardStepResult {
+  loss: number;
+  /** ∂L/∂e for this worker's own B rows (B×D), L = mean over the global batch. */
+  gradEmbeddings: Float32Array;
+  /** Local rows that took part in this step (ascending). */
+  active: Int32Array;
+  /** ∂L/∂W for the active rows (|active|×D). Caller disposes (or passes to `update`). */
+  gradWeight: tf.Tensor2D;
+}
+
+export class ShardedClassifier {
+  readonly state: ShardState;
+  readonly numSample: number;
+
+  constructor(
+    readonly range: ClassRange,
+    readonly rank: number,
+    private readonly cfg: ClassifierSettings,
+    init?: Float32Array,
+  ) {
+    this.numSample = numSampled(cfg.sampleRate, range.count);
+    this.state = createShardState(range.count, cfg.dim, cfg.optimizer, init ?? null, Rng.derive(cfg.seed, 'classifier-init', range.start));
+  }
+
+  /** One forward + backward through the sharded classifier for this worker's batch. */
+  async forwardBackward(step: number, embeddings: Float32Array, labels: Int32Array, comm: ShardComm): Promise<ShardStepResult> {
+    const { dim } = this.cfg;
+    const batch = labels.length;
+    if (embeddings.length !== batch * dim) throw new Error(`embeddings hold ${embeddings.length} values, expected ${batch}×${dim}`);
+
+    // 2. every worker gets all N embeddings and labels
+    const allEmb = await comm.allGatherFloat(embeddings);
+    const allLabels = await comm.allGatherInt(labels);
+    const rows = allLabels.length;
+
+    // 3. this shard's classes: every positive it owns + sampled negatives
+    const local = localiseLabels(allLabels, this.range);
+    const sample = sampleClasses(local, this.range.count, this.numSample, Rng.derive(this.cfg.seed, 'sample', step, this.rank));
+
+    const emb = tf.tensor2d(allEmb, [rows, dim]);
+    const weight = gatherRows(this.state, sample.index);
+    try {
+      // 4. per-row partial softmax statistics → coordinator; 5. global log-sum-exp back
+      const stats = shardForward(emb, weight, sample.labels, this.cfg.margin, { chunk: this.cfg.chunkRows });
+      const { logSumExp, loss } = await comm.exchangeSoftmax(step, batch, stats);
+
+      // 6. local gradients; partial ∇E summed across shards by reduce-scatter
+      const { gradEmb, gradWeight } = shardBackward(emb, weight, sample.labels, logSumExp, this.cfg.margin, this.cfg.marginGrad, rows, { chunk: this.cfg.chunkRows });
+      const partial = (await gradEmb.data()) as Float32Array;
+      gradEmb.dispose();
+      const own = await comm.reduceScatter(partial);
+      return { loss, gradEmbeddings: own, active: sample.index, gradWeight };
+    } finally {
+      emb.dispose();
+      weight.dispose();
+    }
+  }
+
+  /** Optimizer step on the active rows only (their optimizer state too); disposes the gradient. */
+  update(active: Int32Array, gradWeight: tf.Tensor2D, hp: RowHyperParams): void {
+    try {
+      updateRows(this.state, active, gradWeight, hp);
+    } finally {
+      gradWeight.dispose();
+    }
+  }
+}

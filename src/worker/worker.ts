@@ -1,0 +1,130 @@
+/**
+ * A worker process: pins its device, registers with the coordinator, learns
+ * its rank and class range, brings up the compute backend and the ring, then
+ * runs whatever steps the coordinator clocks until told to stop.
+ */
+import { hostname } from 'node:os';
+import type { ShardfaceLogger } from '../log/logger.js';
+import { initBackend, type BackendChoice } from '../ops/backend.js';
+import { bindInbox, Ring } from '../collectives/ring.js';
+import { ControlChannel, JobStopped } from './control.js';
+import { pinDevice, localRankFromEnv } from './device.js';
+import { JOB_MODULES, type JobFactory, type WorkerContext, type WorkerJob } from './job.js';
+import type { StepKind } from '../protocol/index.js';
+
+export interface WorkerOptions {
+  coordinator: string;
+  rank?: number;
+  device?: string;
+  backend: BackendChoice;
+  threads?: number;
+  job?: string;
+  token: string;
+  /** Host name or address other workers use to reach this one's data plane. */
+  advertise?: string;
+  logger: ShardfaceLogger;
+}
+
+/** Returns the process exit code. */
+export async function runWorker(opts: WorkerOptions): Promise<number> {
+  const { log, ctx: logCtx } = opts.logger;
+  const pin = pinDevice(opts.device, localRankFromEnv());
+  const loopback = /^tcp:\/\/(127\.|localhost)/.test(opts.coordinator);
+  const advertise = opts.advertise ?? (loopback ? '127.0.0.1' : hostname());
+  const { inbox, address: dataAddress } = await bindInbox(loopback ? '127.0.0.1' : '0.0.0.0', advertise);
+
+  const control = new ControlChannel(opts.coordinator, opts.logger);
+  control.job = opts.job ?? '';
+  control.rank = opts.rank ?? -1;
+  control.connect();
+  let ring: Ring | null = null;
+  let job: WorkerJob | null = null;
+  let heartbeat: NodeJS.Timeout | null = null;
+  const onSignal = (sig: string) => control.fail(`received ${sig}`);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device: pin.device, backend: opts.backend }, [], 0);
+    log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device: pin.device, deviceSource: pin.source, dataAddress }, 'registering');
+    const welcome = (await control.waitFor('welcome')).header;
+    const w = welcome.body;
+    control.job = welcome.job;
+    control.rank = w.rank;
+    control.world = w.world;
+    logCtx.rank = w.rank;
+    log.info({ world: w.world, classRange: w.classRange, peers: w.peers }, 'joined job');
+
+    const timeoutMs = Number(w.config.workerTimeoutMs ?? 30000);
+    heartbeat = setInterval(() => {
+      if (control.silenceMs > timeoutMs) control.fail(`coordinator silent for ${(control.silenceMs / 1000).toFixed(1)} s`);
+      else void control.send('heartbeat', {}).catch(() => undefined);
+    }, w.heartbeatMs);
+
+    const backend = await initBackend(opts.backend, { threads: opts.threads });
+    log.info({ backend: backend.backend, device: backend.device, threads: backend.threads, why: backend.reason }, 'compute backend');
+
+    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox });
+    const kind = String(w.config.kind ?? 'empty') as StepKind;
+    const ctx: WorkerContext = {
+      rank: w.rank,
+      world: w.world,
+      numClasses: w.numClasses,
+      classRange: w.classRange,
+      seed: w.seed,
+      config: w.config,
+      ring,
+      logger: opts.logger,
+      async exchangeSoftmax(step, batch, stats) {
+        await control.send('softmax-stats', { rows: stats.rowMax.length, batch }, [
+          { name: 'rowMax', data: stats.rowMax },
+          { name: 'sumExp', data: stats.sumExp },
+          { name: 'target', data: stats.target },
+          { name: 'owned', data: stats.owned },
+        ], step);
+        const m = await control.waitFor('softmax-reduced', step);
+        const lse = m.tensors.logSumExp;
+        if (!(lse instanceof Float32Array) || lse.length !== stats.rowMax.length)
+          throw new Error(`coordinator sent logSumExp of ${lse?.length ?? 'no'} rows, expected ${stats.rowMax.length}`);
+        return { logSumExp: lse, loss: m.header.body.loss, extras: m.header.body.extras };
+      },
+      emit: (name, fields) => control.send('event', { name, fields }),
+    };
+    const mod = (await import(JOB_MODULES[kind])) as { createJob: JobFactory };
+    job = await mod.createJob(ctx);
+    await control.send('ready', { backend: backend.backend, device: backend.device, threads: backend.threads, reason: backend.reason }, [], 0);
+
+    for (;;) {
+      const begin = await control.waitFor('step-begin');
+      const step = begin.header.step;
+      logCtx.step = step;
+      const metrics = await job.step(step);
+      await control.send('step-end', { metrics }, [], step);
+    }
+  } catch (e) {
+    if (e instanceof JobStopped) {
+      if (e.ok) {
+        log.info({ reason: e.reason }, 'stopped');
+        await job?.close?.(true);
+        return 0;
+      }
+      log.error({ reason: e.reason }, 'job stopped with an error');
+      await job?.close?.(false);
+      return 1;
+    }
+    const err = e as Error;
+    log.error({ err: { message: err.message, stack: err.stack } }, 'worker failed');
+    await control.send('bye', { reason: err.message, ok: false }).catch(() => undefined);
+    await job?.close?.(false);
+    return 1;
+  } finally {
+    if (heartbeat) clearInterval(heartbeat);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await ring?.close().catch(() => undefined);
+    inbox.close();
+    // Let a final message (bye) leave before closing the socket.
+    await new Promise((r) => setTimeout(r, 50));
+    control.close();
+  }
+}

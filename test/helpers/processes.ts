@@ -1,0 +1,72 @@
+/** Starting real shardface processes from tests and reading their JSON logs. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+export const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
+
+export interface Proc {
+  child: ChildProcess;
+  lines: string[];
+  /** Parsed JSON log lines (non-JSON lines skipped). */
+  json(): Record<string, unknown>[];
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first JSON line matching `pred`. */
+  waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const lines: string[] = [];
+  const listeners: ((l: string) => void)[] = [];
+  const onLine = (l: string) => {
+    lines.push(l);
+    for (const f of listeners) f(l);
+  };
+  createInterface({ input: child.stdout! }).on('line', onLine);
+  createInterface({ input: child.stderr! }).on('line', onLine);
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const parse = (l: string): Record<string, unknown> | null => {
+    if (!l.startsWith('{')) return null;
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return null;
+    }
+  };
+  return {
+    child,
+    lines,
+    exit,
+    json: () => lines.map(parse).filter((x): x is Record<string, unknown> => x !== null),
+    waitFor(pred, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        for (const l of lines) {
+          const j = parse(l);
+          if (j && pred(j)) return resolve(j);
+        }
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for a log line; last lines:\n${lines.slice(-15).join('\n')}`)), timeoutMs);
+        listeners.push((l) => {
+          const j = parse(l);
+          if (j && pred(j)) {
+            clearTimeout(timer);
+            resolve(j);
+          }
+        });
+      });
+    },
+  };
+}
+
+/** A free-ish TCP port on loopback for a coordinator to bind. */
+export async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}

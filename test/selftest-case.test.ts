@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { generateCase, parseSelftestCase } from '../src/cli/selftest-case.js';
+
+const good = () => ({
+  embeddings: [
+    [1, 2, 0.5],
+    [-0.5, 0.3, 1.2],
+    [0.2, -1, 0.4],
+    [0.9, 0.1, -0.3],
+  ],
+  labels: [1, 4, 5, 0],
+  weight: [
+    [0.8, 0.6, 0.2],
+    [0.9, 2.1, 0.3],
+    [0.2, -0.3, 0.5],
+    [0.05, 0.2, 0.1],
+    [-0.1, 0.8, 1],
+    [0.3, -0.9, 0.2],
+  ],
+  margin: { type: 'arcface' },
+});
+
+function bad(edit: (c: Record<string, any>) => void, workers = 2): () => unknown {
+  const c: Record<string, any> = good();
+  edit(c);
+  return () => parseSelftestCase(c, workers);
+}
+
+describe('parseSelftestCase', () => {
+  it('accepts a good case (object or JSON text) and fills the margin preset', () => {
+    const c = parseSelftestCase(JSON.stringify(good()), 2);
+    expect(c.margin).toEqual({ type: 'arcface', s: 64, m1: 1, m2: 0.5, m3: 0 });
+    expect(c.workers).toBe(2);
+    expect(c.labels).toEqual([1, 4, 5, 0]);
+    const cos = parseSelftestCase({ ...good(), margin: { type: 'cosface', m3: 0.35, s: 30 } }, 4);
+    expect(cos.margin).toEqual({ type: 'cosface', s: 30, m1: 1, m2: 0, m3: 0.35 });
+  });
+
+  it('ragged rows name the row', () => {
+    expect(bad((c) => c.embeddings[3].push(7))).toThrow('embeddings[3]: row has 4 values, expected 3');
+    expect(bad((c) => (c.weight[2] = [1, 2]))).toThrow(/^weight\[2\]: row has 2 values, expected 3/);
+  });
+
+  it('non-finite or non-numeric values name the entry', () => {
+    expect(bad((c) => (c.embeddings[1][2] = null))).toThrow(/^embeddings\[1\]\[2\]: expected a finite number/);
+    expect(bad((c) => (c.weight[0][0] = 'x'))).toThrow(/^weight\[0\]\[0\]: expected a finite number/);
+    expect(() => parseSelftestCase('{"embeddings": [[1, 1e999]], "labels": [0], "weight": [[1, 2]], "margin": {"type": "arcface"}}', 1)).toThrow(
+      /^embeddings\[0\]\[1\]: expected a finite number, got Infinity/,
+    );
+  });
+
+  it('labels out of range or not integers name the label', () => {
+    expect(bad((c) => (c.labels[2] = 6))).toThrow(/^labels\[2\]: 6 is outside \[0, 6\)/);
+    expect(bad((c) => (c.labels[1] = -1))).toThrow(/^labels\[1\]: -1 is outside/);
+    expect(bad((c) => (c.labels[0] = 1.5))).toThrow(/^labels\[0\]: expected an integer, got 1.5/);
+    expect(bad((c) => c.labels.pop())).toThrow(/^labels: has 3 values, expected 4/);
+  });
+
+  it('rows must divide over the workers', () => {
+    expect(bad(() => undefined, 3)).toThrow(/^embeddings: 4 rows do not divide evenly over 3 workers/);
+    expect(bad(() => undefined, 0)).toThrow(/^workers: must be a positive integer/);
+  });
+
+  it('margin errors name the margin field', () => {
+    expect(bad((c) => (c.margin = { type: 'sphereface' }))).toThrow(/^margin\.type: unknown margin type "sphereface"/);
+    expect(bad((c) => (c.margin = {}))).toThrow(/^margin\.type: missing/);
+    expect(bad((c) => (c.margin = { type: 'arcface', s: 'big' }))).toThrow(/^margin\.s: expected a finite number/);
+    expect(bad((c) => (c.margin = { type: 'arcface', m3: 0.2 }))).toThrow(/^margin\.m3:/);
+    expect(bad((c) => (c.margin = { type: 'arcface', scale: 3 }))).toThrow(/^margin\.scale: unknown field/);
+  });
+
+  it('missing fields and bad JSON are named', () => {
+    for (const f of ['embeddings', 'labels', 'weight', 'margin']) expect(bad((c) => delete c[f])).toThrow(new RegExp(`^${f}: missing`));
+    expect(bad((c) => (c.extra = 1))).toThrow(/^extra: unknown field/);
+    expect(bad((c) => (c.embeddings = []))).toThrow(/^embeddings: has no rows/);
+    expect(() => parseSelftestCase('{not json', 1)).toThrow(/^case file: not valid JSON/);
+    expect(() => parseSelftestCase('[1]', 1)).toThrow(/^case file: expected a JSON object/);
+  });
+});
+
+describe('generateCase', () => {
+  it('is deterministic from the seed and valid', () => {
+    const opts = { workers: 3, classes: 7, dim: 5, rowsPerWorker: 2, seed: 4, margin: 'cosface' as const };
+    const a = generateCase(opts);
+    expect(generateCase(opts)).toEqual(a);
+    expect(generateCase({ ...opts, seed: 5 })).not.toEqual(a);
+    expect(a.embeddings.length).toBe(6);
+    expect(a.weight.length).toBe(7);
+    expect(a.margin.m3).toBe(0.4);
+    expect(parseSelftestCase(JSON.parse(JSON.stringify({ embeddings: a.embeddings, labels: a.labels, weight: a.weight, margin: a.margin })), 3)).toEqual(a);
+    expect(generateCase({ ...opts, margin: { type: 'arcface', m2: 0.3 } }).margin.m2).toBe(0.3);
+  });
+});
