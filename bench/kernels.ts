@@ -5,8 +5,9 @@
  * plus {kernel: "peak_gemm", ...}: a direct BLAS sgemm, the machine's ceiling.
  * Stock kernels slower than a quarter second per call run once, and the hopeless
  * ones (conv backprop-filter at ~0.01 GFLOPS) at a smaller batch: `shape` says
- * what ran. Numbers on a shared 2-core VM swing up to 2×; compare the two
- * backends within one run.
+ * what ran. `ms` is the best of the timed calls (peak_gemm too). Numbers on a
+ * shared 2-core VM swing up to 2× (more with 2 threads while other processes
+ * run); compare the two backends within one run.
  */
 import { performance } from 'node:perf_hooks';
 import { tf } from '../src/ops/tf.js';
@@ -49,8 +50,7 @@ function timeCall(call: () => tf.Tensor | tf.Tensor[], reps: number, warm: boole
   if (warm) first = once();
   const times = [first];
   for (let i = 1; i < reps; i++) times.push(once());
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]!; // median
+  return Math.min(...times); // best of reps: the least disturbed by other processes
 }
 
 async function runCase(c: Case, backend: Backend, reps: number): Promise<void> {

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/ops/tf.js';
-import { l2Normalize, l2NormalizeGrad, l2NormalizeWithNorm } from '../src/ops/normalize.js';
+import { l2Normalize, l2NormalizeGrad, l2NormalizeGradFromRaw, l2NormalizeWithNorm } from '../src/ops/normalize.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -76,15 +76,17 @@ describe('l2Normalize', () => {
     expect(g[0]![1]).toBeCloseTo(-0.2, 5);
   });
 
-  it('l2NormalizeGrad is the same map as the customGrad backward', () => {
+  it('l2NormalizeGrad (and its raw-row form) is the customGrad backward', () => {
     const diff = tf.tidy(() => {
       const x = tf.tensor2d(X);
       const g = tf.tensor2d(G);
       const { unit, norm } = l2NormalizeWithNorm(x);
       const manual = l2NormalizeGrad(g, unit, norm);
       const auto = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(l2Normalize(v as tf.Tensor2D), g)))(x);
-      return tf.max(tf.abs(tf.sub(manual, auto))).dataSync()[0]!;
+      const fromRaw = l2NormalizeGradFromRaw(g, x, norm);
+      return [tf.max(tf.abs(tf.sub(manual, auto))).dataSync()[0]!, tf.max(tf.abs(tf.sub(fromRaw, auto))).dataSync()[0]!];
     });
-    expect(diff).toBe(0);
+    expect(diff[0]).toBe(0);
+    expect(diff[1]).toBeLessThan(1e-6);
   });
 });

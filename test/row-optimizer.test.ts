@@ -117,7 +117,7 @@ describe('shard state', () => {
   it('initialises N(0, 0.01²) from the Rng, deterministically', () => {
     const a = createShardState(500, 16, 'sgd', new Rng(1));
     const b = createShardState(500, 16, 'sgd', null, new Rng(1));
-    const w = a.weight.dataSync();
+    const w = a.weight.dataSync() as Float32Array;
     expect(Array.from(w)).toEqual(Array.from(b.weight.dataSync()));
     const mean = w.reduce((s, x) => s + x, 0) / w.length;
     const std = Math.sqrt(w.reduce((s, x) => s + (x - mean) ** 2, 0) / w.length);

@@ -8,7 +8,8 @@ describe('a worker that dies', () => {
     const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '1000', '--step-delay-ms', '50', '--heartbeat-ms', '200', '--worker-timeout', '2', '--job', 'death-test']);
     await coord.waitFor((l) => l.msg === 'coordinator listening');
     const w = [0, 1].map((r) => startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', String(r)]));
-    await coord.waitFor((l) => typeof l.step === 'number' && (l.step as number) >= 3, 30_000);
+    await coord.waitFor((l) => l.msg === 'all workers ready; starting', 30_000);
+    await new Promise((r) => setTimeout(r, 500)); // a few 50 ms steps
     const killedAt = Date.now();
     w[1]!.child.kill('SIGKILL');
     const c = await coord.exit;

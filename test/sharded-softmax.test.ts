@@ -231,10 +231,22 @@ describe('n shards equal the single-process reference', () => {
       [resolveMargin({ type: 'combined', m1: 1.35, m2: 0, m3: 0 }), 'exact'],
       [MARGIN_PRESETS.arcface, 'legacy'],
       [MARGIN_PRESETS.arcface, 'legacy-easy'],
+      [resolveMargin({ type: 'arcface', s: 100 }), 'exact'], // s > 87: the forward shifts by the row max before exp
     ];
     for (const [margin, variant] of cases) {
       const ref = reference(emb, weight, labels, margin, variant);
       const r = runSharded(emb, weight, labels, 3, margin, variant, { chunk: 4 });
+      expect(Math.abs(r.loss - ref.loss) / Math.max(1, ref.loss)).toBeLessThan(1e-5);
+      expect(relErr(r.gradEmb, ref.gradEmb)).toBeLessThan(1e-5);
+      expect(relErr(r.gradWeight, ref.gradWeight)).toBeLessThan(1e-5);
+    }
+  });
+
+  it('single-class shards (K = 1), with and without the exp shift', () => {
+    const { emb, weight, labels } = randomCase(78, 8, 4, 5);
+    for (const margin of [MARGIN_PRESETS.cosface, resolveMargin({ type: 'cosface', s: 90 })]) {
+      const ref = reference(emb, weight, labels, margin, 'exact');
+      const r = runSharded(emb, weight, labels, 4, margin, 'exact', { chunk: 4 });
       expect(Math.abs(r.loss - ref.loss) / Math.max(1, ref.loss)).toBeLessThan(1e-5);
       expect(relErr(r.gradEmb, ref.gradEmb)).toBeLessThan(1e-5);
       expect(relErr(r.gradWeight, ref.gradWeight)).toBeLessThan(1e-5);

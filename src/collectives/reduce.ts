@@ -8,6 +8,7 @@
  * elements of this rank's array.
  */
 import { CollectiveError } from './errors.js';
+import { SLICE, simdLoops, type SimdLoops } from './simd.js';
 
 export type RingArray = Float32Array | Int32Array;
 export type ReduceOp = 'sum' | 'mean' | 'max';
@@ -75,39 +76,88 @@ function divideF32(a: Float32Array, divisor: number): void {
 
 // The last reduction of a block: combine, divide once for 'mean', then copy
 // (a memcpy, far faster than a second store in the JavaScript loop).
-function finishF32(combine: (acc: Float32Array, own: Float32Array) => void): Kernels {
+function scalarKernels(combine: (acc: Float32Array, own: Float32Array) => void, combineInt: (acc: Int32Array, own: Int32Array) => void): { f32: Kernels; i32: Kernels } {
   return {
-    combine: combine as Kernels['combine'],
+    f32: {
+      combine: combine as Kernels['combine'],
+      finishInPlace(acc, own, divisor) {
+        combine(acc as Float32Array, own as Float32Array);
+        if (divisor !== 1) divideF32(acc as Float32Array, divisor);
+        own.set(acc);
+      },
+      finishInto(out, acc, own, divisor) {
+        combine(acc as Float32Array, own as Float32Array);
+        if (divisor !== 1) divideF32(acc as Float32Array, divisor);
+        out.set(acc);
+      },
+    },
+    i32: {
+      combine: combineInt as Kernels['combine'],
+      finishInPlace(acc, own) {
+        combineInt(acc as Int32Array, own as Int32Array);
+        own.set(acc);
+      },
+      finishInto(out, acc, own) {
+        combineInt(acc as Int32Array, own as Int32Array);
+        out.set(acc);
+      },
+    },
+  };
+}
+
+/** Below this many elements the scalar loop beats three copies into WebAssembly memory. */
+const SIMD_MIN = 256;
+
+/** Sums through WebAssembly SIMD, slice by slice; `outs` receive the finished slice (acc itself when empty). */
+function simdSum(loops: SimdLoops, int: boolean): Kernels {
+  const scratch = int ? loops.i32 : loops.f32;
+  const scalar = int ? (sumI32 as Kernels['combine']) : (sumF32 as Kernels['combine']);
+  const run = (acc: RingArray, own: RingArray, divisor: number, out1: RingArray | null, out2: RingArray | null): void => {
+    const n = acc.length;
+    for (let at = 0; at < n; at += SLICE) {
+      const end = Math.min(n, at + SLICE);
+      const k = end - at;
+      scratch.set(acc.subarray(at, end), 0);
+      scratch.set(own.subarray(at, end), SLICE);
+      if (int) loops.addI32(k);
+      else loops.addF32(k);
+      if (divisor !== 1) loops.divF32(k, divisor);
+      const result = scratch.subarray(0, k);
+      acc.set(result, at);
+      out1?.set(result, at);
+      out2?.set(result, at);
+    }
+  };
+  return {
+    combine(acc, own) {
+      if (acc.length < SIMD_MIN) scalar(acc, own);
+      else run(acc, own, 1, null, null);
+    },
     finishInPlace(acc, own, divisor) {
-      combine(acc as Float32Array, own as Float32Array);
-      if (divisor !== 1) divideF32(acc as Float32Array, divisor);
-      own.set(acc);
+      if (acc.length < SIMD_MIN) {
+        scalar(acc, own);
+        if (divisor !== 1) divideF32(acc as Float32Array, divisor);
+        own.set(acc);
+      } else run(acc, own, divisor, own, null);
     },
     finishInto(out, acc, own, divisor) {
-      combine(acc as Float32Array, own as Float32Array);
-      if (divisor !== 1) divideF32(acc as Float32Array, divisor);
-      out.set(acc);
+      if (acc.length < SIMD_MIN) {
+        scalar(acc, own);
+        if (divisor !== 1) divideF32(acc as Float32Array, divisor);
+        out.set(acc);
+      } else run(acc, own, divisor, out, null);
     },
   };
 }
 
-function finishI32(combine: (acc: Int32Array, own: Int32Array) => void): Kernels {
-  return {
-    combine: combine as Kernels['combine'],
-    finishInPlace(acc, own) {
-      combine(acc as Int32Array, own as Int32Array);
-      own.set(acc);
-    },
-    finishInto(out, acc, own) {
-      combine(acc as Int32Array, own as Int32Array);
-      out.set(acc);
-    },
-  };
-}
+const scalarSum = scalarKernels(sumF32, sumI32);
+const scalarMax = scalarKernels(maxF32, maxI32);
+const sumF = simdLoops ? simdSum(simdLoops, false) : scalarSum.f32;
+const sumI = simdLoops ? simdSum(simdLoops, true) : scalarSum.i32;
 
 const KERNELS = {
-  float32: { sum: finishF32(sumF32), mean: finishF32(sumF32), max: finishF32(maxF32) },
-  int32: { sum: finishI32(sumI32), max: finishI32(maxI32) },
+  float32: { sum: sumF, mean: sumF, max: scalarMax.f32 },
+  int32: { sum: sumI, max: scalarMax.i32 },
 } as const;
 
 export function kernelsFor(a: RingArray, op: ReduceOp): Kernels {

@@ -320,8 +320,10 @@ export class Ring {
       } catch (e) {
         const err = e instanceof CollectiveError ? e : new CollectiveError('transport', `${op} #${seq} on rank ${this.rank}: ${(e as Error).message}`);
         if (err.code === 'usage') throw err; // bad arguments here: nothing was sent, the ring is intact
-        this.failure = err;
-        this.abortRight(err);
+        if (!this.failure) {
+          this.failure = err;
+          this.abortRight(err);
+        }
         throw err;
       }
     });

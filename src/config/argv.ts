@@ -20,7 +20,7 @@ export function parseConfigArgv(argv: string[], opts: { passThrough?: Record<str
   const pass = opts.passThrough ?? {};
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (!arg.startsWith('--')) throw new ConfigError(null, `unexpected argument ${JSON.stringify(arg)}`);
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument ${JSON.stringify(arg)}`);
     let name = arg.slice(2);
     let value: string | undefined;
     const eq = name.indexOf('=');
@@ -31,7 +31,7 @@ export function parseConfigArgv(argv: string[], opts: { passThrough?: Record<str
     const takeValue = (): string => {
       if (value !== undefined) return value;
       const next = argv[++i];
-      if (next === undefined) throw new ConfigError(normaliseKey(name), `--${name} needs a value`);
+      if (next === undefined) throw new ConfigError(`--${name} needs a value`, normaliseKey(name));
       return next;
     };
     if (name === 'print-config') {

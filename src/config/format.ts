@@ -38,3 +38,13 @@ export function configReference(): string {
   });
   return ['| key | option | type | default | meaning |', '|---|---|---|---|---|', ...rows].join('\n') + '\n';
 }
+
+/** Plain-text list of every key as a command-line option, for `--help`. */
+export function configHelp(): string {
+  return Object.entries(CONFIG_KEYS)
+    .map(([key, spec]) => {
+      const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      return `  ${flag.padEnd(22)} ${spec.docs}\n  ${''.padEnd(22)} ${describeType(spec)}; default ${JSON.stringify(spec.default)}`;
+    })
+    .join('\n');
+}

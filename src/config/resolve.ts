@@ -15,9 +15,9 @@ import { CONFIG_KEYS, MARGIN_PRESETS, MARGIN_USES, describeType, type KeySpec, t
 export class ConfigError extends Error {
   override name = 'ConfigError';
   constructor(
-    /** The offending key (dotted), or null for a whole-file problem. */
-    readonly key: string | null,
     message: string,
+    /** The offending key (dotted), or null for a whole-file or command-line problem. */
+    readonly key: string | null = null,
   ) {
     super(message);
   }
@@ -66,7 +66,7 @@ export function assertKnownKey(key: string, source: string): void {
 
 function specOf(key: string, source: string): KeySpec {
   const spec = CONFIG_KEYS[key];
-  if (!spec) throw new ConfigError(key, `unknown config key "${key}" in ${source}${suggest(key)}; run with --print-config to list the keys`);
+  if (!spec) throw new ConfigError(`unknown config key "${key}" in ${source}${suggest(key)}; run with --print-config to list the keys`, key);
   return spec;
 }
 
@@ -74,7 +74,7 @@ function specOf(key: string, source: string): KeySpec {
 function checkValue(key: string, raw: unknown, source: string, fromText: boolean): Value {
   const spec = specOf(key, source);
   const bad = (): never => {
-    throw new ConfigError(key, `config key "${key}" (from ${source}) must be ${describeType(spec)}, got ${JSON.stringify(raw)}`);
+    throw new ConfigError(`config key "${key}" (from ${source}) must be ${describeType(spec)}, got ${JSON.stringify(raw)}`, key);
   };
   let v: unknown = raw;
   if (fromText && typeof raw === 'string') {
@@ -106,14 +106,14 @@ function checkValue(key: string, raw: unknown, source: string, fromText: boolean
 /** Flattens a parsed config file ({margin: {m2: 0.4}} → margin.m2), rejecting unknown keys. */
 function flattenFile(obj: unknown, source: string, into: Flat): void {
   if (obj === null || obj === undefined) return; // an empty file
-  if (typeof obj !== 'object' || Array.isArray(obj)) throw new ConfigError(null, `${source}: a config file must hold a mapping of keys to values`);
+  if (typeof obj !== 'object' || Array.isArray(obj)) throw new ConfigError(`${source}: a config file must hold a mapping of keys to values`);
   const walk = (o: Record<string, unknown>, prefix: string) => {
     for (const [k, v] of Object.entries(o)) {
       const key = prefix + k;
       const isGroup = Object.keys(CONFIG_KEYS).some((known) => known.startsWith(`${key}.`));
       if (isGroup) {
         if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-          throw new ConfigError(key, `config key "${key}" (from ${source}) must be a mapping with keys ${groupKeys(key)}, got ${JSON.stringify(v)}`);
+          throw new ConfigError(`config key "${key}" (from ${source}) must be a mapping with keys ${groupKeys(key)}, got ${JSON.stringify(v)}`, key);
         }
         walk(v as Record<string, unknown>, `${key}.`);
         continue;
@@ -137,12 +137,12 @@ export function readConfigFile(path: string): unknown {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new ConfigError(null, `cannot read config file ${path}: ${(e as Error).message}`);
+    throw new ConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
   }
   try {
     return extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (e) {
-    throw new ConfigError(null, `config file ${path} is not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+    throw new ConfigError(`config file ${path} is not valid ${extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
   }
 }
 
@@ -160,11 +160,20 @@ export function resolveConfig(o: ResolveOptions = {}): TrainConfig {
   const flat: Flat = new Map();
   if (o.file !== undefined) flattenFile(readConfigFile(o.file), o.file, flat);
   if (o.values !== undefined) flattenFile(o.values, 'config values', flat);
-  for (const [name, raw] of Object.entries(o.overrides ?? {})) {
+  for (const [given, value] of Object.entries(o.overrides ?? {})) {
+    let name = given;
+    let raw = value;
+    // `--no-flip` (as `no-flip: true`) means flip = false
+    if (name.startsWith('no-') && !CONFIG_KEYS[normaliseKey(name)] && CONFIG_KEYS[normaliseKey(name.slice(3))]?.kind === 'boolean') {
+      if (raw !== true && raw !== 'true') throw new ConfigError(`--${name} takes no value, got ${JSON.stringify(raw)}`, normaliseKey(name.slice(3)));
+      name = name.slice(3);
+      raw = false;
+    }
     const key = normaliseKey(name);
     const source = `command line (--${name})`;
     if (!CONFIG_KEYS[key] && Object.keys(CONFIG_KEYS).some((k) => k.startsWith(`${key}.`))) {
-      throw new ConfigError(key, `${source}: "${key}" is a group; set its keys one by one (${groupKeys(key).split(', ').map((k) => `--${name}.${k}`).join(', ')})`);
+      const keys = groupKeys(key).split(', ').map((k) => `--${name}.${k}`);
+      throw new ConfigError(`${source}: "${key}" is a group; set its keys one by one (${keys.join(', ')})`, key);
     }
     flat.set(key, { value: checkValue(key, raw, source, true), source });
   }
@@ -228,7 +237,7 @@ export function trainFacts(cfg: TrainConfig): TrainFacts {
 
 function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   const fail = (key: string, msg: string): never => {
-    throw new ConfigError(key, `config key "${key}" (from ${sourceOf(key)}): ${msg}`);
+    throw new ConfigError(`config key "${key}" (from ${sourceOf(key)}): ${msg}`, key);
   };
   try {
     parseDataSpec(cfg.data);
@@ -275,8 +284,9 @@ export function configWarnings(cfg: TrainConfig): string[] {
       out.push(`sampleRate ${cfg.sampleRate} samples ${numSample} classes per shard, fewer than the global batch ${f.globalBatch}: steps whose positives exceed it change the logits shape`);
     }
   }
-  if (f.stepsPerEpoch * f.globalBatch < f.trainImages) {
-    out.push(`each epoch drops the last ${f.trainImages - f.stepsPerEpoch * f.globalBatch} images (incomplete global batch)`);
+  const dropped = f.trainImages - f.stepsPerEpoch * f.globalBatch;
+  if (dropped > 0.1 * f.trainImages) {
+    out.push(`each epoch drops ${dropped} of ${f.trainImages} images (the incomplete last global batch)`);
   }
   if (cfg.optimizer === 'adamw' && cfg.momentum !== 0.9) out.push('momentum is an SGD setting and is not used by adamw');
   return out;

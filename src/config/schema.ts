@@ -108,7 +108,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   seed: { kind: 'int', default: 1, min: 0, max: U32, docs: 'Job seed: data, shuffling, initialisation and sampling all derive from it.' },
   backend: { kind: 'enum', values: BACKENDS, default: 'auto', docs: 'Compute backend: auto = tensorflow if installed, else cpu-native if built, else cpu.' },
   threads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'Threads per worker for native CPU kernels; 0 = cores / workers.' },
-  runDir: { kind: 'string', default: 'runs/default', docs: 'Directory for checkpoints, logs and metrics of this run.' },
+  runDir: { kind: 'string', default: '', docs: 'Directory for checkpoints, logs, metrics.jsonl and summary.json of this run; empty = runs/<timestamp>.' },
   checkpointEvery: { kind: 'int', default: 0, min: 0, docs: 'Write a checkpoint every this many steps; 0 = only at the end.' },
   logEvery: { kind: 'int', default: 10, min: 1, docs: 'Log loss and throughput every this many steps.' },
   logFormat: { kind: 'enum', values: LOG_FORMATS, default: 'json', docs: 'Log lines as JSON or human-readable.' },

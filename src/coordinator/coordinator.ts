@@ -72,6 +72,8 @@ export class Coordinator {
   private readonly finished: Promise<JobResult>;
   private timers: NodeJS.Timeout[] = [];
   private boundAddress = '';
+  /** Routing ids of workers' heartbeat threads, answered with the coordinator's own heartbeats. */
+  private readonly heartbeatLinks = new Map<string, Uint8Array>();
 
   constructor(private readonly opts: CoordinatorOptions) {
     this.socket = controlServer();
@@ -96,7 +98,12 @@ export class Coordinator {
   async run(): Promise<JobResult> {
     if (!this.boundAddress) await this.bind();
     this.timers.push(setInterval(() => this.tick(), Math.max(50, Math.min(this.opts.heartbeatMs, 1000))));
-    this.timers.push(setInterval(() => this.broadcast('heartbeat', {}), this.opts.heartbeatMs));
+    this.timers.push(
+      setInterval(() => {
+        void this.broadcast('heartbeat', {});
+        for (const id of this.heartbeatLinks.values()) void this.sendTo(id, 'heartbeat', {}, -1);
+      }, this.opts.heartbeatMs),
+    );
     this.timers.push(
       setTimeout(() => {
         if (this.phase === 'joining' || this.phase === 'starting') {
@@ -159,6 +166,7 @@ export class Coordinator {
     const h = msg.header;
     if (h.job !== this.opts.job && !(h.type === 'hello' && h.job === ''))
       return this.reject(id, member, new ProtocolError('wrong-job', `message for job ${JSON.stringify(h.job)}, this is job ${JSON.stringify(this.opts.job)}`));
+    if (h.type === 'heartbeat' && !member) return this.onSideHeartbeat(id, h.rank);
     if (member) {
       member.lastSeen = Date.now();
       if (h.type !== 'hello' && member.rank !== null && h.rank !== member.rank)
@@ -232,6 +240,18 @@ export class Coordinator {
       }, m.rank!);
     }
     this.log.info({ ranks: ranked.map((m) => ({ rank: m.rank, host: m.host, pid: m.pid, device: m.device })) }, 'ranks assigned');
+  }
+
+  /**
+   * Heartbeats from a worker's heartbeat thread arrive on a socket of their own
+   * (so a long synchronous step cannot silence them); they name their rank.
+   */
+  private async onSideHeartbeat(id: Uint8Array, rank: number): Promise<void> {
+    const m = this.members.ranked().find((x) => x.rank === rank);
+    if (!m) return this.reject(id, undefined, new ProtocolError('unexpected-type', `heartbeat for rank ${rank}, which no registered worker holds`));
+    m.lastSeen = Date.now();
+    const key = Buffer.from(id).toString('hex');
+    if (!this.heartbeatLinks.has(key)) this.heartbeatLinks.set(key, id);
   }
 
   private async onReady(m: Member, msg: MessageOf<'ready'>): Promise<void> {

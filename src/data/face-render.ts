@@ -147,6 +147,13 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
   const hairline = p.hairline + s.hairJitter;
   const eyeRy = p.eyeRy * s.eyeOpen;
   const irisR = Math.min(p.eyeRy * 0.95, p.eyeRx * 0.6);
+  const browCos = Math.cos(p.browTilt);
+  const browSin = Math.sin(p.browTilt);
+  const eyeCos = Math.cos(p.eyeTilt);
+  const eyeSin = Math.sin(p.eyeTilt);
+  // beyond this distance from the eye line there are no eyes, brows or glasses
+  const eyeBand = p.browGap + p.browThick + p.eyeRy + 0.2;
+  const eyeReach = p.eyeDx + p.eyeRx + p.browLen + 0.15;
   const acc = [0, 0, 0];
   const skinAt: number[] = [0, 0, 0];
 
@@ -192,7 +199,9 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
         skinAt[1] = p.skin[1] * k;
         skinAt[2] = p.skin[2] * k;
         for (const b of p.blobs) {
-          const w = Math.exp(-((uf - b.u) ** 2 + (v - b.v) ** 2) / (2 * b.r * b.r));
+          const d2 = (uf - b.u) ** 2 + (v - b.v) ** 2;
+          if (d2 > 12 * b.r * b.r) continue; // exp(−6) ≈ 0.0025
+          const w = Math.exp(-d2 / (2 * b.r * b.r));
           skinAt[0] += b.amp[0] * w;
           skinAt[1] += b.amp[1] * w;
           skinAt[2] += b.amp[2] * w;
@@ -217,14 +226,14 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
         }
       }
 
-      for (let side = -1; side <= 1; side += 2) {
+      const nearEyes = Math.abs(v - p.eyeY) < eyeBand && Math.abs(uf) < eyeReach;
+      for (let side = -1; nearEyes && side <= 1; side += 2) {
         // eyebrow: a thick arc above the eye
         {
           const cu = uf - side * (p.eyeDx + 0.02);
           const cv = v - (p.eyeY - p.browGap - s.browRaise);
-          const t = -p.browTilt * side;
-          const lu = Math.cos(t) * cu + Math.sin(t) * cv;
-          const lv = -Math.sin(t) * cu + Math.cos(t) * cv;
+          const lu = browCos * cu - side * browSin * cv;
+          const lv = side * browSin * cu + browCos * cv;
           const q = lu / p.browLen;
           const centre = -p.browArch * (1 - q * q);
           const sd = Math.max(Math.abs(lv - centre) - p.browThick / 2, Math.abs(lu) - p.browLen);
@@ -233,9 +242,8 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
         // eye: sclera, iris, pupil, upper lid
         const cu = uf - side * p.eyeDx;
         const cv = v - p.eyeY;
-        const t = -p.eyeTilt * side;
-        const lu = Math.cos(t) * cu + Math.sin(t) * cv;
-        const lv = -Math.sin(t) * cu + Math.cos(t) * cv;
+        const lu = eyeCos * cu - side * eyeSin * cv;
+        const lv = side * eyeSin * cu + eyeCos * cv;
         const eyeSd = ellipseSd(lu, lv, p.eyeRx, eyeRy);
         const eyeA = inside(eyeSd);
         if (eyeA > 0) {
@@ -250,7 +258,7 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
           over(acc, p.glassesColour, inside(ring));
         }
       }
-      if (p.glasses > 0) {
+      if (p.glasses > 0 && nearEyes) {
         const bridge = Math.max(Math.abs(v - p.eyeY + 0.03) - p.glasses, Math.abs(uf) - (p.eyeDx - p.eyeRx - 0.08));
         over(acc, p.glassesColour, inside(bridge));
       }

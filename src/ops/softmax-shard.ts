@@ -54,13 +54,13 @@ export interface PreparedWeight {
 }
 
 export function prepareWeight(weight: tf.Tensor2D): PreparedWeight {
-  return tf.tidy(() => {
+  const [unitAug, norm] = tf.tidy(() => {
     const norm = tf.sqrt(tf.sum(tf.square(weight), 1, true)) as tf.Tensor2D;
     const m = tf.maximum(norm, NORM_EPS);
     // [W, m] / m = [n(W), 1] in one division
-    const unitAug = tf.div(tf.concat([weight, m], 1), m) as tf.Tensor2D;
-    return { unitAug, norm, dispose: () => tf.dispose([unitAug, norm]) };
+    return [tf.div(tf.concat([weight, m], 1), m) as tf.Tensor2D, norm];
   });
+  return { unitAug, norm, dispose: () => tf.dispose([unitAug, norm]) };
 }
 
 export interface ShardOptions {
@@ -299,7 +299,7 @@ export function shardBackward(
   const embNorm = l2NormalizeWithNorm(emb);
   const embScaled = tf.mul(embNorm.unit, s) as tf.Tensor2D;
   // [s·n(E), −shift] against [n(W), 1] gives z − shift
-  const embAug = tf.concat([embScaled, tf.neg(tf.tensor2d(shift, [n, 1]))], 1) as tf.Tensor2D;
+  const embAug = tf.tidy(() => tf.concat([embScaled, tf.neg(tf.tensor2d(shift, [n, 1]))], 1) as tf.Tensor2D);
   let gradUnitW: tf.Tensor2D = tf.zeros([k, d]);
   const gradUnitE: tf.Tensor2D[] = [];
   try {

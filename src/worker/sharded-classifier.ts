@@ -17,7 +17,7 @@ import type { ClassRange } from '../ops/class-range.js';
 import { localiseLabels, numSampled } from '../ops/class-range.js';
 import { sampleClasses } from '../ops/sampling.js';
 import type { MarginGrad, MarginSpec } from '../ops/margin.js';
-import { shardBackward, shardForward, type ShardStats } from '../ops/softmax-shard.js';
+import { prepareWeight, shardBackward, shardForward, type ShardStats } from '../ops/softmax-shard.js';
 import { createShardState, gatherRows, updateRows, type RowHyperParams, type ShardState } from '../ops/row-optimizer.js';
 
 export interface ClassifierSettings {
@@ -78,18 +78,21 @@ export class ShardedClassifier {
 
     const emb = tf.tensor2d(allEmb, [rows, dim]);
     const weight = gatherRows(this.state, sample.index);
+    // normalise the active rows once for both passes
+    const prepared = prepareWeight(weight);
     try {
       // 4. per-row partial softmax statistics → coordinator; 5. global log-sum-exp back
-      const stats = shardForward(emb, weight, sample.labels, this.cfg.margin, { chunk: this.cfg.chunkRows });
+      const stats = shardForward(emb, weight, sample.labels, this.cfg.margin, { chunk: this.cfg.chunkRows, prepared });
       const { logSumExp, loss } = await comm.exchangeSoftmax(step, batch, stats);
 
       // 6. local gradients; partial ∇E summed across shards by reduce-scatter
-      const { gradEmb, gradWeight } = shardBackward(emb, weight, sample.labels, logSumExp, this.cfg.margin, this.cfg.marginGrad, rows, { chunk: this.cfg.chunkRows });
+      const { gradEmb, gradWeight } = shardBackward(emb, weight, sample.labels, logSumExp, this.cfg.margin, this.cfg.marginGrad, rows, { chunk: this.cfg.chunkRows, prepared });
       const partial = (await gradEmb.data()) as Float32Array;
       gradEmb.dispose();
       const own = await comm.reduceScatter(partial);
       return { loss, gradEmbeddings: own, active: sample.index, gradWeight };
     } finally {
+      prepared.dispose();
       emb.dispose();
       weight.dispose();
     }

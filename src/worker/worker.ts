@@ -9,6 +9,7 @@ import { initBackend, type BackendChoice } from '../ops/backend.js';
 import { bindInbox, Ring } from '../collectives/ring.js';
 import { ControlChannel, JobStopped } from './control.js';
 import { pinDevice, localRankFromEnv } from './device.js';
+import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { JOB_MODULES, type JobFactory, type WorkerContext, type WorkerJob } from './job.js';
 import type { StepKind } from '../protocol/index.js';
 
@@ -39,7 +40,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   control.connect();
   let ring: Ring | null = null;
   let job: WorkerJob | null = null;
-  let heartbeat: NodeJS.Timeout | null = null;
+  let heartbeat: Heartbeat | null = null;
   const onSignal = (sig: string) => control.fail(`received ${sig}`);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -56,10 +57,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     log.info({ world: w.world, classRange: w.classRange, peers: w.peers }, 'joined job');
 
     const timeoutMs = Number(w.config.workerTimeoutMs ?? 30000);
-    heartbeat = setInterval(() => {
-      if (control.silenceMs > timeoutMs) control.fail(`coordinator silent for ${(control.silenceMs / 1000).toFixed(1)} s`);
-      else void control.send('heartbeat', {}).catch(() => undefined);
-    }, w.heartbeatMs);
+    heartbeat = startHeartbeat({ coordinator: opts.coordinator, job: welcome.job, rank: w.rank, periodMs: w.heartbeatMs, timeoutMs }, (ms) =>
+      control.fail(`coordinator silent for ${(ms / 1000).toFixed(1)} s`),
+    );
 
     const backend = await initBackend(opts.backend, { threads: opts.threads });
     log.info({ backend: backend.backend, device: backend.device, threads: backend.threads, why: backend.reason }, 'compute backend');
@@ -118,7 +118,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     await job?.close?.(false);
     return 1;
   } finally {
-    if (heartbeat) clearInterval(heartbeat);
+    await heartbeat?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await ring?.close().catch(() => undefined);

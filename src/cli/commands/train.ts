@@ -10,9 +10,8 @@ import { newJobId, onTermination } from '../common.js';
 import { createLogger } from '../../log/logger.js';
 import { launchLocal } from '../../launcher/launch.js';
 import { ProgressBar, formatDuration } from '../progress.js';
-import { resolveConfig, formatConfig, ConfigError, configHelp } from '../../config/index.js';
+import { resolveConfig, formatConfig, ConfigError, configHelp, trainFacts } from '../../config/index.js';
 import type { TrainConfig } from '../../config/schema.js';
-import { parseDataSpec } from '../../data/dataset.js';
 import { writeManifest, type ShardEntry, type FileEntry } from '../../checkpoint/checkpoint.js';
 
 const OWN_FLAGS = new Set(['config', 'print-config', 'help']);
@@ -63,17 +62,12 @@ export function splitTrainArgs(argv: string[]): { file?: string; printConfig: bo
 
 /** Everything derived from the config, checked before any process starts. */
 export function planTraining(config: TrainConfig, now = new Date()): TrainPlan {
-  const spec = parseDataSpec(config.data);
-  const numClasses = spec.identities;
-  const trainImages = numClasses * config.imagesPerIdentity;
-  const globalBatch = config.workers * config.batch;
-  const stepsPerEpoch = Math.floor(trainImages / globalBatch);
-  if (stepsPerEpoch < 1)
-    throw new ConfigError(`batch: workers × batch = ${config.workers} × ${config.batch} = ${globalBatch} images per step, but the training set has only ${trainImages} (${numClasses} identities × ${config.imagesPerIdentity})`);
-  const steps = config.steps > 0 ? config.steps : config.epochs * stepsPerEpoch;
+  const f = trainFacts(config);
+  if (f.stepsPerEpoch < 1)
+    throw new ConfigError(`batch: workers × batch = ${f.globalBatch} images per step, but the training set has only ${f.trainImages}`, 'batch');
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const runDir = resolve(config.runDir || join('runs', stamp));
-  return { config, trainImages, numClasses, stepsPerEpoch, steps, epochs: steps / stepsPerEpoch, runDir };
+  return { config, trainImages: f.trainImages, numClasses: f.numClasses, stepsPerEpoch: f.stepsPerEpoch, steps: f.totalSteps, epochs: f.totalSteps / f.stepsPerEpoch, runDir };
 }
 
 export async function run(argv: string[]): Promise<number> {

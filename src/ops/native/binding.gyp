@@ -7,8 +7,8 @@
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-O2", "-O0"],
       "cflags_cc!": ["-O2", "-O0"],
-      "cflags": ["-O3", "-fopenmp"],
-      "cflags_cc": ["-O3", "-fopenmp", "-std=c++17"],
+      "cflags": ["-O3", "-fopenmp", "-fno-trapping-math", "-Wno-psabi"],
+      "cflags_cc": ["-O3", "-fopenmp", "-fno-trapping-math", "-std=c++17", "-Wno-psabi"],
       "ldflags": ["-fopenmp", "-Wl,-rpath,/usr/lib/x86_64-linux-gnu/openblas-openmp"],
       "libraries": ["/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0"]
     }

@@ -1,7 +1,7 @@
 // Depthwise convolution (NHWC, filter [kh, kw, c, multiplier]) and both backprops,
 // as direct loops: OpenMP over (image, row); the channel loop innermost so it
 // vectorises. Row workers are compiled twice (AVX2+FMA and baseline) and picked at
-// load time by the CPU's features, so the addon still runs on CPUs without AVX2.
+// run time by the CPU's feature flags (simd.h), so the addon still runs without AVX2.
 #include <omp.h>
 
 #include <algorithm>
@@ -10,11 +10,7 @@
 
 #include "kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SF_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define SF_MULTIVERSION
-#endif
+#include "simd.h"
 
 namespace sf {
 
@@ -26,45 +22,56 @@ static inline void tapRange(const ConvShape& s, int64_t kx, int64_t* lo, int64_t
   *hi = last < 0 ? 0 : std::min<int64_t>(s.ow, last / s.sw + 1);
 }
 
-#define SF_INLINE inline __attribute__((always_inline))
+// 8-float vectors (GCC/Clang vector extensions): one ymm register with AVX2, two xmm
+// without. Explicit vectors keep the accumulators in registers; plain float arrays
+// of 64 made GCC spill them to the stack.
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+static SF_INLINE v8 load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+static SF_INLINE void store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
 
-/** out[0:B] = sum over taps t of a[t][0:B] * b[t][0:B], accumulated in registers. */
-template <int B>
-static SF_INLINE void tapsDot(const float* const* a, const float* const* b, int nt, int64_t c, float* __restrict out) {
-  float acc[B] = {};
+/** out[c : c+8K] = sum over taps t of a[t][c..] * b[t][c..]. */
+template <int K>
+static SF_INLINE void tapsDot(const float* const* a, const float* const* b, int nt, int64_t c, float* out) {
+  v8 acc[K];
+  for (int k = 0; k < K; k++) acc[k] = v8{};
   for (int t = 0; t < nt; t++) {
-    const float* __restrict p = a[t] + c;
-    const float* __restrict q = b[t] + c;
-    for (int j = 0; j < B; j++) acc[j] += p[j] * q[j];
+    const float* p = a[t] + c;
+    const float* q = b[t] + c;
+    for (int k = 0; k < K; k++) acc[k] += load8(p + 8 * k) * load8(q + 8 * k);
   }
-  for (int j = 0; j < B; j++) out[c + j] = acc[j];
+  for (int k = 0; k < K; k++) store8(out + c + 8 * k, acc[k]);
 }
 
-/** out[c:c+B] = sum over taps of a[t][c:c+B] * b[t][c:c+B] for every channel block. */
+/** out[c] = sum over taps t of a[t][c] * b[t][c], for every channel. */
 static SF_INLINE void tapsDotAll(const float* const* a, const float* const* b, int nt, int64_t channels, float* out) {
   int64_t c = 0;
-  for (; c + 64 <= channels; c += 64) tapsDot<64>(a, b, nt, c, out);
-  for (; c + 16 <= channels; c += 16) tapsDot<16>(a, b, nt, c, out);
-  for (; c + 4 <= channels; c += 4) tapsDot<4>(a, b, nt, c, out);
-  for (; c < channels; c++) tapsDot<1>(a, b, nt, c, out);
+  for (; c + 64 <= channels; c += 64) tapsDot<8>(a, b, nt, c, out);
+  for (; c + 16 <= channels; c += 16) tapsDot<2>(a, b, nt, c, out);
+  for (; c + 8 <= channels; c += 8) tapsDot<1>(a, b, nt, c, out);
+  for (; c < channels; c++) {
+    float acc = 0.0f;
+    for (int t = 0; t < nt; t++) acc += a[t][c] * b[t][c];
+    out[c] = acc;
+  }
 }
 
-/** out[c:c+B] += sum over i < count of x[i*xs + c..] * g[i*gs + c..], accumulated in registers. */
-template <int B>
+/** out[c : c+8K] += sum over i < count of x[i*xs + c..] * g[i*gs + c..]. */
+template <int K>
 static SF_INLINE void stridedDot(const float* x, int64_t xs, const float* g, int64_t gs, int64_t count, int64_t c,
-                                 float* __restrict out) {
-  float acc[B] = {};
+                                 float* out) {
+  v8 acc[K];
+  for (int k = 0; k < K; k++) acc[k] = v8{};
   for (int64_t i = 0; i < count; i++) {
-    const float* __restrict p = x + i * xs + c;
-    const float* __restrict q = g + i * gs + c;
-    for (int j = 0; j < B; j++) acc[j] += p[j] * q[j];
+    const float* p = x + i * xs + c;
+    const float* q = g + i * gs + c;
+    for (int k = 0; k < K; k++) acc[k] += load8(p + 8 * k) * load8(q + 8 * k);
   }
-  for (int j = 0; j < B; j++) out[c + j] += acc[j];
+  for (int k = 0; k < K; k++) store8(out + c + 8 * k, load8(out + c + 8 * k) + acc[k]);
 }
 
 /** One output row y[n, oy, :, :]. */
-SF_MULTIVERSION
-static void forwardRow(const float* __restrict x, const float* __restrict w, float* __restrict y, const ConvShape& s,
+static SF_INLINE void forwardRowBody(const float* __restrict x, const float* __restrict w, float* __restrict y, const ConvShape& s,
                        int64_t n, int64_t oy, const float** xs, const float** ws) {
   const int64_t C = s.c, M = s.cout / s.c, CO = s.cout;
   float* yRow = y + (n * s.oh + oy) * s.ow * CO;
@@ -103,10 +110,10 @@ static void forwardRow(const float* __restrict x, const float* __restrict w, flo
     }
   }
 }
+SF_DISPATCH(forwardRow, (const float* x, const float* w, float* y, const ConvShape& s, int64_t n, int64_t oy, const float** xs, const float** ws), (x, w, y, s, n, oy, xs, ws))
 
 /** One input-gradient row dx[n, iy, :, :] (a gather over the outputs that read it). */
-SF_MULTIVERSION
-static void backpropInputRow(const float* __restrict dy, const float* __restrict w, float* __restrict dx,
+static SF_INLINE void backpropInputRowBody(const float* __restrict dy, const float* __restrict w, float* __restrict dx,
                              const ConvShape& s, int64_t n, int64_t iy, const float** gs, const float** ws) {
   const int64_t C = s.c, M = s.cout / s.c, CO = s.cout;
   float* dxRow = dx + (n * s.h + iy) * s.w * C;
@@ -148,10 +155,10 @@ static void backpropInputRow(const float* __restrict dy, const float* __restrict
     }
   }
 }
+SF_DISPATCH(backpropInputRow, (const float* dy, const float* w, float* dx, const ConvShape& s, int64_t n, int64_t iy, const float** gs, const float** ws), (dy, w, dx, s, n, iy, gs, ws))
 
 /** acc[ky, kx, :] += the filter gradient contributed by output row dy[n, oy, :, :]. */
-SF_MULTIVERSION
-static void backpropFilterRow(const float* __restrict x, const float* __restrict dy, float* __restrict acc,
+static SF_INLINE void backpropFilterRowBody(const float* __restrict x, const float* __restrict dy, float* __restrict acc,
                               const ConvShape& s, int64_t n, int64_t oy) {
   const int64_t C = s.c, M = s.cout / s.c, CO = s.cout;
   const float* dyRow = dy + (n * s.oh + oy) * s.ow * CO;
@@ -169,10 +176,14 @@ static void backpropFilterRow(const float* __restrict x, const float* __restrict
         const float* gp = dyRow + oxLo * CO;
         const int64_t count = oxHi - oxLo, xs = s.sw * C;
         int64_t c = 0;
-        for (; c + 64 <= C; c += 64) stridedDot<64>(xp, xs, gp, CO, count, c, ap);
-        for (; c + 16 <= C; c += 16) stridedDot<16>(xp, xs, gp, CO, count, c, ap);
-        for (; c + 4 <= C; c += 4) stridedDot<4>(xp, xs, gp, CO, count, c, ap);
-        for (; c < C; c++) stridedDot<1>(xp, xs, gp, CO, count, c, ap);
+        for (; c + 64 <= C; c += 64) stridedDot<8>(xp, xs, gp, CO, count, c, ap);
+        for (; c + 16 <= C; c += 16) stridedDot<2>(xp, xs, gp, CO, count, c, ap);
+        for (; c + 8 <= C; c += 8) stridedDot<1>(xp, xs, gp, CO, count, c, ap);
+        for (; c < C; c++) {
+          float sum = 0.0f;
+          for (int64_t i = 0; i < count; i++) sum += xp[i * xs + c] * gp[i * CO + c];
+          ap[c] += sum;
+        }
         continue;
       }
       for (int64_t ox = oxLo; ox < oxHi; ox++) {
@@ -184,6 +195,7 @@ static void backpropFilterRow(const float* __restrict x, const float* __restrict
     }
   }
 }
+SF_DISPATCH(backpropFilterRow, (const float* x, const float* dy, float* acc, const ConvShape& s, int64_t n, int64_t oy), (x, dy, acc, s, n, oy))
 
 void depthwise(const float* x, const float* w, float* y, const ConvShape& s) {
 #pragma omp parallel

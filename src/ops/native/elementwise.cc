@@ -9,21 +9,21 @@
 
 #include "kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SF_MULTIVERSION __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define SF_MULTIVERSION
-#endif
+#include "simd.h"
 
 namespace sf {
 
-/** Below this many elements one thread is faster than waking the others. */
-static const int64_t kParallelMin = 1 << 15;
+/**
+ * Below this many elements one thread: these ops are memory-bound, a second thread
+ * gains little, and on a busy machine waiting for it costs a scheduler tick.
+ */
+static const int64_t kParallelMin = 1 << 21;
 
 struct Add { static float f(float a, float b) { return a + b; } };
 struct Sub { static float f(float a, float b) { return a - b; } };
 struct Mul { static float f(float a, float b) { return a * b; } };
 struct Div { static float f(float a, float b) { return a / b; } };
+// Vectorises only with -fno-trapping-math (binding.gyp): both arms are computed.
 struct Prelu { static float f(float x, float alpha) { return x < 0.0f ? alpha * x : x; } };
 struct Max { static float f(float a, float b) { return a > b || a != a ? a : b; } };
 struct Min { static float f(float a, float b) { return a < b || a != a ? a : b; } };
@@ -48,8 +48,7 @@ static inline void block(const float* __restrict a, const float* __restrict b, f
   }
 }
 
-SF_MULTIVERSION
-static void binaryBlock(int op, const float* a, const float* b, float* out, int64_t rows, int64_t r, int side) {
+static SF_INLINE void binaryBlockBody(int op, const float* a, const float* b, float* out, int64_t rows, int64_t r, int side) {
   switch (op) {
     case kAdd: block<Add>(a, b, out, rows, r, side); break;
     case kSub: block<Sub>(a, b, out, rows, r, side); break;
@@ -61,6 +60,7 @@ static void binaryBlock(int op, const float* a, const float* b, float* out, int6
     case kSquaredDiff: block<SquaredDiff>(a, b, out, rows, r, side); break;
   }
 }
+SF_DISPATCH(binaryBlock, (int op, const float* a, const float* b, float* out, int64_t rows, int64_t r, int side), (op, a, b, out, rows, r, side))
 
 void binary(int op, const float* a, const float* b, float* out, int64_t P, int64_t Q, int64_t R, int side) {
   const int64_t total = P * Q * R;
@@ -80,10 +80,10 @@ void binary(int op, const float* a, const float* b, float* out, int64_t P, int64
   }
 }
 
-SF_MULTIVERSION
-static void reluBlock(const float* __restrict x, float* __restrict y, int64_t n) {
+static SF_INLINE void reluBlockBody(const float* __restrict x, float* __restrict y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
+SF_DISPATCH(reluBlock, (const float* x, float* y, int64_t n), (x, y, n))
 
 void relu(const float* x, float* y, int64_t n) {
   const int t = n >= kParallelMin ? threads() : 1;
@@ -96,8 +96,7 @@ void relu(const float* x, float* y, int64_t n) {
 }
 
 /** acc[r] += sum over rows of x[row, r], rows contiguous. */
-SF_MULTIVERSION
-static void sumRows(const float* __restrict x, double* __restrict acc, int64_t rows, int64_t r) {
+static SF_INLINE void sumRowsBody(const float* __restrict x, double* __restrict acc, int64_t rows, int64_t r) {
   if (r == 1) {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
@@ -110,6 +109,7 @@ static void sumRows(const float* __restrict x, double* __restrict acc, int64_t r
     for (int64_t j = 0; j < r; j++) acc[j] += row[j];
   }
 }
+SF_DISPATCH(sumRows, (const float* x, double* acc, int64_t rows, int64_t r), (x, acc, rows, r))
 
 void reduceSum(const float* x, float* out, int64_t P, int64_t Q, int64_t R, double scale) {
   const int64_t total = P * Q * R;

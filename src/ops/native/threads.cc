@@ -21,9 +21,10 @@ void setThreads(int n) {
 int threads() { return gThreads; }
 
 float* scratch(int slot, size_t floats) {
-  // Only the JS main thread calls kernels, so plain statics are enough.
-  static std::vector<std::unique_ptr<float[]>> buffers(4);
-  static std::vector<size_t> sizes(4, 0);
+  // Per calling thread: the JS thread that runs the kernel (Node worker threads each
+  // get their own); the OpenMP threads inside a kernel never call this.
+  thread_local std::vector<std::unique_ptr<float[]>> buffers(4);
+  thread_local std::vector<size_t> sizes(4, 0);
   if (sizes[slot] < floats) {
     buffers[slot].reset(new float[floats]);
     sizes[slot] = floats;

@@ -164,8 +164,10 @@ async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: nu
   const dir = stepDir(`${cfg.runDir}/ckpt`, step);
   const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
   const shardTensors: Record<string, StoredTensor> = {};
-  for (const [name, v] of classifier.state.variables()) shardTensors[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
-  const shard = writeCheckpointFile(dir, shardFile(ctx.rank), shardTensors, { ...meta, classStart: String(ctx.classRange.start), classCount: String(ctx.classRange.count), numClasses: String(ctx.numClasses) });
+  const st = classifier.state;
+  for (const [name, v] of [['weight', st.weight], ['momentum', st.momentum], ['expAvg', st.expAvg], ['expAvgSq', st.expAvgSq]] as const)
+    if (v) shardTensors[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
+  const shard = writeCheckpointFile(dir, shardFile(ctx.rank), shardTensors, { ...meta, optimizer: st.optimizer, optimizerStep: String(st.step), classStart: String(ctx.classRange.start), classCount: String(ctx.classRange.count), numClasses: String(ctx.numClasses) });
   await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, ...shard });
   if (ctx.rank === 0) {
     const t: Record<string, StoredTensor> = {};

@@ -1,0 +1,27 @@
+// Hot loops compiled twice, for AVX2+FMA and for the baseline x86-64 (SSE2), and
+// picked at run time from the CPU's feature flags: GCC's target_clones("arch=...")
+// dispatches on the CPU model, which virtual machines often hide.
+#pragma once
+
+#define SF_INLINE inline __attribute__((always_inline))
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SF_AVX2 __attribute__((target("avx2,fma")))
+namespace sf {
+inline bool hasAvx2Fma() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+}  // namespace sf
+/** Defines `name(params)` that runs the always-inline `name##Body(args)` built for the best ISA. */
+#define SF_DISPATCH(name, params, args)                       \
+  SF_AVX2 static void name##Avx2 params { name##Body args; }  \
+  static void name##Base params { name##Body args; }          \
+  static void name params {                                   \
+    if (::sf::hasAvx2Fma()) name##Avx2 args;                  \
+    else name##Base args;                                     \
+  }
+#else
+#define SF_DISPATCH(name, params, args) \
+  static void name params { name##Body args; }
+#endif
