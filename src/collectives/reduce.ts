@@ -16,9 +16,7 @@ export type ReduceOp = 'sum' | 'mean' | 'max';
 export interface Kernels {
   /** acc[i] = acc[i] ∘ own[i] (∘ = + for sum and mean, max for max). */
   combine(acc: RingArray, own: RingArray): void;
-  /** acc[i] = own[i] = (acc[i] ∘ own[i]) / divisor — the last reduction of a block, stored twice. */
-  finishInPlace(acc: RingArray, own: RingArray, divisor: number): void;
-  /** out[i] = (acc[i] ∘ own[i]) / divisor. */
+  /** out[i] = (acc[i] ∘ own[i]) / divisor — the last reduction of a block; `out` may be `own`, `acc` is left undefined. */
   finishInto(out: RingArray, acc: RingArray, own: RingArray, divisor: number): void;
 }
 
@@ -80,11 +78,6 @@ function scalarKernels(combine: (acc: Float32Array, own: Float32Array) => void, 
   return {
     f32: {
       combine: combine as Kernels['combine'],
-      finishInPlace(acc, own, divisor) {
-        combine(acc as Float32Array, own as Float32Array);
-        if (divisor !== 1) divideF32(acc as Float32Array, divisor);
-        own.set(acc);
-      },
       finishInto(out, acc, own, divisor) {
         combine(acc as Float32Array, own as Float32Array);
         if (divisor !== 1) divideF32(acc as Float32Array, divisor);
@@ -93,10 +86,6 @@ function scalarKernels(combine: (acc: Float32Array, own: Float32Array) => void, 
     },
     i32: {
       combine: combineInt as Kernels['combine'],
-      finishInPlace(acc, own) {
-        combineInt(acc as Int32Array, own as Int32Array);
-        own.set(acc);
-      },
       finishInto(out, acc, own) {
         combineInt(acc as Int32Array, own as Int32Array);
         out.set(acc);
@@ -108,11 +97,11 @@ function scalarKernels(combine: (acc: Float32Array, own: Float32Array) => void, 
 /** Below this many elements the scalar loop beats three copies into WebAssembly memory. */
 const SIMD_MIN = 256;
 
-/** Sums through WebAssembly SIMD, slice by slice; `outs` receive the finished slice (acc itself when empty). */
+/** Sums through WebAssembly SIMD, slice by slice, into `out`. */
 function simdSum(loops: SimdLoops, int: boolean): Kernels {
   const scratch = int ? loops.i32 : loops.f32;
   const scalar = int ? (sumI32 as Kernels['combine']) : (sumF32 as Kernels['combine']);
-  const run = (acc: RingArray, own: RingArray, divisor: number, out1: RingArray | null, out2: RingArray | null): void => {
+  const run = (out: RingArray, acc: RingArray, own: RingArray, divisor: number): void => {
     const n = acc.length;
     for (let at = 0; at < n; at += SLICE) {
       const end = Math.min(n, at + SLICE);
@@ -122,30 +111,20 @@ function simdSum(loops: SimdLoops, int: boolean): Kernels {
       if (int) loops.addI32(k);
       else loops.addF32(k);
       if (divisor !== 1) loops.divF32(k, divisor);
-      const result = scratch.subarray(0, k);
-      acc.set(result, at);
-      out1?.set(result, at);
-      out2?.set(result, at);
+      out.set(scratch.subarray(0, k), at);
     }
   };
   return {
     combine(acc, own) {
       if (acc.length < SIMD_MIN) scalar(acc, own);
-      else run(acc, own, 1, null, null);
-    },
-    finishInPlace(acc, own, divisor) {
-      if (acc.length < SIMD_MIN) {
-        scalar(acc, own);
-        if (divisor !== 1) divideF32(acc as Float32Array, divisor);
-        own.set(acc);
-      } else run(acc, own, divisor, own, null);
+      else run(acc, acc, own, 1);
     },
     finishInto(out, acc, own, divisor) {
       if (acc.length < SIMD_MIN) {
         scalar(acc, own);
         if (divisor !== 1) divideF32(acc as Float32Array, divisor);
         out.set(acc);
-      } else run(acc, own, divisor, out, null);
+      } else run(out, acc, own, divisor);
     },
   };
 }

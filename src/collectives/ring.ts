@@ -172,15 +172,21 @@ export class Ring {
         dtype: dtypeOf(a) as 'float32' | 'int32',
         sends,
         receives,
-        // Every view sent (step 0) is reduced by the right neighbour and comes back
-        // around in the all-gather before this rank finishes: no fin needed.
-        fin: false,
+        // The all-gather starts from views of this rank's finished block in `a`,
+        // whose arrival nothing later proves: end with a fin.
+        fin: true,
         receive: (i, data) => {
           const { step, piece } = receives[i]!;
           const own = a.subarray(piece.offset, piece.offset + piece.length);
-          if (step < n - 2) kernels.combine(data, own);
-          else if (step === n - 2) kernels.finishInPlace(data, own, divisor);
-          else own.set(data);
+          if (step < n - 2) {
+            kernels.combine(data, own);
+            return data;
+          }
+          if (step === n - 2) {
+            kernels.finishInto(own, data, own, divisor);
+            return own;
+          }
+          own.set(data);
           return step < steps - 1 ? data : null;
         },
       });
