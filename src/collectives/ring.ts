@@ -38,6 +38,7 @@ import { decode, encode, type Envelope } from '../protocol/codec.js';
 import { dtypeOf, type AnyTypedArray } from '../protocol/dtype.js';
 import { dataLink, type DataInbox, type DataLink } from '../protocol/sockets.js';
 import { CollectiveError } from './errors.js';
+import { Scavenger } from './scavenge.js';
 import { kernelsFor, type ReduceOp, type RingArray } from './reduce.js';
 import { blockOffsets, chunksOf, mod, splitCounts, type Piece } from './split.js';
 
@@ -59,11 +60,14 @@ export interface RingOptions {
   inFlight?: number;
   /** A left neighbour silent this long fails the op. Default 60 s. */
   timeoutMs?: number;
+  /** Run a minor GC after this many bytes received, so received buffers die young (see scavenge.ts); 0 = never. Default 16 MiB. */
+  scavengeBytes?: number;
 }
 
 export const DEFAULT_CHUNK_BYTES = 1 << 20;
 export const DEFAULT_IN_FLIGHT = 4;
 export const DEFAULT_TIMEOUT_MS = 60_000;
+export const DEFAULT_SCAVENGE_BYTES = 16 << 20;
 
 type OpName = 'connect' | 'allreduce' | 'allgather' | 'reducescatter' | 'broadcast' | 'barrier';
 
@@ -97,6 +101,7 @@ export class Ring {
   private readonly inFlight: number;
   private readonly timeoutMs: number;
   private readonly env: Envelope;
+  private readonly scavenger: Scavenger;
   private seq = 0;
   /** Ops run one at a time, in call order. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -119,6 +124,7 @@ export class Ring {
     this.inFlight = opts.inFlight ?? DEFAULT_IN_FLIGHT;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.env = { job: opts.job, step: 0, rank: opts.rank };
+    this.scavenger = new Scavenger(opts.world > 1 ? (opts.scavengeBytes ?? DEFAULT_SCAVENGE_BYTES) : 0);
   }
 
   /**
@@ -368,6 +374,7 @@ export class Ring {
       const expected = receives[received]!;
       const data = await this.receiveData(plan, received, expected.length, expected.origin);
       const onward = plan.receive(received, data);
+      this.scavenger.received(data.byteLength);
       if (onward) forward.push(onward);
       received++;
       pump();

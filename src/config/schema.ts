@@ -9,6 +9,7 @@
  */
 
 export const BACKBONES = ['tiny', 'mobilefacenet', 'iresnet18', 'iresnet34', 'iresnet50', 'iresnet100', 'iresnet200', 'vargfacenet'] as const;
+export const BACKBONE_NORMS = ['batch', 'none'] as const;
 export const OPTIMIZERS = ['sgd', 'adamw'] as const;
 export const MARGIN_TYPES = ['arcface', 'cosface', 'combined', 'softmax'] as const;
 export const MARGIN_GRADS = ['straight-through', 'exact'] as const;
@@ -28,6 +29,7 @@ export interface MarginConfig {
 export interface TrainConfig {
   workers: number;
   backbone: (typeof BACKBONES)[number];
+  backboneNorm: (typeof BACKBONE_NORMS)[number];
   embeddingSize: number;
   imageSize: number;
   data: string;
@@ -78,6 +80,7 @@ const U32 = 4294967295;
 export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   workers: { kind: 'int', default: 2, min: 1, max: 1024, docs: 'Number of worker processes (one device each). The classifier is sharded over them and the backbone replicated.' },
   backbone: { kind: 'enum', values: BACKBONES, default: 'tiny', docs: 'Backbone network.' },
+  backboneNorm: { kind: 'enum', values: BACKBONE_NORMS, default: 'batch', docs: 'tiny only: batch = BatchNorm layers, none = no normalisation layers (the exact data-parallel check uses it, since BatchNorm statistics are per worker).' },
   embeddingSize: { kind: 'int', default: 512, min: 1, max: 8192, docs: 'Embedding (feature) size D; 512 in arcface_torch, the tiny backbone trains well with 128.' },
   imageSize: { kind: 'int', default: 112, min: 8, max: 1024, docs: 'Input images are imageSize × imageSize RGB (112 for aligned faces; the demo uses a smaller size).' },
   data: { kind: 'string', default: 'synthetic:500', docs: 'Training data: synthetic:IDS = IDS procedurally drawn identities (the embedded dataset).' },

@@ -152,6 +152,11 @@ export async function trainWithPlan(plan: TrainPlan): Promise<number> {
           lastVal = { accuracy: m0.valAccuracy, accuracy_std: m0.valStd!, threshold: m0.valThreshold!, pairs: m0.valPairs! };
           Object.assign(rec, { val_accuracy: m0.valAccuracy, val_accuracy_std: m0.valStd, val_threshold: m0.valThreshold });
         }
+        if (m0.paramsHash !== undefined) {
+          const hashes = metrics.map((m) => m.paramsHash);
+          rec.replicas_identical = hashes.every((h) => h === hashes[0]) ? 1 : 0;
+          if (!rec.replicas_identical) logger.log.error({ hashes }, 'backbone replicas diverged across workers');
+        }
         appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
         const ips = secondsTimed > 0 ? imagesTimed / secondsTimed : images / wall;
         const eta = ((plan.steps - step) * cfg.workers * cfg.batch) / ips;

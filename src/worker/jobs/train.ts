@@ -46,7 +46,12 @@ export const createJob: JobFactory = async (ctx) => {
   const loader = new Loader({ dataset: train, sampler, flip: cfg.flip });
 
   // backbone: same init everywhere, made certain by a broadcast from rank 0
-  const backbone = createBackbone(cfg.backbone, { seed: cfg.seed, embeddingSize: cfg.embeddingSize, inputSize: cfg.imageSize });
+  const backbone = createBackbone(cfg.backbone, {
+    seed: cfg.seed,
+    embeddingSize: cfg.embeddingSize,
+    inputSize: cfg.imageSize,
+    ...(cfg.backbone === 'tiny' ? { norm: cfg.backboneNorm } : {}),
+  });
   await broadcastState(ctx, backbone);
   const params = backbone.trainableVariables();
   const optimizer = new BackboneOptimizer(
@@ -123,6 +128,8 @@ export const createJob: JobFactory = async (ctx) => {
         if (!Number.isFinite(cls.loss)) throw new Error(`loss is ${cls.loss} at step ${step} (lr ${lr}); stopping before the model is ruined`);
         const last = step === cfg.steps;
         if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await writeCheckpoint(ctx, cfg, step, epoch, backbone, classifier);
+        // Replicas must stay bit-identical; the coordinator compares these across ranks.
+        if (last) metrics.paramsHash = await hashParams(params.map((p) => p.variable));
         if (pairs && heldOut && (last || (cfg.evalEvery > 0 && step % cfg.evalEvery === 0))) {
           const v = await verifyBackbone(backbone, heldOut, pairs);
           Object.assign(metrics, { valAccuracy: v.accuracy, valStd: v.std, valThreshold: v.threshold, valPairs: v.pairs });
@@ -143,6 +150,17 @@ function optimizerHp(cfg: TrainConfig, lr: number) {
   return cfg.optimizer === 'sgd'
     ? ({ kind: 'sgd', lr, momentum: cfg.momentum, weightDecay: cfg.weightDecay } as const)
     : ({ kind: 'adamw', lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: cfg.weightDecay } as const);
+}
+
+/** FNV-1a over the bytes of every trainable parameter: equal iff the replicas are bit-identical (with overwhelming probability). */
+async function hashParams(vars: tf.Variable[]): Promise<number> {
+  let h = 0x811c9dc5;
+  for (const v of vars) {
+    const d = (await v.data()) as Float32Array;
+    const bytes = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  }
+  return h >>> 0;
 }
 
 function labelsOf(ds: { size: number; label(i: number): number }): Int32Array {
