@@ -6,8 +6,8 @@
  * `seconds` is the median over `reps` timed runs (after one warm-up) of the
  * slowest rank's time, each run starting after a barrier. GB = 1e9 bytes.
  *
- * - p2p: rank 0 streams the F floats to rank 1 in ring-sized chunks (ring
- *   message format, decoded on receipt) and rank 1 echoes every chunk back as it
+ * - p2p: rank 0 streams the F floats to rank 1 in the chunks the ring would
+ *   use (ring message format, decoded on receipt) and rank 1 echoes every chunk back as it
  *   arrives, so both directions of the link carry F·4 bytes at once, as every
  *   link of the ring does during a collective. algbw = busbw = F·4 / seconds:
  *   the rate one link moves payload each way — the transport's ceiling.
@@ -26,7 +26,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindInbox, Ring, DEFAULT_CHUNK_BYTES } from '../src/collectives/ring.js';
+import { bindInbox, Ring, DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_BYTES, MIN_CHUNK_BYTES } from '../src/collectives/ring.js';
+import { chunksOf } from '../src/collectives/split.js';
+import { Scavenger } from '../src/collectives/scavenge.js';
 import { decode, encode } from '../src/protocol/codec.js';
 import { dataLink, type DataInbox } from '../src/protocol/sockets.js';
 
@@ -194,18 +196,20 @@ async function child(): Promise<void> {
 /** Rank 0 streams `data` to rank 1, which echoes every chunk back as it arrives; other ranks idle. */
 async function p2p(rank: number, data: Float32Array, chunkBytes: number, inbox: DataInbox, link: ReturnType<typeof dataLink> | null): Promise<void> {
   if (rank > 1 || !link) return;
-  const chunk = Math.max(1, Math.floor(chunkBytes / 4));
-  const count = Math.ceil(data.length / chunk);
+  const pieces = chunksOf(0, data.length, Math.max(1, Math.floor(chunkBytes / 4)), MIN_CHUNK_BYTES / 4);
   const env = { job: 'bench', step: 0, rank };
   let sending: Promise<void> = Promise.resolve();
   const post = (frames: Uint8Array[]) => {
     sending = sending.then(() => link.send(frames));
   };
-  if (rank === 0) for (let k = 0; k < count; k++) post(encode('ring', env, { op: 'p2p', seq: 0, chunk: k, slot: data.length }, [{ name: 'data', data: data.subarray(k * chunk, (k + 1) * chunk) }]));
-  for (let k = 0; k < count; k++) {
+  const body = (k: number) => ({ op: 'p2p', seq: 0, chunk: k, slot: data.length });
+  const scavenger = new Scavenger(DEFAULT_SCAVENGE_BYTES); // as the ring does, so GC costs the same
+  if (rank === 0) pieces.forEach((p, k) => post(encode('ring', env, body(k), [{ name: 'data', data: data.subarray(p.offset, p.offset + p.length) }])));
+  for (let k = 0; k < pieces.length; k++) {
     const res = decode(await inbox.receive(), { job: 'bench' });
     if (!res.ok) throw res.error;
-    if (rank === 1) post(encode('ring', env, { op: 'p2p', seq: 0, chunk: k, slot: data.length }, [{ name: 'data', data: res.msg.tensors['data']! }]));
+    scavenger.received(res.msg.tensors['data']!.byteLength);
+    if (rank === 1) post(encode('ring', env, body(k), [{ name: 'data', data: res.msg.tensors['data']! }]));
   }
   await sending;
 }

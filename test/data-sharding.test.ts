@@ -80,9 +80,9 @@ describe('Loader', () => {
   const ds = createSyntheticDataset({ identities: 6, imagesPerIdentity: 4, imageSize: 12, seed: 2 });
   const px = 12 * 12 * 3;
 
-  it('fills [B,S,S,3] images and labels from the sampler', () => {
+  it('fills [B,S,S,3] images and labels from the sampler', async () => {
     const s = new DistributedSampler({ size: ds.size, world: 2, rank: 1, batchPerWorker: 5, seed: 3 });
-    const b = new Loader({ dataset: ds, sampler: s }).batch(1, 1);
+    const b = await new Loader({ dataset: ds, sampler: s }).batch(1, 1);
     expect(b.images.length).toBe(5 * px);
     expect([...b.indices]).toEqual([...s.batchIndices(1, 1)]);
     const one = new Float32Array(px);
@@ -94,11 +94,11 @@ describe('Loader', () => {
     expect([...b.flipped]).toEqual([0, 0, 0, 0, 0]);
   });
 
-  it('flips per (seed, epoch, index), so sharded and single-worker batches match', () => {
+  it('flips per (seed, epoch, index), so sharded and single-worker batches match', async () => {
     const mk = (world: number, rank: number, batchPerWorker: number) =>
       new Loader({ dataset: ds, sampler: new DistributedSampler({ size: ds.size, world, rank, batchPerWorker, seed: 4 }), flip: true });
-    const single = mk(1, 0, 8).batch(2, 1);
-    const parts = [mk(2, 0, 4).batch(2, 1), mk(2, 1, 4).batch(2, 1)];
+    const single = await mk(1, 0, 8).batch(2, 1);
+    const parts = [await mk(2, 0, 4).batch(2, 1), await mk(2, 1, 4).batch(2, 1)];
     expect([...parts[0]!.images, ...parts[1]!.images]).toEqual([...single.images]);
     expect([...parts[0]!.flipped, ...parts[1]!.flipped]).toEqual([...single.flipped]);
     // a flipped image is the mirror of the stored one

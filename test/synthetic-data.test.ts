@@ -110,9 +110,9 @@ describe('parseDataSpec', () => {
   it.each(['synthetic:0', 'synthetic:', 'synthetic:1.5', 'synthetic:abc', 'synthetic'])('rejects %s with the expected form', (s) => {
     expect(() => parseDataSpec(s)).toThrow(/synthetic:IDS|at least 1/);
   });
-  it.each(['/data/ms1m/train.rec', 'folder:/data/faces', 'list:train.lst'])('says %s is not supported yet', (s) => {
+  it.each(['/data/ms1m/train.rec', 'folder:/data/faces', 'list:train.lst'])('says %s does not exist and what is accepted', (s) => {
     expect(() => parseDataSpec(s)).toThrow(DataSpecError);
-    expect(() => parseDataSpec(s)).toThrow(/only synthetic:IDS.*planned/);
+    expect(() => parseDataSpec(s)).toThrow(/no such file or folder.*synthetic:IDS.*RecordIO.*image folder.*list file/);
   });
 });
 

@@ -16,6 +16,10 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   selftest: { file: 'selftest', summary: 'check the sharded classifier against one process' },
   bench: { file: 'bench', summary: 'benchmarks (collectives, classifier, kernels, train)' },
   'model-info': { file: 'model-info', summary: 'parameters and multiply-adds of a backbone' },
+  data: { file: 'data', summary: 'inspect training data (info) and convert image folders to RecordIO' },
+  export: { file: 'export', summary: 'write a checkpoint as a TensorFlow.js model' },
+  embed: { file: 'embed', summary: 'face embeddings (and magnitudes) of image files' },
+  eval: { file: 'eval', summary: 'verification accuracy of a checkpoint' },
 };
 
 function help(): string {

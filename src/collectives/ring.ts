@@ -19,6 +19,7 @@
  * no op copies the whole array. Because ZeroMQ reads a sent view lazily, an op
  * returns only once every view it sent has provably reached the right
  * neighbour (see `fin` below), so the caller may overwrite its arrays at once.
+ * Arrays of at most 64 KiB are sent as copies instead and skip the fin.
  *
  * Reduction order (float sums are not associative): block b is summed starting
  * at rank b+1, then b+2, …, ending at its owner b:
@@ -30,9 +31,17 @@
  * `data` — `chunk` is the message's index within the op on this link (checks
  * order), `slot` the element count of the array the data belongs to (checks that
  * all ranks passed equal lengths). An op that has sent views of the caller's
- * memory ends with a `fin` message (op 'fin', no tensor): "I have received
- * everything of this op". A rank that fails sends an `error` message to its
- * right so the failure travels round the ring instead of leaving others to time out.
+ * memory whose arrival nothing later in the op proves ends with a `fin` message
+ * (op 'fin', no tensor) to the right: "I have received everything of this op";
+ * the view sent first to rank r+1 has reached r−1 by then. A rank that fails
+ * sends an `error` message to its right so the failure travels round the ring
+ * instead of leaving the others to time out. `barrier` (and the check in
+ * `connect`) pass counts round the ring: n−1 hops.
+ *
+ * Tuning (2-core VM, see bench/collectives.ts): 4 MiB chunks, 4 in flight,
+ * blocks cut into >= 4 chunks of >= 64 KiB; the sums run in WebAssembly SIMD
+ * (simd.ts); a minor GC every 16 MiB received keeps V8 from running full
+ * mark-compacts for ZeroMQ's external buffers (scavenge.ts).
  */
 import { decode, encode, type Envelope } from '../protocol/codec.js';
 import { dtypeOf, type AnyTypedArray } from '../protocol/dtype.js';
@@ -54,9 +63,9 @@ export interface RingOptions {
   peers: string[];
   /** This rank's PULL socket, already bound by the caller to peers[rank]. The ring sets its receiveTimeout and never closes it. */
   inbox: DataInbox;
-  /** Pipelining granularity: bytes per message. Default 1 MiB. */
+  /** Pipelining granularity: the most bytes per message (blocks are also cut into at least 4 chunks of >= 64 KiB). Default 4 MiB. Must be equal on all ranks. */
   chunkBytes?: number;
-  /** Chunks this rank may send ahead of what it has received. Default 4. */
+  /** Chunks this rank may send ahead of what it has received. Default 4. May differ between ranks. */
   inFlight?: number;
   /** A left neighbour silent this long fails the op. Default 60 s. */
   timeoutMs?: number;
@@ -64,10 +73,14 @@ export interface RingOptions {
   scavengeBytes?: number;
 }
 
-export const DEFAULT_CHUNK_BYTES = 1 << 20;
+export const DEFAULT_CHUNK_BYTES = 4 << 20;
+/** Smallest chunk a block is cut into for pipelining (a single chunk may be smaller). */
+export const MIN_CHUNK_BYTES = 64 << 10;
 export const DEFAULT_IN_FLIGHT = 4;
 export const DEFAULT_TIMEOUT_MS = 60_000;
 export const DEFAULT_SCAVENGE_BYTES = 16 << 20;
+/** Ops on arrays up to this size send copies of the caller's memory and skip the fin hop. */
+const SMALL_OP_BYTES = 64 << 10;
 
 type OpName = 'connect' | 'allreduce' | 'allgather' | 'reducescatter' | 'broadcast' | 'barrier';
 
@@ -98,6 +111,7 @@ export class Ring {
   private readonly inbox: DataInbox | null;
   private readonly link: DataLink | null;
   private readonly chunkElements: number;
+  private readonly minChunkElements: number;
   private readonly inFlight: number;
   private readonly timeoutMs: number;
   private readonly env: Envelope;
@@ -121,6 +135,7 @@ export class Ring {
     this.link = link;
     const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.chunkElements = Math.max(1, Math.floor(chunkBytes / 4));
+    this.minChunkElements = MIN_CHUNK_BYTES / 4;
     this.inFlight = opts.inFlight ?? DEFAULT_IN_FLIGHT;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.env = { job: opts.job, step: 0, rank: opts.rank };
@@ -212,7 +227,7 @@ export class Ring {
       const sends: (RingArray | null)[] = [];
       const receives: { length: number; origin: number; piece: Piece; step: number }[] = [];
       for (let s = 0; s < n - 1; s++) {
-        for (const piece of chunksOf(0, L, this.chunkElements)) {
+        for (const piece of this.chunks(0, L)) {
           sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
           const origin = mod(this.rank - s - 1, n);
           receives.push({ length: piece.length, origin, step: s, piece: { offset: origin * L + piece.offset, length: piece.length } });
@@ -287,7 +302,7 @@ export class Ring {
       if (!Number.isInteger(root) || root < 0 || root >= n) throw new CollectiveError('usage', `broadcast: root ${root} out of range for world ${n}`);
       if (n === 1) return;
       const position = mod(this.rank - root, n);
-      const pieces = chunksOf(0, a.length, this.chunkElements);
+      const pieces = this.chunks(0, a.length);
       const sends = position === n - 1 ? [] : pieces.map((p) => (position === 0 ? a.subarray(p.offset, p.offset + p.length) : null));
       const receives = position === 0 ? [] : pieces.map((p) => ({ length: p.length, origin: root }));
       await this.stream({
@@ -347,12 +362,21 @@ export class Ring {
   private blocks(length: number): Piece[][] {
     const counts = splitCounts(length, this.world);
     const offsets = blockOffsets(counts);
-    return counts.map((c, b) => chunksOf(offsets[b]!, c, this.chunkElements));
+    return counts.map((c, b) => this.chunks(offsets[b]!, c));
+  }
+
+  private chunks(offset: number, length: number): Piece[] {
+    return chunksOf(offset, length, this.chunkElements, this.minChunkElements);
   }
 
   /** Moves one op's messages: receive, hand to the plan, forward, keep at most `inFlight` ahead. */
   private async stream(plan: Plan): Promise<void> {
-    const { op, seq, sends, receives } = plan;
+    const { op, seq, receives } = plan;
+    // A small op sends copies instead of views (cheap), so it needs no fin.
+    // Decided from the array length, which is the same on every rank.
+    const small = plan.length * 4 <= SMALL_OP_BYTES;
+    const sends = small ? plan.sends.map((v) => v && v.slice()) : plan.sends;
+    const fin = plan.fin && !small;
     const forward: (RingArray | undefined)[] = [];
     let forwardHead = 0;
     let sent = 0;
@@ -380,7 +404,7 @@ export class Ring {
       pump();
     }
     if (sent !== sends.length) throw new Error(`internal: ${op} #${seq} sent ${sent} of ${sends.length} messages`);
-    if (plan.fin) {
+    if (fin) {
       this.post(encode('ring', this.env, { op: 'fin', seq, chunk: sent, slot: 0 }));
       await this.receiveControl(op, 'fin', seq);
     }

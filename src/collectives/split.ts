@@ -30,16 +30,23 @@ export interface Piece {
 }
 
 /**
- * Cuts [offset, offset + length) into chunks of at most `chunkElements`. Always at
- * least one chunk, possibly empty, so that every block of every op is announced
- * by at least one message and a peer with a different length is caught at once.
+ * Cuts [offset, offset + length) into chunks: at most `maxElements` each, but a
+ * block is cut into up to {@link PIPELINE_CHUNKS} chunks (none under
+ * `minElements`) so that even a mid-sized block pipelines across ring steps.
+ * Always at least one chunk, possibly empty, so that every block of every op is
+ * announced by a message and a peer with a different length is caught at once.
+ * Sender and receiver derive the same cut from the same length and options.
  */
-export function chunksOf(offset: number, length: number, chunkElements: number): Piece[] {
+export function chunksOf(offset: number, length: number, maxElements: number, minElements = 0): Piece[] {
   if (length === 0) return [{ offset, length: 0 }];
+  const size = Math.min(maxElements, Math.max(Math.min(minElements, maxElements), Math.ceil(length / PIPELINE_CHUNKS)));
   const pieces: Piece[] = [];
-  for (let at = 0; at < length; at += chunkElements) pieces.push({ offset: offset + at, length: Math.min(chunkElements, length - at) });
+  for (let at = 0; at < length; at += size) pieces.push({ offset: offset + at, length: Math.min(size, length - at) });
   return pieces;
 }
+
+/** A block is cut into at least this many chunks when they stay above the minimum size. */
+export const PIPELINE_CHUNKS = 4;
 
 /** Non-negative remainder: the rank `k` places to the right of `r` on a ring of `world`. */
 export function mod(x: number, world: number): number {

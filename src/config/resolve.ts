@@ -219,15 +219,17 @@ export interface TrainFacts {
 
 export function trainFacts(cfg: TrainConfig): TrainFacts {
   const spec = parseDataSpec(cfg.data);
+  const synthetic = spec.kind === 'synthetic';
+  // file data: classes and images are read from the data (property file, header record, folders, labels)
   const numClasses = spec.identities;
-  const trainImages = numClasses * cfg.imagesPerIdentity;
+  const trainImages = synthetic ? numClasses * cfg.imagesPerIdentity : spec.images;
   const globalBatch = cfg.workers * cfg.batch;
   const stepsPerEpoch = Math.floor(trainImages / globalBatch);
   const all = cfg.epochs * stepsPerEpoch;
   return {
     numClasses,
     trainImages,
-    heldOutImages: cfg.heldOutIdentities * cfg.imagesPerIdentity,
+    heldOutImages: synthetic ? cfg.heldOutIdentities * cfg.imagesPerIdentity : 0,
     globalBatch,
     stepsPerEpoch,
     totalSteps: cfg.steps > 0 ? Math.min(cfg.steps, all) : all,
@@ -239,15 +241,16 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   const fail = (key: string, msg: string): never => {
     throw new ConfigError(`config key "${key}" (from ${sourceOf(key)}): ${msg}`, key);
   };
+  let synthetic = true;
   try {
-    parseDataSpec(cfg.data);
+    synthetic = parseDataSpec(cfg.data).kind === 'synthetic';
   } catch (e) {
     fail('data', (e as Error).message);
   }
   const f = trainFacts(cfg);
   if (cfg.workers > f.numClasses) fail('workers', `${cfg.workers} workers but only ${f.numClasses} classes; every worker must own at least one class`);
   if (f.globalBatch > f.trainImages) {
-    fail('batch', `the global batch workers × batch = ${cfg.workers} × ${cfg.batch} = ${f.globalBatch} exceeds the ${f.trainImages} training images (${f.numClasses} identities × ${cfg.imagesPerIdentity}); lower batch or workers`);
+    fail('batch', `the global batch workers × batch = ${cfg.workers} × ${cfg.batch} = ${f.globalBatch} exceeds the ${f.trainImages} training images (${synthetic ? `${f.numClasses} identities × ${cfg.imagesPerIdentity}` : `${f.numClasses} identities in ${cfg.data}`}); lower batch or workers`);
   }
   const smallestShard = Math.floor(f.numClasses / cfg.workers);
   if (Math.trunc(cfg.sampleRate * smallestShard) < 1) {
@@ -255,7 +258,7 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   }
   if (cfg.warmupSteps > 0 && cfg.warmupEpochs > 0) fail('warmupSteps', 'set warmupSteps or warmupEpochs, not both');
   if (f.warmupSteps > f.totalSteps) fail(cfg.warmupSteps > 0 ? 'warmupSteps' : 'warmupEpochs', `warm-up of ${f.warmupSteps} steps is longer than the run (${f.totalSteps} steps)`);
-  if (cfg.heldOutIdentities > 0) {
+  if (synthetic && cfg.heldOutIdentities > 0) {
     if (cfg.heldOutIdentities < 2) fail('heldOutIdentities', 'verification needs at least 2 held-out identities (or 0 to skip it)');
     if (cfg.imagesPerIdentity < 2) fail('imagesPerIdentity', 'verification needs at least 2 images per identity for same-identity pairs');
     if (cfg.verificationPairs < 10) fail('verificationPairs', `10-fold verification needs at least 10 pairs, got ${cfg.verificationPairs}`);

@@ -4,7 +4,7 @@
  * every validation message are generated from this table, so a key documented
  * anywhere else is a bug.
  *
- * Keys are flat except `margin.*`; on the command line a key is written with
+ * Keys are flat except `margin.*` and `augment.*`; on the command line a key is written with
  * dashes (`--sample-rate 0.1` sets sampleRate, `--margin.m2 0.4` sets margin.m2).
  */
 
@@ -26,6 +26,13 @@ export interface MarginConfig {
   m3: number;
 }
 
+/** Augmentations beyond the flip (src/data/augment.ts); all off by default. */
+export interface AugmentConfig {
+  cropScale: number;
+  colourJitter: number;
+  grey: number;
+}
+
 export interface TrainConfig {
   workers: number;
   backbone: (typeof BACKBONES)[number];
@@ -37,6 +44,8 @@ export interface TrainConfig {
   heldOutIdentities: number;
   verificationPairs: number;
   evalEvery: number;
+  val: string;
+  valEvery: number;
   batch: number;
   epochs: number;
   steps: number;
@@ -53,6 +62,10 @@ export interface TrainConfig {
   chunkRows: number;
   bucketMb: number;
   flip: boolean;
+  augment: AugmentConfig;
+  prefetch: number;
+  decodeThreads: number;
+  strictData: boolean;
   seed: number;
   backend: (typeof BACKENDS)[number];
   threads: number;
@@ -83,11 +96,17 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   backboneNorm: { kind: 'enum', values: BACKBONE_NORMS, default: 'batch', docs: 'tiny only: batch = BatchNorm layers, none = no normalisation layers (the exact data-parallel check uses it, since BatchNorm statistics are per worker).' },
   embeddingSize: { kind: 'int', default: 512, min: 1, max: 8192, docs: 'Embedding (feature) size D; 512 in arcface_torch, the tiny backbone trains well with 128.' },
   imageSize: { kind: 'int', default: 112, min: 8, max: 1024, docs: 'Input images are imageSize × imageSize RGB (112 for aligned faces; the demo uses a smaller size).' },
-  data: { kind: 'string', default: 'synthetic:500', docs: 'Training data: synthetic:IDS = IDS procedurally drawn identities (the embedded dataset).' },
-  imagesPerIdentity: { kind: 'int', default: 20, min: 1, max: 1_000_000, docs: 'Synthetic data: images per identity (training and held-out).' },
-  heldOutIdentities: { kind: 'int', default: 100, min: 0, max: 10_000_000, docs: 'Synthetic data: further identities, disjoint from training, for verification; 0 = no verification.' },
+  data: { kind: 'string', default: 'synthetic:500', docs: 'Training data: synthetic:IDS = IDS procedurally drawn identities (the embedded dataset); an insightface RecordIO file PATH/train.rec (next to train.idx, with an optional property file num_classes,h,w) or its folder; an image folder with one sub-folder per identity (JPEG, PNG, PGM; folders sorted by name get labels 0, 1, …); or a list file of path<TAB>label lines (relative paths from the list\'s folder). The number of classes comes from the data. Images are resized (short side) and centre-cropped to imageSize.' },
+  imagesPerIdentity: { kind: 'int', default: 20, min: 1, max: 1_000_000, docs: 'Synthetic data only: images per identity (training and held-out).' },
+  heldOutIdentities: { kind: 'int', default: 100, min: 0, max: 10_000_000, docs: 'Synthetic data only: further identities, disjoint from training, for verification; 0 = no verification. File data has no built-in held-out split (use val).' },
   verificationPairs: { kind: 'int', default: 1000, min: 0, max: 100_000_000, docs: 'Verification pairs drawn from the held-out identities (half same, half different), scored by 10-fold accuracy.' },
   evalEvery: { kind: 'int', default: 0, min: 0, docs: 'Run verification every this many steps; 0 = only at the end of training.' },
+  val: {
+    kind: 'string',
+    default: 'none',
+    docs: 'Verification sets scored by rank 0 during training ("none" = no sets), comma-separated NAME=PATH: PATH is FILE.bin (insightface pack), PAIRS.txt::IMAGES_DIR (LFW pairs.txt over an image folder) or any other file (a pair list: pathA, pathB, 1 or 0, tab-separated, per line); e.g. "lfw=data/lfw.bin,mine=pairs.tsv". Metrics: val_NAME_accuracy, val_NAME_accuracy_std, val_NAME_threshold, val_NAME_tar_at_far_1e-3 and _1e-4.',
+  },
+  valEvery: { kind: 'int', default: 0, min: 0, docs: 'Score the val sets every this many steps; 0 = only at the end of training. The other ranks wait for rank 0 at the next step.' },
   batch: { kind: 'int', default: 128, min: 1, max: 1_000_000, docs: 'Images per worker per step (B); the global batch is workers × batch.' },
   epochs: { kind: 'int', default: 20, min: 1, max: 1_000_000, docs: 'Passes over the training set.' },
   steps: { kind: 'int', default: 0, min: 0, docs: 'Stop after this many steps (also the length of the LR schedule); 0 = epochs × steps per epoch.' },
@@ -108,6 +127,12 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
   bucketMb: { kind: 'number', default: 16, min: 0, minExclusive: true, max: 4096, docs: 'Backbone gradient all-reduce bucket size in MiB.' },
   flip: { kind: 'boolean', default: true, docs: 'Random horizontal flip augmentation.' },
+  'augment.cropScale': { kind: 'number', default: 1, min: 0.05, max: 1, docs: 'Random resized crop: keep a box covering [cropScale, 1] of the image area (aspect 3/4..4/3), resized back to imageSize; 1 = off. Drawn per (seed, epoch, image) like the flip.' },
+  'augment.colourJitter': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Colour jitter strength j: brightness, contrast and saturation each scaled by a factor in [1 − j, 1 + j]; 0 = off.' },
+  'augment.grey': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Probability of turning a training image grey-scale (luma in all three channels); 0 = off.' },
+  prefetch: { kind: 'int', default: 2, min: 0, max: 64, docs: 'File data: batches decoded ahead of the step that needs them (0 = decode on demand). Synthetic data is rendered on demand.' },
+  decodeThreads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'File data: images read and decoded at once per worker (libvips runs them on libuv\'s thread pool, UV_THREADPOOL_SIZE); 0 = 4 × cores.' },
+  strictData: { kind: 'boolean', default: false, docs: 'An unreadable training image (corrupt or truncated record, undecodable image, index entry past the end of the file) stops training with an error naming the file, image and reason; false = log it, count it and use another image (with its own label) instead.' },
   seed: { kind: 'int', default: 1, min: 0, max: U32, docs: 'Job seed: data, shuffling, initialisation and sampling all derive from it.' },
   backend: { kind: 'enum', values: BACKENDS, default: 'auto', docs: 'Compute backend: auto = tensorflow if installed, else cpu-native if built, else cpu.' },
   threads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'Threads per worker for native CPU kernels; 0 = cores / workers.' },

@@ -17,14 +17,37 @@
  * bias correction therefore uses the number of updates of the shard, not of
  * the row. Standard decoupled AdamW (PyTorch): w ← w(1 − lr·wd), then Adam.
  *
- * Backend-agnostic: rows are gathered, updated with tfjs ops and written back
- * with tf.tensorScatterUpdate (one whole-variable assign when `index` is every
- * row in order).
+ * Two paths, same arithmetic:
+ *  - fused, in place (backend has SfRowSgdUpdate / SfRowAdamWUpdate, i.e.
+ *    cpu-native): the kernel writes the active rows straight into the
+ *    variables' buffers, O(|index|·D) whatever the shard size; float32
+ *    operations in the composite's order, so the results are bit-identical;
+ *  - composite, any backend (GPU too): rows are gathered, updated with tfjs ops
+ *    and written back with tf.tensorScatterUpdate (one whole-variable assign
+ *    when `index` is every row in order), O(C·D) per step for the scatter.
+ *
+ * Invariant for the in-place path: a ShardState's variables are owned by the
+ * state. Nothing may keep a zero-copy view of their buffers across an update:
+ * on the cpu backends dataSync()/data() return the storage itself and a
+ * contiguous tf.slice is a subarray of it, so copy what you read (gatherRows
+ * does) or finish with it before the next updateRows. Tensors that share the
+ * buffer by reference count (tf.clone, reshape, a tensor a variable was made
+ * from) are safe: the kernel sees refCount > 1 and the variable gets a private
+ * copy first (see src/ops/native/kernels-classifier.ts).
  */
 import { tf } from './tf.js';
 import { Rng, deriveSeed } from '../common/random.js';
 
 export type ShardOptimizerKind = 'sgd' | 'adamw';
+
+/** In-place fused kernels (src/ops/native/classifier.cc), used when the current backend registers them. */
+export const ROW_SGD_KERNEL = 'SfRowSgdUpdate';
+export const ROW_ADAMW_KERNEL = 'SfRowAdamWUpdate';
+export const GATHER_ROWS_KERNEL = 'SfGatherRows';
+
+function hasKernel(name: string): boolean {
+  return tf.getKernel(name, tf.getBackend()) !== undefined;
+}
 
 export interface SgdHyper {
   /** Optional tag; must match the shard's optimizer when given. */
@@ -73,6 +96,12 @@ export const INIT_STD = 0.01;
  * the Rng to draw N(0, 0.01²) from; `rng` is the Rng used when `init` is
  * absent or null. Without either, a fixed Rng (seed 0, "classifier-init") is
  * used, so the result is still deterministic.
+ *
+ * Given values are copied (`initOwnership` 'copy', the default): on the cpu
+ * backends a tensor made from a Float32Array uses that very array, and the
+ * in-place update would otherwise write into the caller's array. With 'adopt'
+ * the state takes the array over without a copy (saves C·D floats of peak
+ * memory); the caller must not use it afterwards.
  */
 export function createShardState(
   count: number,
@@ -80,6 +109,7 @@ export function createShardState(
   optimizer: ShardOptimizerKind,
   init?: Float32Array | Rng | null,
   rng?: Rng,
+  initOwnership: 'copy' | 'adopt' = 'copy',
 ): ShardState {
   if (!Number.isSafeInteger(count) || count < 0) throw new Error(`createShardState: count must be a non-negative integer, got ${count}`);
   if (!Number.isSafeInteger(dim) || dim < 1) throw new Error(`createShardState: dim must be a positive integer, got ${dim}`);
@@ -87,17 +117,27 @@ export function createShardState(
   let values: Float32Array;
   if (init instanceof Float32Array) {
     if (init.length !== count * dim) throw new Error(`createShardState: init has ${init.length} values, expected ${count}×${dim} = ${count * dim}`);
-    values = init;
+    values = initOwnership === 'adopt' ? init : init.slice();
   } else {
     const source = init ?? rng ?? new Rng(deriveSeed(0, 'classifier-init'));
     values = source.fillNormal(new Float32Array(count * dim), 0, INIT_STD);
   }
-  const zeros = () => tf.variable(tf.zeros([count, dim]) as tf.Tensor2D, false);
+  // Each variable the only holder of its buffer (refCount 1): the initial tensor is disposed.
+  const own = (t: tf.Tensor2D): tf.Variable<tf.Rank.R2> => {
+    const v = tf.variable(t, false);
+    t.dispose();
+    return v;
+  };
+  // With the in-place update (cpu-native) the optimizer state is written into memory pages
+  // as rows get sampled; touch them all now, so that steps run at steady-state speed and
+  // the process's memory shows what the state really costs (C·D floats per buffer).
+  const prefault = hasKernel(ROW_SGD_KERNEL);
+  const zeros = () => own(prefault ? tf.tensor2d(new Float32Array(count * dim).fill(0), [count, dim]) : (tf.zeros([count, dim]) as tf.Tensor2D));
   return {
     optimizer,
     count,
     dim,
-    weight: tf.variable(tf.tensor2d(values, [count, dim]), false),
+    weight: own(tf.tensor2d(values, [count, dim])),
     momentum: optimizer === 'sgd' ? zeros() : null,
     expAvg: optimizer === 'adamw' ? zeros() : null,
     expAvgSq: optimizer === 'adamw' ? zeros() : null,
@@ -120,10 +160,35 @@ function checkIndex(state: ShardState, index: Int32Array): boolean {
   return identity;
 }
 
-/** The active weight rows W[index] (a new tensor; the caller disposes it). */
+/**
+ * The active weight rows W[index] (a new tensor; the caller disposes it, and
+ * must do so before the next updateRows, or that update copies the whole
+ * shard once to keep this tensor's values). Every row in order: tf.clone,
+ * which shares the variable's buffer (O(1), no copy of the C×D matrix).
+ */
 export function gatherRows(state: ShardState, index: Int32Array): tf.Tensor2D {
   if (checkIndex(state, index)) return tf.clone(state.weight);
+  if (hasKernel(GATHER_ROWS_KERNEL)) {
+    const idx = tf.tensor1d(index, 'int32');
+    const rows = tf.engine().runKernel(GATHER_ROWS_KERNEL, { x: state.weight, index: idx }) as tf.Tensor2D;
+    idx.dispose();
+    return rows;
+  }
   return tf.gather(state.weight, index) as tf.Tensor2D;
+}
+
+/** Runs a fused in-place update kernel and points each variable at its result (a no-op when in place). */
+function updateInPlace(kernel: string, inputs: tf.NamedTensorMap, variables: tf.Variable<tf.Rank.R2>[], index: Int32Array, attrs: Record<string, unknown>): void {
+  const idx = tf.tensor1d(index, 'int32');
+  try {
+    const outs = tf.engine().runKernel(kernel, { ...inputs, index: idx }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor2D[];
+    variables.forEach((v, i) => {
+      if (outs[i]!.dataId !== v.dataId) v.assign(outs[i]!);
+    });
+    tf.dispose(outs);
+  } finally {
+    idx.dispose();
+  }
 }
 
 function isSgd(hp: RowHyperParams): hp is SgdHyper {
@@ -151,6 +216,26 @@ export function updateRows(state: ShardState, index: Int32Array, gradRows: tf.Te
     throw new Error(`updateRows: gradient is [${gradRows.shape.join(',')}], expected [${index.length},${state.dim}]`);
   if (index.length === 0) return;
   state.step += 1;
+
+  if (state.optimizer === 'sgd' && isSgd(hp) && hasKernel(ROW_SGD_KERNEL)) {
+    checkHyper(hp, ['lr', 'momentum', 'weightDecay']);
+    // the scalars as the composite's scalar tensors hold them (float32)
+    updateInPlace(ROW_SGD_KERNEL, { weight: state.weight, momentum: state.momentum!, grad: gradRows }, [state.weight, state.momentum!], index, {
+      lr: Math.fround(hp.lr),
+      momentum: Math.fround(hp.momentum),
+      weightDecay: Math.fround(hp.weightDecay),
+    });
+    return;
+  }
+  if (state.optimizer === 'adamw' && !isSgd(hp) && hasKernel(ROW_ADAMW_KERNEL)) {
+    checkHyper(hp, ['lr', 'beta1', 'beta2', 'eps', 'weightDecay']);
+    const bc1 = 1 - Math.pow(hp.beta1, state.step);
+    const bc2 = 1 - Math.pow(hp.beta2, state.step);
+    const consts = [1 - hp.lr * hp.weightDecay, hp.beta1, 1 - hp.beta1, hp.beta2, 1 - hp.beta2, Math.sqrt(bc2), hp.eps, hp.lr / bc1].map(Math.fround);
+    const vars = [state.weight, state.expAvg!, state.expAvgSq!];
+    updateInPlace(ROW_ADAMW_KERNEL, { weight: vars[0]!, expAvg: vars[1]!, expAvgSq: vars[2]!, grad: gradRows }, vars, index, { consts });
+    return;
+  }
 
   const buffers: tf.Variable<tf.Rank.R2>[] = [state.weight];
   let compute: (w: tf.Tensor2D, bufs: tf.Tensor2D[]) => tf.Tensor2D[];

@@ -37,23 +37,52 @@
  * The forward exponentiates z without a shift whenever the logits cannot
  * overflow or underflow float32 (|z| ≤ 87, e.g. s = 64) and rescales by
  * exp(−rowMax) per row afterwards; otherwise it subtracts the row max first.
+ *
+ * Fused native path: when the current backend has the kernels SfShardForward /
+ * SfShardBackward / SfRowNorms (cpu-native, src/ops/native/classifier.cc), the
+ * same functions run as one kernel call each, with the same inputs, outputs,
+ * chunk bound and margin variants; the composite above stays the portable
+ * (GPU) path and the reference the native kernels are tested against
+ * (test/native-classifier.test.ts). The fused kernels never materialise n(W):
+ * they multiply by the raw rows and scale logit column j by 1/max(‖W_j‖, eps),
+ * so `prepareWeight` there computes only the norms.
  */
 import { tf } from './tf.js';
 import { l2NormalizeGrad, l2NormalizeGradFromRaw, l2NormalizeWithNorm, NORM_EPS } from './normalize.js';
-import { targetCos, targetCosGrad, validateMargin, type MarginSpec, type MarginVariant } from './margin.js';
+import { MARGIN_VARIANTS, targetCos, targetCosGrad, validateMargin, type MarginSpec, type MarginVariant } from './margin.js';
 
 export const DEFAULT_CHUNK = 256;
 
+/** Fused kernels (src/ops/native/classifier.cc), used when the current backend registers them. */
+export const SHARD_FORWARD_KERNEL = 'SfShardForward';
+export const SHARD_BACKWARD_KERNEL = 'SfShardBackward';
+/** ‖x_j‖₂ of each row of a 2-D tensor, as [rows, 1]. */
+export const ROW_NORMS_KERNEL = 'SfRowNorms';
+
+/** Whether the current backend runs the fused classifier kernels. */
+export function fusedClassifierAvailable(): boolean {
+  const backend = tf.getBackend();
+  return [SHARD_FORWARD_KERNEL, SHARD_BACKWARD_KERNEL, ROW_NORMS_KERNEL].every((k) => tf.getKernel(k, backend) !== undefined);
+}
+
 /** n(W) of the active rows with a column of ones, and ‖W_j‖, shared by forward and backward. */
 export interface PreparedWeight {
-  /** [n(W), 1], K×(D+1). */
-  unitAug: tf.Tensor2D;
+  /** [n(W), 1], K×(D+1); null when prepared for the fused kernels, which need only the norms. */
+  unitAug: tf.Tensor2D | null;
   /** ‖W_j‖, K×1. */
   norm: tf.Tensor2D;
   dispose(): void;
 }
 
 export function prepareWeight(weight: tf.Tensor2D): PreparedWeight {
+  if (fusedClassifierAvailable()) {
+    const norm = tf.engine().runKernel(ROW_NORMS_KERNEL, { x: weight }) as tf.Tensor2D;
+    return { unitAug: null, norm, dispose: () => norm.dispose() };
+  }
+  return prepareWeightComposite(weight);
+}
+
+function prepareWeightComposite(weight: tf.Tensor2D): PreparedWeight & { unitAug: tf.Tensor2D } {
   const [unitAug, norm] = tf.tidy(() => {
     const norm = tf.sqrt(tf.sum(tf.square(weight), 1, true)) as tf.Tensor2D;
     const m = tf.maximum(norm, NORM_EPS);
@@ -126,9 +155,25 @@ function check(emb: tf.Tensor2D, weight: tf.Tensor2D, labels: Int32Array, margin
   }
   const chunk = opts.chunk ?? DEFAULT_CHUNK;
   if (!Number.isSafeInteger(chunk) || chunk < 1) throw new Error(`sharded softmax: chunk must be a positive integer, got ${chunk}`);
-  if (opts.prepared && (opts.prepared.unitAug.shape[0] !== k || opts.prepared.unitAug.shape[1] !== d + 1))
-    throw new Error(`sharded softmax: prepared weight is [${opts.prepared.unitAug.shape.join(',')}], expected [${k},${d + 1}]`);
+  const p = opts.prepared;
+  if (p && (p.norm.shape[0] !== k || p.norm.shape[1] !== 1 || (p.unitAug && (p.unitAug.shape[0] !== k || p.unitAug.shape[1] !== d + 1))))
+    throw new Error(`sharded softmax: prepared weight is for [${p.norm.shape[0]},${p.unitAug?.shape[1] ?? '?'}] rows, expected [${k},${d + 1}]`);
   return { n, k, d, chunk };
+}
+
+/** The composite's prepared weight: the caller's if it has n(W), else a fresh one (`owned`: dispose it). */
+function compositePrepared(weight: tf.Tensor2D, given: PreparedWeight | undefined): { prepared: PreparedWeight & { unitAug: tf.Tensor2D }; owned: boolean } {
+  if (given?.unitAug) return { prepared: given as PreparedWeight & { unitAug: tf.Tensor2D }, owned: false };
+  return { prepared: prepareWeightComposite(weight), owned: true };
+}
+
+/** The fused kernels' margin attribute: [s, m1, m2, m3, variant code]. */
+function marginArgs(margin: MarginSpec, variant: MarginVariant): number[] {
+  return [margin.s, margin.m1, margin.m2, margin.m3, MARGIN_VARIANTS.indexOf(variant)];
+}
+
+function fusedInputs(emb: tf.Tensor2D, weight: tf.Tensor2D, labels: tf.Tensor1D, prepared: PreparedWeight | undefined): tf.NamedTensorMap {
+  return prepared ? { emb, weight, labels, weightNorm: prepared.norm } : { emb, weight, labels };
 }
 
 /** [row-in-chunk, label] pairs of the owned rows in [r0, r1). */
@@ -194,9 +239,19 @@ export function shardForward(
   for (let i = 0; i < n; i++) owned[i] = labels[i]! >= 0 ? 1 : 0;
   if (k === 0 || n === 0) return { rowMax, sumExp, target, owned };
 
+  if (fusedClassifierAvailable()) {
+    const y = tf.tensor1d(labels, 'int32');
+    const outs = tf.engine().runKernel(SHARD_FORWARD_KERNEL, fusedInputs(emb, weight, y, opts.prepared), { margin: marginArgs(margin, variant), chunk }) as tf.Tensor[];
+    rowMax.set(outs[0]!.dataSync());
+    sumExp.set(outs[1]!.dataSync());
+    target.set(outs[2]!.dataSync());
+    tf.dispose([y, ...outs]);
+    return { rowMax, sumExp, target, owned };
+  }
+
   const s = margin.s;
   const unshifted = unshiftedExpIsSafe(margin, variant, k);
-  const prepared = opts.prepared ?? prepareWeight(weight);
+  const { prepared, owned: ownPrepared } = compositePrepared(weight, opts.prepared);
   // [s·n(E), 0] against [n(W), 1] gives z
   const embAug = tf.tidy(() => tf.pad(tf.mul(l2NormalizeWithNorm(emb).unit, s), [[0, 0], [0, 1]]) as tf.Tensor2D);
   try {
@@ -227,7 +282,7 @@ export function shardForward(
     }
   } finally {
     embAug.dispose();
-    if (!opts.prepared) prepared.dispose();
+    if (ownPrepared) prepared.dispose();
   }
   return { rowMax, sumExp, target, owned };
 }
@@ -291,8 +346,23 @@ export function shardBackward(
   if (!Number.isFinite(rowsTotal) || rowsTotal <= 0) throw new Error(`shardBackward: rowsTotal must be > 0, got ${rowsTotal}`);
   if (k === 0 || n === 0) return { gradEmb: tf.zeros([n, d]), gradWeight: tf.zeros([k, d]) };
 
+  if (fusedClassifierAvailable()) {
+    const y = tf.tensor1d(labels, 'int32');
+    const lse = tf.tensor1d(logSumExp, 'float32');
+    try {
+      const [gradEmb, gradWeight] = tf.engine().runKernel(SHARD_BACKWARD_KERNEL, { ...fusedInputs(emb, weight, y, opts.prepared), logSumExp: lse }, {
+        margin: marginArgs(margin, marginGrad),
+        chunk,
+        rowsTotal,
+      }) as tf.Tensor2D[];
+      return { gradEmb: gradEmb!, gradWeight: gradWeight! };
+    } finally {
+      tf.dispose([y, lse]);
+    }
+  }
+
   const s = margin.s;
-  const prepared = opts.prepared ?? prepareWeight(weight);
+  const { prepared, owned: ownPrepared } = compositePrepared(weight, opts.prepared);
   // shift_i = lse_i + log N, so that exp(z − shift) = p/N, the whole ∂L/∂z off the target
   const shift = new Float32Array(n);
   for (let i = 0; i < n; i++) shift[i] = logSumExp[i]! + Math.log(rowsTotal);
@@ -341,6 +411,6 @@ export function shardBackward(
     });
   } finally {
     tf.dispose([embNorm.unit, embNorm.norm, embScaled, embAug, gradUnitW, ...gradUnitE]);
-    if (!opts.prepared) prepared.dispose();
+    if (ownPrepared) prepared.dispose();
   }
 }

@@ -76,9 +76,18 @@ export class ControlChannel {
     this.socket.close();
   }
 
+  /** Called once when the job stops (coordinator's stop, its silence, a signal). */
+  onStop: ((s: JobStopped) => void) | null = null;
+
+  /** Why the job stopped, if it has. */
+  get stopReason(): JobStopped | null {
+    return this.stopped;
+  }
+
   private deliverStop(s: JobStopped): void {
     if (this.stopped) return;
     this.stopped = s;
+    this.onStop?.(s);
     for (const w of this.waiters) w.reject(s);
     this.waiters = [];
   }

@@ -18,6 +18,7 @@ import { localiseLabels, numSampled } from '../ops/class-range.js';
 import { sampleClasses } from '../ops/sampling.js';
 import type { MarginGrad, MarginSpec } from '../ops/margin.js';
 import { prepareWeight, shardBackward, shardForward, type ShardStats } from '../ops/softmax-shard.js';
+import { initialShardWeights } from '../ops/classifier-init.js';
 import { createShardState, gatherRows, updateRows, type RowHyperParams, type ShardState } from '../ops/row-optimizer.js';
 
 export interface ClassifierSettings {
@@ -51,6 +52,12 @@ export class ShardedClassifier {
   readonly state: ShardState;
   readonly numSample: number;
 
+  /**
+   * `init`: this shard's initial rows (count×dim), taken over without a copy:
+   * the caller must not use the array afterwards (the row update writes into
+   * it in place). Default: initialShardWeights(range, dim, seed), which is the
+   * same matrix whatever the number of workers.
+   */
   constructor(
     readonly range: ClassRange,
     readonly rank: number,
@@ -58,7 +65,8 @@ export class ShardedClassifier {
     init?: Float32Array,
   ) {
     this.numSample = numSampled(cfg.sampleRate, range.count);
-    this.state = createShardState(range.count, cfg.dim, cfg.optimizer, init ?? null, Rng.derive(cfg.seed, 'classifier-init', range.start));
+    const values = init ?? initialShardWeights(range, cfg.dim, cfg.seed);
+    this.state = createShardState(range.count, cfg.dim, cfg.optimizer, values, undefined, 'adopt');
   }
 
   /** One forward + backward through the sharded classifier for this worker's batch. */
@@ -92,6 +100,7 @@ export class ShardedClassifier {
       const own = await comm.reduceScatter(partial);
       return { loss, gradEmbeddings: own, active: sample.index, gradWeight };
     } finally {
+      // before update(): `weight` may share the variable's buffer (sample rate 1), which would cost the in-place update a copy
       prepared.dispose();
       emb.dispose();
       weight.dispose();

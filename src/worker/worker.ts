@@ -17,7 +17,9 @@ export interface WorkerOptions {
   coordinator: string;
   rank?: number;
   device?: string;
-  backend: BackendChoice;
+  /** Compute backend; default: the job config's `backend`, else auto. */
+  backend?: BackendChoice;
+  /** Native kernel threads; default: the job config's `threads` (0 = share of the cores). */
   threads?: number;
   job?: string;
   token: string;
@@ -46,7 +48,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
-    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device: pin.device, backend: opts.backend }, [], 0);
+    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device: pin.device, backend: opts.backend ?? 'job default' }, [], 0);
     log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device: pin.device, deviceSource: pin.source, dataAddress }, 'registering');
     const welcome = (await control.waitFor('welcome')).header;
     const w = welcome.body;
@@ -61,10 +63,20 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       control.fail(`coordinator silent for ${(ms / 1000).toFixed(1)} s`),
     );
 
-    const backend = await initBackend(opts.backend, { threads: opts.threads });
+    const cfgThreads = Number(w.config.threads ?? 0);
+    const backend = await initBackend(opts.backend ?? ((w.config.backend as BackendChoice | undefined) ?? 'auto'), {
+      threads: opts.threads ?? (cfgThreads > 0 ? cfgThreads : undefined),
+    });
     log.info({ backend: backend.backend, device: backend.device, threads: backend.threads, why: backend.reason }, 'compute backend');
 
-    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox });
+    // No collective timeout: a slow peer is not a dead one. Liveness is the
+    // coordinator's job (heartbeats); when it stops the job, closing the inbox
+    // ends whatever collective is waiting.
+    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox, timeoutMs: -1 });
+    control.onStop = () => {
+      void ring?.close();
+      inbox.close();
+    };
     const kind = String(w.config.kind ?? 'empty') as StepKind;
     const ctx: WorkerContext = {
       rank: w.rank,
@@ -101,7 +113,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       const metrics = await job.step(step);
       await control.send('step-end', { metrics }, [], step);
     }
-  } catch (e) {
+  } catch (caught) {
+    // A collective cut short by a stop reports the stop, not the broken socket.
+    const e = control.stopReason && !(caught instanceof JobStopped) ? control.stopReason : caught;
     if (e instanceof JobStopped) {
       if (e.ok) {
         log.info({ reason: e.reason }, 'stopped');
@@ -122,7 +136,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await ring?.close().catch(() => undefined);
-    inbox.close();
+    if (!inbox.closed) inbox.close();
     // Let a final message (bye) leave before closing the socket.
     await new Promise((r) => setTimeout(r, 50));
     control.close();

@@ -18,6 +18,16 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
     'chunk-rows': { kind: 'int', default: 256, help: 'logit rows computed at once' },
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
   },
+  train: {
+    backbone: { kind: 'string', default: 'mobilefacenet', help: 'backbone to train' },
+    workers: { kind: 'int', default: 2, help: 'worker processes' },
+    batch: { kind: 'int', default: 32, help: 'per-worker batch' },
+    'image-size': { kind: 'int', default: 112, help: 'input size' },
+    steps: { kind: 'int', default: 6, help: 'steps (the first is warm-up)' },
+    'embedding-size': { kind: 'int', default: 512, help: 'embedding size' },
+    classes: { kind: 'int', default: 1000, help: 'synthetic identities' },
+    backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+  },
   kernels: {
     reps: { kind: 'int', default: 5, help: 'timed repetitions' },
     threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
@@ -59,6 +69,21 @@ export async function run(argv: string[]): Promise<number> {
         steps: o.steps as number,
         chunkRows: o['chunk-rows'] as number,
         backend: backend as BackendChoice,
+      });
+      console.log(JSON.stringify(line));
+      return 0;
+    }
+    case 'train': {
+      const { benchTrain } = await import('../../../bench/train.js');
+      const line = await benchTrain({
+        backbone: o.backbone as string,
+        workers: o.workers as number,
+        batch: o.batch as number,
+        imageSize: o['image-size'] as number,
+        steps: o.steps as number,
+        embeddingSize: o['embedding-size'] as number,
+        classes: o.classes as number,
+        backend: o.backend as string,
       });
       console.log(JSON.stringify(line));
       return 0;

@@ -13,7 +13,9 @@ export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   'heartbeat-ms': { kind: 'int', default: 2000, help: 'heartbeat period, both ways' },
   'worker-timeout': { kind: 'number', default: 30, help: 'seconds of silence after which a worker is declared dead' },
   'join-timeout': { kind: 'number', default: 600, help: 'seconds to wait for all workers to register' },
-  kind: { kind: 'string', default: 'empty', help: `step kind: ${STEP_KINDS.join('|')}` },
+  config: { kind: 'string', help: 'training config file: run a training job for workers started elsewhere (multi-node)' },
+  'run-dir': { kind: 'string', help: 'with --config: the run directory (overrides the config)' },
+  kind: { kind: 'string', default: 'empty', help: `step kind: ${STEP_KINDS.join('|')} (ignored with --config)` },
   steps: { kind: 'int', default: 10, help: 'number of steps to clock' },
   classes: { kind: 'int', default: 0, help: 'number of classes to shard (classifier jobs)' },
   seed: { kind: 'int', default: 0, help: 'job seed' },
@@ -31,6 +33,7 @@ export async function run(argv: string[]): Promise<number> {
   if (o.workers === undefined) throw new UsageError('--workers is required');
   const workers = o.workers as number;
   if (workers < 1) throw new UsageError(`--workers must be >= 1, got ${workers}`);
+  if (o.config !== undefined) return coordinateTraining(o, workers);
   const kind = o.kind as string;
   if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
   const logger = loggerFrom(o, 'coordinator');
@@ -52,4 +55,20 @@ export async function run(argv: string[]): Promise<number> {
   off();
   if (!result.ok) logger.log.error({ lastStep: result.lastStep }, `job failed: ${result.reason}`);
   return result.ok ? 0 : 1;
+}
+
+/** `--config`: the training coordinator (metrics, checkpoints, summary) for external workers. */
+async function coordinateTraining(o: Record<string, unknown>, workers: number): Promise<number> {
+  const { resolveConfig, ConfigError } = await import('../../config/index.js');
+  const { planTraining, runTraining } = await import('./train.js');
+  let plan;
+  try {
+    const overrides: Record<string, string> = { workers: String(workers), logFormat: String(o['log-format']), heartbeatMs: String(o['heartbeat-ms']), workerTimeoutMs: String((o['worker-timeout'] as number) * 1000) };
+    if (o['run-dir']) overrides.runDir = o['run-dir'] as string;
+    plan = planTraining(resolveConfig({ file: o.config as string, overrides }));
+  } catch (e) {
+    if (e instanceof ConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+  return runTraining(plan, { workers: { bind: o.bind as string, token: readToken(o['token-file']), job: o.job as string | undefined } });
 }

@@ -11,6 +11,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(`${usage('launch', COORDINATOR_OPTIONS)}\n  -- <worker options>  passed to every 'shardface worker'`);
     return 0;
   }
+  if (o.config !== undefined) throw new UsageError('launch runs plain jobs; to train with a config use `shardface train --config FILE`');
   const workers = o.workers as number | undefined;
   if (workers === undefined || workers < 1) throw new UsageError('--workers N (>= 1) is required');
   const kind = o.kind as string;

@@ -9,6 +9,7 @@ import { UsageError } from '../args.js';
 import { newJobId, onTermination } from '../common.js';
 import { createLogger } from '../../log/logger.js';
 import { launchLocal } from '../../launcher/launch.js';
+import { Coordinator, type CoordinatorOptions } from '../../coordinator/coordinator.js';
 import { ProgressBar, formatDuration } from '../progress.js';
 import { resolveConfig, formatConfig, ConfigError, configHelp, trainFacts } from '../../config/index.js';
 import type { TrainConfig } from '../../config/schema.js';
@@ -94,7 +95,21 @@ export async function run(argv: string[]): Promise<number> {
   return trainWithPlan(plan);
 }
 
-export async function trainWithPlan(plan: TrainPlan): Promise<number> {
+export interface TrainRunOptions {
+  /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
+  quiet?: boolean;
+}
+
+export async function trainWithPlan(plan: TrainPlan, opts: TrainRunOptions = {}): Promise<number> {
+  return runTraining(plan, { ...opts, workers: 'local' });
+}
+
+/**
+ * The coordinator side of training. `workers: 'local'` starts the workers on
+ * this machine; `{ bind, token, job }` waits for workers started elsewhere
+ * (Slurm, Kubernetes, other hosts) to connect.
+ */
+export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { workers: 'local' | { bind: string; token: string; job?: string } }): Promise<number> {
   const cfg = plan.config;
   const runDir = plan.runDir;
   mkdirSync(runDir, { recursive: true });
@@ -103,8 +118,8 @@ export async function trainWithPlan(plan: TrainPlan): Promise<number> {
   writeFileSync(metricsPath, '');
 
   const progress = new ProgressBar();
-  const tty = progress.enabled;
-  const logger = createLogger({ role: 'coordinator', format: cfg.logFormat, file: join(runDir, 'train.log'), level: tty ? 'warn' : 'info' });
+  const tty = progress.enabled && !opts.quiet;
+  const logger = createLogger({ role: 'coordinator', format: cfg.logFormat, file: join(runDir, 'train.log'), level: tty || opts.quiet ? 'warn' : 'info' });
   logger.log.info({ runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, workers: cfg.workers, backbone: cfg.backbone, classes: plan.numClasses }, 'training');
   if (tty) process.stderr.write(`shardface: training ${cfg.backbone} on ${cfg.data} with ${cfg.workers} workers for ${plan.steps} steps → ${runDir}\n`);
 
@@ -117,11 +132,12 @@ export async function trainWithPlan(plan: TrainPlan): Promise<number> {
   let lastCheckpoint: string | null = null;
   const pending = new Map<number, { dir: string; backbone?: FileEntry & { name: string }; shards: ShardEntry[] }>();
 
-  const { done, stop } = await launchLocal({
-    coordinator: {
+  const external = opts.workers === 'local' ? null : opts.workers;
+  const coordinatorOptions: CoordinatorOptions = {
+      bind: external?.bind ?? 'tcp://127.0.0.1:0',
       workers: cfg.workers,
-      job: newJobId(),
-      token: process.env.SHARDFACE_TOKEN ?? '',
+      job: external?.job ?? newJobId(),
+      token: external?.token ?? process.env.SHARDFACE_TOKEN ?? '',
       heartbeatMs: cfg.heartbeatMs,
       workerTimeoutMs: cfg.workerTimeoutMs,
       joinTimeoutMs: 600_000,
@@ -152,6 +168,8 @@ export async function trainWithPlan(plan: TrainPlan): Promise<number> {
           lastVal = { accuracy: m0.valAccuracy, accuracy_std: m0.valStd!, threshold: m0.valThreshold!, pairs: m0.valPairs! };
           Object.assign(rec, { val_accuracy: m0.valAccuracy, val_accuracy_std: m0.valStd, val_threshold: m0.valThreshold });
         }
+        // val sets (config `val`): rank 0 reports val_NAME_* metrics, written as they are
+        for (const [k, v] of Object.entries(m0)) if (k.startsWith('val_')) rec[k] = v;
         if (m0.paramsHash !== undefined) {
           const hashes = metrics.map((m) => m.paramsHash);
           rec.replicas_identical = hashes.every((h) => h === hashes[0]) ? 1 : 0;
@@ -190,15 +208,21 @@ export async function trainWithPlan(plan: TrainPlan): Promise<number> {
         }
         void rank;
       },
-    },
+  };
+  const { done, stop } = external
+    ? await startExternal(coordinatorOptions)
+    : await launchLocal({
+    coordinator: coordinatorOptions,
     workerArgs: ['--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', join(runDir, 'workers.log')],
     out: (line, from, stream) => {
       // At a terminal only warnings and errors from workers reach the screen.
-      if (!tty) process.stdout.write(line + '\n');
+      if (opts.quiet) {
+        if (/"level":(50|60)/.test(line)) process.stderr.write(`[${from}] ${line}\n`);
+      } else if (!tty) process.stdout.write(line + '\n');
       else if (/"level":(40|50|60)/.test(line) || (stream === 'stderr' && !line.startsWith('{'))) process.stderr.write(`\n[${from}] ${line}\n`);
     },
   });
-  const off = onTermination((sig) => stop(`train received ${sig}`));
+  const off = onTermination((sig) => stop(`coordinator received ${sig}`));
   const r = await done;
   off();
   if (tty) progress.done();
@@ -229,6 +253,14 @@ export async function trainWithPlan(plan: TrainPlan): Promise<number> {
     `  checkpoint     ${lastCheckpoint ?? '-'}`,
     `  run directory  ${runDir}`,
   ];
-  process.stderr.write(lines.join('\n') + '\n');
+  if (!opts.quiet) process.stderr.write(lines.join('\n') + '\n');
   return r.ok ? 0 : 1;
+}
+
+/** A coordinator for workers that other launchers start; same shape as launchLocal's result. */
+async function startExternal(o: CoordinatorOptions): Promise<{ done: Promise<{ ok: boolean; reason: string; lastStep: number }>; stop: (reason: string) => void }> {
+  const c = new Coordinator(o);
+  const address = await c.bind();
+  o.logger.log.warn({ address, workers: o.workers, job: o.job }, `waiting for ${o.workers} workers: shardface worker --coordinator ${address.replace('0.0.0.0', '<this host>')} --job ${o.job}`);
+  return { done: c.run(), stop: (reason) => void c.abort(reason) };
 }

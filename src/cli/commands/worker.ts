@@ -9,7 +9,7 @@ export const WORKER_OPTIONS: Record<string, OptionSpec> = {
   coordinator: { kind: 'string', default: 'tcp://127.0.0.1:29500', help: 'coordinator address' },
   rank: { kind: 'int', help: 'explicit rank (default: $SHARDFACE_RANK, $RANK, $SLURM_PROCID or $JOB_COMPLETION_INDEX, else assigned)' },
   device: { kind: 'string', help: 'CUDA device for this worker (sets CUDA_VISIBLE_DEVICES); default: the local rank\'s' },
-  backend: { kind: 'string', default: 'auto', help: `compute backend: ${BACKEND_CHOICES.join('|')}` },
+  backend: { kind: 'string', help: `compute backend: ${BACKEND_CHOICES.join('|')} (default: the job's config, else auto)` },
   threads: { kind: 'int', help: 'CPU threads for native kernels (default: $SHARDFACE_THREADS or all cores)' },
   job: { kind: 'string', help: 'job id to join (default: whatever the coordinator runs)' },
   'token-file': { kind: 'string', help: 'file holding the shared token' },
@@ -23,8 +23,8 @@ export async function run(argv: string[]): Promise<number> {
     console.log(usage('worker', WORKER_OPTIONS));
     return 0;
   }
-  const backend = o.backend as string;
-  if (!(BACKEND_CHOICES as readonly string[]).includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join('|')}`);
+  const backend = o.backend as string | undefined;
+  if (backend !== undefined && !(BACKEND_CHOICES as readonly string[]).includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join('|')}`);
   const threads = o.threads as number | undefined;
   if (threads !== undefined && threads < 1) throw new UsageError('--threads must be >= 1');
   const rank = (o.rank as number | undefined) ?? rankFromEnv();
@@ -32,7 +32,7 @@ export async function run(argv: string[]): Promise<number> {
     coordinator: o.coordinator as string,
     rank,
     device: o.device as string | undefined,
-    backend: backend as BackendChoice,
+    backend: backend as BackendChoice | undefined,
     threads,
     job: o.job as string | undefined,
     token: readToken(o['token-file']),

@@ -25,6 +25,24 @@ bool floats(const Napi::CallbackInfo& info, size_t i, float** out, size_t minLen
   return true;
 }
 
+/** Int32Array argument i of at least minLength elements. */
+bool ints(const Napi::CallbackInfo& info, size_t i, int32_t** out, size_t minLength) {
+  Napi::Value v = info[i];
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    return fail(info, "shardface_native: expected an Int32Array argument");
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  if (a.ElementLength() < minLength) return fail(info, "shardface_native: Int32Array too short for the given shape");
+  *out = a.Data();
+  return true;
+}
+
+/** Every entry of a[0..n) in [lo, hi): a bad label or row index must not become a wild write. */
+bool inRange(const Napi::CallbackInfo& info, const int32_t* a, int64_t n, int64_t lo, int64_t hi, const char* what) {
+  for (int64_t i = 0; i < n; i++)
+    if (a[i] < lo || a[i] >= hi) return fail(info, what);
+  return true;
+}
+
 int64_t integer(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().Int64Value(); }
 
 bool convShape(const Napi::CallbackInfo& info, size_t i, sf::ConvShape* s) {
@@ -132,6 +150,103 @@ Napi::Value ReduceSum(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+double number(const Napi::CallbackInfo& info, size_t i) { return info[i].As<Napi::Number>().DoubleValue(); }
+
+/** margin = [s, m1, m2, m3, variantCode] */
+bool margin(const Napi::CallbackInfo& info, size_t i, sf::Margin* m) {
+  if (!info[i].IsArray() || info[i].As<Napi::Array>().Length() != 5) return fail(info, "shardface_native: margin needs [s, m1, m2, m3, variant]");
+  Napi::Array a = info[i].As<Napi::Array>();
+  double v[5];
+  for (uint32_t k = 0; k < 5; k++) v[k] = a.Get(k).As<Napi::Number>().DoubleValue();
+  *m = {v[0], v[1], v[2], v[3], (int)v[4]};
+  if (m->variant < sf::kStraightThrough || m->variant > sf::kLegacyEasy) return fail(info, "shardface_native: unknown margin variant");
+  return true;
+}
+
+// rowNorms(x, rows, d, out)
+Napi::Value RowNorms(const Napi::CallbackInfo& info) {
+  const int64_t rows = integer(info, 1), d = integer(info, 2);
+  float *x, *out;
+  if (!floats(info, 0, &x, rows * d) || !floats(info, 3, &out, rows)) return info.Env().Undefined();
+  sf::rowNorms(x, rows, d, out);
+  return info.Env().Undefined();
+}
+
+// shardForward(emb, w, wNorm|null, labels, n, k, d, margin, chunk, rowMax, sumExp, target)
+Napi::Value ShardForward(const Napi::CallbackInfo& info) {
+  const int64_t n = integer(info, 4), k = integer(info, 5), d = integer(info, 6), chunk = integer(info, 8);
+  float *emb, *w, *wNorm, *rowMax, *sumExp, *target;
+  int32_t* labels;
+  sf::Margin m;
+  if (!floats(info, 0, &emb, n * d) || !floats(info, 1, &w, k * d) || !floats(info, 2, &wNorm, k, true) ||
+      !ints(info, 3, &labels, n) || !margin(info, 7, &m) || !floats(info, 9, &rowMax, n) ||
+      !floats(info, 10, &sumExp, n) || !floats(info, 11, &target, n) ||
+      !inRange(info, labels, n, -1, k, "shardface_native: label outside [-1, K)"))
+    return info.Env().Undefined();
+  if (chunk < 1) { fail(info, "shardface_native: chunk must be >= 1"); return info.Env().Undefined(); }
+  sf::shardForward(emb, w, wNorm, labels, n, k, d, m, chunk, rowMax, sumExp, target);
+  return info.Env().Undefined();
+}
+
+// shardBackward(emb, w, wNorm|null, labels, logSumExp, n, k, d, margin, rowsTotal, chunk, gradEmb, gradW)
+Napi::Value ShardBackward(const Napi::CallbackInfo& info) {
+  const int64_t n = integer(info, 5), k = integer(info, 6), d = integer(info, 7), chunk = integer(info, 10);
+  const double rowsTotal = number(info, 9);
+  float *emb, *w, *wNorm, *lse, *gradEmb, *gradW;
+  int32_t* labels;
+  sf::Margin m;
+  if (!floats(info, 0, &emb, n * d) || !floats(info, 1, &w, k * d) || !floats(info, 2, &wNorm, k, true) ||
+      !ints(info, 3, &labels, n) || !floats(info, 4, &lse, n) || !margin(info, 8, &m) ||
+      !floats(info, 11, &gradEmb, n * d) || !floats(info, 12, &gradW, k * d) ||
+      !inRange(info, labels, n, -1, k, "shardface_native: label outside [-1, K)"))
+    return info.Env().Undefined();
+  if (chunk < 1 || !(rowsTotal > 0)) { fail(info, "shardface_native: chunk must be >= 1 and rowsTotal > 0"); return info.Env().Undefined(); }
+  sf::shardBackward(emb, w, wNorm, labels, lse, n, k, d, m, rowsTotal, chunk, gradEmb, gradW);
+  return info.Env().Undefined();
+}
+
+// rowSgdUpdate(w, v, g, index, count, rows, d, lr, mu, wd): rows index[0..rows) of the count×d buffers
+Napi::Value RowSgdUpdate(const Napi::CallbackInfo& info) {
+  const int64_t count = integer(info, 4), rows = integer(info, 5), d = integer(info, 6);
+  float *w, *v, *g;
+  int32_t* index;
+  if (!floats(info, 0, &w, count * d) || !floats(info, 1, &v, count * d) || !floats(info, 2, &g, rows * d) ||
+      !ints(info, 3, &index, rows) || !inRange(info, index, rows, 0, count, "shardface_native: row index outside [0, count)"))
+    return info.Env().Undefined();
+  sf::rowSgdUpdate(w, v, g, index, rows, d, (float)number(info, 7), (float)number(info, 8), (float)number(info, 9));
+  return info.Env().Undefined();
+}
+
+// rowAdamWUpdate(w, m, v, g, index, count, rows, d, [decay, beta1, 1-beta1, beta2, 1-beta2, sqrtBc2, eps, stepSize])
+Napi::Value RowAdamWUpdate(const Napi::CallbackInfo& info) {
+  const int64_t count = integer(info, 5), rows = integer(info, 6), d = integer(info, 7);
+  float *w, *m, *v, *g;
+  int32_t* index;
+  if (!floats(info, 0, &w, count * d) || !floats(info, 1, &m, count * d) || !floats(info, 2, &v, count * d) ||
+      !floats(info, 3, &g, rows * d) || !ints(info, 4, &index, rows) ||
+      !inRange(info, index, rows, 0, count, "shardface_native: row index outside [0, count)"))
+    return info.Env().Undefined();
+  if (!info[8].IsArray() || info[8].As<Napi::Array>().Length() != 8) { fail(info, "shardface_native: AdamW needs 8 constants"); return info.Env().Undefined(); }
+  Napi::Array a = info[8].As<Napi::Array>();
+  float c[8];
+  for (uint32_t i = 0; i < 8; i++) c[i] = (float)a.Get(i).As<Napi::Number>().DoubleValue();
+  const sf::AdamWConsts k{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]};
+  sf::rowAdamWUpdate(w, m, v, g, index, rows, d, k);
+  return info.Env().Undefined();
+}
+
+// gatherRows(x, count, d, index, rows, out)
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  const int64_t count = integer(info, 1), d = integer(info, 2), rows = integer(info, 4);
+  float *x, *out;
+  int32_t* index;
+  if (!floats(info, 0, &x, count * d) || !ints(info, 3, &index, rows) || !floats(info, 5, &out, rows * d) ||
+      !inRange(info, index, rows, 0, count, "shardface_native: row index outside [0, count)"))
+    return info.Env().Undefined();
+  sf::gatherRows(x, index, rows, d, out);
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
@@ -146,6 +261,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("relu", Napi::Function::New(env, Relu));
   exports.Set("reduceSum", Napi::Function::New(env, ReduceSum));
+  exports.Set("rowNorms", Napi::Function::New(env, RowNorms));
+  exports.Set("shardForward", Napi::Function::New(env, ShardForward));
+  exports.Set("shardBackward", Napi::Function::New(env, ShardBackward));
+  exports.Set("rowSgdUpdate", Napi::Function::New(env, RowSgdUpdate));
+  exports.Set("rowAdamWUpdate", Napi::Function::New(env, RowAdamWUpdate));
+  exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   return exports;
 }
 

@@ -26,7 +26,18 @@ export interface NativeAddon {
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, p: number, q: number, r: number, side: number): void;
   relu(x: Float32Array, y: Float32Array): void;
   reduceSum(x: Float32Array, out: Float32Array, p: number, q: number, r: number, scale: number): void;
+  rowNorms(x: Float32Array, rows: number, d: number, out: Float32Array): void;
+  shardForward(emb: Float32Array, w: Float32Array, wNorm: Float32Array | null, labels: Int32Array, n: number, k: number, d: number, margin: MarginArgs, chunk: number, rowMax: Float32Array, sumExp: Float32Array, target: Float32Array): void;
+  shardBackward(emb: Float32Array, w: Float32Array, wNorm: Float32Array | null, labels: Int32Array, logSumExp: Float32Array, n: number, k: number, d: number, margin: MarginArgs, rowsTotal: number, chunk: number, gradEmb: Float32Array, gradW: Float32Array): void;
+  rowSgdUpdate(w: Float32Array, v: Float32Array, g: Float32Array, index: Int32Array, count: number, rows: number, d: number, lr: number, momentum: number, weightDecay: number): void;
+  rowAdamWUpdate(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, index: Int32Array, count: number, rows: number, d: number, consts: AdamWConsts): void;
+  gatherRows(x: Float32Array, count: number, d: number, index: Int32Array, rows: number, out: Float32Array): void;
 }
+
+/** [s, m1, m2, m3, variant code (0 straight-through, 1 exact, 2 legacy, 3 legacy-easy)]. */
+export type MarginArgs = [number, number, number, number, number];
+/** [decay = 1 − lr·wd, β1, 1 − β1, β2, 1 − β2, sqrt(bc2), eps, stepSize = lr/bc1], each used as float32. */
+export type AdamWConsts = [number, number, number, number, number, number, number, number];
 
 export const ADDON_RELATIVE_PATH = join('src', 'ops', 'native', 'build', 'Release', 'shardface_native.node');
 

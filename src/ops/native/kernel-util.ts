@@ -13,7 +13,7 @@ export type TensorInfo = tf.TensorInfo;
  * A native kernel: returns its result, or null when this call is a case it does
  * not cover (dtype, layout, dilation, broadcast), in which case the stock kernel runs.
  */
-export type NativeKernel = (args: KernelArgs, backend: MathBackendCPU) => TensorInfo | null;
+export type NativeKernel = (args: KernelArgs, backend: MathBackendCPU) => TensorInfo | TensorInfo[] | null;
 
 /** Per kernel name: calls that ran natively and calls that fell back to the stock kernel. */
 export const kernelCounts = new Map<string, { native: number; stock: number }>();

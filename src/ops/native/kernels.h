@@ -59,4 +59,37 @@ void relu(const float* x, float* y, int64_t n);
 /** out[p,r] = scale * sum_q x[p,q,r], accumulated in double. */
 void reduceSum(const float* x, float* out, int64_t p, int64_t q, int64_t r, double scale);
 
+// ---- the sharded classifier (classifier.cc) ---------------------------------------------
+/** How the target logit's forward and gradient are taken (margin.ts's MarginVariant). */
+enum MarginVariantCode { kStraightThrough = 0, kExact = 1, kLegacy = 2, kLegacyEasy = 3 };
+struct Margin {
+  double s, m1, m2, m3;
+  int variant;
+};
+/** out[j] = ‖x_j‖₂ for each of `rows` rows of length d (squares rounded to float, summed in double). */
+void rowNorms(const float* x, int64_t rows, int64_t d, float* out);
+/**
+ * softmax-shard.ts's shardForward: per row of the N embeddings against the K raw weight
+ * rows (wNorm = their norms, or null to compute them): local max, Σexp(z − max), and the
+ * margined target logit (0 where labels[i] = −1). Never more than chunk×K logits at once.
+ */
+void shardForward(const float* emb, const float* w, const float* wNorm, const int32_t* labels, int64_t n, int64_t k,
+                  int64_t d, const Margin& margin, int64_t chunk, float* rowMax, float* sumExp, float* target);
+/** softmax-shard.ts's shardBackward: gradEmb (N×D, this shard's partial) and gradW (K×D). */
+void shardBackward(const float* emb, const float* w, const float* wNorm, const int32_t* labels, const float* logSumExp,
+                   int64_t n, int64_t k, int64_t d, const Margin& margin, double rowsTotal, int64_t chunk,
+                   float* gradEmb, float* gradW);
+/** In place, rows index[j] (j < rows; index null = rows 0..rows−1): v ← μv + (g + wd·w), w ← w − lr·v. */
+void rowSgdUpdate(float* w, float* v, const float* g, const int32_t* index, int64_t rows, int64_t d, float lr, float mu,
+                  float wd);
+/** Scalars of one AdamW step, each already rounded to float32 as the composite's scalar tensors are. */
+struct AdamWConsts {
+  float decay, beta1, oneMinusBeta1, beta2, oneMinusBeta2, sqrtBc2, eps, stepSize;
+};
+/** In place: w ← w·decay; m ← β1m + (1−β1)g; v ← β2v + (1−β2)g²; w ← w − (m/(√v/√bc2 + eps))·stepSize. */
+void rowAdamWUpdate(float* w, float* m, float* v, const float* g, const int32_t* index, int64_t rows, int64_t d,
+                    const AdamWConsts& c);
+/** out[j] = x[index[j]] (rows of length d). */
+void gatherRows(const float* x, const int32_t* index, int64_t rows, int64_t d, float* out);
+
 }  // namespace sf

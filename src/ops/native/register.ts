@@ -13,6 +13,9 @@ import { type NativeKernel, kernelCounts, withFallback } from './kernel-util.js'
 import * as conv from './kernels-conv.js';
 import { binary, reduce, relu } from './kernels-elementwise.js';
 import { batchMatMul, fusedMatMul } from './kernels-matmul.js';
+import * as classifier from './kernels-classifier.js';
+import { ROW_NORMS_KERNEL, SHARD_BACKWARD_KERNEL, SHARD_FORWARD_KERNEL } from '../softmax-shard.js';
+import { GATHER_ROWS_KERNEL, ROW_ADAMW_KERNEL, ROW_SGD_KERNEL } from '../row-optimizer.js';
 
 export const NATIVE_BACKEND = 'cpu-native';
 
@@ -45,12 +48,21 @@ function nativeKernels(addon: NativeAddon): Record<string, NativeKernel> {
   };
 }
 
-/** Kernels with no stock counterpart (src/ops/grouped-conv.ts dispatches to the first). */
+/**
+ * Kernels with no stock counterpart: grouped-conv.ts dispatches to the first,
+ * softmax-shard.ts and row-optimizer.ts to the classifier's (kernels-classifier.ts).
+ */
 function shardfaceKernels(addon: NativeAddon): Record<string, NativeKernel> {
   return {
     [conv.GROUPED_CONV]: conv.groupedConv2d(addon),
     [conv.GROUPED_CONV_BACKPROP_INPUT]: conv.groupedConv2dBackpropInput(addon),
     [conv.GROUPED_CONV_BACKPROP_FILTER]: conv.groupedConv2dBackpropFilter(addon),
+    [ROW_NORMS_KERNEL]: classifier.rowNorms(addon),
+    [SHARD_FORWARD_KERNEL]: classifier.shardForward(addon),
+    [SHARD_BACKWARD_KERNEL]: classifier.shardBackward(addon),
+    [GATHER_ROWS_KERNEL]: classifier.gatherRows(addon),
+    [ROW_SGD_KERNEL]: classifier.rowSgdUpdate(addon),
+    [ROW_ADAMW_KERNEL]: classifier.rowAdamWUpdate(addon),
   };
 }
 

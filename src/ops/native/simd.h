@@ -21,7 +21,16 @@ inline bool hasAvx2Fma() {
     if (::sf::hasAvx2Fma()) name##Avx2 args;                  \
     else name##Base args;                                     \
   }
+/** SF_DISPATCH for a body that returns a value of type `ret`. */
+#define SF_DISPATCH_R(ret, name, params, args)                        \
+  SF_AVX2 static ret name##Avx2 params { return name##Body args; }    \
+  static ret name##Base params { return name##Body args; }            \
+  static ret name params {                                            \
+    return ::sf::hasAvx2Fma() ? name##Avx2 args : name##Base args;    \
+  }
 #else
 #define SF_DISPATCH(name, params, args) \
   static void name params { name##Body args; }
+#define SF_DISPATCH_R(ret, name, params, args) \
+  static ret name params { return name##Body args; }
 #endif

@@ -23,6 +23,7 @@ import { BackboneOptimizer, clipGradNorm } from '../backbone-optimizer.js';
 import { allReduceGradients, planBuckets } from '../grad-buckets.js';
 import { makeVerificationPairs } from '../../eval/pairs.js';
 import { verifyBackbone } from '../../eval/evaluate.js';
+import { loadValSets, scoreValSets } from '../../eval/val-sets.js';
 import { BACKBONE_FILE, shardFile, stepDir, writeCheckpointFile } from '../../checkpoint/checkpoint.js';
 import type { StoredTensor } from '../../checkpoint/tensor-file.js';
 
@@ -74,13 +75,15 @@ export const createJob: JobFactory = async (ctx) => {
   const warmupSteps = cfg.warmupSteps || Math.round(cfg.warmupEpochs * cfg.stepsPerEpoch);
   const schedule = { base: cfg.lr, warmupSteps, totalSteps: cfg.steps };
   const pairs = heldOut && rank === 0 && cfg.verificationPairs >= 2 ? makeVerificationPairs({ labels: labelsOf(heldOut), pairs: cfg.verificationPairs, seed: cfg.seed }) : null;
+  // val sets (config `val`): read once, by rank 0 only, which alone scores them (eval/val-sets.ts)
+  const valSets = rank === 0 ? loadValSets(cfg.val ?? 'none') : [];
   let batch: Batch | undefined;
 
   return {
     async step(step) {
       const t0 = performance.now();
       const epoch = Math.floor((step - 1) / cfg.stepsPerEpoch);
-      batch = loader.batch(epoch, (step - 1) % cfg.stepsPerEpoch, batch);
+      batch = await loader.batch(epoch, (step - 1) % cfg.stepsPerEpoch, batch);
       const tData = performance.now();
       const lr = learningRate(step, schedule);
       const x = tf.tensor4d(batch.images, [cfg.batch, cfg.imageSize, cfg.imageSize, 3]);
@@ -134,6 +137,10 @@ export const createJob: JobFactory = async (ctx) => {
           const v = await verifyBackbone(backbone, heldOut, pairs);
           Object.assign(metrics, { valAccuracy: v.accuracy, valStd: v.std, valThreshold: v.threshold, valPairs: v.pairs });
         }
+        // --- val sets: rank 0 scores them here while the other ranks, their step ended, wait for the coordinator's next step
+        if (valSets.length > 0 && (last || ((cfg.valEvery ?? 0) > 0 && step % cfg.valEvery === 0)))
+          Object.assign(metrics, await scoreValSets(backbone, valSets, { imageSize: cfg.imageSize, batch: cfg.batch }));
+        // --- end val sets
         return metrics;
       } finally {
         x.dispose();
