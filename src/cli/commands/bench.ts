@@ -28,6 +28,13 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
     classes: { kind: 'int', default: 1000, help: 'synthetic identities' },
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
   },
+  data: {
+    data: { kind: 'string', default: 'synthetic-rec:3000', help: 'dataset: a .rec, folder, list file, or synthetic-rec:N (JPEG faces written to a temporary RecordIO)' },
+    batch: { kind: 'int', default: 128, help: 'images per batch' },
+    'image-size': { kind: 'int', default: 112, help: 'decoded size' },
+    batches: { kind: 'int', default: 40, help: 'batches to time' },
+    prefetch: { kind: 'int', default: 2, help: 'batches decoded ahead' },
+  },
   kernels: {
     reps: { kind: 'int', default: 5, help: 'timed repetitions' },
     threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
@@ -85,6 +92,12 @@ export async function run(argv: string[]): Promise<number> {
         classes: o.classes as number,
         backend: o.backend as string,
       });
+      console.log(JSON.stringify(line));
+      return 0;
+    }
+    case 'data': {
+      const { benchData } = await import('../../../bench/data.js');
+      const line = await benchData({ data: o.data as string, batch: o.batch as number, imageSize: o['image-size'] as number, batches: o.batches as number, prefetch: o.prefetch as number });
       console.log(JSON.stringify(line));
       return 0;
     }

@@ -9,8 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { tf } from '../../ops/tf.js';
 import type { JobFactory, WorkerContext } from '../job.js';
 import type { TrainConfig } from '../../config/schema.js';
-import { parseDataSpec } from '../../data/dataset.js';
-import { createSyntheticSplits } from '../../data/synthetic.js';
+import { openTrainingData } from '../../data/open.js';
 import { DistributedSampler } from '../../data/sampler.js';
 import { Loader, type Batch } from '../../data/loader.js';
 import { createBackbone, type Backbone } from '../../models/index.js';
@@ -41,10 +40,18 @@ export const createJob: JobFactory = async (ctx) => {
   const { rank, world } = ctx;
 
   // data: this rank's disjoint, reshuffled-per-epoch slice
-  const spec = parseDataSpec(cfg.data);
-  const { train, heldOut } = createSyntheticSplits({ identities: spec.identities, heldOutIdentities: cfg.heldOutIdentities, imagesPerIdentity: cfg.imagesPerIdentity, imageSize: cfg.imageSize, seed: cfg.seed });
+  const { train, heldOut } = await openTrainingData(cfg);
   const sampler = new DistributedSampler({ size: train.size, world, rank, batchPerWorker: cfg.batch, seed: cfg.seed });
-  const loader = new Loader({ dataset: train, sampler, flip: cfg.flip });
+  const loader = new Loader({
+    dataset: train,
+    sampler,
+    flip: cfg.flip,
+    augment: cfg.augment,
+    prefetch: cfg.prefetch,
+    decodeThreads: cfg.decodeThreads,
+    strictData: cfg.strictData,
+    onBadSample: (e) => ctx.logger.log.warn(e, 'unreadable training image skipped'),
+  });
 
   // backbone: same init everywhere, made certain by a broadcast from rank 0
   const backbone = createBackbone(cfg.backbone, {
