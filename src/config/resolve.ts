@@ -6,7 +6,7 @@
  * names the key, where the value came from and what was expected, before any
  * process starts.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseDataSpec } from '../data/dataset.js';
@@ -246,6 +246,14 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
     synthetic = parseDataSpec(cfg.data).kind === 'synthetic';
   } catch (e) {
     fail('data', (e as Error).message);
+  }
+  // val sets: syntax and files, checked here so a typo fails before any process starts
+  if (cfg.val.trim() !== '' && cfg.val.trim() !== 'none') {
+    for (const entry of cfg.val.split(',')) {
+      const m = /^\s*([A-Za-z0-9_]+)=(.+?)\s*$/.exec(entry);
+      if (!m) fail('val', `entry ${JSON.stringify(entry)} is not NAME=PATH (NAME: letters, digits, _)`);
+      for (const path of m![2]!.split('::')) if (!existsSync(path)) fail('val', `${m![1]}: no such file or folder ${JSON.stringify(path)}`);
+    }
   }
   const f = trainFacts(cfg);
   if (cfg.workers > f.numClasses) fail('workers', `${cfg.workers} workers but only ${f.numClasses} classes; every worker must own at least one class`);

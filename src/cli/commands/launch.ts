@@ -35,7 +35,7 @@ export async function run(argv: string[]): Promise<number> {
     workerArgs,
     workerEnv: token ? { SHARDFACE_TOKEN: token } : {},
   });
-  const off = onTermination((sig) => stop(`launcher received ${sig}`));
+  const off = onTermination((sig) => stop(`coordinator received ${sig}`));
   const r = await done;
   off();
   if (r.ok) logger.log.info({ steps: r.lastStep }, 'job finished');
