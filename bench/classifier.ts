@@ -19,6 +19,10 @@ export interface BenchClassifierOptions {
   steps: number;
   chunkRows: number;
   backend: BackendChoice;
+  // --- DCQ: 'dcq' benches the sharded class queue of queueSize slots (no C×D matrix anywhere)
+  classifier?: 'fc' | 'dcq';
+  queueSize?: number;
+  // --- end DCQ
 }
 
 const median = (xs: number[]) => {
@@ -38,7 +42,7 @@ export async function benchClassifier(o: BenchClassifierOptions): Promise<Record
       heartbeatMs: 2000,
       workerTimeoutMs: 300_000,
       joinTimeoutMs: 300_000,
-      spec: { kind: 'bench', steps: o.steps, numClasses: o.classes, seed: 1, config: { dim: o.dim, batch: o.batch, sampleRate: o.sampleRate, chunkRows: o.chunkRows } },
+      spec: { kind: 'bench', steps: o.steps, numClasses: o.classes, seed: 1, config: { dim: o.dim, batch: o.batch, sampleRate: o.sampleRate, chunkRows: o.chunkRows, classifier: o.classifier ?? 'fc', queueSize: o.queueSize ?? 8192 } },
       logger,
       onStepEnd: (_step, metrics) => {
         perStep.push({ seconds: metrics.map((m) => m.seconds!), activeRows: metrics.map((m) => m.activeRows!), maxRssMb: metrics.map((m) => m.maxRssMb!) });
@@ -57,6 +61,7 @@ export async function benchClassifier(o: BenchClassifierOptions): Promise<Record
   const rows = o.workers * o.batch;
   const activeRank0 = median(timed.map((s) => s.activeRows[0]!));
   // Three GEMMs of rows×active×dim per shard: logits, ∂E, ∂W (2 flops per multiply-add).
+  // DCQ: also three, logits, recomputed logits and ∂q, with `active` = this worker's queue slots.
   const flopsRank0 = 3 * 2 * rows * activeRank0 * o.dim;
 
   // The ceiling: the same backend's matmul at the logits shape, in this process.
@@ -69,6 +74,10 @@ export async function benchClassifier(o: BenchClassifierOptions): Promise<Record
     dim: o.dim,
     batch: o.batch,
     sample_rate: o.sampleRate,
+    // --- DCQ
+    classifier: o.classifier ?? 'fc',
+    ...(o.classifier === 'dcq' ? { queue_size: o.queueSize ?? 8192, queue_slots_per_worker: classRange(o.queueSize ?? 8192, o.workers, 0).count } : {}),
+    // --- end DCQ
     steps: perStep.length,
     seconds_per_step: secondsPerStep,
     samples_per_s: rows / secondsPerStep,

@@ -4,7 +4,7 @@
  * every validation message are generated from this table, so a key documented
  * anywhere else is a bug.
  *
- * Keys are flat except `margin.*` and `augment.*`; on the command line a key is written with
+ * Keys are flat except `margin.*`, `augment.*` and `dcq.*`; on the command line a key is written with
  * dashes (`--sample-rate 0.1` sets sampleRate, `--margin.m2 0.4` sets margin.m2).
  */
 
@@ -15,8 +15,21 @@ export const MARGIN_TYPES = ['arcface', 'cosface', 'combined', 'softmax'] as con
 export const MARGIN_GRADS = ['straight-through', 'exact'] as const;
 export const BACKENDS = ['auto', 'tensorflow', 'cpu-native', 'cpu'] as const;
 export const LOG_FORMATS = ['json', 'pretty'] as const;
+export const OCCLUSION_MODES = ['none', 'adversarial'] as const;
 
 export type MarginType = (typeof MARGIN_TYPES)[number];
+
+// --- DCQ (SPEC §5)
+export const CLASSIFIERS = ['fc', 'dcq'] as const;
+
+/** Dynamic Class Queue settings (SPEC §5.3 defaults). */
+export interface DcqConfig {
+  queueSize: number;
+  momentum: number;
+  s: number;
+  m: number;
+}
+// --- end DCQ
 
 export interface MarginConfig {
   type: MarginType;
@@ -60,6 +73,10 @@ export interface TrainConfig {
   marginGrad: (typeof MARGIN_GRADS)[number];
   sampleRate: number;
   chunkRows: number;
+  // --- DCQ (SPEC §5; src/ops/dcq.ts, src/worker/dcq-training.ts)
+  classifier: (typeof CLASSIFIERS)[number];
+  dcq: DcqConfig;
+  // --- end DCQ
   bucketMb: number;
   flip: boolean;
   augment: AugmentConfig;
@@ -75,6 +92,16 @@ export interface TrainConfig {
   logFormat: (typeof LOG_FORMATS)[number];
   heartbeatMs: number;
   workerTimeoutMs: number;
+  // --- occlusion robustness (SPEC §6; src/worker/occlusion-training.ts)
+  occlusion: (typeof OCCLUSION_MODES)[number];
+  occlusionStartStep: number;
+  occlusionPretrainSteps: number;
+  occlusionSegWeight: number;
+  occlusionAdversaryWeight: number;
+  occlusionGate: number;
+  occlusionWidth: number;
+  occlusionRandomHalves: number;
+  // --- end occlusion
 }
 
 interface Common {
@@ -125,6 +152,18 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   marginGrad: { kind: 'enum', values: MARGIN_GRADS, default: 'straight-through', docs: 'Gradient through the margin: straight-through (arcface_torch today) or exact (analytic chain rule).' },
   sampleRate: { kind: 'number', default: 1, min: 0, minExclusive: true, max: 1, docs: 'Partial FC: fraction of each shard\'s classes used per step (positives always kept); 1 = all.' },
   chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
+  // --- DCQ (SPEC §5)
+  classifier: {
+    kind: 'enum',
+    values: CLASSIFIERS,
+    default: 'fc',
+    docs: 'fc = the sharded margin-softmax classifier (a C×D weight matrix split over the workers; margin.*, sampleRate). dcq = Dynamic Class Queue (SPEC §5): no stored classifier; each image is classified against the class weight generated from a same-identity reference image by an EMA copy of the backbone (the key encoder), plus a FIFO queue of earlier keys sharded over the workers. Memory and time depend on dcq.queueSize, not on the number of classes. Checkpoints and the end-of-training verification use the key encoder.',
+  },
+  'dcq.queueSize': { kind: 'int', default: 8192, min: 1, max: 1 << 30, docs: 'dcq: queue size K (slots over all workers, each worker holds a contiguous block of K / workers); must be a multiple of the global batch workers × batch. 8192 in the official scripts (about 10% of MS1MV2\'s identities).' },
+  'dcq.momentum': { kind: 'number', default: 0.999, min: 0, max: 1, docs: 'dcq: EMA momentum μ of the key encoder, θ_k ← μ·θ_k + (1 − μ)·θ_q, applied to the parameters before each step\'s keys are computed.' },
+  'dcq.s': { kind: 'number', default: 50, min: 0, minExclusive: true, max: 1000, docs: 'dcq: logit scale s of the (1 + K)-way softmax.' },
+  'dcq.m': { kind: 'number', default: 0.3, min: 0, max: 1, docs: 'dcq: CosFace margin m on the positive logit s·(q·k − m).' },
+  // --- end DCQ
   bucketMb: { kind: 'number', default: 16, min: 0, minExclusive: true, max: 4096, docs: 'Backbone gradient all-reduce bucket size in MiB.' },
   flip: { kind: 'boolean', default: true, docs: 'Random horizontal flip augmentation.' },
   'augment.cropScale': { kind: 'number', default: 1, min: 0.05, max: 1, docs: 'Random resized crop: keep a box covering [cropScale, 1] of the image area (aspect 3/4..4/3), resized back to imageSize; 1 = off. Drawn per (seed, epoch, image) like the flip.' },
@@ -142,6 +181,16 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   logFormat: { kind: 'enum', values: LOG_FORMATS, default: 'json', docs: 'Log lines as JSON or human-readable.' },
   heartbeatMs: { kind: 'int', default: 2000, min: 10, max: 3_600_000, docs: 'Interval of worker heartbeats to the coordinator (ms).' },
   workerTimeoutMs: { kind: 'int', default: 30000, min: 100, max: 86_400_000, docs: 'A worker silent for this long (ms) is declared lost; must exceed heartbeatMs.' },
+  // --- occlusion robustness (SPEC §6). Flat keys: `occlusion` itself is the mode, so the settings cannot be a dotted group under it.
+  occlusion: { kind: 'enum', values: OCCLUSION_MODES, default: 'none', docs: 'Occlusion robustness: adversarial = adversarial feature masking plus occlusion segmentation (SPEC §6.3): a mask generator G learns which cells of the last feature map hurt recognition most, the network is trained on clean and masked features (both through the sharded classifier, as one batch of 2 × batch rows per worker) and a segmentation head S predicts the dropped cells. G and S are replicated like the backbone and saved in its checkpoint file.' },
+  occlusionStartStep: { kind: 'int', default: 0, min: 0, docs: 'occlusion adversarial: train without occlusion up to and including this step, so the adversary is warmed up on a network that already recognises faces; 0 = from the first step.' },
+  occlusionPretrainSteps: { kind: 'int', default: 20, min: 0, docs: 'occlusion adversarial: steps of adversary pre-training (SPEC §6.3 stage 1) after occlusionStartStep: backbone and classifier frozen, G trained towards the hardest of the candidate masks (landmark windows, halves, random halves). Then joint training.' },
+  occlusionSegWeight: { kind: 'number', default: 0.1, min: 0, docs: 'occlusion adversarial: λ_seg, weight of the segmentation loss (per-cell BCE of S on the masked features against the mask, mean over cells) in the backbone\'s loss ½(L_clean + L_masked) + λ_seg·L_seg.' },
+  occlusionAdversaryWeight: { kind: 'number', default: 0.0025, min: 0, docs: 'occlusion adversarial: weight of the adversary loss BCE(π, M) in joint training (A-Fast-RCNN: 0.0025), applied to the samples passing occlusionGate.' },
+  occlusionGate: { kind: 'number', default: 0.1, min: 0, max: 1, docs: 'occlusion adversarial: the adversary learns from a sample\'s sampled mask only when it lowered the target probability by more than this: p_before[y] − p_after[y] > gate.' },
+  occlusionWidth: { kind: 'int', default: 256, min: 1, max: 4096, docs: 'occlusion adversarial: hidden channels of the mask generator and the segmentation head (SPEC: 256).' },
+  occlusionRandomHalves: { kind: 'int', default: 3, min: 0, max: 64, docs: 'occlusion adversarial: random-half masks among the pre-training candidates (besides the 7 landmark windows and the 4 halves).' },
+  // --- end occlusion
 };
 
 /** Margin presets: the m1/m2/m3 defaults of each margin.type (SPEC §1.1). */

@@ -5,7 +5,7 @@
  */
 import { tf } from '../ops/tf.js';
 import { Rng } from '../common/random.js';
-import { numel, tensorSpecs, type NetworkDescription, type TensorSpec } from './module.js';
+import { isFeatureHeadBlock, numel, tensorSpecs, type FeatureHeadBlock, type NetworkDescription, type TensorSpec } from './module.js';
 import { TensorRunner } from './tensor-runner.js';
 import { ShapeRunner, type LayerCost } from './trace.js';
 import { describeIResNet, IRESNET_LAYERS, type IResNetName } from './iresnet.js';
@@ -63,6 +63,14 @@ export interface Backbone {
    * uses batch statistics and updates its running statistics.
    */
   apply(x: tf.Tensor4D, training: boolean, opts?: ApplyOptions): tf.Tensor2D;
+  // --- feature-map / head split (SPEC §6.3 F and R; occlusion training): apply(x) = head(features(x))
+  /** The last spatial feature map f = F(x), NHWC [B, H, W, C]. */
+  features(x: tf.Tensor4D, training: boolean, opts?: ApplyOptions): tf.Tensor4D;
+  /** The rest of the network R on a feature map (masked or not) → raw embeddings [B, embeddingSize]. */
+  head(f: tf.Tensor4D, training: boolean, opts?: ApplyOptions): tf.Tensor2D;
+  /** [H, W, C] of the feature map for a square input of `inputSize` pixels (default: the backbone's). */
+  featureShape(inputSize?: number): [number, number, number];
+  // --- end feature-map / head split
   /** The parameters the optimizer updates, in a fixed order. */
   trainableVariables(): TrainableVariable[];
   /** All persistent tensors (parameters, frozen ones, BN running statistics), in a fixed order. */
@@ -154,12 +162,41 @@ class ModuleBackbone implements Backbone {
   }
 
   apply(x: tf.Tensor4D, training: boolean, opts: ApplyOptions = {}): tf.Tensor2D {
+    this.checkInput(x);
+    return tf.tidy(() => this.desc.root.forward(new TensorRunner(this.vars, training, opts.updateStats ?? true), x as tf.Tensor) as tf.Tensor2D);
+  }
+
+  features(x: tf.Tensor4D, training: boolean, opts: ApplyOptions = {}): tf.Tensor4D {
+    this.checkInput(x);
+    const root = this.split();
+    return tf.tidy(() => root.features(new TensorRunner(this.vars, training, opts.updateStats ?? true), x as tf.Tensor) as tf.Tensor4D);
+  }
+
+  head(f: tf.Tensor4D, training: boolean, opts: ApplyOptions = {}): tf.Tensor2D {
+    if (this.disposed) throw new Error(`${this.name}: backbone disposed`);
+    if (f.rank !== 4) throw new Error(`${this.name}: head expects an NHWC feature map, got [${f.shape}]`);
+    const root = this.split();
+    return tf.tidy(() => root.head(new TensorRunner(this.vars, training, opts.updateStats ?? true), f as tf.Tensor) as tf.Tensor2D);
+  }
+
+  featureShape(inputSize = this.inputSize): [number, number, number] {
+    const s = this.split().features(new ShapeRunner(), [1, inputSize, inputSize, 3]);
+    if (s.length !== 4) throw new Error(`${this.name}: features end in shape [${s}], not a spatial map`);
+    return [s[1]!, s[2]!, s[3]!];
+  }
+
+  private split(): FeatureHeadBlock {
+    const root = this.desc.root;
+    if (!isFeatureHeadBlock(root)) throw new Error(`${this.name}: this backbone has no feature-map/head split`);
+    return root;
+  }
+
+  private checkInput(x: tf.Tensor4D): void {
     if (this.disposed) throw new Error(`${this.name}: backbone disposed`);
     const [, h, w, c] = x.shape;
     if (x.rank !== 4 || c !== 3) throw new Error(`${this.name}: expected NHWC RGB input, got [${x.shape}]`);
     if (this.desc.anyInputSize ? h < 16 || w < 16 : h !== this.inputSize || w !== this.inputSize)
       throw new Error(`${this.name}: input ${h}×${w}, expected ${this.desc.anyInputSize ? 'at least 16×16' : `${this.inputSize}×${this.inputSize}`}`);
-    return tf.tidy(() => this.desc.root.forward(new TensorRunner(this.vars, training, opts.updateStats ?? true), x as tf.Tensor) as tf.Tensor2D);
   }
 
   trainableVariables(): TrainableVariable[] {

@@ -15,7 +15,7 @@
  * final h×w map (arcface_torch hard-codes 7×7). The flatten is NHWC, i.e. a
  * fixed permutation of PyTorch's NCHW flatten: the same model family.
  */
-import { Scope, type BatchNorm, type Block, type Conv2d, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 export const IRESNET_LAYERS = {
   iresnet18: [2, 2, 2, 2],
@@ -67,14 +67,14 @@ class IBasicBlock implements Block {
   }
 }
 
-class IResNet implements Block {
+class IResNet implements FeatureHeadBlock {
   private readonly stemConv: Conv2d;
   private readonly stemBn: BatchNorm;
   private readonly stemPrelu: PReLU;
   private readonly blocks: IBasicBlock[] = [];
   private readonly bn2: BatchNorm;
   private readonly fc: Linear;
-  private readonly features: BatchNorm;
+  private readonly featuresBn: BatchNorm;
 
   constructor(s: Scope, layers: readonly number[], embeddingSize: number, inputSize: number) {
     this.stemConv = s.conv('stem.conv', { inChannels: 3, outChannels: 64, kernel: 3, pad: 1, init: CONV_INIT });
@@ -94,16 +94,26 @@ class IResNet implements Block {
     const fcIn = 512 * size * size;
     const bound = 1 / Math.sqrt(fcIn);
     this.fc = s.linear('fc', { inFeatures: fcIn, outFeatures: embeddingSize, init: { kind: 'uniform', bound }, biasInit: { kind: 'uniform', bound } });
-    this.features = s.batchNorm('features', { channels: embeddingSize, eps: EPS, frozenGamma: true });
+    this.featuresBn = s.batchNorm('features', { channels: embeddingSize, eps: EPS, frozenGamma: true });
   }
 
   forward<T>(r: Runner<T>, x: T): T {
+    return this.head(r, this.features(r, x));
+  }
+
+  /** stem + the four stages: the last spatial map (7×7×512 at 112). */
+  features<T>(r: Runner<T>, x: T): T {
     let y = r.prelu(this.stemPrelu, r.batchNorm(this.stemBn, r.conv(this.stemConv, x)));
     for (const b of this.blocks) y = b.forward(r, y);
-    y = r.batchNorm(this.bn2, y);
+    return y;
+  }
+
+  /** BN2d → flatten → FC → BN1d. */
+  head<T>(r: Runner<T>, f: T): T {
+    let y = r.batchNorm(this.bn2, f);
     y = r.flatten(y);
     y = r.linear(this.fc, y);
-    return r.batchNorm(this.features, y);
+    return r.batchNorm(this.featuresBn, y);
   }
 }
 

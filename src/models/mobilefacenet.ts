@@ -16,7 +16,7 @@
  * relu); BN γ = 1, β = 0; BN eps 1e-5. The GDC's 7×7 valid conv needs a 7×7
  * final map, so the input must be 97…112 pixels (112 in practice).
  */
-import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 const EPS = 1e-5;
 
@@ -69,7 +69,7 @@ class DepthWise implements Block {
   }
 }
 
-class MobileFaceNet implements Block {
+class MobileFaceNet implements FeatureHeadBlock {
   private readonly body: Block[] = [];
   private readonly gdcConv: ConvBlock;
   private readonly gdcLinear: Linear;
@@ -99,9 +99,19 @@ class MobileFaceNet implements Block {
   }
 
   forward<T>(r: Runner<T>, x: T): T {
+    return this.head(r, this.features(r, x));
+  }
+
+  /** Everything up to convSep: the 7×7×512 map. */
+  features<T>(r: Runner<T>, x: T): T {
     let y = x;
     for (const b of this.body) y = b.forward(r, y);
-    y = r.flatten(this.gdcConv.forward(r, y));
+    return y;
+  }
+
+  /** GDC: 7×7 depthwise → flatten → Linear → BN1d. */
+  head<T>(r: Runner<T>, f: T): T {
+    const y = r.flatten(this.gdcConv.forward(r, f));
     return r.batchNorm(this.gdcBn, r.linear(this.gdcLinear, y));
   }
 }

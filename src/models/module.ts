@@ -227,6 +227,19 @@ export interface Block {
 }
 
 /**
+ * A whole network split at its last spatial feature map (SPEC §6.3: F and R):
+ * `forward(x) = head(features(x))`, features NHWC [B, H, W, C], head → [B, D].
+ */
+export interface FeatureHeadBlock extends Block {
+  features<T>(r: Runner<T>, x: T): T;
+  head<T>(r: Runner<T>, f: T): T;
+}
+
+export function isFeatureHeadBlock(b: Block): b is FeatureHeadBlock {
+  return typeof (b as Partial<FeatureHeadBlock>).features === 'function' && typeof (b as Partial<FeatureHeadBlock>).head === 'function';
+}
+
+/**
  * Names layers by their place in the tree and records them in creation order.
  * `scope.sub('stage2').sub('block0').conv('conv1', …)` makes the layer
  * `stage2.block0.conv1`, whose weight is `stage2.block0.conv1.weight`.

@@ -14,7 +14,7 @@
  * exactly the gradients of the whole batch (the data-parallel exactness test).
  * Init: He normal (fan-out) for conv and FC weights, biases 0, BN eps 1e-5.
  */
-import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 export type TinyNorm = 'batch' | 'none';
 
@@ -48,10 +48,10 @@ class Residual implements Block {
   }
 }
 
-class Tiny implements Block {
+class Tiny implements FeatureHeadBlock {
   private readonly body: Block[] = [];
   private readonly fc: Linear;
-  private readonly features: BatchNorm | null;
+  private readonly bn: BatchNorm | null;
 
   constructor(s: Scope, embeddingSize: number, norm: TinyNorm) {
     let inC = 3;
@@ -62,14 +62,24 @@ class Tiny implements Block {
       inC = c;
     });
     this.fc = s.linear('fc', { inFeatures: inC, outFeatures: embeddingSize, bias: true, init: heNormalFanOut(embeddingSize) });
-    this.features = norm === 'batch' ? s.batchNorm('features', { channels: embeddingSize, eps: EPS }) : null;
+    this.bn = norm === 'batch' ? s.batchNorm('features', { channels: embeddingSize, eps: EPS }) : null;
   }
 
   forward<T>(r: Runner<T>, x: T): T {
+    return this.head(r, this.features(r, x));
+  }
+
+  /** stage1…stage4: the last spatial map, [B, ⌈S/16⌉, ⌈S/16⌉, 128]. */
+  features<T>(r: Runner<T>, x: T): T {
     let y = x;
     for (const b of this.body) y = b.forward(r, y);
-    y = r.linear(this.fc, r.flatten(r.globalAvgPool(y)));
-    return this.features ? r.batchNorm(this.features, y) : y;
+    return y;
+  }
+
+  /** global average pool → FC → BN1d. */
+  head<T>(r: Runner<T>, f: T): T {
+    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(f)));
+    return this.bn ? r.batchNorm(this.bn, y) : y;
   }
 }
 

@@ -29,7 +29,7 @@
  * and is followed by BatchNorm, which divides out any constant input scale
  * (up to its eps), so the two are the same network; we take ours as is.
  */
-import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 const EPS = 2e-5;
 const GROUP_BASE = 8;
@@ -129,7 +129,7 @@ class DownBlock implements Block {
   }
 }
 
-class VarGFaceNet implements Block {
+class VarGFaceNet implements FeatureHeadBlock {
   private readonly headConv: Conv2d;
   private readonly headBn: BatchNorm;
   private readonly headAct: PReLU;
@@ -143,7 +143,7 @@ class VarGFaceNet implements Block {
   private readonly embPointwiseBn: BatchNorm;
   private readonly embPointwiseAct: PReLU;
   private readonly fc: Linear;
-  private readonly features: BatchNorm;
+  private readonly featuresBn: BatchNorm;
 
   constructor(s: Scope, embeddingSize: number, se: boolean) {
     const multiplier = 1.25;
@@ -174,16 +174,26 @@ class VarGFaceNet implements Block {
     this.embPointwiseBn = emb.batchNorm('pointwiseBn', { channels: last / 2, eps: EPS });
     this.embPointwiseAct = emb.prelu('pointwisePrelu', last / 2);
     this.fc = emb.linear('fc', { inFeatures: last / 2, outFeatures: embeddingSize, bias: true, init: heNormalFanOut(embeddingSize) });
-    this.features = emb.batchNorm('features', { channels: embeddingSize, eps: EPS });
+    this.featuresBn = emb.batchNorm('features', { channels: embeddingSize, eps: EPS });
   }
 
   forward<T>(r: Runner<T>, x: T): T {
+    return this.head(r, this.features(r, x));
+  }
+
+  /** head conv + the stages: the last spatial map (7×7×320 at 112). */
+  features<T>(r: Runner<T>, x: T): T {
     let y = r.prelu(this.headAct, r.batchNorm(this.headBn, r.conv(this.headConv, x)));
     for (const b of this.blocks) y = b.forward(r, y);
-    y = r.prelu(this.embAct, r.batchNorm(this.embBn, r.conv(this.embConv, y)));
+    return y;
+  }
+
+  /** The embedding block: 1×1 → 7×7 variable-group conv → 1×1 → FC → BN1d. */
+  head<T>(r: Runner<T>, f: T): T {
+    let y = r.prelu(this.embAct, r.batchNorm(this.embBn, r.conv(this.embConv, f)));
     y = r.batchNorm(this.embVargBn, r.conv(this.embVarg, y));
     y = r.prelu(this.embPointwiseAct, r.batchNorm(this.embPointwiseBn, r.conv(this.embPointwise, y)));
-    return r.batchNorm(this.features, r.linear(this.fc, r.flatten(y)));
+    return r.batchNorm(this.featuresBn, r.linear(this.fc, r.flatten(y)));
   }
 }
 

@@ -46,6 +46,13 @@ export interface ShardStepResult {
   active: Int32Array;
   /** ∂L/∂W for the active rows (|active|×D). Caller disposes (or passes to `update`). */
   gradWeight: tf.Tensor2D;
+  /**
+   * Per gathered row (all N rows, in all-gather order): the target probability
+   * p_y = exp(targetLogit − logSumExp), margin included, where this shard owns
+   * the row's label, else 0. A reduce-scatter (sum) of it gives every worker
+   * p_y of its own rows (occlusion training, SPEC §6.3).
+   */
+  ownedTargetProbability: Float32Array;
 }
 
 export class ShardedClassifier {
@@ -76,17 +83,14 @@ export class ShardedClassifier {
     if (embeddings.length !== batch * dim) throw new Error(`embeddings hold ${embeddings.length} values, expected ${batch}×${dim}`);
 
     // 2. every worker gets all N embeddings and labels
-    const P = process.env.SF_PROF ? [performance.now()] : null;
     const allEmb = await comm.allGatherFloat(embeddings);
     const allLabels = await comm.allGatherInt(labels);
-    P?.push(performance.now());
     const rows = allLabels.length;
 
     // 3. this shard's classes: every positive it owns + sampled negatives
     const local = localiseLabels(allLabels, this.range);
     const sample = sampleClasses(local, this.range.count, this.numSample, Rng.derive(this.cfg.seed, 'sample', step, this.rank));
 
-    P?.push(performance.now());
     const emb = tf.tensor2d(allEmb, [rows, dim]);
     const weight = gatherRows(this.state, sample.index);
     // normalise the active rows once for both passes
@@ -94,19 +98,14 @@ export class ShardedClassifier {
     try {
       // 4. per-row partial softmax statistics → coordinator; 5. global log-sum-exp back
       const stats = shardForward(emb, weight, sample.labels, this.cfg.margin, { chunk: this.cfg.chunkRows, prepared });
-      P?.push(performance.now());
       const { logSumExp, loss } = await comm.exchangeSoftmax(step, batch, stats);
-      P?.push(performance.now());
 
       // 6. local gradients; partial ∇E summed across shards by reduce-scatter
       const { gradEmb, gradWeight } = shardBackward(emb, weight, sample.labels, logSumExp, this.cfg.margin, this.cfg.marginGrad, rows, { chunk: this.cfg.chunkRows, prepared });
       const partial = (await gradEmb.data()) as Float32Array;
       gradEmb.dispose();
-      P?.push(performance.now());
       const own = await comm.reduceScatter(partial);
-      P?.push(performance.now());
-      if (P) process.stderr.write(`PROF gather ${(P[1]!-P[0]!).toFixed(1)} sample ${(P[2]!-P[1]!).toFixed(1)} fwd ${(P[3]!-P[2]!).toFixed(1)} exch ${(P[4]!-P[3]!).toFixed(1)} bwd ${(P[5]!-P[4]!).toFixed(1)} rs ${(P[6]!-P[5]!).toFixed(1)}\n`);
-      return { loss, gradEmbeddings: own, active: sample.index, gradWeight };
+      return { loss, gradEmbeddings: own, active: sample.index, gradWeight, ownedTargetProbability: ownedTargetProbability(stats, logSumExp) };
     } finally {
       // before update(): `weight` may share the variable's buffer (sample rate 1), which would cost the in-place update a copy
       prepared.dispose();
@@ -123,4 +122,11 @@ export class ShardedClassifier {
       gradWeight.dispose();
     }
   }
+}
+
+/** exp(target − lse) on the rows whose label this shard owns, 0 elsewhere. */
+function ownedTargetProbability(stats: ShardStats, logSumExp: Float32Array): Float32Array {
+  const p = new Float32Array(logSumExp.length);
+  for (let i = 0; i < p.length; i++) if (stats.owned[i]) p[i] = Math.exp(stats.target[i]! - logSumExp[i]!);
+  return p;
 }

@@ -17,6 +17,10 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
     steps: { kind: 'int', default: 5, help: 'steps (the first is warm-up)' },
     'chunk-rows': { kind: 'int', default: 256, help: 'logit rows computed at once' },
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+    // --- DCQ
+    classifier: { kind: 'string', default: 'fc', help: 'fc (sharded margin softmax) | dcq (sharded class queue, random keys)' },
+    'queue-size': { kind: 'int', default: 8192, help: 'dcq: queue slots K over all workers (a multiple of workers × batch)' },
+    // --- end DCQ
   },
   train: {
     backbone: { kind: 'string', default: 'mobilefacenet', help: 'backbone to train' },
@@ -67,6 +71,13 @@ export async function run(argv: string[]): Promise<number> {
       const { benchClassifier } = await import('../../../bench/classifier.js');
       const backend = o.backend as string;
       if (!(BACKEND_CHOICES as readonly string[]).includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join('|')}`);
+      // --- DCQ
+      const classifier = o.classifier as string;
+      if (classifier !== 'fc' && classifier !== 'dcq') throw new UsageError('--classifier must be fc or dcq');
+      const queueSize = o['queue-size'] as number;
+      if (classifier === 'dcq' && (queueSize < 1 || queueSize % ((o.workers as number) * (o.batch as number)) !== 0))
+        throw new UsageError(`--queue-size ${queueSize} must be a positive multiple of workers × batch = ${(o.workers as number) * (o.batch as number)}`);
+      // --- end DCQ
       const line = await benchClassifier({
         workers: o.workers as number,
         classes: o.classes as number,
@@ -76,6 +87,8 @@ export async function run(argv: string[]): Promise<number> {
         steps: o.steps as number,
         chunkRows: o['chunk-rows'] as number,
         backend: backend as BackendChoice,
+        classifier, // --- DCQ
+        queueSize, // --- DCQ
       });
       console.log(JSON.stringify(line));
       return 0;

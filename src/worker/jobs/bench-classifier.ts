@@ -9,16 +9,23 @@ import { resolveMargin } from '../../ops/margin.js';
 import type { JobFactory } from '../job.js';
 import { ShardedClassifier } from '../sharded-classifier.js';
 import { shardComm } from '../shard-comm.js';
+import { ShardedClassQueue } from '../sharded-class-queue.js'; // --- DCQ
+import { normalizeRowsInPlace } from '../../ops/dcq.js'; // --- DCQ
 
 export interface BenchClassifierConfig {
   dim: number;
   batch: number;
   sampleRate: number;
   chunkRows: number;
+  // --- DCQ: `classifier: 'dcq'` benches the sharded class queue (random queries and keys) instead
+  classifier?: 'fc' | 'dcq';
+  queueSize?: number;
+  // --- end DCQ
 }
 
 export const createJob: JobFactory = async (ctx) => {
   const c = ctx.config as unknown as BenchClassifierConfig;
+  if (c.classifier === 'dcq') return benchQueue(ctx); // --- DCQ
   const classifier = new ShardedClassifier(ctx.classRange, ctx.rank, {
     dim: c.dim,
     margin: resolveMargin({ type: 'arcface' }),
@@ -45,3 +52,27 @@ export const createJob: JobFactory = async (ctx) => {
     },
   };
 };
+
+// --- DCQ: the class-queue benchmark. Nothing here is sized by the number of classes:
+// random raw queries, random unit keys, random labels in [0, C), the real queue step (gather, exchange, reduce-scatter, enqueue).
+const benchQueue: JobFactory = async (ctx) => {
+  const c = ctx.config as unknown as BenchClassifierConfig;
+  const queue = new ShardedClassQueue(ctx.world, ctx.rank, { dim: c.dim, queueSize: c.queueSize ?? 8192, head: { s: 50, m: 0.3 }, chunkRows: c.chunkRows || 256, seed: ctx.seed });
+  const comm = shardComm(ctx);
+  const queries = new Float32Array(c.batch * c.dim);
+  const keys = new Float32Array(c.batch * c.dim);
+  const labels = new Int32Array(c.batch);
+  return {
+    async step(step) {
+      const rng = Rng.derive(ctx.seed, 'bench-batch', step, ctx.rank);
+      rng.fillNormal(queries);
+      normalizeRowsInPlace(rng.fillNormal(keys), c.dim);
+      for (let i = 0; i < labels.length; i++) labels[i] = rng.int(ctx.numClasses);
+      const t0 = performance.now();
+      const r = await queue.forwardBackward(step, queries, keys, labels, comm);
+      const seconds = (performance.now() - t0) / 1000;
+      return { seconds, loss: r.loss, activeRows: queue.slots.count, rssMb: process.memoryUsage().rss / 2 ** 20, maxRssMb: process.resourceUsage().maxRSS / 1024 };
+    },
+  };
+};
+// --- end DCQ

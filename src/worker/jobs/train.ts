@@ -18,6 +18,8 @@ import { learningRate } from '../../ops/lr-schedule.js';
 import { initialShardWeights } from '../../ops/classifier-init.js';
 import { ShardedClassifier } from '../sharded-classifier.js';
 import { shardComm } from '../shard-comm.js';
+import { DcqTraining } from '../dcq-training.js'; // --- DCQ
+import { OcclusionTrainer } from '../occlusion-training.js'; // --- occlusion
 import { BackboneOptimizer, clipGradNorm } from '../backbone-optimizer.js';
 import { allReduceGradients, planBuckets } from '../grad-buckets.js';
 import { makeVerificationPairs } from '../../eval/pairs.js';
@@ -71,13 +73,45 @@ export const createJob: JobFactory = async (ctx) => {
     cfg.bucketMb,
   );
 
-  // classifier: this rank's rows only
-  const classifier = new ShardedClassifier(
+  // classifier: this rank's rows only (none for DCQ)
+  const classifier = cfg.classifier === 'dcq' ? null : new ShardedClassifier(
     ctx.classRange,
     rank,
     { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed },
     initialShardWeights(ctx.classRange, cfg.embeddingSize, cfg.seed),
   );
+  // --- DCQ (classifier: dcq, SPEC §5): key encoder, reference images and this rank's block of the class queue
+  const dcq = cfg.classifier === 'dcq' ? new DcqTraining(ctx, cfg, backbone, createBackbone(cfg.backbone, { seed: cfg.seed, embeddingSize: cfg.embeddingSize, inputSize: cfg.imageSize, ...(cfg.backbone === 'tiny' ? { norm: cfg.backboneNorm } : {}) }), loader) : null;
+  /** The network verification scores: DCQ infers with the key encoder (SPEC §5.2), fc with the backbone. */
+  const inference = dcq?.inferenceNetwork ?? backbone;
+  // --- end DCQ
+  // --- occlusion (occlusion: adversarial, SPEC §6.3): mask generator G and segmentation head S, replicated like the backbone
+  if (cfg.occlusion === 'adversarial' && !classifier) throw new Error('occlusion adversarial needs the sharded classifier (classifier fc), not DCQ');
+  const occlusion =
+    cfg.occlusion === 'adversarial'
+      ? new OcclusionTrainer(
+          {
+            startStep: cfg.occlusionStartStep,
+            pretrainSteps: cfg.occlusionPretrainSteps,
+            segWeight: cfg.occlusionSegWeight,
+            adversaryWeight: cfg.occlusionAdversaryWeight,
+            gate: cfg.occlusionGate,
+            width: cfg.occlusionWidth,
+            randomHalves: cfg.occlusionRandomHalves,
+            seed: cfg.seed,
+            imageSize: cfg.imageSize,
+            clipGradNorm: cfg.clipGradNorm,
+            bucketMb: cfg.bucketMb,
+            optimizer: optimizer.settings,
+          },
+          backbone,
+          params,
+          world,
+          rank,
+          ctx.ring,
+        )
+      : null;
+  // --- end occlusion
   const comm = shardComm(ctx);
   const warmupSteps = cfg.warmupSteps || Math.round(cfg.warmupEpochs * cfg.stepsPerEpoch);
   const schedule = { base: cfg.lr, warmupSteps, totalSteps: cfg.steps };
@@ -96,31 +130,52 @@ export const createJob: JobFactory = async (ctx) => {
       const x = tf.tensor4d(batch.images, [cfg.batch, cfg.imageSize, cfg.imageSize, 3]);
       let commSeconds = 0;
       try {
-        // forward to the embeddings (no tape yet: the classifier's answer comes over the network)
-        const emb = tf.tidy(() => backbone.apply(x, true, { updateStats: false }));
-        const embData = (await emb.data()) as Float32Array;
-        emb.dispose();
+        let tc = performance.now();
+        let tcDone = tc;
+        let cls: { loss: number; gradEmbeddings: Float32Array; active?: Int32Array; gradWeight?: tf.Tensor2D };
+        let local: tf.Tensor[] | null;
+        const occlusionMetrics: Record<string, number> = {};
+        // --- occlusion: forward, classifier (clean + masked rows) and backward in one; no backbone
+        //     gradients while the backbone and classifier are frozen (adversary pre-training)
+        if (occlusion?.active(step)) {
+          const occ = await occlusion.step(step, x, batch.labels, classifier!, comm, lr);
+          cls = occ.cls;
+          local = occ.backboneGrads;
+          Object.assign(occlusionMetrics, occ.metrics);
+          tcDone = performance.now();
+        } else {
+          // (end occlusion) the plain step: forward to the embeddings (no tape yet: the classifier's answer comes over the network)
+          const emb = tf.tidy(() => backbone.apply(x, true, { updateStats: false }));
+          const embData = (await emb.data()) as Float32Array;
+          emb.dispose();
 
-        // the sharded classifier: loss and ∂L/∂e for this rank's rows
-        const tc = performance.now();
-        const cls = await classifier.forwardBackward(step, embData, batch.labels, comm);
-        const tcDone = performance.now();
+          // the sharded classifier: loss and ∂L/∂e for this rank's rows
+          tc = performance.now();
+          // --- DCQ: the queue softmax takes the sharded classifier's place (no classifier rows to update)
+          cls = dcq
+            ? await dcq.step(step, epoch, (step - 1) % cfg.stepsPerEpoch, embData, batch.labels, comm)
+            : await classifier!.forwardBackward(step, embData, batch.labels, comm);
+          tcDone = performance.now();
 
-        // backbone backward from ∂L/∂e (the forward is recomputed under the tape)
-        const dy = tf.tensor2d(cls.gradEmbeddings, [cfg.batch, cfg.embeddingSize]);
-        const vars = params.map((p) => p.variable);
-        const local = tf.engine().gradients(() => backbone.apply(x, true), vars, dy).grads;
-        dy.dispose();
+          // backbone backward from ∂L/∂e (the forward is recomputed under the tape)
+          const dy = tf.tensor2d(cls.gradEmbeddings, [cfg.batch, cfg.embeddingSize]);
+          const vars = params.map((p) => p.variable);
+          local = tf.engine().gradients(() => backbone.apply(x, true), vars, dy).grads;
+          dy.dispose();
+        }
         const tb = performance.now();
-
         // gradients of the global-batch mean loss: SUM over workers (see sharded-classifier.ts)
-        const summed = await allReduceGradients(local, buckets, (a) => ctx.ring.allReduce(a, 'sum'));
-        const ta = performance.now();
-        commSeconds = (ta - tb) / 1000;
-        const { grads, norm } = clipGradNorm(summed, cfg.clipGradNorm);
-        optimizer.step(grads, lr);
-        grads.forEach((g) => g.dispose());
-        classifier.update(cls.active, cls.gradWeight, optimizerHp(cfg, lr));
+        let norm = 0;
+        if (local) {
+          const summed = await allReduceGradients(local, buckets, (a) => ctx.ring.allReduce(a, 'sum'));
+          const ta = performance.now();
+          commSeconds = (ta - tb) / 1000;
+          const clipped = clipGradNorm(summed, cfg.clipGradNorm);
+          norm = clipped.norm;
+          optimizer.step(clipped.grads, lr);
+          clipped.grads.forEach((g) => g.dispose());
+          if (classifier && cls.active && cls.gradWeight) classifier.update(cls.active, cls.gradWeight, optimizerHp(cfg, lr));
+        }
         const t1 = performance.now();
 
         const metrics: Record<string, number> = {
@@ -132,21 +187,22 @@ export const createJob: JobFactory = async (ctx) => {
           dataSeconds: (tData - t0) / 1000,
           classifierSeconds: (tcDone - tc) / 1000,
           commSeconds,
-          activeClasses: cls.active.length,
+          activeClasses: cls.active?.length ?? dcq?.queue.slots.count ?? 0,
           images: cfg.batch,
+          ...occlusionMetrics, // --- occlusion
         };
         if (!Number.isFinite(cls.loss)) throw new Error(`loss is ${cls.loss} at step ${step} (lr ${lr}); stopping before the model is ruined`);
         const last = step === cfg.steps;
-        if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await writeCheckpoint(ctx, cfg, step, epoch, backbone, classifier);
+        if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await (dcq ? dcq.writeCheckpoint(step, epoch, backbone) : writeCheckpoint(ctx, cfg, step, epoch, backbone, classifier!, occlusion?.state()));
         // Replicas must stay bit-identical; the coordinator compares these across ranks.
         if (last) metrics.paramsHash = await hashParams(params.map((p) => p.variable));
         if (pairs && heldOut && (last || (cfg.evalEvery > 0 && step % cfg.evalEvery === 0))) {
-          const v = await verifyBackbone(backbone, heldOut, pairs);
+          const v = await verifyBackbone(inference, heldOut, pairs);
           Object.assign(metrics, { valAccuracy: v.accuracy, valStd: v.std, valThreshold: v.threshold, valPairs: v.pairs });
         }
         // --- val sets: rank 0 scores them here while the other ranks, their step ended, wait for the coordinator's next step
         if (valSets.length > 0 && (last || ((cfg.valEvery ?? 0) > 0 && step % cfg.valEvery === 0)))
-          Object.assign(metrics, await scoreValSets(backbone, valSets, { imageSize: cfg.imageSize, batch: cfg.batch }));
+          Object.assign(metrics, await scoreValSets(inference, valSets, { imageSize: cfg.imageSize, batch: cfg.batch }));
         // --- end val sets
         return metrics;
       } finally {
@@ -156,6 +212,8 @@ export const createJob: JobFactory = async (ctx) => {
     async close() {
       backbone.dispose();
       optimizer.dispose();
+      dcq?.close();
+      occlusion?.dispose(); // --- occlusion
     },
   };
 };
@@ -192,7 +250,8 @@ async function broadcastState(ctx: WorkerContext, backbone: Backbone): Promise<v
   }
 }
 
-async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: number, epoch: number, backbone: Backbone, classifier: ShardedClassifier): Promise<void> {
+/** `extra`: further replicated tensors saved in the backbone file (occlusion: G and S, names prefixed `occlusion.`). */
+async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: number, epoch: number, backbone: Backbone, classifier: ShardedClassifier, extra?: Map<string, tf.Variable>): Promise<void> {
   const dir = stepDir(`${cfg.runDir}/ckpt`, step);
   const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
   const shardTensors: Record<string, StoredTensor> = {};
@@ -203,7 +262,7 @@ async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: nu
   await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, ...shard });
   if (ctx.rank === 0) {
     const t: Record<string, StoredTensor> = {};
-    for (const [name, v] of backbone.state()) t[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
+    for (const [name, v] of [...backbone.state(), ...(extra ?? [])]) t[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
     const b = writeCheckpointFile(dir, BACKBONE_FILE, t, { ...meta, backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize) });
     await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
   }

@@ -1,0 +1,137 @@
+/**
+ * What `classifier: dcq` adds to a worker's training (SPEC §5.2), in the
+ * order of one step: the reference batch (a second loader over the same
+ * data), the key encoder's EMA update, the keys, the sharded queue softmax
+ * and enqueue. train.ts calls `step` where the fc path calls the sharded
+ * classifier; the backbone backward, gradient all-reduce and optimizer step
+ * are shared.
+ *
+ * Checkpoints (checkpoint/checkpoint.ts layout, manifest unchanged):
+ *  - backbone.safetensors (rank 0) holds the network to run at inference
+ *    under the plain tensor names, which for DCQ is the KEY encoder (SPEC §5.2
+ *    "Inference"), so `shardface eval`, `embed` and `export` use it as they
+ *    are; the trained query encoder rides along under `query.<name>`
+ *    (metadata `network: dcq-key-encoder`, `queryPrefix`).
+ *  - queue-shard-<rank>.safetensors: the worker's queue block (`keys`
+ *    slots×D, `labels`) with metadata slotStart, slotCount, queueSize, ptr.
+ *    The manifest lists it among `shards` (with the worker's class range, as
+ *    for fc).
+ */
+import { tf } from '../ops/tf.js';
+import { deriveSeed } from '../common/random.js';
+import type { WorkerContext } from './job.js';
+import type { TrainConfig } from '../config/schema.js';
+import type { AnyDataset } from '../data/dataset.js';
+import { Loader, type Batch } from '../data/loader.js';
+import { IdentityIndex, ReferenceSampler, datasetLabels } from '../data/reference.js';
+import type { Backbone } from '../models/index.js';
+import { BACKBONE_FILE, stepDir, writeCheckpointFile } from '../checkpoint/checkpoint.js';
+import type { StoredTensor } from '../checkpoint/tensor-file.js';
+import { KeyEncoder } from './key-encoder.js';
+import { ShardedClassQueue, checkQueueSize, type QueueStepResult } from './sharded-class-queue.js';
+import type { ShardComm } from './sharded-classifier.js';
+
+/** Prefix of the query encoder's tensors in a DCQ run's backbone.safetensors. */
+export const DCQ_QUERY_PREFIX = 'query.';
+/** Metadata `network` of a DCQ run's backbone.safetensors. */
+export const DCQ_NETWORK = 'dcq-key-encoder';
+
+export function queueShardFile(rank: number): string {
+  return `queue-shard-${rank}.safetensors`;
+}
+
+/** Throws a config-style error when the DCQ settings cannot work with this batch layout. */
+export function checkDcqConfig(cfg: Pick<TrainConfig, 'workers' | 'batch' | 'dcq'>): void {
+  const problem = checkQueueSize(cfg.dcq.queueSize, cfg.workers * cfg.batch);
+  if (problem) throw new Error(`config key "dcq.queueSize": ${problem}`);
+}
+
+export class DcqTraining {
+  readonly keyEncoder: KeyEncoder;
+  readonly queue: ShardedClassQueue;
+  private readonly refLoader: Loader;
+  private refBatch: Batch | undefined;
+
+  constructor(
+    private readonly ctx: WorkerContext,
+    private readonly cfg: TrainConfig,
+    query: Backbone,
+    /** A fresh backbone of the query's architecture, to become the key encoder. */
+    keyNetwork: Backbone,
+    queryLoader: Loader,
+  ) {
+    checkDcqConfig(cfg);
+    this.keyEncoder = new KeyEncoder(keyNetwork, query);
+    this.queue = new ShardedClassQueue(ctx.world, ctx.rank, { dim: cfg.embeddingSize, queueSize: cfg.dcq.queueSize, head: { s: cfg.dcq.s, m: cfg.dcq.m }, chunkRows: cfg.chunkRows || 256, seed: cfg.seed });
+    const dataset: AnyDataset = queryLoader.dataset;
+    this.refLoader = new Loader({
+      dataset,
+      sampler: new ReferenceSampler(queryLoader.sampler, new IdentityIndex(datasetLabels(dataset))),
+      flip: queryLoader.flip,
+      seed: deriveSeed(queryLoader.seed, 'dcq-reference-image'), // flips and augmentations independent of the query's
+      augment: queryLoader.augment,
+      prefetch: queryLoader.prefetch,
+      decodeThreads: queryLoader.decodeThreads,
+      strictData: queryLoader.strictData,
+      onBadSample: (e) => ctx.logger.log.warn(e, 'unreadable reference image skipped'),
+    });
+  }
+
+  /**
+   * Steps 1, 3–7 for batch `batchIdx` of `epoch`, after the query forward
+   * (step 2) gave `queries` (raw, B×D): reference batch, EMA, keys, queue
+   * softmax (loss, ∂L/∂q of this worker's rows) and enqueue.
+   */
+  async step(step: number, epoch: number, batchIdx: number, queries: Float32Array, labels: Int32Array, comm: ShardComm): Promise<QueueStepResult> {
+    this.refBatch = await this.refLoader.batch(epoch, batchIdx, this.refBatch);
+    this.keyEncoder.update(this.cfg.dcq.momentum);
+    const s = this.cfg.imageSize;
+    const x = tf.tensor4d(this.refBatch.images, [labels.length, s, s, 3]);
+    let keys: Float32Array;
+    try {
+      keys = await this.keyEncoder.encode(x);
+    } finally {
+      x.dispose();
+    }
+    // the key is the class weight of the QUERY's identity (the reference is drawn from it)
+    return this.queue.forwardBackward(step, queries, keys, labels, comm);
+  }
+
+  /** The network for verification and inference: the key encoder. */
+  get inferenceNetwork(): Backbone {
+    return this.keyEncoder.network;
+  }
+
+  /** This worker's queue block, and on rank 0 the key and query encoders; announces each file to the coordinator. */
+  async writeCheckpoint(step: number, epoch: number, query: Backbone): Promise<void> {
+    const { ctx, cfg } = this;
+    const dir = stepDir(`${cfg.runDir}/ckpt`, step);
+    const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
+    const q = this.queue;
+    const shard = writeCheckpointFile(
+      dir,
+      queueShardFile(ctx.rank),
+      { keys: { data: q.state.keys, shape: [q.slots.count, cfg.embeddingSize] }, labels: { data: q.state.labels, shape: [q.slots.count] } },
+      { ...meta, classifier: 'dcq', slotStart: String(q.slots.start), slotCount: String(q.slots.count), queueSize: String(cfg.dcq.queueSize), ptr: String(q.state.ptr) },
+    );
+    await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, slotStart: q.slots.start, slotCount: q.slots.count, ...shard });
+    if (ctx.rank !== 0) return;
+    const t: Record<string, StoredTensor> = {};
+    for (const [name, v] of this.keyEncoder.network.state()) t[name] = { data: new Float32Array((await v.data()) as Float32Array), shape: v.shape };
+    for (const [name, v] of query.state()) t[DCQ_QUERY_PREFIX + name] = { data: new Float32Array((await v.data()) as Float32Array), shape: v.shape };
+    const b = writeCheckpointFile(dir, BACKBONE_FILE, t, {
+      ...meta,
+      backbone: cfg.backbone,
+      embeddingSize: String(cfg.embeddingSize),
+      imageSize: String(cfg.imageSize),
+      network: DCQ_NETWORK,
+      queryPrefix: DCQ_QUERY_PREFIX,
+    });
+    await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
+  }
+
+  /** Releases the key encoder (the reference loader shares the query loader's dataset, which the trainer owns). */
+  close(): void {
+    this.keyEncoder.dispose();
+  }
+}

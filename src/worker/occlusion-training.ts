@@ -1,0 +1,325 @@
+/**
+ * `occlusion: adversarial`: adversarial feature masking plus occlusion
+ * segmentation (SPEC §6.3), as one worker's step. The backbone is split at its
+ * last feature map, f = F(x), embeddings R(f) (Backbone.features / head); a
+ * mask generator G proposes which cells of f to drop and a segmentation head S
+ * learns to find the dropped cells (src/models/occlusion-nets.ts).
+ *
+ * Steps 1 … occlusionStartStep train as usual (train.ts). Then:
+ *
+ * Stage 1, adversary pre-training (occlusionPretrainSteps steps): F, R and the
+ * classifier are frozen (no update, no BatchNorm statistics). Every sample's
+ * feature map is masked with every candidate of SPEC §6.2 (7 landmark windows,
+ * 4 halves, occlusionRandomHalves random halves); all B·K masked embeddings
+ * go through the sharded classifier as ONE batch of B·K rows per worker (the
+ * coordinator takes one softmax exchange per step and checks rows = batch ×
+ * workers, which holds with batch = B·K on every worker); the per-row p_y
+ * comes back (ShardStepResult.ownedTargetProbability, reduce-scattered), and
+ * the lowest-p_y candidate is the target M* of a per-cell BCE for G. As in
+ * A-Fast-RCNN only a random 40% of the negative cells contribute.
+ *
+ * Stage 2, joint training: π = G(stopgrad f); each sample's mask ranks its
+ * cells by π and drops `drop` of the top `top` at random (P = 20, K = 15 of
+ * 49, scaled with H·W). The clean and the masked embeddings go through the
+ * sharded classifier as ONE batch of 2B rows per worker, [clean B; masked B],
+ * both labelled y. Its loss is the mean over those 2N rows, ½(L_clean +
+ * L_masked): every term of SPEC's L_FR is halved (the backbone's step size
+ * then matches a run without occlusion), so the backbone minimises
+ *
+ *   ½(L_clean + L_masked) + λ_seg·L_seg,   L_seg = BCE(S(f ⊙ (1 − M)), M),
+ *
+ * and G minimises occlusionAdversaryWeight · BCE(π, M) over the samples whose
+ * mask cut p_y by more than occlusionGate (p_before − p_after, from the same
+ * classifier batch). Both BCEs are sums over cells divided by the global cell
+ * count N·H·W (N = B × workers), so SUMMING the gradients of G and S over
+ * workers, like the backbone's, gives the gradient of the global mean.
+ *
+ * Stop-gradient: G reads the feature map computed before the tape (the same
+ * values the taped forward recomputes), so nothing flows from G into F; the
+ * masks are constants.
+ */
+import { tf } from '../ops/tf.js';
+import { Rng } from '../common/random.js';
+import type { Backbone, TrainableVariable } from '../models/index.js';
+import { OcclusionNet } from '../models/occlusion-nets.js';
+import { adversaryGate, candidateMasks, hardestCandidate, sampleTopKMask, topKDropCounts, type CellMask } from '../ops/occlusion-masks.js';
+import { BackboneOptimizer, clipGradNorm, type OptimizerSettings } from './backbone-optimizer.js';
+import { allReduceGradients, planBuckets, type Bucket } from './grad-buckets.js';
+import type { ShardComm, ShardedClassifier, ShardStepResult } from './sharded-classifier.js';
+
+export interface OcclusionSettings {
+  /** Plain training up to and including this step. */
+  startStep: number;
+  pretrainSteps: number;
+  segWeight: number;
+  adversaryWeight: number;
+  gate: number;
+  width: number;
+  randomHalves: number;
+  seed: number;
+  imageSize: number;
+  clipGradNorm: number;
+  bucketMb: number;
+  optimizer: OptimizerSettings;
+}
+
+/** What the ring offers this module: sums across workers. */
+export interface OcclusionRing {
+  allReduce(a: Float32Array, op: 'sum'): Promise<void>;
+  reduceScatter(a: Float32Array, op: 'sum'): Promise<Float32Array>;
+}
+
+export interface OcclusionStepResult {
+  /** The classifier's answer; train.ts updates the classifier with it unless `backboneGrads` is null. */
+  cls: ShardStepResult;
+  /** This worker's gradients of the backbone's trainable variables (in their order); null while F and R are frozen (stage 1). */
+  backboneGrads: tf.Tensor[] | null;
+  metrics: Record<string, number>;
+}
+
+/** A-Fast-RCNN back-propagates the pre-training BCE on this fraction of the negative cells. */
+const NEGATIVE_CELL_SHARE = 0.4;
+
+export class OcclusionTrainer {
+  readonly generator: OcclusionNet;
+  readonly segmentation: OcclusionNet;
+  readonly grid: [number, number, number];
+  private readonly genOptimizer: BackboneOptimizer;
+  private readonly segOptimizer: BackboneOptimizer;
+  private readonly genBuckets: Bucket[];
+  private readonly segBuckets: Bucket[];
+
+  constructor(
+    private readonly s: OcclusionSettings,
+    private readonly backbone: Backbone,
+    private readonly params: TrainableVariable[],
+    private readonly world: number,
+    private readonly rank: number,
+    private readonly ring: OcclusionRing,
+  ) {
+    this.grid = backbone.featureShape(s.imageSize);
+    const nets = { channels: this.grid[2], width: s.width, seed: s.seed };
+    this.generator = OcclusionNet.generator(nets);
+    this.segmentation = OcclusionNet.segmentation(nets);
+    this.genOptimizer = new BackboneOptimizer(this.generator.trainableVariables(), s.optimizer);
+    this.segOptimizer = new BackboneOptimizer(this.segmentation.trainableVariables(), s.optimizer);
+    const sizes = (n: OcclusionNet) => n.trainableVariables().map((p) => p.variable.size);
+    this.genBuckets = planBuckets(sizes(this.generator), s.bucketMb);
+    this.segBuckets = planBuckets(sizes(this.segmentation), s.bucketMb);
+  }
+
+  /** Whether step `step` is an occlusion step (else train.ts trains as usual). */
+  active(step: number): boolean {
+    return step > this.s.startStep;
+  }
+
+  stage(step: number): 1 | 2 {
+    return step <= this.s.startStep + this.s.pretrainSteps ? 1 : 2;
+  }
+
+  /** G's and S's tensors, for the checkpoint (names prefixed `occlusion.`). */
+  state(): Map<string, tf.Variable> {
+    return new Map([...this.generator.state(), ...this.segmentation.state()]);
+  }
+
+  async step(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number): Promise<OcclusionStepResult> {
+    return this.stage(step) === 1 ? this.pretrainStep(step, x, labels, classifier, comm, lr) : this.jointStep(step, x, labels, classifier, comm, lr);
+  }
+
+  /** Stage 1: G learns the hardest candidate mask of each sample; everything else frozen. */
+  private async pretrainStep(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number): Promise<OcclusionStepResult> {
+    const [h, w] = this.grid;
+    const b = labels.length;
+    const cells = h * w;
+    const f = this.backbone.features(x, true, { updateStats: false });
+    try {
+      const candidates = candidateMasks(h, w, { randomHalves: this.s.randomHalves, rng: Rng.derive(this.s.seed, 'occlusion-candidates', step, this.rank) });
+      const k = candidates.length;
+      // candidate-major rows: row c·B + i is sample i under candidate c
+      const dim = this.backbone.embeddingSize;
+      const emb = new Float32Array(k * b * dim);
+      candidates.forEach((c, ci) => {
+        const e = tf.tidy(() => this.backbone.head(maskFeatures(f, broadcastMask(c.mask, b, h, w)), true, { updateStats: false }));
+        emb.set(e.dataSync() as Float32Array, ci * b * dim);
+        e.dispose();
+      });
+      const allLabels = new Int32Array(k * b);
+      for (let ci = 0; ci < k; ci++) allLabels.set(labels, ci * b);
+      const cls = await classifier.forwardBackward(step, emb, allLabels, comm);
+      const pY = await this.ring.reduceScatter(cls.ownedTargetProbability, 'sum');
+
+      // the target M*: per sample, the candidate with the lowest p_y
+      const target = new Float32Array(b * cells);
+      const family = { landmark: 0, half: 0, random: 0 };
+      for (let i = 0; i < b; i++) {
+        const best = hardestCandidate(Array.from({ length: k }, (_, ci) => pY[ci * b + i]!));
+        const c = candidates[best]!;
+        target.set(c.mask, i * cells);
+        family[c.name.startsWith('landmark') ? 'landmark' : c.name.startsWith('half') ? 'half' : 'random']++;
+      }
+      // BCE on every positive cell and a random 40% of the negative ones
+      const keepRng = Rng.derive(this.s.seed, 'occlusion-negatives', step, this.rank);
+      const weight = Float32Array.from(target, (t) => (t === 1 || keepRng.next() < NEGATIVE_CELL_SHARE ? 1 : 0));
+      const globalCells = b * this.world * cells;
+      const t = tf.tensor4d(target, [b, h, w, 1]);
+      const wt = tf.tensor4d(weight, [b, h, w, 1]);
+      const genVars = this.generator.trainableVariables().map((q) => q.variable);
+      const { value, grads } = tf.engine().gradients(() => tf.div(tf.sum(tf.mul(wt, bceWithLogits(this.generator.apply(f), t))), globalCells) as tf.Scalar, genVars);
+      const genLoss = await this.sumOverWorkers(value.dataSync()[0]!);
+      value.dispose();
+      t.dispose();
+      wt.dispose();
+      const genNorm = await this.update(grads, this.genBuckets, this.genOptimizer, lr);
+      cls.gradWeight.dispose(); // the classifier is frozen in stage 1
+      return {
+        cls,
+        backboneGrads: null,
+        metrics: {
+          occlusionStage: 1,
+          occlusionCandidates: k,
+          generatorLoss: genLoss,
+          generatorGradNorm: genNorm,
+          targetLandmarkShare: family.landmark / b,
+          targetHalfShare: family.half / b,
+          targetRandomShare: family.random / b,
+        },
+      };
+    } finally {
+      f.dispose();
+    }
+  }
+
+  /** Stage 2: clean + masked through the classifier; F, R, S minimise, G follows the masks that hurt. */
+  private async jointStep(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number): Promise<OcclusionStepResult> {
+    const [h, w] = this.grid;
+    const b = labels.length;
+    const cells = h * w;
+    const dim = this.backbone.embeddingSize;
+    const globalCells = b * this.world * cells;
+
+    // forward without a tape: f (stop-gradient for G), π, the sampled masks, both embeddings
+    const f = this.backbone.features(x, true, { updateStats: false });
+    let m: tf.Tensor4D | null = null;
+    try {
+      const pi = tf.tidy(() => tf.sigmoid(this.generator.apply(f)).dataSync() as Float32Array);
+      const { top, drop } = topKDropCounts(h, w);
+      const maskRng = Rng.derive(this.s.seed, 'occlusion-mask', step, this.rank);
+      const masks = new Float32Array(b * cells);
+      for (let i = 0; i < b; i++) masks.set(sampleTopKMask(pi.subarray(i * cells, (i + 1) * cells), top, drop, maskRng), i * cells);
+      m = tf.tensor4d(masks, [b, h, w, 1]);
+      const mask = m;
+      const emb = new Float32Array(2 * b * dim);
+      const eClean = tf.tidy(() => this.backbone.head(f, true, { updateStats: false }));
+      const eMasked = tf.tidy(() => this.backbone.head(maskFeatures(f, mask), true, { updateStats: false }));
+      emb.set(eClean.dataSync() as Float32Array, 0);
+      emb.set(eMasked.dataSync() as Float32Array, b * dim);
+      eClean.dispose();
+      eMasked.dispose();
+
+      // one classifier batch of 2B rows per worker: [clean; masked], loss = ½(L_clean + L_masked)
+      const twice = new Int32Array(2 * b);
+      twice.set(labels, 0);
+      twice.set(labels, b);
+      const cls = await classifier.forwardBackward(step, emb, twice, comm);
+      const p = await this.ring.reduceScatter(cls.ownedTargetProbability, 'sum');
+      const gate = new Float32Array(b);
+      for (let i = 0; i < b; i++) gate[i] = adversaryGate(p[i]!, p[b + i]!, this.s.gate) ? 1 : 0;
+
+      // backward: one tape over F, R, S and G
+      const dyClean = tf.tensor2d(cls.gradEmbeddings.subarray(0, b * dim), [b, dim]);
+      const dyMasked = tf.tensor2d(cls.gradEmbeddings.subarray(b * dim), [b, dim]);
+      const gateT = tf.tensor4d(gate, [b, 1, 1, 1]);
+      const backboneVars = this.params.map((q) => q.variable);
+      const segVars = this.segmentation.trainableVariables().map((q) => q.variable);
+      const genVars = this.generator.trainableVariables().map((q) => q.variable);
+      let segLoss = 0;
+      let genLoss = 0;
+      const grads = tf.engine().gradients(
+        () => {
+          const ft = this.backbone.features(x, true); // BatchNorm statistics updated here, once per step
+          const fm = maskFeatures(ft, mask);
+          const recognition = tf.add(tf.sum(tf.mul(this.backbone.head(ft, true), dyClean)), tf.sum(tf.mul(this.backbone.head(fm, true, { updateStats: false }), dyMasked)));
+          const lSeg = tf.div(tf.sum(bceWithLogits(this.segmentation.apply(fm as tf.Tensor4D), mask)), globalCells);
+          const lGen = tf.div(tf.sum(tf.mul(gateT, bceWithLogits(this.generator.apply(f), mask))), globalCells);
+          segLoss = lSeg.dataSync()[0]!;
+          genLoss = lGen.dataSync()[0]!;
+          return tf.addN([recognition, tf.mul(lSeg, this.s.segWeight), tf.mul(lGen, this.s.adversaryWeight)]) as tf.Scalar;
+        },
+        [...backboneVars, ...segVars, ...genVars],
+      ).grads;
+      dyClean.dispose();
+      dyMasked.dispose();
+      gateT.dispose();
+      const backboneGrads = grads.slice(0, backboneVars.length);
+      const segNorm = await this.update(grads.slice(backboneVars.length, backboneVars.length + segVars.length), this.segBuckets, this.segOptimizer, lr);
+      const genNorm = await this.update(grads.slice(backboneVars.length + segVars.length), this.genBuckets, this.genOptimizer, lr);
+
+      // global means, for the log: L_clean, L_masked (−log p_y), L_seg, gated share, BCE(π, M) on the gated samples
+      const sums = new Float32Array(5);
+      for (let i = 0; i < b; i++) {
+        sums[0] += -Math.log(Math.max(p[i]!, 1e-30));
+        sums[1] += -Math.log(Math.max(p[b + i]!, 1e-30));
+        sums[3] += gate[i]!;
+      }
+      sums[2] = segLoss;
+      sums[4] = genLoss;
+      await this.ring.allReduce(sums, 'sum');
+      const n = b * this.world;
+      return {
+        cls,
+        backboneGrads,
+        metrics: {
+          occlusionStage: 2,
+          lossClean: sums[0]! / n,
+          lossMasked: sums[1]! / n,
+          segLoss: sums[2]!,
+          adversaryShare: sums[3]! / n,
+          generatorLoss: sums[4]!,
+          segGradNorm: segNorm,
+          generatorGradNorm: genNorm,
+          droppedCells: drop,
+        },
+      };
+    } finally {
+      f.dispose();
+      m?.dispose();
+    }
+  }
+
+  /** Sum over workers, clip, optimizer step; returns the norm before clipping. */
+  private async update(local: tf.Tensor[], buckets: Bucket[], optimizer: BackboneOptimizer, lr: number): Promise<number> {
+    const summed = await allReduceGradients(local, buckets, (a) => this.ring.allReduce(a, 'sum'));
+    const { grads, norm } = clipGradNorm(summed, this.s.clipGradNorm);
+    optimizer.step(grads, lr);
+    grads.forEach((g) => g.dispose());
+    return norm;
+  }
+
+  private async sumOverWorkers(v: number): Promise<number> {
+    const a = Float32Array.of(v);
+    await this.ring.allReduce(a, 'sum');
+    return a[0]!;
+  }
+
+  dispose(): void {
+    this.generator.dispose();
+    this.segmentation.dispose();
+    this.genOptimizer.dispose();
+    this.segOptimizer.dispose();
+  }
+}
+
+/** f ⊙ (1 − M), M [B, H, W, 1] broadcast over channels. */
+export function maskFeatures(f: tf.Tensor, m: tf.Tensor): tf.Tensor4D {
+  return tf.mul(f, tf.sub(1, m)) as tf.Tensor4D;
+}
+
+/** One mask for every sample: [B, H, W, 1]. */
+function broadcastMask(mask: CellMask, b: number, h: number, w: number): tf.Tensor4D {
+  return tf.tile(tf.tensor4d(Float32Array.from(mask), [1, h, w, 1]), [b, 1, 1, 1]) as tf.Tensor4D;
+}
+
+/** Element-wise binary cross-entropy from logits z against targets t: max(z, 0) − z·t + log(1 + e^−|z|). */
+export function bceWithLogits(z: tf.Tensor, t: tf.Tensor): tf.Tensor {
+  return tf.add(tf.sub(tf.relu(z), tf.mul(z, t)), tf.log1p(tf.exp(tf.neg(tf.abs(z)))));
+}
