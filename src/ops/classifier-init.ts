@@ -34,7 +34,7 @@ export function initialShardWeights(range: ClassRange, dim: number, seed: number
 // ---- ziggurat tables (Marsaglia & Tsang 2000, "The Ziggurat Method for Generating Random Variables") ----
 const R = 3.442619855899; // right edge of the base layer
 const M1 = 2147483648; // 2^31
-const kn = new Uint32Array(128);
+const kn = new Int32Array(128); // all < 2^31
 const wn = new Float64Array(128);
 const fn = new Float64Array(128);
 {
@@ -102,7 +102,8 @@ export function fillNormalZiggurat(seed: number, out: Float32Array, std = 1): Fl
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     const hz = t ^ (t >>> 14);
     const iz = hz & 127;
-    if (Math.abs(hz) < kn[iz]!) {
+    const k = kn[iz]!;
+    if (hz < k && hz > -k) {
       out[i] = std * (hz * wn[iz]!);
     } else {
       state = st;

@@ -39,6 +39,23 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
     batches: { kind: 'int', default: 40, help: 'batches to time' },
     prefetch: { kind: 'int', default: 2, help: 'batches decoded ahead' },
   },
+  // --- occlusion: two short runs (occlusion none / adversarial), clean and occluded verification
+  occlusion: {
+    workers: { kind: 'int', default: 2, help: 'worker processes' },
+    batch: { kind: 'int', default: 64, help: 'per-worker batch' },
+    'image-size': { kind: 'int', default: 40, help: 'input size (tiny: 40 px gives a 3×3 feature map)' },
+    identities: { kind: 'int', default: 300, help: 'synthetic training identities' },
+    'images-per-identity': { kind: 'int', default: 20, help: 'images per identity' },
+    'held-out-identities': { kind: 'int', default: 100, help: 'held-out identities for the pairs' },
+    pairs: { kind: 'int', default: 1000, help: 'verification pairs' },
+    epochs: { kind: 'int', default: 6, help: 'epochs of each run' },
+    'start-fraction': { kind: 'number', default: 0.3, help: 'share of the run trained plainly before the adversary starts' },
+    'pretrain-steps': { kind: 'int', default: 10, help: 'adversary pre-training steps' },
+    width: { kind: 'int', default: 64, help: 'hidden width of G and S' },
+    seed: { kind: 'int', default: 1, help: 'seed of both runs' },
+    backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+  },
+  // --- end occlusion
   kernels: {
     reps: { kind: 'int', default: 5, help: 'timed repetitions' },
     threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
@@ -114,6 +131,27 @@ export async function run(argv: string[]): Promise<number> {
       console.log(JSON.stringify(line));
       return 0;
     }
+    // --- occlusion
+    case 'occlusion': {
+      const { benchOcclusion } = await import('../../../bench/occlusion.js');
+      await benchOcclusion({
+        workers: o.workers as number,
+        batch: o.batch as number,
+        imageSize: o['image-size'] as number,
+        identities: o.identities as number,
+        imagesPerIdentity: o['images-per-identity'] as number,
+        heldOutIdentities: o['held-out-identities'] as number,
+        pairs: o.pairs as number,
+        epochs: o.epochs as number,
+        startFraction: o['start-fraction'] as number,
+        pretrainSteps: o['pretrain-steps'] as number,
+        width: o.width as number,
+        seed: o.seed as number,
+        backend: o.backend as string,
+      });
+      return 0;
+    }
+    // --- end occlusion
     case 'kernels': {
       const { benchKernels } = await import('../../../bench/kernels.js');
       await benchKernels({ reps: o.reps as number, threads: o.threads as number | undefined });

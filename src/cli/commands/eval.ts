@@ -18,6 +18,7 @@ import { PairFileError } from '../../eval/pair-files.js';
 import { CheckpointError, resolveCheckpointDir } from '../../eval/checkpoint-dir.js';
 import type { BackendChoice } from '../../ops/backend.js';
 import type { CropBox } from '../../data/decode.js';
+import type { OccluderKind } from '../../eval/occluders.js'; // --- occlusion
 
 const SPEC: Record<string, OptionSpec> = {
   checkpoint: { kind: 'string', help: 'RUN_DIR/ckpt (latest complete step) or RUN_DIR/ckpt/step-N' },
@@ -31,6 +32,8 @@ const SPEC: Record<string, OptionSpec> = {
   backend: { kind: 'string', default: 'auto', help: BACKENDS.join(' | ') },
   threads: { kind: 'int', help: 'threads for native CPU kernels (default: all cores)' },
   'roc-csv': { kind: 'string', help: 'write the ROC (fpr,tpr,thresholds) to this CSV file' },
+  occlude: { kind: 'string', help: 'draw synthetic occluders on every image first: eyes | mouth | half | random (src/eval/occluders.ts)' }, // --- occlusion
+  'occlude-seed': { kind: 'int', default: 0, help: 'seed of the occluders (which half, colours, the random block), per image' }, // --- occlusion
   help: { kind: 'boolean', default: false, help: 'show this help' },
 };
 
@@ -49,6 +52,10 @@ export async function run(argv: string[]): Promise<number> {
   const batch = o.batch as number;
   if (batch < 1) throw new UsageError(`--batch must be ≥ 1, got ${batch}`);
   const imageSizeOpt = o['image-size'] as number | undefined;
+  // --- occlusion: --occlude KIND
+  const occlude = o.occlude as string | undefined;
+  if (occlude !== undefined && !['eyes', 'mouth', 'half', 'random'].includes(occlude)) throw new UsageError(`--occlude must be one of eyes, mouth, half, random, got ${JSON.stringify(occlude)}`);
+  // --- end occlusion
   if (imageSizeOpt !== undefined && imageSizeOpt < 1) throw new UsageError(`--image-size must be ≥ 1, got ${imageSizeOpt}`);
 
   try {
@@ -74,7 +81,11 @@ export async function run(argv: string[]): Promise<number> {
           throw new UsageError(`--image-size ${imageSize}: ${(e as Error).message}`);
         }
       }
-      const r = await verifySet(backbone, set, { imageSize, crop, batch });
+      // --- occlusion: the same protocol on occluded images
+      const r = occlude
+        ? await (await import('../../eval/occluders.js')).verifySetOccluded(backbone, set, { imageSize, crop, batch, occlude: occlude as OccluderKind, seed: o['occlude-seed'] as number })
+        : await verifySet(backbone, set, { imageSize, crop, batch });
+      // --- end occlusion
       if (o['roc-csv']) {
         if (!r.roc) throw new VerificationSetError('--roc-csv: the pairs are all of one kind (same or different), so there is no ROC');
         writeFileSync(o['roc-csv'] as string, rocCsv(r.roc));
@@ -89,6 +100,7 @@ export async function run(argv: string[]): Promise<number> {
           source: set.source,
           checkpoint: dir,
           step: manifest.step,
+          ...(occlude ? { occlude } : {}), // --- occlusion
         }),
       );
     } finally {

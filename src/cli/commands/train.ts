@@ -11,11 +11,9 @@ import { createLogger } from '../../log/logger.js';
 import { launchLocal } from '../../launcher/launch.js';
 import { Coordinator, type CoordinatorOptions } from '../../coordinator/coordinator.js';
 import { ProgressBar, formatDuration } from '../progress.js';
-import { resolveConfig, formatConfig, ConfigError, configHelp, trainFacts } from '../../config/index.js';
+import { resolveConfig, formatConfig, ConfigError, configHelp, trainFacts, parseConfigArgv } from '../../config/index.js';
 import type { TrainConfig } from '../../config/schema.js';
 import { writeManifest, type ShardEntry, type FileEntry } from '../../checkpoint/checkpoint.js';
-
-const OWN_FLAGS = new Set(['config', 'print-config', 'help']);
 
 export interface TrainPlan {
   config: TrainConfig;
@@ -25,40 +23,6 @@ export interface TrainPlan {
   steps: number;
   epochs: number;
   runDir: string;
-}
-
-/** Splits argv into this command's flags and config overrides (`--sample-rate 0.1`). */
-export function splitTrainArgs(argv: string[]): { file?: string; printConfig: boolean; help: boolean; overrides: Record<string, string> } {
-  const overrides: Record<string, string> = {};
-  let file: string | undefined;
-  let printConfig = false;
-  let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${JSON.stringify(a)}`);
-    let key = a.slice(2);
-    let value: string | undefined;
-    const eq = key.indexOf('=');
-    if (eq >= 0) {
-      value = key.slice(eq + 1);
-      key = key.slice(0, eq);
-    }
-    if (key === 'print-config') printConfig = true;
-    else if (key === 'help') help = true;
-    else if (key === 'config') {
-      file = value ?? argv[++i];
-      if (!file) throw new UsageError('--config needs a file');
-    } else {
-      if (value === undefined) {
-        const next = argv[i + 1];
-        if (next === undefined || next.startsWith('--')) value = 'true';
-        else value = argv[++i]!;
-      }
-      overrides[key] = value;
-    }
-  }
-  void OWN_FLAGS;
-  return { file, printConfig, help, overrides };
 }
 
 /** Everything derived from the config, checked before any process starts. */
@@ -72,8 +36,14 @@ export function planTraining(config: TrainConfig, now = new Date()): TrainPlan {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const args = splitTrainArgs(argv);
-  if (args.help) {
+  let args;
+  try {
+    args = parseConfigArgv(argv, { passThrough: { help: 'flag' } });
+  } catch (e) {
+    if (e instanceof ConfigError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (args.other.help) {
     console.log(`usage: shardface train [--config FILE] [--print-config] [--KEY VALUE ...]\n\nConfiguration keys (file or command line):\n${configHelp()}`);
     return 0;
   }

@@ -143,6 +143,7 @@ export const createJob: JobFactory = async (ctx) => {
           local = occ.backboneGrads;
           Object.assign(occlusionMetrics, occ.metrics);
           tcDone = performance.now();
+          if (rank === 0 && (step % cfg.logEvery === 0 || step === cfg.steps || occlusion.stage(step) === 1)) ctx.logger.log.info({ loss: occ.cls.loss, ...occ.metrics }, 'occlusion step');
         } else {
           // (end occlusion) the plain step: forward to the embeddings (no tape yet: the classifier's answer comes over the network)
           const emb = tf.tidy(() => backbone.apply(x, true, { updateStats: false }));

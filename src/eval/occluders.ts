@@ -1,0 +1,154 @@
+/**
+ * Synthetic occluders drawn on aligned face images, for verification under
+ * occlusion (`shardface eval --occlude KIND`, bench/occlusion.ts):
+ *
+ *   eyes    sunglasses: a dark band over both eyes (rows 0.34–0.58, cols 0.14–0.86 of the side)
+ *   mouth   a face mask: a light, flat-coloured patch from below the nose to the chin
+ *           (rows 0.64–0.96, cols 0.18–0.82)
+ *   half    a grey rectangle over one half of the image: left, right, upper or lower
+ *   random  a block of random colour, 30–50% of the side, anywhere in the image
+ *
+ * The boxes follow the 112×112 insightface template (eyes at y ≈ 0.46, mouth
+ * corners at y ≈ 0.82 of the side), which the synthetic faces share
+ * (src/data/face-render.ts). Every draw — the half, the colour, the block —
+ * comes from Rng(seed, 'occluder', kind, image index), so an image is occluded
+ * the same way in every run and in both halves of a pair. Occluders are
+ * drawn before the horizontal flip of the flip-fused embedding, so the
+ * flipped image is the mirror of the occluded one.
+ */
+import { readFile } from 'node:fs/promises';
+import { Rng } from '../common/random.js';
+import { normalisePixel, type Dataset } from '../data/dataset.js';
+import { decodeBatch } from '../data/decode.js';
+import type { Backbone } from '../models/index.js';
+import { embedImages } from './evaluate.js';
+import { ImageInputError, type ImageSource, type VerificationSet } from './verification-set.js';
+import { scorePairs, type SetVerificationOptions, type SetVerificationResult } from './verify-set.js';
+
+export const OCCLUDERS = ['eyes', 'mouth', 'half', 'random'] as const;
+export type OccluderKind = (typeof OCCLUDERS)[number];
+
+export function isOccluderKind(s: string): s is OccluderKind {
+  return (OCCLUDERS as readonly string[]).includes(s);
+}
+
+/** A box in fractions of the image side: [top, bottom) × [left, right). */
+interface Box {
+  top: number;
+  bottom: number;
+  left: number;
+  right: number;
+}
+
+/** The box and the flat colour (0–255 RGB) of one occluder on one image. */
+export function occluderFor(kind: OccluderKind, rng: Rng): { box: Box; colour: [number, number, number] } {
+  switch (kind) {
+    case 'eyes': {
+      const g = 10 + 30 * rng.next();
+      return { box: { top: 0.34, bottom: 0.58, left: 0.14, right: 0.86 }, colour: [g, g, g + 10 * rng.next()] };
+    }
+    case 'mouth': {
+      const pastel = (): number => 170 + 80 * rng.next();
+      return { box: { top: 0.64, bottom: 0.96, left: 0.18, right: 0.82 }, colour: [pastel(), pastel(), pastel()] };
+    }
+    case 'half': {
+      const g = 60 + 140 * rng.next();
+      const boxes: Box[] = [
+        { top: 0, bottom: 1, left: 0, right: 0.5 },
+        { top: 0, bottom: 1, left: 0.5, right: 1 },
+        { top: 0, bottom: 0.5, left: 0, right: 1 },
+        { top: 0.5, bottom: 1, left: 0, right: 1 },
+      ];
+      return { box: boxes[rng.int(4)]!, colour: [g, g, g] };
+    }
+    case 'random': {
+      const side = 0.3 + 0.2 * rng.next();
+      const top = (1 - side) * rng.next();
+      const left = (1 - side) * rng.next();
+      return { box: { top, bottom: top + side, left, right: left + side }, colour: [255 * rng.next(), 255 * rng.next(), 255 * rng.next()] };
+    }
+  }
+}
+
+/** Draws occluder `kind` of image `index` on one HWC image (normalised pixels) at `offset`. */
+export function drawOccluder(pixels: Float32Array, offset: number, size: number, kind: OccluderKind, seed: number, index: number): void {
+  const { box, colour } = occluderFor(kind, Rng.derive(seed, 'occluder', kind, index));
+  const value = colour.map(normalisePixel);
+  const r0 = Math.round(box.top * size);
+  const r1 = Math.round(box.bottom * size);
+  const c0 = Math.round(box.left * size);
+  const c1 = Math.round(box.right * size);
+  for (let y = Math.max(0, r0); y < Math.min(size, r1); y++)
+    for (let x = Math.max(0, c0); x < Math.min(size, c1); x++) {
+      const o = offset + (y * size + x) * 3;
+      pixels[o] = value[0]!;
+      pixels[o + 1] = value[1]!;
+      pixels[o + 2] = value[2]!;
+    }
+}
+
+/** `ds` with occluder `kind` drawn on every image it reads (image i keyed by indexOffset + i). */
+export function occludedDataset(ds: Dataset, kind: OccluderKind, seed: number, indexOffset = 0): Dataset {
+  return {
+    numClasses: ds.numClasses,
+    size: ds.size,
+    imageSize: ds.imageSize,
+    label: (i) => ds.label(i),
+    read(i, out, offset) {
+      ds.read(i, out, offset);
+      drawOccluder(out, offset, ds.imageSize, kind, seed, indexOffset + i);
+    },
+  };
+}
+
+/**
+ * `verifySet` (verify-set.ts) with occluder `kind` drawn on every decoded
+ * image before it is embedded (image i of the set keyed by its index i).
+ */
+export async function verifySetOccluded(
+  backbone: Backbone,
+  set: VerificationSet,
+  opts: SetVerificationOptions & { occlude: OccluderKind; seed?: number },
+): Promise<SetVerificationResult> {
+  const size = opts.imageSize;
+  const batch = opts.batch ?? 64;
+  const chunk = Math.max(batch, 256);
+  const px = size * size * 3;
+  const d = backbone.embeddingSize;
+  const embeddings = new Float32Array(set.images.length * d);
+  const flipped = new Float32Array(set.images.length * d);
+  const pixels = new Float32Array(Math.min(chunk, set.images.length) * px);
+  for (let start = 0; start < set.images.length; start += chunk) {
+    const part = set.images.slice(start, start + chunk);
+    const bytes = await Promise.all(part.map(readImageBytes));
+    const errors = await decodeBatch(bytes, { size, crop: opts.crop ?? 'centre' }, pixels);
+    errors.forEach((e, k) => {
+      if (e) throw new ImageInputError(`${imageName(part[k]!)}: ${e.message}`);
+    });
+    const decoded: Dataset = {
+      numClasses: 1,
+      size: part.length,
+      imageSize: size,
+      label: () => 0,
+      read: (i, out, offset) => out.set(pixels.subarray(i * px, (i + 1) * px), offset),
+    };
+    const ds = occludedDataset(decoded, opts.occlude, opts.seed ?? 0, start);
+    const r = await embedImages(backbone, ds, Int32Array.from(part, (_, i) => i), { batch, flip: true });
+    embeddings.set(r.embeddings, start * d);
+    flipped.set(r.flipped!, start * d);
+  }
+  return { ...scorePairs(embeddings, flipped, d, set.pairs, opts.fars), images: set.images.length };
+}
+
+function imageName(src: ImageSource): string {
+  return src.kind === 'file' ? src.path : src.name;
+}
+
+async function readImageBytes(src: ImageSource): Promise<Uint8Array> {
+  if (src.kind === 'bytes') return src.bytes;
+  try {
+    return await readFile(src.path);
+  } catch (e) {
+    throw new ImageInputError(`cannot read image ${src.path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+}
