@@ -4,7 +4,7 @@
  * every validation message are generated from this table, so a key documented
  * anywhere else is a bug.
  *
- * Keys are flat except `margin.*`, `augment.*` and `dcq.*`; on the command line a key is written with
+ * Keys are flat except `margin.*`, `augment.*`, `dcq.*`, `magface.*` and `curricular.*`; on the command line a key is written with
  * dashes (`--sample-rate 0.1` sets sampleRate, `--margin.m2 0.4` sets margin.m2).
  */
 
@@ -18,6 +18,26 @@ export const LOG_FORMATS = ['json', 'pretty'] as const;
 export const OCCLUSION_MODES = ['none', 'adversarial'] as const;
 
 export type MarginType = (typeof MARGIN_TYPES)[number];
+
+// --- loss heads (SPEC §3 MagFace, §4 CurricularFace) and distillation (SPEC §7.3)
+export const LOSSES = ['margin', 'magface', 'curricular'] as const;
+export const DISTILL_LOSSES = ['angular', 'l2'] as const;
+
+/** MagFace (SPEC §3.1); s is margin.s. */
+export interface MagFaceConfig {
+  la: number;
+  ua: number;
+  lm: number;
+  um: number;
+  lambdaG: number;
+}
+
+/** CurricularFace (SPEC §4.1); s and m are margin.s and margin.m2. */
+export interface CurricularConfig {
+  t: number;
+  emaWeight: number;
+}
+// --- end loss heads
 
 // --- DCQ (SPEC §5)
 export const CLASSIFIERS = ['fc', 'dcq'] as const;
@@ -73,6 +93,15 @@ export interface TrainConfig {
   marginGrad: (typeof MARGIN_GRADS)[number];
   sampleRate: number;
   chunkRows: number;
+  // --- loss heads and distillation
+  loss: (typeof LOSSES)[number];
+  magface: MagFaceConfig;
+  curricular: CurricularConfig;
+  teacher: string;
+  distill: (typeof DISTILL_LOSSES)[number];
+  distillWeight: number;
+  initFrom: string;
+  // --- end loss heads and distillation
   // --- DCQ (SPEC §5; src/ops/dcq.ts, src/worker/dcq-training.ts)
   classifier: (typeof CLASSIFIERS)[number];
   dcq: DcqConfig;
@@ -152,6 +181,38 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   marginGrad: { kind: 'enum', values: MARGIN_GRADS, default: 'straight-through', docs: 'Gradient through the margin: straight-through (arcface_torch today) or exact (analytic chain rule).' },
   sampleRate: { kind: 'number', default: 1, min: 0, minExclusive: true, max: 1, docs: 'Partial FC: fraction of each shard\'s classes used per step (positives always kept); 1 = all.' },
   chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
+  // --- loss heads (SPEC §3, §4) and distillation (SPEC §7.3)
+  loss: {
+    kind: 'enum',
+    values: LOSSES,
+    default: 'margin',
+    docs: 'Loss of the sharded classifier: margin = the margin family (margin.*, marginGrad); magface = MagFace (SPEC §3): margin m(‖x‖) growing linearly with the clamped embedding magnitude, legacy easy-margin ArcFace target, plus λ_g·mean g(a) (magface.*, scale margin.s; the loss reported includes the regulariser); curricular = CurricularFace (SPEC §4): legacy ArcFace target with margin margin.m2, hard negatives re-weighted as c·(t + c) by the job-wide stage indicator t (curricular.*; t is logged as curricular_t and saved in checkpoint manifests as lossState.curricularT). magface and curricular need margin.type arcface and use the analytic gradient (marginGrad does not apply).',
+  },
+  'magface.la': { kind: 'number', default: 10, min: 0, minExclusive: true, max: 1e6, docs: 'magface: lower bound l_a of the magnitude clamp a = clamp(‖x‖, l_a, u_a); the margin is l_m there. Outside [l_a, u_a] the magnitude gets no gradient.' },
+  'magface.ua': { kind: 'number', default: 110, min: 0, minExclusive: true, max: 1e6, docs: 'magface: upper bound u_a of the magnitude clamp; the margin is u_m there, and g(a) = 1/a + a/u_a² is smallest there.' },
+  'magface.lm': { kind: 'number', default: 0.45, min: 0, max: 1.5, docs: 'magface: margin l_m at a = l_a.' },
+  'magface.um': { kind: 'number', default: 0.8, min: 0, max: 1.5, docs: 'magface: margin u_m at a = u_a (≥ magface.lm).' },
+  'magface.lambdaG': {
+    kind: 'number',
+    default: 35,
+    min: 0,
+    docs: 'magface: weight λ_g of the magnitude regulariser λ_g·mean g(a) (official scripts: 35). Must satisfy λ_g ≥ s·k·u_a²·l_a²/(u_a² − l_a²), k = (u_m − l_m)/(u_a − l_a) (SPEC §3.2; 22.59 for the defaults), checked before training starts.',
+  },
+  'curricular.t': { kind: 'number', default: 0, min: -1, max: 1, docs: 'curricular: the stage indicator t before the first step (0 for a new run; a checkpoint manifest\'s lossState.curricularT to continue one). Each step t ← emaWeight·(mean target cosine of the global batch) + (1 − emaWeight)·t, before it is used.' },
+  'curricular.emaWeight': { kind: 'number', default: 0.01, min: 0, max: 1, docs: 'curricular: EMA weight of the new batch mean in t (official code: 0.01).' },
+  teacher: {
+    kind: 'string',
+    default: 'none',
+    docs: 'Distillation (SPEC §7.3): a checkpoint (RUN_DIR/ckpt or RUN_DIR/ckpt/step-N, readable by every worker) whose frozen backbone runs on every batch; the student is pulled towards its embeddings by distill, weighted by distillWeight, reported as distill_loss. Its embeddingSize and imageSize must match this run\'s. none = no teacher.',
+  },
+  distill: { kind: 'enum', values: DISTILL_LOSSES, default: 'angular', docs: 'teacher: the distillation loss, mean over the global batch: angular = ‖n(F_t) − n(F_s)‖² = 2 − 2cos (VarGFaceNet eq. 5); l2 = ‖F_t − F_s‖² on the raw embeddings.' },
+  distillWeight: { kind: 'number', default: 1, min: 0, docs: 'teacher: weight of the distillation loss added to the classifier loss (the paper: 1).' },
+  initFrom: {
+    kind: 'string',
+    default: 'none',
+    docs: 'Start the backbone from this checkpoint\'s weights (RUN_DIR/ckpt or RUN_DIR/ckpt/step-N; same backbone and embeddingSize) with a fresh optimizer state and the LR schedule from its start: the next generation of recursive knowledge distillation (SPEC §7.3). The classifier starts fresh. none = random initialisation.',
+  },
+  // --- end loss heads and distillation
   // --- DCQ (SPEC §5)
   classifier: {
     kind: 'enum',

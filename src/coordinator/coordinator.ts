@@ -24,6 +24,7 @@ import type { ShardfaceLogger } from '../log/logger.js';
 import { Membership, type Member } from './membership.js';
 import { classRange } from '../ops/class-range.js';
 import { SoftmaxReduction } from './softmax-reduction.js';
+import { CurricularStage, TargetReduction } from './target-reduction.js';
 
 export interface JobSpec {
   kind: StepKind;
@@ -49,6 +50,8 @@ export interface CoordinatorOptions {
   onStepEnd?: (step: number, metrics: Record<string, number>[], loss: number | null) => void | Promise<void>;
   /** Called with events workers send (checkpoints written, evaluation results…). */
   onEvent?: (rank: number, name: string, fields: Record<string, unknown>) => void;
+  /** CurricularFace: the job-wide stage indicator t kept here (initial or restored value) and its EMA weight. */
+  curricular?: { t: number; emaWeight: number };
 }
 
 export interface JobResult {
@@ -68,6 +71,8 @@ export class Coordinator {
   private stepEnds = new Map<number, Record<string, number>>();
   private stepLoss: number | null = null;
   private reduction: SoftmaxReduction | null = null;
+  private targets: TargetReduction | null = null;
+  private readonly stage: CurricularStage | null;
   private finish!: (r: JobResult) => void;
   private readonly finished: Promise<JobResult>;
   private timers: NodeJS.Timeout[] = [];
@@ -80,6 +85,12 @@ export class Coordinator {
     this.members = new Membership(opts.workers);
     this.log = opts.logger.log;
     this.finished = new Promise((resolve) => (this.finish = resolve));
+    this.stage = opts.curricular ? new CurricularStage(opts.curricular.t, opts.curricular.emaWeight) : null;
+  }
+
+  /** Job-wide loss state (CurricularFace: { curricularT }), as of the last completed update; saved with checkpoints. */
+  get lossState(): Record<string, number> {
+    return this.stage ? { curricularT: this.stage.t } : {};
   }
 
   /** The address actually bound (resolves port 0 / wildcard). */
@@ -188,6 +199,8 @@ export class Coordinator {
         return this.onReady(member, msg as MessageOf<'ready'>);
       case 'softmax-stats':
         return this.onSoftmaxStats(member, msg as MessageOf<'softmax-stats'>);
+      case 'target-stats':
+        return this.onTargetStats(member, msg as MessageOf<'target-stats'>);
       case 'step-end':
         return this.onStepEnd(member, msg as MessageOf<'step-end'>);
       case 'event': {
@@ -278,6 +291,7 @@ export class Coordinator {
     this.stepEnds.clear();
     this.stepLoss = null;
     this.reduction = new SoftmaxReduction(this.opts.workers);
+    this.targets = this.stage ? new TargetReduction(this.opts.workers) : null;
     await this.broadcast('step-begin', { kind: this.opts.spec.kind });
   }
 
@@ -294,7 +308,33 @@ export class Coordinator {
     const out = this.reduction.reduce();
     this.stepLoss = out.loss;
     const tensors: OutTensor[] = [{ name: 'logSumExp', data: out.logSumExp }];
-    await this.broadcast('softmax-reduced', { loss: out.loss, extras: {} }, tensors);
+    await this.broadcast('softmax-reduced', { loss: out.loss, extras: this.lossState }, tensors);
+  }
+
+  /** CurricularFace's preliminary exchange: all rows' target cosines → the new t, before any logit is modulated. */
+  private async onTargetStats(m: Member, msg: MessageOf<'target-stats'>): Promise<void> {
+    if (!this.stage) {
+      await this.reject(m.id, m, new ProtocolError('unexpected-type', 'target-stats, but this job keeps no CurricularFace state (the coordinator was not started with loss curricular)'));
+      return this.abort(`worker rank ${m.rank} sent target-stats, but the coordinator was not configured for CurricularFace`);
+    }
+    if (msg.header.step !== this.step || !this.targets)
+      return this.reject(m.id, m, new ProtocolError('bad-field', `target-stats for step ${msg.header.step} during step ${this.step}`));
+    const added = this.targets.add(m.rank!, msg);
+    if (!added.ok) {
+      await this.reject(m.id, m, new ProtocolError(added.code, added.message));
+      if (added.fatal) await this.abort(added.message);
+      return;
+    }
+    if (!this.targets.complete) return;
+    let out: { targetCos: Float32Array; mean: number };
+    try {
+      out = this.targets.reduce();
+    } catch (e) {
+      return this.abort((e as Error).message);
+    }
+    this.targets = null;
+    this.stage.advance(out.mean);
+    await this.broadcast('target-reduced', { extras: this.lossState }, [{ name: 'targetCos', data: out.targetCos }]);
   }
 
   private async onStepEnd(m: Member, msg: MessageOf<'step-end'>): Promise<void> {

@@ -4,12 +4,13 @@
  * log-sum-exp per row and the loss (the arithmetic lives in ops).
  */
 import type { MessageOf, ProtocolErrorCode } from '../protocol/index.js';
-import { reduceSoftmaxStats, type ShardStats } from '../ops/softmax-shard.js';
+import { reduceSoftmaxStats, type ShardStats } from '../ops/softmax-reduce.js';
 
 export type AddResult = { ok: true } | { ok: false; code: ProtocolErrorCode; message: string; fatal: boolean };
 
 export class SoftmaxReduction {
   private readonly parts = new Map<number, ShardStats>();
+  private readonly extraLoss = new Map<number, Float32Array>();
   private batch: { rank: number; batch: number; rows: number } | null = null;
 
   constructor(private readonly world: number) {}
@@ -38,14 +39,21 @@ export class SoftmaxReduction {
     }
     if (!(t.rowMax instanceof Float32Array) || !(t.sumExp instanceof Float32Array) || !(t.target instanceof Float32Array) || !(t.owned instanceof Uint8Array))
       return { ok: false, code: 'bad-field', message: `softmax-stats from rank ${rank}: rowMax/sumExp/target must be float32 and owned uint8`, fatal: true };
+    // optional: a per-row loss term outside the softmax (MagFace's λ_g·g(a_i)), summed over shards
+    const extra = t.rowLossExtra;
+    if (extra !== undefined && (!(extra instanceof Float32Array) || extra.length !== rows))
+      return { ok: false, code: 'shape-mismatch', message: `softmax-stats from rank ${rank}: rowLossExtra must be float32 with ${rows} rows`, fatal: true };
     this.batch ??= { rank, batch, rows };
     this.parts.set(rank, { rowMax: t.rowMax, sumExp: t.sumExp, target: t.target, owned: t.owned });
+    if (extra) this.extraLoss.set(rank, extra);
     return { ok: true };
   }
 
   reduce(): { logSumExp: Float32Array; loss: number } {
     const ordered = [...this.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
     const r = reduceSoftmaxStats(ordered);
-    return { logSumExp: r.logSumExp, loss: r.loss };
+    let extra = 0;
+    for (const [, e] of [...this.extraLoss.entries()].sort((a, b) => a[0] - b[0])) for (let i = 0; i < e.length; i++) extra += e[i]!;
+    return { logSumExp: r.logSumExp, loss: r.loss + (r.logSumExp.length > 0 ? extra / r.logSumExp.length : 0) };
   }
 }

@@ -58,6 +58,13 @@ export interface Bodies {
   'softmax-stats': { rows: number; batch: number };
   /** coordinator → workers: global log-sum-exp per row (tensor logSumExp) and the loss. */
   'softmax-reduced': { loss: number; extras: Record<string, number> };
+  /**
+   * worker → coordinator, before softmax-stats (CurricularFace): the un-margined target cosine of
+   * each gathered row whose label the shard owns (tensors targetCos float32, owned uint8).
+   */
+  'target-stats': { rows: number; batch: number };
+  /** coordinator → workers: every row's target cosine (tensor targetCos) and job-wide values such as CurricularFace's t. */
+  'target-reduced': { extras: Record<string, number> };
   /** worker → coordinator: step finished. */
   'step-end': { metrics: Record<string, number> };
   /** worker → coordinator: finished the job, or leaving because of `reason`. */
@@ -84,6 +91,8 @@ export const MESSAGE_TYPES = [
   'step-begin',
   'softmax-stats',
   'softmax-reduced',
+  'target-stats',
+  'target-reduced',
   'step-end',
   'bye',
   'stop',

@@ -73,6 +73,8 @@ const bodyChecks: Record<MessageType, Check> = {
   'step-begin': shape({ kind: oneOf(...STEP_KINDS) }),
   'softmax-stats': shape({ rows: int(0), batch: int(0) }),
   'softmax-reduced': shape({ loss: num, extras: record(num) }),
+  'target-stats': shape({ rows: int(0), batch: int(0) }),
+  'target-reduced': shape({ extras: record(num) }),
   'step-end': shape({ metrics: record(num) }),
   bye: shape({ reason: str, ok: bool }),
   stop: shape({ reason: str, ok: bool }),

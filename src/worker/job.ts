@@ -6,6 +6,7 @@ import type { Bodies, StepKind } from '../protocol/index.js';
 import type { ShardfaceLogger } from '../log/logger.js';
 import type { Ring } from '../collectives/ring.js';
 import type { ShardStats } from '../ops/softmax-shard.js';
+import type { HeadShardStats } from '../ops/shard-heads.js';
 
 export interface WorkerContext {
   rank: number;
@@ -17,7 +18,9 @@ export interface WorkerContext {
   ring: Ring;
   logger: ShardfaceLogger;
   /** Sends this shard's per-row statistics; resolves with the global log-sum-exp and loss. */
-  exchangeSoftmax(step: number, batch: number, stats: ShardStats): Promise<{ logSumExp: Float32Array; loss: number; extras: Record<string, number> }>;
+  exchangeSoftmax(step: number, batch: number, stats: ShardStats | HeadShardStats): Promise<{ logSumExp: Float32Array; loss: number; extras: Record<string, number> }>;
+  /** CurricularFace's preliminary exchange: owned rows' target cosines → every row's, plus job-wide values (t). */
+  exchangeTargets(step: number, batch: number, stats: { targetCos: Float32Array; owned: Uint8Array }): Promise<{ targetCos: Float32Array; extras: Record<string, number> }>;
   /** Sends an event to the coordinator (checkpoint written, evaluation result, selftest output…). */
   emit(name: string, fields: Record<string, unknown>): Promise<void>;
 }

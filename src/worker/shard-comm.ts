@@ -7,6 +7,7 @@ export function shardComm(ctx: WorkerContext): ShardComm {
     allGatherFloat: (a) => ctx.ring.allGather(a),
     allGatherInt: (a) => ctx.ring.allGather(a),
     exchangeSoftmax: (step, batch, stats) => ctx.exchangeSoftmax(step, batch, stats),
+    exchangeTargets: (step, batch, stats) => ctx.exchangeTargets(step, batch, stats),
     reduceScatter: (a) => ctx.ring.reduceScatter(a, 'sum'),
   };
 }

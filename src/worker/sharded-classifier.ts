@@ -20,6 +20,8 @@ import type { MarginGrad, MarginSpec } from '../ops/margin.js';
 import { prepareWeight, shardBackward, shardForward, type ShardStats } from '../ops/softmax-shard.js';
 import { initialShardWeights } from '../ops/classifier-init.js';
 import { createShardState, gatherRows, updateRows, type RowHyperParams, type ShardState } from '../ops/row-optimizer.js';
+import type { HeadShardStats } from '../ops/shard-heads.js';
+import { lossHeadStep, type LossHead } from './loss-head-step.js';
 
 export interface ClassifierSettings {
   dim: number;
@@ -29,13 +31,20 @@ export interface ClassifierSettings {
   chunkRows: number;
   optimizer: 'sgd' | 'adamw';
   seed: number;
+  /** MagFace / CurricularFace (loss-head-step.ts) instead of the margin family; default the margin family (`margin`, `marginGrad`). */
+  loss?: LossHead;
 }
 
 export interface ShardComm {
   allGatherFloat(a: Float32Array): Promise<Float32Array>;
   allGatherInt(a: Int32Array): Promise<Int32Array>;
-  exchangeSoftmax(step: number, batch: number, stats: ShardStats): Promise<{ logSumExp: Float32Array; loss: number }>;
+  exchangeSoftmax(step: number, batch: number, stats: ShardStats | HeadShardStats): Promise<{ logSumExp: Float32Array; loss: number }>;
   reduceScatter(a: Float32Array): Promise<Float32Array>;
+  /**
+   * CurricularFace's preliminary exchange (loss-head-step.ts): the target cosines of the rows this
+   * shard owns → every row's target cosine and the coordinator's job-wide values (`extras`, e.g. t).
+   */
+  exchangeTargets?(step: number, batch: number, stats: { targetCos: Float32Array; owned: Uint8Array }): Promise<{ targetCos: Float32Array; extras: Record<string, number> }>;
 }
 
 export interface ShardStepResult {
@@ -53,6 +62,8 @@ export interface ShardStepResult {
    * p_y of its own rows (occlusion training, SPEC §6.3).
    */
   ownedTargetProbability: Float32Array;
+  /** Job-wide loss state after this step (CurricularFace: { curricularT }); absent for the margin family. */
+  lossState?: Record<string, number>;
 }
 
 export class ShardedClassifier {
@@ -90,6 +101,10 @@ export class ShardedClassifier {
     // 3. this shard's classes: every positive it owns + sampled negatives
     const local = localiseLabels(allLabels, this.range);
     const sample = sampleClasses(local, this.range.count, this.numSample, Rng.derive(this.cfg.seed, 'sample', step, this.rank));
+    // MagFace / CurricularFace: their own per-shard math (src/ops/shard-heads.ts)
+    const head = this.cfg.loss;
+    if (head && head.kind !== 'margin')
+      return lossHeadStep({ step, batch, rank: this.rank, dim, allEmb, allLabels, sample, state: this.state, head, chunk: this.cfg.chunkRows, comm });
 
     const emb = tf.tensor2d(allEmb, [rows, dim]);
     const weight = gatherRows(this.state, sample.index);

@@ -93,12 +93,24 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           { name: 'sumExp', data: stats.sumExp },
           { name: 'target', data: stats.target },
           { name: 'owned', data: stats.owned },
+          ...('rowLossExtra' in stats && stats.rowLossExtra ? [{ name: 'rowLossExtra', data: stats.rowLossExtra }] : []),
         ], step);
         const m = await control.waitFor('softmax-reduced', step);
         const lse = m.tensors.logSumExp;
         if (!(lse instanceof Float32Array) || lse.length !== stats.rowMax.length)
           throw new Error(`coordinator sent logSumExp of ${lse?.length ?? 'no'} rows, expected ${stats.rowMax.length}`);
         return { logSumExp: lse, loss: m.header.body.loss, extras: m.header.body.extras };
+      },
+      async exchangeTargets(step, batch, stats) {
+        await control.send('target-stats', { rows: stats.targetCos.length, batch }, [
+          { name: 'targetCos', data: stats.targetCos },
+          { name: 'owned', data: stats.owned },
+        ], step);
+        const m = await control.waitFor('target-reduced', step);
+        const cos = m.tensors.targetCos;
+        if (!(cos instanceof Float32Array) || cos.length !== stats.targetCos.length)
+          throw new Error(`coordinator sent targetCos of ${cos?.length ?? 'no'} rows, expected ${stats.targetCos.length}`);
+        return { targetCos: cos, extras: m.header.body.extras };
       },
       emit: (name, fields) => control.send('event', { name, fields }),
     };

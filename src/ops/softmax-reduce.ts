@@ -1,0 +1,68 @@
+/**
+ * The coordinator's half of the sharded softmax: per-row statistics from every
+ * shard in, global log-sum-exp and loss out. Plain float64 arithmetic, no
+ * TensorFlow.js, so the coordinator process never loads a compute backend.
+ */
+
+/** One shard's per-row summary, sent to the coordinator. All length N. */
+export interface SoftmaxStats {
+  /** max_j z_ij over this shard's columns; −Infinity for an empty shard. */
+  rowMax: Float32Array;
+  /** Σ_j exp(z_ij − rowMax_i) over this shard's columns; 0 for an empty shard. */
+  sumExp: Float32Array;
+  /** The margined target logit s·f(c) where the shard owns the row's label, else 0. */
+  target: Float32Array;
+  /** 1 where the shard owns the row's label. */
+  owned: Uint8Array;
+}
+
+/** The name the worker and coordinator use for one shard's SoftmaxStats. */
+export type ShardStats = SoftmaxStats;
+
+export interface ReducedSoftmax {
+  /** Global log Σ_j exp(z_ij) per row. */
+  logSumExp: Float32Array;
+  /** Mean over rows of rowLoss. */
+  loss: number;
+  /** logSumExp − target logit, per row. */
+  rowLoss: Float32Array;
+}
+
+/**
+ * The coordinator's reduction: global max M_i, S_i = Σ_r sumExp_r·exp(rowMax_r − M_i),
+ * lse_i = M_i + log S_i, rowLoss_i = lse_i − target_i, loss = mean_i rowLoss_i.
+ * Every row must be owned by exactly one part. Computed in float64.
+ */
+export function reduceSoftmaxStats(parts: readonly SoftmaxStats[]): ReducedSoftmax {
+  if (parts.length === 0) throw new Error('reduceSoftmaxStats: no shard statistics');
+  const n = parts[0]!.rowMax.length;
+  parts.forEach((p, r) => {
+    for (const key of ['rowMax', 'sumExp', 'target', 'owned'] as const)
+      if (p[key].length !== n) throw new Error(`reduceSoftmaxStats: shard ${r} ${key} has ${p[key].length} rows, expected ${n}`);
+  });
+  const logSumExp = new Float32Array(n);
+  const rowLoss = new Float32Array(n);
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    let m = -Infinity;
+    let owner = -1;
+    for (let r = 0; r < parts.length; r++) {
+      const p = parts[r]!;
+      if (p.sumExp[i]! > 0 && p.rowMax[i]! > m) m = p.rowMax[i]!;
+      if (p.owned[i]) {
+        if (owner >= 0) throw new Error(`reduceSoftmaxStats: row ${i} is owned by shards ${owner} and ${r}; labels must have exactly one owner`);
+        owner = r;
+      }
+    }
+    if (owner < 0) throw new Error(`reduceSoftmaxStats: row ${i} is owned by no shard; its label is outside every class range`);
+    if (!Number.isFinite(m)) throw new Error(`reduceSoftmaxStats: row ${i} has no finite logits`);
+    let sum = 0;
+    for (const p of parts) if (p.sumExp[i]! > 0) sum += p.sumExp[i]! * Math.exp(p.rowMax[i]! - m);
+    const lse = m + Math.log(sum);
+    const loss = lse - parts[owner]!.target[i]!;
+    logSumExp[i] = lse;
+    rowLoss[i] = loss;
+    total += loss;
+  }
+  return { logSumExp, loss: total / n, rowLoss };
+}
