@@ -37,6 +37,8 @@ export interface Manifest {
   backbone: FileEntry & { name: string };
   shards: ShardEntry[];
   config: Record<string, unknown>;
+  /** Job-wide loss state kept by the coordinator (CurricularFace: { curricularT }, the t after `step`); absent when none. */
+  lossState?: Record<string, number>;
   createdAt: string;
 }
 

@@ -8,6 +8,10 @@
  *     "weight":     number[][],   // C×D raw classifier
  *     "margin": { "type": "arcface" | "cosface" | "combined",
  *                 "s"?, "m1"?, "m2"?, "m3"? }   // missing numbers: the preset's
+ *            | { "type": "magface",                 // SPEC §3; defaults: the official ones
+ *                "s"?, "l_a"?, "u_a"?, "l_m"?, "u_m"?, "lambda_g"? }
+ *            | { "type": "curricular",              // SPEC §4; defaults s 64, m 0.5, t 0, ema_weight 0.01
+ *                "s"?, "m"?, "t"?, "ema_weight"? }   // t: the incoming stage indicator (before this step's update)
  *   }
  *
  * N must divide evenly over the workers (each contributes N/n rows, in rank
@@ -17,6 +21,14 @@
  */
 import { Rng } from '../common/random.js';
 import { MARGIN_PRESETS, resolveMargin, type MarginSpec, type MarginType } from '../ops/margin.js';
+import { MAGFACE_DEFAULTS, validateMagFace, type MagFaceSpec } from '../ops/magface.js';
+import { CURRICULAR_DEFAULTS, validateCurricular } from '../ops/curricular.js';
+import type { HeadCase } from '../ops/reference-heads.js';
+
+/** The loss heads a case may name besides the margin family. */
+export const HEAD_TYPES = ['magface', 'curricular'] as const;
+export type HeadType = (typeof HEAD_TYPES)[number];
+const ALL_TYPES = 'arcface, cosface, combined, magface or curricular';
 
 export interface SelftestCase {
   /** N×D raw embeddings, rows in rank order (worker r has rows r·N/n … (r+1)·N/n − 1). */
@@ -25,7 +37,10 @@ export interface SelftestCase {
   labels: number[];
   /** C×D raw classifier weight. */
   weight: number[][];
+  /** The margin family's spec; for a head case (`head` set) the ArcFace spec with the head's s, unused. */
   margin: MarginSpec;
+  /** MagFace or CurricularFace (margin.type "magface" / "curricular" in the file); absent for the margin family. */
+  head?: HeadCase;
   /** Number of workers n (divides N). */
   workers: number;
 }
@@ -66,12 +81,47 @@ function checkMatrix(name: string, v: unknown, width: number | null, widthWhat: 
   return w!;
 }
 
-function parseMargin(v: unknown): MarginSpec {
+/** Numbers of a head's margin object: file field → spec field, each optional (default from `defaults`). */
+function parseHeadNumbers<T extends Record<string, number>>(v: Record<string, unknown>, fields: Record<string, keyof T>, defaults: T): T {
+  for (const k of Object.keys(v)) if (k !== 'type' && !(k in fields)) throw new Error(`margin.${k}: unknown field for margin type ${v.type} (expected ${Object.keys(fields).join(', ')})`);
+  const out = { ...defaults };
+  for (const [file, field] of Object.entries(fields)) {
+    const x = v[file];
+    if (x === undefined) continue;
+    if (typeof x !== 'number' || !Number.isFinite(x)) throw new Error(`margin.${file}: expected a finite number, got ${describe(x)}`);
+    (out as Record<string, number>)[field as string] = x;
+  }
+  return out;
+}
+
+function parseHead(v: Record<string, unknown>): HeadCase {
+  if (v.type === 'magface') {
+    const fields = { s: 's', l_a: 'la', u_a: 'ua', l_m: 'lm', u_m: 'um', lambda_g: 'lambdaG' } as const;
+    const spec = parseHeadNumbers<MagFaceSpec & Record<string, number>>(v, fields, { ...MAGFACE_DEFAULTS });
+    validateMagFace(spec, { s: 'margin.s', la: 'margin.l_a', ua: 'margin.u_a', lm: 'margin.l_m', um: 'margin.u_m', lambdaG: 'margin.lambda_g' });
+    return { kind: 'magface', ...spec };
+  }
+  const spec = parseHeadNumbers(v, { s: 's', m: 'm', t: 't', ema_weight: 'emaWeight' } as const, { ...CURRICULAR_DEFAULTS, t: 0 });
+  validateCurricular(spec, { s: 'margin.s', m: 'margin.m', emaWeight: 'margin.ema_weight' });
+  if (spec.t < -1 || spec.t > 1) throw new Error(`margin.t: the stage indicator is a mean cosine, so it lies in [-1, 1]; got ${spec.t}`);
+  return { kind: 'curricular', ...spec };
+}
+
+/** A head case's placeholder margin spec (see SelftestCase.margin). */
+function headMargin(head: HeadCase): MarginSpec {
+  return resolveMargin({ type: 'arcface', s: head.s, ...(head.kind === 'curricular' ? { m2: head.m } : {}) });
+}
+
+function parseMargin(v: unknown): { margin: MarginSpec; head?: HeadCase } {
   if (v === undefined) throw new Error('margin: missing');
   if (!isObject(v)) throw new Error(`margin: expected an object, got ${describe(v)}`);
-  if (v.type === undefined) throw new Error('margin.type: missing (expected arcface, cosface or combined)');
+  if (v.type === undefined) throw new Error(`margin.type: missing (expected ${ALL_TYPES})`);
+  if (typeof v.type === 'string' && (HEAD_TYPES as readonly string[]).includes(v.type)) {
+    const head = parseHead(v);
+    return { margin: headMargin(head), head };
+  }
   if (typeof v.type !== 'string' || !(v.type in MARGIN_PRESETS))
-    throw new Error(`margin.type: unknown margin type ${describe(v.type)} (expected arcface, cosface or combined)`);
+    throw new Error(`margin.type: unknown margin type ${describe(v.type)} (expected ${ALL_TYPES})`);
   const partial: { type: MarginType; s?: number; m1?: number; m2?: number; m3?: number } = { type: v.type as MarginType };
   for (const k of ['s', 'm1', 'm2', 'm3'] as const) {
     const x = v[k];
@@ -80,7 +130,7 @@ function parseMargin(v: unknown): MarginSpec {
     partial[k] = x;
   }
   for (const k of Object.keys(v)) if (!['type', 's', 'm1', 'm2', 'm3'].includes(k)) throw new Error(`margin.${k}: unknown field`);
-  return resolveMargin(partial);
+  return { margin: resolveMargin(partial) };
 }
 
 /**
@@ -117,8 +167,8 @@ export function parseSelftestCase(input: string | unknown, workers: number): Sel
   });
 
   if (n % workers !== 0) throw new Error(`embeddings: ${n} rows do not divide evenly over ${workers} workers`);
-  const margin = parseMargin(raw.margin);
-  return { embeddings, labels: labels as number[], weight, margin, workers };
+  const { margin, head } = parseMargin(raw.margin);
+  return { embeddings, labels: labels as number[], weight, margin, ...(head ? { head } : {}), workers };
 }
 
 export interface GenerateCaseOptions {
@@ -129,6 +179,8 @@ export interface GenerateCaseOptions {
   seed: number;
   /** A spec (missing numbers from the type's preset), a preset name, or nothing (ArcFace). */
   margin?: MarginType | ({ type: MarginType } & Partial<Omit<MarginSpec, 'type'>>);
+  /** A loss head instead of the margin family (then `margin` is not used): its defaults, or a full HeadCase. */
+  head?: HeadType | HeadCase;
 }
 
 /**
@@ -140,15 +192,26 @@ export function generateCase(opts: GenerateCaseOptions): SelftestCase {
   checkWorkers(workers);
   for (const [k, v] of Object.entries({ classes, dim, rowsPerWorker }))
     if (!Number.isSafeInteger(v) || v < 1) throw new Error(`${k}: must be a positive integer, got ${describe(v)}`);
-  const margin = typeof opts.margin === 'object' ? resolveMargin(opts.margin) : resolveMargin({ type: opts.margin ?? 'arcface' });
+  const head: HeadCase | undefined =
+    typeof opts.head === 'object' ? opts.head : opts.head === 'magface' ? { kind: 'magface', ...MAGFACE_DEFAULTS } : opts.head === 'curricular' ? { kind: 'curricular', ...CURRICULAR_DEFAULTS, t: 0 } : undefined;
+  const margin = head ? headMargin(head) : typeof opts.margin === 'object' ? resolveMargin(opts.margin) : resolveMargin({ type: opts.margin ?? 'arcface' });
   const n = workers * rowsPerWorker;
   const draw = (purpose: string, rows: number, std: number): number[][] => {
     const rng = Rng.derive(seed, 'selftest', purpose);
     return Array.from({ length: rows }, () => Array.from(rng.fillNormal(new Float32Array(dim), 0, std)));
   };
   const embeddings = draw('embeddings', n, 1);
+  if (head?.kind === 'magface') {
+    // magnitudes spread over [l_a/2, 1.2·u_a]: rows inside the clamp and on both sides of it
+    const rng = Rng.derive(seed, 'selftest', 'magnitudes');
+    for (const row of embeddings) {
+      const norm = Math.sqrt(row.reduce((a, x) => a + x * x, 0));
+      const target = head.la / 2 + rng.next() * (1.2 * head.ua - head.la / 2);
+      row.forEach((x, d) => (row[d] = (x / norm) * target));
+    }
+  }
   const weight = draw('weight', classes, 0.01);
   const rng = Rng.derive(seed, 'selftest', 'labels');
   const labels = Array.from({ length: n }, () => rng.int(classes));
-  return { embeddings, labels, weight, margin, workers };
+  return { embeddings, labels, weight, margin, ...(head ? { head } : {}), workers };
 }

@@ -11,6 +11,7 @@ import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseDataSpec } from '../data/dataset.js';
 import { CONFIG_KEYS, MARGIN_PRESETS, MARGIN_USES, describeType, type KeySpec, type MarginType, type TrainConfig } from './schema.js';
+import { checkLossAndDistillation } from './loss-checks.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -188,6 +189,14 @@ export function resolveConfig(o: ResolveOptions = {}): TrainConfig {
   }
   const result = cfg as unknown as TrainConfig;
   crossCheck(result, (key) => flat.get(key)?.source ?? 'defaults');
+  // loss heads and distillation (loss-checks.ts)
+  checkLossAndDistillation(
+    result,
+    (key, msg) => {
+      throw new ConfigError(`config key "${key}" (from ${flat.get(key)?.source ?? 'defaults'}): ${msg}`, key);
+    },
+    (key) => flat.has(key),
+  );
   return result;
 }
 

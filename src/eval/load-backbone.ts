@@ -21,13 +21,15 @@ export async function loadBackboneFromCheckpoint(dir: string): Promise<{ backbon
     throw new CheckpointError(`cannot load the backbone of ${stepDir}: ${(e as Error).message}`);
   }
   const { manifest, tensors } = loaded;
-  const cfg = manifest.config as { backbone?: string; imageSize?: number; seed?: number; embeddingSize?: number };
+  const cfg = manifest.config as { backbone?: string; imageSize?: number; seed?: number; embeddingSize?: number; backboneNorm?: 'batch' | 'none' };
   const name = manifest.backbone?.name ?? cfg.backbone;
   if (!name || !isBackboneName(name)) throw new CheckpointError(`${stepDir}: the manifest names backbone ${JSON.stringify(name)}, not one of ${BACKBONE_NAMES.join(', ')}`);
   const embeddingSize = manifest.embeddingSize ?? cfg.embeddingSize;
   const inputSize = cfg.imageSize;
   if (!Number.isInteger(embeddingSize) || !Number.isInteger(inputSize)) throw new CheckpointError(`${stepDir}: the manifest lacks embeddingSize or config.imageSize`);
-  const backbone = createBackbone(name, { seed: Number.isInteger(cfg.seed) ? cfg.seed! : 0, embeddingSize, inputSize });
+  // tiny: the normalisation the run trained with (its BatchNorm tensors exist only with 'batch')
+  const norm = name === 'tiny' && cfg.backboneNorm ? { norm: cfg.backboneNorm } : {};
+  const backbone = createBackbone(name, { seed: Number.isInteger(cfg.seed) ? cfg.seed! : 0, embeddingSize, inputSize, ...norm });
   try {
     for (const [key, v] of backbone.state()) {
       const t = tensors[key];

@@ -181,12 +181,10 @@ export function dcqShardForward(rows: DcqRows, block: QueueBlock, head: DcqHead,
       const z = k > 0 ? chunkLogits(scaled, block.keys, r0, r1) : null;
       for (let i = r0; i < r1; i++) {
         // masked entries are excluded (exp(−1e9 − M) = 0 in the official code)
-        const masked = maskedSlots(bySlot, rows.labels[i]!);
-        const saved = masked.map((j) => z![(i - r0) * k + j]!);
-        if (z) for (const j of masked) z[(i - r0) * k + j] = -Infinity;
+        const row = z ? z.subarray((i - r0) * k, (i - r0 + 1) * k) : null;
+        if (row) for (const j of maskedSlots(bySlot, rows.labels[i]!)) row[j] = -Infinity;
         const z0 = owned[i] ? s * (pos[i]! - m) : -Infinity;
         let M = z0;
-        const row = z ? z.subarray((i - r0) * k, (i - r0 + 1) * k) : null;
         if (row) for (let j = 0; j < k; j++) if (row[j]! > M) M = row[j]!;
         if (M === -Infinity) continue; // nothing here for this row: sumExp 0, skipped by the reduction
         // this shard's Σ exp(z_ij − M_i) over unmasked slots (+ the positive where owned), in float64
@@ -195,7 +193,6 @@ export function dcqShardForward(rows: DcqRows, block: QueueBlock, head: DcqHead,
         if (owned[i]) target[i] = z0;
         rowMax[i] = M;
         sumExp[i] = sum;
-        masked.forEach((j, n) => (z![(i - r0) * k + j] = saved[n]!));
       }
     }
   } finally {

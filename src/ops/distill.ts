@@ -10,8 +10,7 @@
  * gets no gradient. R is the number of rows the mean runs over: B on one
  * process; in training R = the GLOBAL batch (workers × B), each worker passing
  * its own B rows, so that the per-worker gradients, summed across workers like
- * every backbone gradient, are those of the global mean (and the per-worker
- * loss values average to it). Computed in float64.
+ * every backbone gradient, are those of the global mean. Computed in float64.
  */
 
 export const DISTILL_KINDS = ['l2', 'angular'] as const;

@@ -120,3 +120,15 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
     shard.dispose();
   }
 }
+
+/** The classifier's loss head from the training config (margin.s is every head's scale; CurricularFace's m is margin.m2). */
+export function lossHeadFromConfig(cfg: {
+  loss: 'margin' | 'magface' | 'curricular';
+  margin: { s: number; m2: number };
+  magface: { la: number; ua: number; lm: number; um: number; lambdaG: number };
+  curricular: { emaWeight: number };
+}): LossHead {
+  if (cfg.loss === 'magface') return { kind: 'magface', spec: { s: cfg.margin.s, ...cfg.magface } };
+  if (cfg.loss === 'curricular') return { kind: 'curricular', spec: { s: cfg.margin.s, m: cfg.margin.m2, emaWeight: cfg.curricular.emaWeight } };
+  return { kind: 'margin' };
+}

@@ -101,6 +101,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let lastVal: Record<string, number> | null = null;
   let lastCheckpoint: string | null = null;
   const pending = new Map<number, { dir: string; backbone?: FileEntry & { name: string }; shards: ShardEntry[] }>();
+  /** The coordinator, once started: its job-wide loss state (CurricularFace's t) goes into checkpoint manifests. */
+  let coordinatorRef: Coordinator | null = null;
 
   const external = opts.workers === 'local' ? null : opts.workers;
   const coordinatorOptions: CoordinatorOptions = {
@@ -113,6 +115,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       joinTimeoutMs: 600_000,
       spec: { kind: 'train', steps: plan.steps, numClasses: plan.numClasses, seed: cfg.seed, config: { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch } },
       logger,
+      // --- CurricularFace: the job-wide t lives on the coordinator
+      ...(cfg.loss === 'curricular' ? { curricular: { t: cfg.curricular.t, emaWeight: cfg.curricular.emaWeight } } : {}),
       onStepEnd: (step, metrics, loss) => {
         const now = Date.now();
         const wall = (now - lastEnd) / 1000;
@@ -137,6 +141,14 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
         if (m0.valAccuracy !== undefined) {
           lastVal = { accuracy: m0.valAccuracy, accuracy_std: m0.valStd!, threshold: m0.valThreshold!, pairs: m0.valPairs! };
           Object.assign(rec, { val_accuracy: m0.valAccuracy, val_accuracy_std: m0.valStd, val_threshold: m0.valThreshold });
+        }
+        // --- distillation: each rank's mean over its rows; equal batches, so their mean is the global batch's
+        if (m0.distillLoss !== undefined) rec.distill_loss = metrics.reduce((a, m) => a + (m.distillLoss ?? NaN), 0) / metrics.length;
+        // --- CurricularFace: t, which every rank got from the coordinator
+        if (m0.curricularT !== undefined) {
+          rec.curricular_t = m0.curricularT;
+          rec.curricular_t_identical = metrics.every((m) => m.curricularT === m0.curricularT) ? 1 : 0;
+          if (!rec.curricular_t_identical) logger.log.error({ t: metrics.map((m) => m.curricularT) }, 'workers disagree on the CurricularFace t');
         }
         // val sets (config `val`): rank 0 reports val_NAME_* metrics, written as they are
         for (const [k, v] of Object.entries(m0)) if (k.startsWith('val_')) rec[k] = v;
@@ -170,6 +182,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
             backbone: p.backbone,
             shards: p.shards.sort((a, b) => a.rank - b.rank),
             config: { ...cfg, runDir },
+            ...(coordinatorRef && Object.keys(coordinatorRef.lossState).length > 0 ? { lossState: coordinatorRef.lossState } : {}),
             createdAt: new Date().toISOString(),
           });
           pending.delete(f.step);
@@ -179,7 +192,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
         void rank;
       },
   };
-  const { done, stop } = external
+  const { done, stop, coordinator } = external
     ? await startExternal(coordinatorOptions)
     : await launchLocal({
     coordinator: coordinatorOptions,
@@ -192,6 +205,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       else if (/"level":(40|50|60)/.test(line) || (stream === 'stderr' && !line.startsWith('{'))) process.stderr.write(`\n[${from}] ${line}\n`);
     },
   });
+  coordinatorRef = coordinator;
   const off = onTermination((sig) => stop(`coordinator received ${sig}`));
   const r = await done;
   off();
@@ -228,9 +242,9 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
 }
 
 /** A coordinator for workers that other launchers start; same shape as launchLocal's result. */
-async function startExternal(o: CoordinatorOptions): Promise<{ done: Promise<{ ok: boolean; reason: string; lastStep: number }>; stop: (reason: string) => void }> {
+async function startExternal(o: CoordinatorOptions): Promise<{ done: Promise<{ ok: boolean; reason: string; lastStep: number }>; stop: (reason: string) => void; coordinator: Coordinator }> {
   const c = new Coordinator(o);
   const address = await c.bind();
   o.logger.log.warn({ address, workers: o.workers, job: o.job }, `waiting for ${o.workers} workers: shardface worker --coordinator ${address.replace('0.0.0.0', '<this host>')} --job ${o.job}`);
-  return { done: c.run(), stop: (reason) => void c.abort(reason) };
+  return { done: c.run(), stop: (reason) => void c.abort(reason), coordinator: c };
 }

@@ -17,6 +17,8 @@ import { resolveMargin, type MarginSpec } from '../../ops/margin.js';
 import { learningRate } from '../../ops/lr-schedule.js';
 import { initialShardWeights } from '../../ops/classifier-init.js';
 import { ShardedClassifier } from '../sharded-classifier.js';
+import { CURRICULAR_T, lossHeadFromConfig } from '../loss-head-step.js'; // --- loss heads (MagFace, CurricularFace)
+import { initBackboneFrom, Teacher } from '../distillation.js'; // --- distillation
 import { shardComm } from '../shard-comm.js';
 import { DcqTraining } from '../dcq-training.js'; // --- DCQ
 import { OcclusionTrainer } from '../occlusion-training.js'; // --- occlusion
@@ -62,7 +64,11 @@ export const createJob: JobFactory = async (ctx) => {
     inputSize: cfg.imageSize,
     ...(cfg.backbone === 'tiny' ? { norm: cfg.backboneNorm } : {}),
   });
+  // --- distillation: the next generation starts from a previous run's backbone (rank 0 reads it; the broadcast copies it)
+  if (cfg.initFrom !== 'none' && rank === 0) ctx.logger.log.info({ initFrom: initBackboneFrom(backbone, cfg.initFrom) }, 'backbone initialised from checkpoint');
   await broadcastState(ctx, backbone);
+  const teacher = cfg.teacher !== 'none' ? await Teacher.load(cfg.teacher, cfg.distill, cfg.distillWeight) : null;
+  // --- end distillation
   const params = backbone.trainableVariables();
   const optimizer = new BackboneOptimizer(
     params,
@@ -77,7 +83,7 @@ export const createJob: JobFactory = async (ctx) => {
   const classifier = cfg.classifier === 'dcq' ? null : new ShardedClassifier(
     ctx.classRange,
     rank,
-    { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed },
+    { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed, loss: lossHeadFromConfig(cfg) },
     initialShardWeights(ctx.classRange, cfg.embeddingSize, cfg.seed),
   );
   // --- DCQ (classifier: dcq, SPEC §5): key encoder, reference images and this rank's block of the class queue
@@ -132,7 +138,8 @@ export const createJob: JobFactory = async (ctx) => {
       try {
         let tc = performance.now();
         let tcDone = tc;
-        let cls: { loss: number; gradEmbeddings: Float32Array; active?: Int32Array; gradWeight?: tf.Tensor2D };
+        let cls: { loss: number; gradEmbeddings: Float32Array; active?: Int32Array; gradWeight?: tf.Tensor2D; lossState?: Record<string, number> };
+        let distillLoss: number | null = null; // --- distillation
         let local: tf.Tensor[] | null;
         const occlusionMetrics: Record<string, number> = {};
         // --- occlusion: forward, classifier (clean + masked rows) and backward in one; no backbone
@@ -157,6 +164,8 @@ export const createJob: JobFactory = async (ctx) => {
             ? await dcq.step(step, epoch, (step - 1) % cfg.stepsPerEpoch, embData, batch.labels, comm)
             : await classifier!.forwardBackward(step, embData, batch.labels, comm);
           tcDone = performance.now();
+          // --- distillation: the frozen teacher's pull on this rank's embeddings joins ∂L/∂e
+          if (teacher) distillLoss = await teacher.distill(x, embData, cls.gradEmbeddings, cfg.batch * world);
 
           // backbone backward from ∂L/∂e (the forward is recomputed under the tape)
           const dy = tf.tensor2d(cls.gradEmbeddings, [cfg.batch, cfg.embeddingSize]);
@@ -191,6 +200,8 @@ export const createJob: JobFactory = async (ctx) => {
           activeClasses: cls.active?.length ?? dcq?.queue.slots.count ?? 0,
           images: cfg.batch,
           ...occlusionMetrics, // --- occlusion
+          ...(distillLoss !== null ? { distillLoss } : {}), // --- distillation
+          ...(cls.lossState?.[CURRICULAR_T] !== undefined ? { curricularT: cls.lossState[CURRICULAR_T]! } : {}), // --- CurricularFace
         };
         if (!Number.isFinite(cls.loss)) throw new Error(`loss is ${cls.loss} at step ${step} (lr ${lr}); stopping before the model is ruined`);
         const last = step === cfg.steps;
@@ -215,6 +226,7 @@ export const createJob: JobFactory = async (ctx) => {
       optimizer.dispose();
       dcq?.close();
       occlusion?.dispose(); // --- occlusion
+      teacher?.dispose(); // --- distillation
     },
   };
 };
