@@ -28,6 +28,11 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
+/** tf.tidy for callbacks that return typed arrays beside tensors (tidy keeps returned tensors, ignores the rest). */
+function tidyAny<T>(f: () => T): T {
+  return tf.tidy(f as unknown as () => tf.TensorContainer) as unknown as T;
+}
+
 function on<T>(backend: 'cpu' | 'cpu-native', f: () => T): T {
   // setBackend switches synchronously for backends that are already initialised
   void tf.setBackend(backend);
@@ -101,7 +106,7 @@ function runShard(c: Case, seed: number): Pass {
   if (c.zeroRow && c.k > 1) wV.fill(0, 0, c.d);
   const labels = new Int32Array(c.n);
   for (let i = 0; i < c.n; i++) labels[i] = c.k > 0 && rng.next() < c.owned ? rng.int(c.k) : -1;
-  return tf.tidy(() => {
+  return tidyAny(() => {
     const emb = tf.tensor2d(embV, [c.n, c.d]);
     const w = tf.tensor2d(wV, [c.k, c.d]);
     const prepared = c.prepared ? prepareWeight(w) : undefined;
@@ -116,7 +121,7 @@ function runShard(c: Case, seed: number): Pass {
     };
     const { logSumExp } = reduceSoftmaxStats([stats, other]);
     const g = shardBackward(emb, w, labels, logSumExp, c.margin, c.variant, c.n * 2, { chunk: c.chunk, prepared });
-    const out = { stats, gradEmb: g.gradEmb.dataSync().slice(), gradWeight: g.gradWeight.dataSync().slice() };
+    const out = { stats, gradEmb: (g.gradEmb.dataSync() as Float32Array).slice(), gradWeight: (g.gradWeight.dataSync() as Float32Array).slice() };
     prepared?.dispose();
     return out;
   });
@@ -163,7 +168,7 @@ describe('native classifier: fused forward/backward equal the composite', () => 
     for (const [n, k] of [[4, 0], [0, 5], [0, 0]] as const) {
       const both = (['cpu', 'cpu-native'] as const).map((b) =>
         on(b, () =>
-          tf.tidy(() => {
+          tidyAny(() => {
             const emb = tf.zeros([n, 3]) as tf.Tensor2D;
             const w = tf.ones([k, 3]) as tf.Tensor2D;
             const labels = new Int32Array(n).fill(-1);
@@ -224,7 +229,7 @@ function backendValues(t: tf.Tensor): Float32Array {
 }
 
 function snapshot(state: ShardState): Float32Array[] {
-  return [state.weight, state.momentum, state.expAvg, state.expAvgSq].filter((v): v is tf.Variable<tf.Rank.R2> => v !== null).map((v) => v.dataSync().slice());
+  return [state.weight, state.momentum, state.expAvg, state.expAvgSq].filter((v): v is tf.Variable<tf.Rank.R2> => v !== null).map((v) => (v.dataSync() as Float32Array).slice());
 }
 
 /** Three update steps on a fresh state with the given row subsets; returns every buffer after each step. */
@@ -291,7 +296,7 @@ describe('native classifier: in-place row updates', () => {
       expect(buffer[4]).toBeCloseTo(initCopy[4]! - 0.1, 6);
       // a clone shares the buffer (refCount 2): the update must leave the clone's values alone
       const clone = tf.clone(state.weight);
-      const before = clone.dataSync().slice();
+      const before = (clone.dataSync() as Float32Array).slice();
       const g2 = grad();
       updateRows(state, index, g2, hp);
       g2.dispose();
@@ -316,7 +321,7 @@ describe('native classifier: in-place row updates', () => {
     const want = on('cpu', () => {
       const st = createShardState(count, dim, 'sgd', init);
       const r = gatherRows(st, idx);
-      const v = r.dataSync().slice();
+      const v = (r.dataSync() as Float32Array).slice();
       r.dispose();
       disposeShardState(st);
       return v;
@@ -325,7 +330,7 @@ describe('native classifier: in-place row updates', () => {
       on('cpu-native', () => {
         const st = createShardState(count, dim, 'sgd', init);
         const r = gatherRows(st, idx);
-        const v = r.dataSync().slice();
+        const v = (r.dataSync() as Float32Array).slice();
         r.dispose();
         const all = gatherRows(st, Int32Array.from({ length: count }, (_, i) => i));
         expect(all.dataId, 'identity gather is a reference, not a copy').toBe(st.weight.dataId);

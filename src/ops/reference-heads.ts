@@ -27,6 +27,14 @@ function normalizeAutograd(x: tf.Tensor2D): tf.Tensor2D {
   return tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.square(x), 1, true), 1e-24))) as tf.Tensor2D;
 }
 
+/**
+ * A copy of `x` off the tape (tfjs has no stopGradient): comparisons feeding
+ * tf.where must be built from it, since autograd cannot pass through Greater.
+ */
+function detached(x: tf.Tensor): tf.Tensor {
+  return tf.tensor(x.dataSync(), x.shape, x.dtype);
+}
+
 /** sqrt(1 − c²), guarded for the gradient as SPEC §1.3. */
 function sinTheta(c: tf.Tensor): tf.Tensor {
   return tf.sqrt(tf.maximum(tf.sub(1, tf.square(c)), 1e-12));
@@ -53,7 +61,7 @@ export function referenceHeadLossAndGrads(emb: tf.Tensor2D, weight: tf.Tensor2D,
       const a = tf.clipByValue(norm, head.la, head.ua);
       const m = tf.add(tf.mul(tf.sub(a, head.la), (head.um - head.lm) / (head.ua - head.la)), head.lm);
       const phi = tf.sub(tf.mul(cy, tf.cos(m)), tf.mul(sinTheta(cy), tf.sin(m)));
-      const target = tf.where(tf.greater(cy, 0), phi, cy);
+      const target = tf.where(tf.greater(detached(cy), 0), phi, cy);
       logits = tf.where(isTarget, tf.mul(target, tf.onesLike(cos)), cos) as tf.Tensor2D;
       extra = tf.mul(tf.mean(tf.add(tf.div(1, a), tf.div(a, head.ua * head.ua))), head.lambdaG) as tf.Scalar;
     } else {
@@ -62,9 +70,9 @@ export function referenceHeadLossAndGrads(emb: tf.Tensor2D, weight: tf.Tensor2D,
       const mean = tf.mean(cy).dataSync()[0]!;
       t = head.emaWeight * mean + (1 - head.emaWeight) * head.t;
       const phi = tf.sub(tf.mul(cy, Math.cos(m)), tf.mul(sinTheta(cy), Math.sin(m)));
-      const hard = tf.greater(cos, phi) // a comparison: no gradient;
+      const hard = tf.greater(detached(cos), detached(phi)); // the hard mask carries no gradient
       const modulated = tf.where(hard, tf.mul(cos, tf.add(cos, t)), cos);
-      const target = tf.where(tf.greater(cy, -Math.cos(m)), phi, tf.sub(cy, m * Math.sin(m)));
+      const target = tf.where(tf.greater(detached(cy), -Math.cos(m)), phi, tf.sub(cy, m * Math.sin(m)));
       logits = tf.where(isTarget, tf.mul(target, tf.onesLike(cos)), modulated) as tf.Tensor2D;
     }
     const z = tf.mul(logits, head.s);

@@ -9,6 +9,7 @@ import { LOG_OPTIONS, loggerFrom, newJobId } from '../common.js';
 import { launchLocal } from '../../launcher/launch.js';
 import { generateCase, parseSelftestCase, type SelftestCase } from '../selftest-case.js';
 import { referenceLossAndGrads } from '../../ops/reference-classifier.js';
+import { referenceHeadLossAndGrads } from '../../ops/reference-heads.js';
 import type { MarginGrad } from '../../ops/margin.js';
 import { tf } from '../../ops/tf.js';
 import { initBackend } from '../../ops/backend.js';
@@ -22,7 +23,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   classes: { kind: 'int', default: 37, help: 'generated case: number of classes' },
   dim: { kind: 'int', default: 16, help: 'generated case: embedding size' },
   rows: { kind: 'int', default: 4, help: 'generated case: rows per worker' },
-  margin: { kind: 'string', default: 'arcface', help: 'generated case: arcface|cosface|combined' },
+  margin: { kind: 'string', default: 'arcface', help: 'generated case: arcface|cosface|combined|magface|curricular (the last two with their default settings, t = 0)' },
   seed: { kind: 'int', default: 1, help: 'generated case and sampling seed' },
   'chunk-rows': { kind: 'int', default: 256, help: 'logit rows computed at once' },
   backend: { kind: 'string', default: 'auto', help: 'backend for workers and the reference' },
@@ -57,7 +58,10 @@ export async function run(argv: string[]): Promise<number> {
       throw new UsageError(`--case ${o.case}: ${(e as Error).message}`);
     }
   } else {
-    tcase = generateCase({ workers, classes: o.classes as number, dim: o.dim as number, rowsPerWorker: o.rows as number, seed: o.seed as number, margin: { type: o.margin as 'arcface' } });
+    const type = o.margin as string;
+    if (!['arcface', 'cosface', 'combined', 'magface', 'curricular'].includes(type)) throw new UsageError(`--margin must be arcface, cosface, combined, magface or curricular, got ${JSON.stringify(type)}`);
+    const head = type === 'magface' || type === 'curricular' ? type : undefined;
+    tcase = generateCase({ workers, classes: o.classes as number, dim: o.dim as number, rowsPerWorker: o.rows as number, seed: o.seed as number, ...(head ? { head } : { margin: { type: type as 'arcface' } }) });
   }
   const classes = tcase.weight.length;
   const dim = tcase.weight[0]!.length;
@@ -65,7 +69,8 @@ export async function run(argv: string[]): Promise<number> {
 
   const logger = loggerFrom({ ...o, 'log-format': o['log-format'] }, 'launcher');
   logger.log.level = 'warn';
-  const results = new Map<number, { loss: number; classStart: number; active: number[]; gradWeight: number[]; gradEmbeddings: number[] }>();
+  const results = new Map<number, { loss: number; classStart: number; active: number[]; gradWeight: number[]; gradEmbeddings: number[]; lossState: Record<string, number> }>();
+  const head = tcase.head;
   const { done } = await launchLocal({
     coordinator: {
       workers,
@@ -81,6 +86,8 @@ export async function run(argv: string[]): Promise<number> {
         seed: o.seed as number,
         config: { ...tcase, marginGrad, sampleRate, chunkRows: o['chunk-rows'] as number },
       },
+      // CurricularFace: the incoming t is the coordinator's job-wide state
+      ...(head?.kind === 'curricular' ? { curricular: { t: head.t, emaWeight: head.emaWeight } } : {}),
       logger,
       onEvent: (rank, name, fields) => {
         if (name === 'selftest-result') results.set(rank, fields as never);
@@ -115,15 +122,12 @@ export async function run(argv: string[]): Promise<number> {
   await initBackend(o.backend as never);
   const activeSorted = [...active].sort((a, b) => a - b);
   const position = new Map(activeSorted.map((c, i) => [c, i]));
-  const ref = tf.tidy(() =>
-    referenceLossAndGrads(
-      tf.tensor2d(tcase.embeddings),
-      tf.tensor2d(activeSorted.map((c) => tcase.weight[c]!)),
-      Int32Array.from(tcase.labels.map((y) => position.get(y)!)),
-      tcase.margin,
-      marginGrad as MarginGrad,
-    ),
-  );
+  const ref = tf.tidy(() => {
+    const e = tf.tensor2d(tcase.embeddings);
+    const w = tf.tensor2d(activeSorted.map((c) => tcase.weight[c]!));
+    const y = Int32Array.from(tcase.labels.map((l) => position.get(l)!));
+    return head ? referenceHeadLossAndGrads(e, w, y, head) : referenceLossAndGrads(e, w, y, tcase.margin, marginGrad as MarginGrad);
+  });
   const refEmb = (await ref.gradEmb.data()) as Float32Array;
   const refWActive = (await ref.gradWeight.data()) as Float32Array;
   const refW = new Float64Array(classes * dim);
@@ -144,7 +148,12 @@ export async function run(argv: string[]): Promise<number> {
   const dEmb = maxAbsDiff(gradEmb, refEmb);
   const dW = maxAbsDiff(gradW, refW);
   const tol = o.tolerance as number;
-  const ok = Math.abs(loss - ref.loss) <= tol * Math.max(1, Math.abs(ref.loss)) && dEmb <= tol * Math.max(maxAbs(refEmb), 1e-30) && dW <= tol * Math.max(maxAbs(refW), 1e-30);
+  // CurricularFace: t after this step, one value on every worker, equal to the single-process one
+  const tSharded = head?.kind === 'curricular' ? [...results.values()].map((r) => r.lossState.curricularT) : [];
+  const tRef = 't' in ref ? (ref.t as number) : undefined;
+  const tIdentical = tSharded.every((t) => t === tSharded[0]);
+  const tOk = tRef === undefined || (tIdentical && Math.abs(tSharded[0]! - tRef) <= tol * Math.max(1, Math.abs(tRef)));
+  const ok = tOk && Math.abs(loss - ref.loss) <= tol * Math.max(1, Math.abs(ref.loss)) && dEmb <= tol * Math.max(maxAbs(refEmb), 1e-30) && dW <= tol * Math.max(maxAbs(refW), 1e-30);
 
   const line: Record<string, unknown> = {
     loss,
@@ -156,7 +165,9 @@ export async function run(argv: string[]): Promise<number> {
     dim,
     rows,
     sample_rate: sampleRate,
-    margin_grad: marginGrad,
+    margin_grad: head ? 'analytic' : marginGrad,
+    loss_type: head?.kind ?? tcase.margin.type,
+    ...(tRef !== undefined ? { t: tSharded[0], t_single: tRef, t_identical_on_workers: tIdentical } : {}),
     ok,
   };
   if (o.dump) {

@@ -7,12 +7,16 @@ import type { JobFactory } from '../job.js';
 import { ShardedClassifier } from '../sharded-classifier.js';
 import { shardComm } from '../shard-comm.js';
 import type { MarginGrad, MarginSpec } from '../../ops/margin.js';
+import type { HeadCase } from '../../ops/reference-heads.js';
+import type { LossHead } from '../loss-head-step.js';
 
 export interface SelftestJobConfig {
   embeddings: number[][];
   labels: number[];
   weight: number[][];
   margin: MarginSpec;
+  /** MagFace / CurricularFace instead of the margin family (the coordinator holds CurricularFace's incoming t). */
+  head?: HeadCase;
   marginGrad: MarginGrad;
   sampleRate: number;
   chunkRows: number;
@@ -25,7 +29,8 @@ export const createJob: JobFactory = async (ctx) => {
   const { start, count } = ctx.classRange;
   const init = new Float32Array(count * dim);
   for (let j = 0; j < count; j++) init.set(c.weight[start + j]!, j * dim);
-  const classifier = new ShardedClassifier(ctx.classRange, ctx.rank, { dim, margin: c.margin, marginGrad: c.marginGrad, sampleRate: c.sampleRate, chunkRows: c.chunkRows, optimizer: 'sgd', seed: ctx.seed }, init);
+  const loss = lossHeadOf(c.head);
+  const classifier = new ShardedClassifier(ctx.classRange, ctx.rank, { dim, margin: c.margin, marginGrad: c.marginGrad, sampleRate: c.sampleRate, chunkRows: c.chunkRows, optimizer: 'sgd', seed: ctx.seed, loss }, init);
   const mine = c.embeddings.slice(ctx.rank * batch, (ctx.rank + 1) * batch);
   const emb = new Float32Array(batch * dim);
   mine.forEach((row, i) => emb.set(row, i * dim));
@@ -43,8 +48,15 @@ export const createJob: JobFactory = async (ctx) => {
         active: Array.from(r.active, (j) => start + j),
         gradWeight: Array.from(gw),
         gradEmbeddings: Array.from(r.gradEmbeddings),
+        lossState: r.lossState ?? {},
       });
       return { loss: r.loss };
     },
   };
 };
+
+function lossHeadOf(head: HeadCase | undefined): LossHead {
+  if (!head) return { kind: 'margin' };
+  if (head.kind === 'magface') return { kind: 'magface', spec: { s: head.s, la: head.la, ua: head.ua, lm: head.lm, um: head.um, lambdaG: head.lambdaG } };
+  return { kind: 'curricular', spec: { s: head.s, m: head.m, emaWeight: head.emaWeight } };
+}
