@@ -38,6 +38,7 @@ describe('bad training configs fail before any process starts', () => {
     ['a batch that does not fit the data', () => ['--data', 'synthetic:10', '--images-per-identity', '4', '--batch', '64', '--workers', '2'], /batch/],
     ['a sample rate out of range', () => ['--sample-rate', '1.5'], /sampleRate|sample-rate/],
     ['an unknown backbone', () => ['--backbone', 'resnet9000'], /backbone/],
+    ['a DCQ queue that is not a multiple of the global batch', () => ['--classifier', 'dcq', '--dcq.queue-size', '1000'], /dcq\.queueSize.*multiple/],
     ['a val set that does not exist', () => ['--val', 'lfw=/no/such/lfw.bin'], /val.*no such file/],
   ];
   for (const [what, args, message] of cases) {

@@ -256,6 +256,11 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   } catch (e) {
     fail('data', (e as Error).message);
   }
+  if (cfg.classifier === 'dcq') {
+    const g = cfg.workers * cfg.batch;
+    if (cfg.dcq.queueSize % g !== 0)
+      fail('dcq.queueSize', `${cfg.dcq.queueSize} is not a multiple of the global batch workers × batch = ${g} (e.g. use ${Math.max(1, Math.round(cfg.dcq.queueSize / g)) * g})`);
+  }
   // val sets: syntax and files, checked here so a typo fails before any process starts
   if (cfg.val.trim() !== '' && cfg.val.trim() !== 'none') {
     for (const entry of cfg.val.split(',')) {
