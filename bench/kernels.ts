@@ -1,8 +1,10 @@
 /**
  * Kernel benchmark: the stock `cpu` kernels against shardface's `cpu-native`
  * kernels at the shapes of issue 4, one JSON line per kernel, shape and backend:
- *   {kernel, shape, backend, ms, gflops}
- * plus {kernel: "peak_gemm", ...}: a direct BLAS sgemm, the machine's ceiling.
+ *   {kernel, shape, backend, ms, gflops[, pct_of_peak]}
+ * plus {kernel: "peak_gemm", ...}: a direct BLAS sgemm, the machine's ceiling,
+ * measured first in the same run; GEMM-bound lines (BatchMatMul, Conv2D and its
+ * backprops, the grouped conv) carry pct_of_peak = 100 · gflops / peak_gemm's gflops.
  * Stock kernels slower than a quarter second per call run once, and the hopeless
  * ones (conv backprop-filter at ~0.01 GFLOPS) at a smaller batch: `shape` says
  * what ran. `ms` is the best of the timed calls (peak_gemm too). Numbers on a
@@ -19,9 +21,11 @@ export interface BenchKernelsOptions {
   reps?: number;
   /** Native thread count (default: SHARDFACE_THREADS, else all cores). */
   threads?: number;
+  /** Backends to time (default both; ['cpu-native'] skips the minutes of stock kernels). */
+  backends?: Backend[];
 }
 
-type Backend = 'cpu' | 'cpu-native';
+export type Backend = 'cpu' | 'cpu-native';
 
 interface Case {
   kernel: string;
@@ -30,7 +34,9 @@ interface Case {
   /** Builds inputs on the current backend and returns the call to time. */
   setup: () => () => tf.Tensor | tf.Tensor[];
   /** A smaller case for the stock backend, when the full one would take minutes. */
-  stock?: Omit<Case, 'stock' | 'kernel'>;
+  stock?: Omit<Case, 'stock' | 'kernel' | 'gemmBound'>;
+  /** Runs as GEMM on cpu-native: its lines report pct_of_peak. */
+  gemmBound?: boolean;
 }
 
 const rand = (shape: number[]): tf.Tensor => tf.randomUniform(shape, -1, 1, 'float32', 7);
@@ -53,12 +59,14 @@ function timeCall(call: () => tf.Tensor | tf.Tensor[], reps: number, warm: boole
   return Math.min(...times); // best of reps: the least disturbed by other processes
 }
 
-async function runCase(c: Case, backend: Backend, reps: number): Promise<void> {
+async function runCase(c: Case, backend: Backend, reps: number, peakGflops: number | null): Promise<void> {
   await tf.setBackend(backend);
   const use = backend === 'cpu' && c.stock ? c.stock : c;
   const call = use.setup();
   const ms = timeCall(call, backend === 'cpu' ? Math.min(reps, 3) : reps, true);
-  console.log(JSON.stringify({ kernel: c.kernel, shape: use.shape, backend, ms: round(ms), gflops: round(use.flops / ms / 1e6) }));
+  const gflops = use.flops / ms / 1e6;
+  const pct = c.gemmBound && peakGflops ? { pct_of_peak: round((100 * gflops) / peakGflops) } : {};
+  console.log(JSON.stringify({ kernel: c.kernel, shape: use.shape, backend, ms: round(ms), gflops: round(gflops), ...pct }));
 }
 
 function round(v: number): number {
@@ -69,6 +77,7 @@ function matMulCase(m: number, k: number, n: number, transposeA: boolean, transp
   const a = transposeA ? [k, m] : [m, k], b = transposeB ? [n, k] : [k, n];
   return {
     kernel: 'BatchMatMul',
+    gemmBound: true,
     shape: { a, b, transposeA, transposeB },
     flops: 2 * m * n * k,
     setup: () => {
@@ -85,37 +94,41 @@ function convFlops(x: Shape4, k: Shape4, stride: number, outPerInput = 1): numbe
   return 2 * x[0] * oh * ow * k[0] * k[1] * k[2] * k[3] * outPerInput;
 }
 
-function convCases(x: Shape4, k: Shape4): Case[] {
-  const attrs = { strides: 1, pad: 'same', dataFormat: 'NHWC' } as const;
-  const y: Shape4 = [x[0], x[1], x[2], k[3]];
-  const backpropFilter = (xs: Shape4): Omit<Case, 'stock' | 'kernel'> => ({
-    shape: { x: xs, k, strides: 1, pad: 'same' },
-    flops: convFlops(xs, k, 1),
+/** Conv2D, Conv2DBackpropInput and Conv2DBackpropFilter ('same' padding) at one shape and stride. */
+function convCases(x: Shape4, k: Shape4, stride = 1): Case[] {
+  const attrs = { strides: stride, pad: 'same', dataFormat: 'NHWC' } as const;
+  const y: Shape4 = [x[0], Math.ceil(x[1] / stride), Math.ceil(x[2] / stride), k[3]];
+  const shape = (xs: Shape4): Record<string, unknown> => ({ x: xs, k, strides: stride, pad: 'same' });
+  const backpropFilter = (xs: Shape4): Omit<Case, 'stock' | 'kernel' | 'gemmBound'> => ({
+    shape: shape(xs),
+    flops: convFlops(xs, k, stride),
     setup: () => {
-      const [a, dy] = [rand(xs), rand([xs[0], xs[1], xs[2], k[3]])];
+      const [a, dy] = [rand(xs), rand([xs[0], y[1], y[2], k[3]])];
       return () => tf.engine().runKernel('Conv2DBackpropFilter', { x: a, dy }, { ...attrs, filterShape: k }) as tf.Tensor;
     },
   });
   return [
     {
       kernel: 'Conv2D',
-      shape: { x, k, strides: 1, pad: 'same' },
-      flops: convFlops(x, k, 1),
+      gemmBound: true,
+      shape: shape(x),
+      flops: convFlops(x, k, stride),
       setup: () => {
         const [a, w] = [rand(x), rand(k)];
-        return () => tf.conv2d(a as tf.Tensor4D, w as tf.Tensor4D, 1, 'same');
+        return () => tf.conv2d(a as tf.Tensor4D, w as tf.Tensor4D, stride, 'same');
       },
     },
     {
       kernel: 'Conv2DBackpropInput',
-      shape: { x, k, strides: 1, pad: 'same' },
-      flops: convFlops(x, k, 1),
+      gemmBound: true,
+      shape: shape(x),
+      flops: convFlops(x, k, stride),
       setup: () => {
         const [dy, w] = [rand(y), rand(k)];
         return () => tf.engine().runKernel('Conv2DBackpropInput', { dy, filter: w }, { ...attrs, inputShape: x }) as tf.Tensor;
       },
     },
-    { kernel: 'Conv2DBackpropFilter', ...backpropFilter(x), stock: backpropFilter([1, x[1], x[2], x[3]]) },
+    { kernel: 'Conv2DBackpropFilter', gemmBound: true, ...backpropFilter(x), stock: backpropFilter([1, x[1], x[2], x[3]]) },
   ];
 }
 
@@ -123,7 +136,7 @@ function depthwiseCases(x: Shape4, kh: number): Case[] {
   const k: Shape4 = [kh, kh, x[3], 1];
   const attrs = { strides: 1, pad: 'same', dilations: 1 } as const;
   const flops = (xs: Shape4): number => convFlops(xs, [kh, kh, 1, xs[3]], 1);
-  const backpropFilter = (xs: Shape4): Omit<Case, 'stock' | 'kernel'> => ({
+  const backpropFilter = (xs: Shape4): Omit<Case, 'stock' | 'kernel' | 'gemmBound'> => ({
     shape: { x: xs, k, strides: 1, pad: 'same' },
     flops: flops(xs),
     setup: () => {
@@ -160,7 +173,7 @@ function groupedCases(x: Shape4, kh: number, inPerGroup: number, factor: number)
   const k: Shape4 = [kh, kh, inPerGroup, x[3] * factor];
   const args = { strides: 1, pad: 'same' as const, groups };
   const flops = (xs: Shape4): number => convFlops(xs, k, 1);
-  const grads = (xs: Shape4): Omit<Case, 'stock' | 'kernel'> => ({
+  const grads = (xs: Shape4): Omit<Case, 'stock' | 'kernel' | 'gemmBound'> => ({
     shape: { x: xs, k, ...args, note: 'forward + both backprops via tf.grads' },
     flops: 3 * flops(xs),
     setup: () => {
@@ -172,6 +185,7 @@ function groupedCases(x: Shape4, kh: number, inPerGroup: number, factor: number)
   return [
     {
       kernel: 'SfGroupedConv2D',
+      gemmBound: true,
       shape: { x, k, ...args },
       flops: flops(x),
       setup: () => {
@@ -179,7 +193,7 @@ function groupedCases(x: Shape4, kh: number, inPerGroup: number, factor: number)
         return () => groupedConv2d(a as tf.Tensor4D, w as tf.Tensor4D, args);
       },
     },
-    { kernel: 'SfGroupedConv2D+grads', ...grads(x), stock: grads([1, x[1], x[2], x[3]]) },
+    { kernel: 'SfGroupedConv2D+grads', gemmBound: true, ...grads(x), stock: grads([1, x[1], x[2], x[3]]) },
   ];
 }
 
@@ -217,23 +231,26 @@ function elementwiseCases(): Case[] {
   ];
 }
 
-function peakGemm(reps: number): void {
+/** GFLOPS of one large sgemm straight through the addon (best of several calls), printed as the peak_gemm line. */
+function peakGemm(reps: number): number | null {
   const addon = nativeAddon();
-  if (!addon) return;
+  if (!addon) return null;
   const m = 2048, n = 2048, k = 2048;
   const a = new Float32Array(m * k).map((_, i) => ((i % 13) - 6) / 13);
   const b = new Float32Array(k * n).map((_, i) => ((i % 7) - 3) / 7);
   const c = new Float32Array(m * n);
   addon.batchMatMul(a, b, c, 1, 1, 1, m, n, k, false, false);
   const times: number[] = [];
-  for (let i = 0; i < Math.max(3, Math.min(reps, 10)); i++) {
+  for (let i = 0; i < Math.max(5, Math.min(reps, 10)); i++) {
     const t0 = performance.now();
     addon.batchMatMul(a, b, c, 1, 1, 1, m, n, k, false, false);
     times.push(performance.now() - t0);
   }
   const ms = times.sort((p, q) => p - q)[0]!;
   const info = addon.info();
-  console.log(JSON.stringify({ kernel: 'peak_gemm', shape: { m, n, k }, backend: 'blas', ms: round(ms), gflops: round((2 * m * n * k) / ms / 1e6), threads: info.threads, blasCore: info.blasCore }));
+  const gflops = (2 * m * n * k) / ms / 1e6;
+  console.log(JSON.stringify({ kernel: 'peak_gemm', shape: { m, n, k }, backend: 'blas', ms: round(ms), gflops: round(gflops), threads: info.threads, blasCore: info.blasCore }));
+  return gflops;
 }
 
 export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<void> {
@@ -242,7 +259,7 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<void
   if (!r.ok) throw new Error(`cpu-native unavailable: ${r.reason}`);
   await tf.setBackend('cpu');
   (tf.backend() as unknown as { firstUse?: boolean }).firstUse = false;
-  peakGemm(reps);
+  const peak = peakGemm(reps);
   const cases: Case[] = [
     matMulCase(256, 512, 4096, false, false),
     matMulCase(256, 512, 4096, true, false),
@@ -250,11 +267,13 @@ export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<void
     matMulCase(256, 4096, 512, false, true), // the gradient wrt a of the first: dy·bᵀ
     matMulCase(512, 256, 4096, true, false), // the gradient wrt b: aᵀ·dy
     ...convCases([16, 28, 28, 32], [3, 3, 32, 64]),
+    ...convCases([16, 28, 28, 32], [3, 3, 32, 64], 2),
+    ...convCases([16, 28, 28, 64], [1, 1, 64, 128]),
     ...depthwiseCases([16, 28, 28, 64], 3),
     ...groupedCases([16, 28, 28, 80], 3, 8, 2),
     ...elementwiseCases(),
   ];
   for (const c of cases) {
-    for (const backend of ['cpu', 'cpu-native'] as const) await runCase(c, backend, reps);
+    for (const backend of opts.backends ?? (['cpu', 'cpu-native'] as const)) await runCase(c, backend, reps, peak);
   }
 }

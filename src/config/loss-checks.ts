@@ -11,7 +11,7 @@ import { CONFIG_KEYS, type TrainConfig } from './schema.js';
 
 type Fail = (key: string, msg: string) => never;
 
-/** `fail(key, msg)` throws the ConfigError; `explicit(key)` says whether the user set the key (file or command line). */
+/** `fail(key, msg)` throws the ConfigError; `explicit(key)` says whether the user set the key to something other than its default. */
 export function checkLossAndDistillation(cfg: TrainConfig, fail: Fail, explicit: (key: string) => boolean): void {
   const groupSet = (group: string) => Object.keys(CONFIG_KEYS).find((k) => k.startsWith(`${group}.`) && explicit(k));
   if (cfg.loss === 'margin') {

@@ -195,7 +195,8 @@ export function resolveConfig(o: ResolveOptions = {}): TrainConfig {
     (key, msg) => {
       throw new ConfigError(`config key "${key}" (from ${flat.get(key)?.source ?? 'defaults'}): ${msg}`, key);
     },
-    (key) => flat.has(key),
+    // "set": given (file or command line) with a value other than the default, so a printed config loads back
+    (key) => flat.has(key) && flat.get(key)!.value !== CONFIG_KEYS[key]!.default,
   );
   return result;
 }

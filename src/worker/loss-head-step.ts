@@ -69,7 +69,8 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
     let shardHead: ShardHead;
     let targetCos = own;
     const lossState: Record<string, number> = {};
-    const mags = head.kind === 'magface' ? magnitudeRows(allEmb, dim, head.spec) : null;
+    const magSpec = head.kind === 'magface' ? head.spec : null;
+    const mags = magSpec ? magnitudeRows(allEmb, dim, magSpec) : null;
     if (head.kind === 'curricular') {
       // preliminary exchange: every row's target cosine and this step's t
       if (!comm.exchangeTargets) throw new Error('CurricularFace needs the target-cosine exchange with the coordinator (ShardComm.exchangeTargets)');
@@ -80,22 +81,22 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
       lossState[CURRICULAR_T] = t;
       shardHead = curricularShardHead(head.spec, t, targetCos);
     } else {
-      shardHead = magfaceShardHead(head.spec, mags!);
+      shardHead = magfaceShardHead(magSpec!, mags!);
     }
 
     const stats: HeadShardStats = headShardForward(shard, sample.labels, targetCos, shardHead, chunk);
-    if (mags) {
-      const { spec } = head as { spec: MagFaceSpec };
+    if (magSpec && mags) {
+      // λ_g·g(a_i), counted once: by the shard that owns the row's label
       stats.rowLossExtra = new Float32Array(rows);
-      for (let i = 0; i < rows; i++) if (owned[i]) stats.rowLossExtra[i] = spec.lambdaG * magRegulariser(mags.a[i]!, spec);
+      for (let i = 0; i < rows; i++) if (owned[i]) stats.rowLossExtra[i] = magSpec.lambdaG * magRegulariser(mags.a[i]!, magSpec);
     }
     const { logSumExp, loss } = await comm.exchangeSoftmax(step, batch, stats);
 
     const grads = headShardBackward(shard, sample.labels, targetCos, logSumExp, shardHead, rows, chunk);
     let gradEmb = grads.gradEmb;
-    if (mags) {
+    if (magSpec && mags) {
       // the CE's radial part through a_i, on the label's shard
-      const radial = magfaceMarginRadial((head as { spec: MagFaceSpec }).spec, mags, targetCos, owned, stats.target, logSumExp, rows);
+      const radial = magfaceMarginRadial(magSpec, mags, targetCos, owned, stats.target, logSumExp, rows);
       const withRadial = tf.tidy(() => tf.add(gradEmb, tf.mul(tf.tensor2d(radial, [rows, 1]), shard.unitE)) as tf.Tensor2D);
       gradEmb.dispose();
       gradEmb = withRadial;
@@ -103,9 +104,9 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
     const partial = (await gradEmb.data()) as Float32Array;
     gradEmb.dispose();
     const mine = await comm.reduceScatter(partial);
-    if (mags) {
+    if (magSpec && mags) {
       // the regulariser's gradient, local to the row's own worker: λ_g·g'(a_i)/N · x_i/‖x_i‖
-      const spec = (head as { spec: MagFaceSpec }).spec;
+      const spec = magSpec;
       for (let r = 0; r < batch; r++) {
         const i = rank * batch + r;
         if (!mags.inside[i]) continue;

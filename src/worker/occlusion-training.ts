@@ -234,7 +234,7 @@ export class OcclusionTrainer {
       const genVars = this.generator.trainableVariables().map((q) => q.variable);
       let segLoss = 0;
       let genLoss = 0;
-      const grads = tf.engine().gradients(
+      const { value: total, grads } = tf.engine().gradients(
         () => {
           const ft = this.backbone.features(x, true); // BatchNorm statistics updated here, once per step
           const fm = maskFeatures(ft, mask);
@@ -246,7 +246,8 @@ export class OcclusionTrainer {
           return tf.addN([recognition, tf.mul(lSeg, this.s.segWeight), tf.mul(lGen, this.s.adversaryWeight)]) as tf.Scalar;
         },
         [...backboneVars, ...segVars, ...genVars],
-      ).grads;
+      );
+      total.dispose();
       dyClean.dispose();
       dyMasked.dispose();
       gateT.dispose();

@@ -197,21 +197,25 @@ static SF_INLINE void backpropFilterRowBody(const float* __restrict x, const flo
 }
 SF_DISPATCH(backpropFilterRow, (const float* x, const float* dy, float* acc, const ConvShape& s, int64_t n, int64_t oy), (x, dy, acc, s, n, oy))
 
+// Rows go out in small dynamic chunks: on a loaded machine one thread is often
+// preempted, and a static split would leave the other waiting at the end.
 void depthwise(const float* x, const float* w, float* y, const ConvShape& s) {
-#pragma omp parallel
+  prefaultOutput(y, (size_t)(s.n * s.oh * s.ow * s.cout));
+#pragma omp parallel if (s.n * s.oh > 1)
   {
     std::vector<const float*> taps(2 * s.kh * s.kw);
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 4)
     for (int64_t n = 0; n < s.n; n++)
       for (int64_t oy = 0; oy < s.oh; oy++) forwardRow(x, w, y, s, n, oy, taps.data(), taps.data() + s.kh * s.kw);
   }
 }
 
 void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
-#pragma omp parallel
+  prefaultOutput(dx, (size_t)(s.n * s.h * s.w * s.c));
+#pragma omp parallel if (s.n * s.h > 1)
   {
     std::vector<const float*> taps(2 * s.kh * s.kw);
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(dynamic, 4)
     for (int64_t n = 0; n < s.n; n++)
       for (int64_t iy = 0; iy < s.h; iy++) backpropInputRow(dy, w, dx, s, n, iy, taps.data(), taps.data() + s.kh * s.kw);
   }
@@ -219,15 +223,15 @@ void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const Co
 
 void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s) {
   const int64_t size = s.kh * s.kw * s.cout, rows = s.n * s.oh;
-  const int t = threads();
+  const int t = (int)std::max<int64_t>(1, std::min<int64_t>(threads(), rows));
   float* parts = scratch(1, (size_t)t * size);
-#pragma omp parallel num_threads(t)
+#pragma omp parallel num_threads(t) if (t > 1)
   {
     const int i = omp_get_thread_num(), nt = omp_get_num_threads();
     float* acc = parts + i * size;
     std::memset(acc, 0, size * sizeof(float));
-    const int64_t r0 = rows * i / nt, r1 = rows * (i + 1) / nt;
-    for (int64_t r = r0; r < r1; r++) backpropFilterRow(x, dy, acc, s, r / s.oh, r % s.oh);
+#pragma omp for schedule(dynamic, 4) nowait
+    for (int64_t r = 0; r < rows; r++) backpropFilterRow(x, dy, acc, s, r / s.oh, r % s.oh);
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (int64_t j = 0; j < size; j++) {

@@ -12,6 +12,13 @@ void setThreads(int n);
 int threads();
 /** A grow-only scratch buffer per slot, reused between calls (no page faults per call). */
 float* scratch(int slot, size_t floats);
+/**
+ * Maps in the pages of an output buffer about to be written (huge pages where the
+ * buffer spans an aligned 2 MB, one madvise instead of a fault per 4 KB page): fresh
+ * outputs from JavaScript are newly mmapped memory, and first-touch faults cost as
+ * much as a small kernel. A no-op for small buffers and where the kernel lacks it.
+ */
+void prefaultOutput(float* p, size_t floats);
 
 // ---- GEMM (gemm.cc) -------------------------------------------------------------
 /**

@@ -2,6 +2,9 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <sys/mman.h>
+
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -30,6 +33,26 @@ float* scratch(int slot, size_t floats) {
     sizes[slot] = floats;
   }
   return buffers[slot].get();
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
+
+void prefaultOutput(float* p, size_t floats) {
+#if defined(__linux__)
+  const size_t bytes = floats * sizeof(float);
+  if (bytes < ((size_t)256 << 10)) return;
+  const uintptr_t page = 4096, huge = (uintptr_t)2 << 20;
+  const uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + bytes) & ~(page - 1);
+  if (hi <= lo) return;
+  const uintptr_t hlo = (lo + huge - 1) & ~(huge - 1), hhi = hi & ~(huge - 1);
+  if (hhi > hlo) madvise((void*)hlo, hhi - hlo, MADV_HUGEPAGE);  // hints only: errors are harmless
+  madvise((void*)lo, hi - lo, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)floats;
+#endif
 }
 
 }  // namespace sf

@@ -1,0 +1,108 @@
+/**
+ * One worker's occlusion step in process (world of 1, the communication
+ * stubbed): what each stage sends through the classifier, what it trains and
+ * what it freezes, and that it leaks no tensors.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { tf } from '../src/ops/tf.js';
+import { createBackbone } from '../src/models/index.js';
+import { ShardedClassifier, type ShardComm } from '../src/worker/sharded-classifier.js';
+import { reduceSoftmaxStats } from '../src/ops/softmax-reduce.js';
+import { resolveMargin } from '../src/ops/margin.js';
+import { OcclusionTrainer } from '../src/worker/occlusion-training.js';
+import { initBackend } from '../src/ops/backend.js';
+
+const B = 8;
+const S = 40;
+const D = 16;
+const C = 6;
+
+function snapshot(vars: Map<string, tf.Variable>): Map<string, Float32Array> {
+  return new Map([...vars].map(([k, v]) => [k, (v.dataSync() as Float32Array).slice()]));
+}
+function changed(a: Map<string, Float32Array>, b: Map<string, Float32Array>): boolean {
+  for (const [k, v] of a) if (v.some((x, i) => x !== b.get(k)![i])) return true;
+  return false;
+}
+
+describe('OcclusionTrainer.step (1 worker)', () => {
+  beforeAll(async () => {
+    await initBackend('auto'); // the native CPU kernels where built
+  });
+
+  it('stage 1 sends B × 14 candidate rows and trains only G; stage 2 sends [clean; masked] = 2B rows and trains F, R, S and G', async () => {
+    const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
+    const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
+    const batches: number[] = [];
+    const comm: ShardComm = {
+      allGatherFloat: async (a) => a,
+      allGatherInt: async (a) => a,
+      exchangeSoftmax: async (_step, batch, stats) => {
+        batches.push(batch);
+        const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
+        return { logSumExp: r.logSumExp, loss: r.loss };
+      },
+      reduceScatter: async (a) => a,
+    };
+    const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
+    const params = backbone.trainableVariables();
+    const trainer = new OcclusionTrainer(
+      { startStep: 0, pretrainSteps: 2, segWeight: 0.1, adversaryWeight: 0.0025, gate: 0.1, width: 8, randomHalves: 3, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } },
+      backbone,
+      params,
+      1,
+      0,
+      ring,
+    );
+    expect(trainer.grid).toEqual([3, 3, 128]);
+    const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
+    const labels = Int32Array.from({ length: B }, (_, i) => i % C);
+    const gen = () => snapshot(trainer.generator.state());
+    const seg = () => snapshot(trainer.segmentation.state());
+    const bb = () => snapshot(backbone.state());
+    try {
+      // stage 1
+      const before = { g: gen(), s: seg(), b: bb() };
+      const r1 = await trainer.step(1, x, labels, classifier, comm, 0.1);
+      expect(trainer.stage(1)).toBe(1);
+      expect(batches).toEqual([B * 14]);
+      expect(r1.backboneGrads).toBeNull();
+      expect(r1.metrics.occlusionStage).toBe(1);
+      expect(changed(before.g, gen())).toBe(true);
+      expect(changed(before.s, seg())).toBe(false);
+      expect(changed(before.b, bb())).toBe(false); // weights and BatchNorm statistics frozen
+      await trainer.step(2, x, labels, classifier, comm, 0.1);
+
+      // stage 2
+      const mid = { s: seg() };
+      const r3 = await trainer.step(3, x, labels, classifier, comm, 0.1);
+      expect(trainer.stage(3)).toBe(2);
+      expect(batches.at(-1)).toBe(2 * B);
+      expect(r3.cls.gradEmbeddings.length).toBe(2 * B * D);
+      expect(r3.backboneGrads).toHaveLength(params.length);
+      expect(r3.backboneGrads!.map((g) => g.shape)).toEqual(params.map((p) => p.variable.shape));
+      expect(r3.backboneGrads!.some((g) => tf.sum(tf.abs(g)).dataSync()[0]! > 0)).toBe(true);
+      expect(changed(mid.s, seg())).toBe(true);
+      expect(r3.metrics.lossMasked).toBeGreaterThan(0);
+      expect((r3.metrics.lossClean! + r3.metrics.lossMasked!) / 2).toBeCloseTo(r3.cls.loss, 4);
+      expect(r3.metrics.droppedCells).toBe(3); // 15 of 49 scaled to 9 cells
+      expect(r3.metrics.adversaryShare).toBeGreaterThanOrEqual(0);
+      expect(r3.metrics.adversaryShare).toBeLessThanOrEqual(1);
+      r3.backboneGrads!.forEach((g) => g.dispose());
+      r3.cls.gradWeight.dispose();
+      const memory = tf.memory().numTensors; // after the first joint step (tf.js caches a few constants once)
+      const r4 = await trainer.step(4, x, labels, classifier, comm, 0.1);
+      r4.backboneGrads!.forEach((g) => g.dispose());
+      r4.cls.gradWeight.dispose();
+      expect(tf.memory().numTensors).toBe(memory);
+      const r5 = await trainer.step(5, x, labels, classifier, comm, 0.1);
+      r5.backboneGrads!.forEach((g) => g.dispose());
+      r5.cls.gradWeight.dispose();
+      expect(tf.memory().numTensors).toBe(memory);
+    } finally {
+      x.dispose();
+      trainer.dispose();
+      backbone.dispose();
+    }
+  });
+});
