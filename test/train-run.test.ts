@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli } from './helpers/processes.js';
 import { readManifest } from '../src/checkpoint/checkpoint.js';
+import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 
 describe('shardface train with 2 workers on synthetic faces', () => {
   it('lowers the loss, writes metrics, a checkpoint and a summary, and exits 0', async () => {
@@ -40,6 +41,12 @@ describe('shardface train with 2 workers on synthetic faces', () => {
     expect(m.world).toBe(2);
     expect(m.shards.map((s) => [s.classStart, s.classCount])).toEqual([[0, 30], [30, 30]]);
     expect(summary.checkpoint).toBe(join(runDir, 'ckpt', 'step-000036'));
+    // the backbone file also carries the optimizer's momentum, so a resume can continue exactly
+    const bb = readTensorFile(join(runDir, 'ckpt', 'step-000036', m.backbone.file), m.backbone.sha256);
+    expect(bb.metadata.optimizer).toBe('sgd');
+    expect(bb.metadata.optimizerStep).toBe('36');
+    const slots = Object.keys(bb.tensors).filter((k) => k.startsWith('optimizer.'));
+    expect(slots.length).toBeGreaterThan(0);
     expect(existsSync(join(runDir, 'config.json'))).toBe(true);
 
     // JSON logs carry role/rank/step; the coordinator logs progress

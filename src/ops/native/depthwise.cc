@@ -197,14 +197,12 @@ static SF_INLINE void backpropFilterRowBody(const float* __restrict x, const flo
 }
 SF_DISPATCH(backpropFilterRow, (const float* x, const float* dy, float* acc, const ConvShape& s, int64_t n, int64_t oy), (x, dy, acc, s, n, oy))
 
-// Rows go out in small dynamic chunks: on a loaded machine one thread is often
-// preempted, and a static split would leave the other waiting at the end.
 void depthwise(const float* x, const float* w, float* y, const ConvShape& s) {
   prefaultOutput(y, (size_t)(s.n * s.oh * s.ow * s.cout));
 #pragma omp parallel if (s.n * s.oh > 1)
   {
     std::vector<const float*> taps(2 * s.kh * s.kw);
-#pragma omp for collapse(2) schedule(dynamic, 4)
+#pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < s.n; n++)
       for (int64_t oy = 0; oy < s.oh; oy++) forwardRow(x, w, y, s, n, oy, taps.data(), taps.data() + s.kh * s.kw);
   }
@@ -215,12 +213,13 @@ void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const Co
 #pragma omp parallel if (s.n * s.h > 1)
   {
     std::vector<const float*> taps(2 * s.kh * s.kw);
-#pragma omp for collapse(2) schedule(dynamic, 4)
+#pragma omp for collapse(2) schedule(static)
     for (int64_t n = 0; n < s.n; n++)
       for (int64_t iy = 0; iy < s.h; iy++) backpropInputRow(dy, w, dx, s, n, iy, taps.data(), taps.data() + s.kh * s.kw);
   }
 }
 
+/** Rows go to per-thread partial sums in small dynamic chunks (a preempted thread does not hold up the rest), then the partials are summed. */
 void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s) {
   const int64_t size = s.kh * s.kw * s.cout, rows = s.n * s.oh;
   const int t = (int)std::max<int64_t>(1, std::min<int64_t>(threads(), rows));

@@ -205,7 +205,7 @@ export const createJob: JobFactory = async (ctx) => {
         };
         if (!Number.isFinite(cls.loss)) throw new Error(`loss is ${cls.loss} at step ${step} (lr ${lr}); stopping before the model is ruined`);
         const last = step === cfg.steps;
-        if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await (dcq ? dcq.writeCheckpoint(step, epoch, backbone) : writeCheckpoint(ctx, cfg, step, epoch, backbone, classifier!, occlusion?.state()));
+        if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await (dcq ? dcq.writeCheckpoint(step, epoch, backbone) : writeCheckpoint(ctx, cfg, step, epoch, backbone, optimizer, classifier!, occlusion?.state()));
         // Replicas must stay bit-identical; the coordinator compares these across ranks.
         if (last) metrics.paramsHash = await hashParams(params.map((p) => p.variable));
         if (pairs && heldOut && (last || (cfg.evalEvery > 0 && step % cfg.evalEvery === 0))) {
@@ -264,7 +264,16 @@ async function broadcastState(ctx: WorkerContext, backbone: Backbone): Promise<v
 }
 
 /** `extra`: further replicated tensors saved in the backbone file (occlusion: G and S, names prefixed `occlusion.`). */
-async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: number, epoch: number, backbone: Backbone, classifier: ShardedClassifier, extra?: Map<string, tf.Variable>): Promise<void> {
+async function writeCheckpoint(
+  ctx: WorkerContext,
+  cfg: TrainJobConfig,
+  step: number,
+  epoch: number,
+  backbone: Backbone,
+  optimizer: BackboneOptimizer,
+  classifier: ShardedClassifier,
+  extra?: Map<string, tf.Variable>,
+): Promise<void> {
   const dir = stepDir(`${cfg.runDir}/ckpt`, step);
   const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
   const shardTensors: Record<string, StoredTensor> = {};
@@ -275,8 +284,17 @@ async function writeCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: nu
   await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, ...shard });
   if (ctx.rank === 0) {
     const t: Record<string, StoredTensor> = {};
-    for (const [name, v] of [...backbone.state(), ...(extra ?? [])]) t[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
-    const b = writeCheckpointFile(dir, BACKBONE_FILE, t, { ...meta, backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize) });
+    // Optimizer slots ride along under `optimizer.` names (loaders of the backbone ignore them).
+    const optimizerState = [...optimizer.state()].map(([name, v]) => [`optimizer.${name}`, v] as const);
+    for (const [name, v] of [...backbone.state(), ...(extra ?? []), ...optimizerState]) t[name] = { data: (await v.data()) as Float32Array, shape: v.shape };
+    const b = writeCheckpointFile(dir, BACKBONE_FILE, t, {
+      ...meta,
+      backbone: cfg.backbone,
+      embeddingSize: String(cfg.embeddingSize),
+      imageSize: String(cfg.imageSize),
+      optimizer: optimizer.settings.kind,
+      optimizerStep: String(optimizer.stepCount),
+    });
     await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
   }
 }
