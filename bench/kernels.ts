@@ -65,7 +65,7 @@ async function runCase(c: Case, backend: Backend, reps: number, peakGflops: numb
   const call = use.setup();
   const ms = timeCall(call, backend === 'cpu' ? Math.min(reps, 3) : reps, true);
   const gflops = use.flops / ms / 1e6;
-  const pct = c.gemmBound && peakGflops ? { pct_of_peak: round((100 * gflops) / peakGflops) } : {};
+  const pct = c.gemmBound && backend === 'cpu-native' && peakGflops ? { pct_of_peak: round((100 * gflops) / peakGflops) } : {};
   console.log(JSON.stringify({ kernel: c.kernel, shape: use.shape, backend, ms: round(ms), gflops: round(gflops), ...pct }));
 }
 
