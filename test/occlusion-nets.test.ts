@@ -11,8 +11,8 @@ import { OcclusionNet } from '../src/models/occlusion-nets.js';
 import { bceWithLogits, maskFeatures } from '../src/worker/occlusion-training.js';
 
 describe('backbone feature map / head split', () => {
-  it('every backbone ends its features in the last spatial map: 7×7 at 112', () => {
-    const expected = { mobilefacenet: [7, 7, 512], iresnet18: [7, 7, 512], vargfacenet: [7, 7, 320], tiny: [7, 7, 128] } as const;
+  it('every backbone ends its features in the last spatial map: 7×7 at 112 (tiny: before its last stride-2 conv, 14×14)', () => {
+    const expected = { mobilefacenet: [7, 7, 512], iresnet18: [7, 7, 512], vargfacenet: [7, 7, 320], tiny: [14, 14, 64] } as const;
     for (const [name, shape] of Object.entries(expected)) {
       const desc = describeBackbone(name as keyof typeof expected, { embeddingSize: 64, inputSize: 112 });
       expect(isFeatureHeadBlock(desc.root), name).toBe(true);
@@ -27,13 +27,14 @@ describe('backbone feature map / head split', () => {
   it('tiny: featureShape follows the input size, and head(features(x)) = apply(x)', () => {
     const b = createBackbone('tiny', { seed: 3, embeddingSize: 16, inputSize: 40 });
     try {
-      expect(b.featureShape()).toEqual([3, 3, 128]);
-      expect(b.featureShape(32)).toEqual([2, 2, 128]);
+      expect(b.featureShape()).toEqual([5, 5, 64]);
+      expect(b.featureShape(32)).toEqual([4, 4, 64]);
+      expect(b.featureShape(56)).toEqual([7, 7, 64]);
       const x = tf.randomNormal([2, 40, 40, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
       for (const training of [false, true]) {
         const whole = b.apply(x, training, { updateStats: false });
         const f = b.features(x, training, { updateStats: false });
-        expect(f.shape).toEqual([2, 3, 3, 128]);
+        expect(f.shape).toEqual([2, 5, 5, 64]);
         const split = b.head(f, training, { updateStats: false });
         expect(Array.from(split.dataSync())).toEqual(Array.from(whole.dataSync()));
         tf.dispose([whole, f, split]);

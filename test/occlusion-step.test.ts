@@ -54,7 +54,7 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       0,
       ring,
     );
-    expect(trainer.grid).toEqual([3, 3, 128]);
+    expect(trainer.grid).toEqual([5, 5, 64]); // tiny's split: before its last stride-2 conv
     const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
     const labels = Int32Array.from({ length: B }, (_, i) => i % C);
     const gen = () => snapshot(trainer.generator.state());
@@ -85,9 +85,10 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       expect(changed(mid.s, seg())).toBe(true);
       expect(r3.metrics.lossMasked).toBeGreaterThan(0);
       expect((r3.metrics.lossClean! + r3.metrics.lossMasked!) / 2).toBeCloseTo(r3.cls.loss, 4);
-      expect(r3.metrics.droppedCells).toBe(3); // 15 of 49 scaled to 9 cells
+      expect(r3.metrics.droppedCells).toBe(8); // 15 of 49 scaled to 25 cells
       expect(r3.metrics.adversaryShare).toBeGreaterThanOrEqual(0);
       expect(r3.metrics.adversaryShare).toBeLessThanOrEqual(1);
+      expect(r3.metrics.adversaryShare).toBeLessThanOrEqual(r3.metrics.generatorMaskShare!); // G learns from its own masks only
       r3.backboneGrads!.forEach((g) => g.dispose());
       r3.cls.gradWeight.dispose();
       const memory = tf.memory().numTensors; // after the first joint step (tf.js caches a few constants once)
@@ -99,6 +100,46 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       r5.backboneGrads!.forEach((g) => g.dispose());
       r5.cls.gradWeight.dispose();
       expect(tf.memory().numTensors).toBe(memory);
+    } finally {
+      x.dispose();
+      trainer.dispose();
+      backbone.dispose();
+    }
+  });
+
+  it('stage 2: G does not move when no sample passes the gate (no momentum drift, no decay)', async () => {
+    const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
+    const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
+    const comm: ShardComm = {
+      allGatherFloat: async (a) => a,
+      allGatherInt: async (a) => a,
+      exchangeSoftmax: async (_step, _batch, stats) => {
+        const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
+        return { logSumExp: r.logSumExp, loss: r.loss };
+      },
+      reduceScatter: async (a) => a,
+    };
+    const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
+    // gate 1: p_before − p_after > 1 never holds; structuredShare 0: every mask is G's
+    const trainer = new OcclusionTrainer(
+      { startStep: 0, pretrainSteps: 0, segWeight: 0.1, adversaryWeight: 0.0025, gate: 1, width: 8, randomHalves: 3, structuredShare: 0, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } },
+      backbone,
+      backbone.trainableVariables(),
+      1,
+      0,
+      ring,
+    );
+    const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
+    const labels = Int32Array.from({ length: B }, (_, i) => i % C);
+    try {
+      const before = snapshot(trainer.generator.state());
+      const r = await trainer.step(1, x, labels, classifier, comm, 0.1);
+      expect(r.metrics.generatorMaskShare).toBe(1);
+      expect(r.metrics.adversaryShare).toBe(0);
+      expect(r.metrics.generatorGradNorm).toBe(0);
+      expect(changed(before, snapshot(trainer.generator.state()))).toBe(false);
+      r.backboneGrads!.forEach((g) => g.dispose());
+      r.cls.gradWeight.dispose();
     } finally {
       x.dispose();
       trainer.dispose();

@@ -9,12 +9,19 @@
  *   global average pool → FC (128→D, +bias) → BN1d
  *
  * Global pooling makes it work at any input size ≥ 16 (16 px leaves a 1×1
- * map). `norm: 'none'` drops every BatchNorm and gives the convs a bias
+ * map).
+ *
+ * Feature map / head split (occlusion training, SPEC §6.3): features() ends
+ * after stage3, the last map before the final stride-2 conv: [⌈S/8⌉², 64],
+ * 5×5 at 40 px and 7×7 at 56 px (stage4's 3×3 map at 40 px is too coarse for
+ * the §6.2 masks: a landmark window or a half covers most of it). head() is
+ * stage4 → pool → FC → BN. Only the split point is chosen here: forward(),
+ * the parameters and their order are the same as without the split. `norm: 'none'` drops every BatchNorm and gives the convs a bias
  * instead: per-sample computation only, so a batch split across workers gives
  * exactly the gradients of the whole batch (the data-parallel exactness test).
  * Init: He normal (fan-out) for conv and FC weights, biases 0, BN eps 1e-5.
  */
-import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 export type TinyNorm = 'batch' | 'none';
 
@@ -36,7 +43,7 @@ class ConvUnit implements Block {
 
   forward<T>(r: Runner<T>, x: T): T {
     const y = r.conv(this.conv, x);
-    return r.prelu(this.prelu, this.bn ? r.batchNorm(this.bn, y) : y);
+    return this.bn ? bnPrelu(r, this.bn, this.prelu, y) : r.prelu(this.prelu, y);
   }
 }
 
@@ -50,6 +57,8 @@ class Residual implements Block {
 
 class Tiny implements FeatureHeadBlock {
   private readonly body: Block[] = [];
+  /** stage4's stride-2 conv: the first layer of head(). */
+  private readonly last: Block;
   private readonly fc: Linear;
   private readonly bn: BatchNorm | null;
 
@@ -61,6 +70,7 @@ class Tiny implements FeatureHeadBlock {
       if (RESIDUAL_STAGES.has(i)) this.body.push(new Residual(new ConvUnit(st.sub('block0'), c, c, 1, norm)));
       inC = c;
     });
+    this.last = this.body.pop()!;
     this.fc = s.linear('fc', { inFeatures: inC, outFeatures: embeddingSize, bias: true, init: heNormalFanOut(embeddingSize) });
     this.bn = norm === 'batch' ? s.batchNorm('features', { channels: embeddingSize, eps: EPS }) : null;
   }
@@ -69,16 +79,16 @@ class Tiny implements FeatureHeadBlock {
     return this.head(r, this.features(r, x));
   }
 
-  /** stage1…stage4: the last spatial map, [B, ⌈S/16⌉, ⌈S/16⌉, 128]. */
+  /** stage1…stage3: [B, ⌈S/8⌉, ⌈S/8⌉, 64] (see the split above). */
   features<T>(r: Runner<T>, x: T): T {
     let y = x;
     for (const b of this.body) y = b.forward(r, y);
     return y;
   }
 
-  /** global average pool → FC → BN1d. */
+  /** stage4 → global average pool → FC → BN1d. */
   head<T>(r: Runner<T>, f: T): T {
-    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(f)));
+    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(this.last.forward(r, f))));
     return this.bn ? r.batchNorm(this.bn, y) : y;
   }
 }

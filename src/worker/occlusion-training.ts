@@ -20,7 +20,11 @@
  *
  * Stage 2, joint training: π = G(stopgrad f); each sample's mask ranks its
  * cells by π and drops `drop` of the top `top` at random (P = 20, K = 15 of
- * 49, scaled with H·W). The clean and the masked embeddings go through the
+ * 49, scaled with H·W). A share `structuredShare` (default ½) of the samples
+ * instead takes one of the §6.2 candidates (landmark window, half, random
+ * half) drawn uniformly: SPEC §6.3 step 2's "structured families mixed in as
+ * data augmentation". They train F, R and S like G's masks, but G learns only
+ * from its own samples. The clean and the masked embeddings go through the
  * sharded classifier as ONE batch of 2B rows per worker, [clean B; masked B],
  * both labelled y. Its loss is the mean over those 2N rows, ½(L_clean +
  * L_masked): every term of SPEC's L_FR is halved (the backbone's step size
@@ -29,10 +33,18 @@
  *   ½(L_clean + L_masked) + λ_seg·L_seg,   L_seg = BCE(S(f ⊙ (1 − M)), M),
  *
  * and G minimises occlusionAdversaryWeight · BCE(π, M) over the samples whose
- * mask cut p_y by more than occlusionGate (p_before − p_after, from the same
- * classifier batch). Both BCEs are sums over cells divided by the global cell
+ * mask (G's own) cut p_y by more than occlusionGate (p_before − p_after, from
+ * the same classifier batch). When no sample of any worker passes the gate,
+ * G's optimizer does not step at all: a zero gradient would still move G
+ * along its momentum and shrink it by weight decay. Both BCEs are sums over cells divided by the global cell
  * count N·H·W (N = B × workers), so SUMMING the gradients of G and S over
  * workers, like the backbone's, gives the gradient of the global mean.
+ *
+ * BatchNorm in R: every masked feature map goes through R with the running
+ * statistics (training = false for R only), as an occluded face does at
+ * inference. With batch statistics the masked batch would be re-standardised
+ * on its own, which hides the shift a mask causes and so never teaches R to
+ * absorb it; the clean pass keeps batch statistics, as in plain training.
  *
  * Stop-gradient: G reads the feature map computed before the tape (the same
  * values the taped forward recomputes), so nothing flows from G into F; the
@@ -56,6 +68,8 @@ export interface OcclusionSettings {
   gate: number;
   width: number;
   randomHalves: number;
+  /** Stage 2: share of the masks drawn from the §6.2 candidates instead of G (default STRUCTURED_SHARE). */
+  structuredShare?: number;
   seed: number;
   imageSize: number;
   clipGradNorm: number;
@@ -79,6 +93,12 @@ export interface OcclusionStepResult {
 
 /** A-Fast-RCNN back-propagates the pre-training BCE on this fraction of the negative cells. */
 const NEGATIVE_CELL_SHARE = 0.4;
+
+/** R on masked features runs in inference mode (BatchNorm running statistics); see the top of the file. */
+const MASKED_HEAD_TRAINING = false;
+
+/** Stage 2: share of the samples masked with a structured §6.2 candidate rather than G's sample. */
+export const STRUCTURED_SHARE = 0.5;
 
 export class OcclusionTrainer {
   readonly generator: OcclusionNet;
@@ -139,7 +159,7 @@ export class OcclusionTrainer {
       const dim = this.backbone.embeddingSize;
       const emb = new Float32Array(k * b * dim);
       candidates.forEach((c, ci) => {
-        const e = tf.tidy(() => this.backbone.head(maskFeatures(f, broadcastMask(c.mask, b, h, w)), true, { updateStats: false }));
+        const e = tf.tidy(() => this.backbone.head(maskFeatures(f, broadcastMask(c.mask, b, h, w)), MASKED_HEAD_TRAINING));
         emb.set(e.dataSync() as Float32Array, ci * b * dim);
         e.dispose();
       });
@@ -204,13 +224,22 @@ export class OcclusionTrainer {
       const pi = tf.tidy(() => tf.sigmoid(this.generator.apply(f)).dataSync() as Float32Array);
       const { top, drop } = topKDropCounts(h, w);
       const maskRng = Rng.derive(this.s.seed, 'occlusion-mask', step, this.rank);
+      const structured = candidateMasks(h, w, { randomHalves: this.s.randomHalves, rng: Rng.derive(this.s.seed, 'occlusion-candidates', step, this.rank) });
+      const share = this.s.structuredShare ?? STRUCTURED_SHARE;
       const masks = new Float32Array(b * cells);
-      for (let i = 0; i < b; i++) masks.set(sampleTopKMask(pi.subarray(i * cells, (i + 1) * cells), top, drop, maskRng), i * cells);
+      const fromG = new Uint8Array(b); // 1 = G's sample, 0 = a structured candidate
+      for (let i = 0; i < b; i++) {
+        if (maskRng.next() < share) masks.set(structured[maskRng.int(structured.length)]!.mask, i * cells);
+        else {
+          masks.set(sampleTopKMask(pi.subarray(i * cells, (i + 1) * cells), top, drop, maskRng), i * cells);
+          fromG[i] = 1;
+        }
+      }
       m = tf.tensor4d(masks, [b, h, w, 1]);
       const mask = m;
       const emb = new Float32Array(2 * b * dim);
       const eClean = tf.tidy(() => this.backbone.head(f, true, { updateStats: false }));
-      const eMasked = tf.tidy(() => this.backbone.head(maskFeatures(f, mask), true, { updateStats: false }));
+      const eMasked = tf.tidy(() => this.backbone.head(maskFeatures(f, mask), MASKED_HEAD_TRAINING, { updateStats: false }));
       emb.set(eClean.dataSync() as Float32Array, 0);
       emb.set(eMasked.dataSync() as Float32Array, b * dim);
       eClean.dispose();
@@ -223,7 +252,8 @@ export class OcclusionTrainer {
       const cls = await classifier.forwardBackward(step, emb, twice, comm);
       const p = await this.ring.reduceScatter(cls.ownedTargetProbability, 'sum');
       const gate = new Float32Array(b);
-      for (let i = 0; i < b; i++) gate[i] = adversaryGate(p[i]!, p[b + i]!, this.s.gate) ? 1 : 0;
+      for (let i = 0; i < b; i++) gate[i] = fromG[i] && adversaryGate(p[i]!, p[b + i]!, this.s.gate) ? 1 : 0;
+      const gated = await this.sumOverWorkers(gate.reduce((a, v) => a + v, 0));
 
       // backward: one tape over F, R, S and G
       const dyClean = tf.tensor2d(cls.gradEmbeddings.subarray(0, b * dim), [b, dim]);
@@ -238,7 +268,7 @@ export class OcclusionTrainer {
         () => {
           const ft = this.backbone.features(x, true); // BatchNorm statistics updated here, once per step
           const fm = maskFeatures(ft, mask);
-          const recognition = tf.add(tf.sum(tf.mul(this.backbone.head(ft, true), dyClean)), tf.sum(tf.mul(this.backbone.head(fm, true, { updateStats: false }), dyMasked)));
+          const recognition = tf.add(tf.sum(tf.mul(this.backbone.head(ft, true), dyClean)), tf.sum(tf.mul(this.backbone.head(fm, MASKED_HEAD_TRAINING, { updateStats: false }), dyMasked)));
           const lSeg = tf.div(tf.sum(bceWithLogits(this.segmentation.apply(fm as tf.Tensor4D), mask)), globalCells);
           const lGen = tf.div(tf.sum(tf.mul(gateT, bceWithLogits(this.generator.apply(f), mask))), globalCells);
           segLoss = lSeg.dataSync()[0]!;
@@ -253,14 +283,18 @@ export class OcclusionTrainer {
       gateT.dispose();
       const backboneGrads = grads.slice(0, backboneVars.length);
       const segNorm = await this.update(grads.slice(backboneVars.length, backboneVars.length + segVars.length), this.segBuckets, this.segOptimizer, lr);
-      const genNorm = await this.update(grads.slice(backboneVars.length + segVars.length), this.genBuckets, this.genOptimizer, lr);
+      const genGrads = grads.slice(backboneVars.length + segVars.length);
+      let genNorm = 0;
+      if (gated > 0) genNorm = await this.update(genGrads, this.genBuckets, this.genOptimizer, lr);
+      else genGrads.forEach((g) => g.dispose());
 
       // global means, for the log: L_clean, L_masked (−log p_y), L_seg, gated share, BCE(π, M) on the gated samples
-      const sums = new Float32Array(5);
+      const sums = new Float32Array(6);
       for (let i = 0; i < b; i++) {
         sums[0] += -Math.log(Math.max(p[i]!, 1e-30));
         sums[1] += -Math.log(Math.max(p[b + i]!, 1e-30));
         sums[3] += gate[i]!;
+        sums[5] += fromG[i]!;
       }
       sums[2] = segLoss;
       sums[4] = genLoss;
@@ -275,6 +309,7 @@ export class OcclusionTrainer {
           lossMasked: sums[1]! / n,
           segLoss: sums[2]!,
           adversaryShare: sums[3]! / n,
+          generatorMaskShare: sums[5]! / n,
           generatorLoss: sums[4]!,
           segGradNorm: segNorm,
           generatorGradNorm: genNorm,

@@ -47,7 +47,7 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
     identities: { kind: 'int', default: 300, help: 'synthetic training identities' },
     'images-per-identity': { kind: 'int', default: 20, help: 'images per identity' },
     'held-out-identities': { kind: 'int', default: 100, help: 'held-out identities for the pairs' },
-    pairs: { kind: 'int', default: 1000, help: 'verification pairs' },
+    pairs: { kind: 'int', default: 3000, help: 'verification pairs' },
     epochs: { kind: 'int', default: 6, help: 'epochs of each run' },
     'start-fraction': { kind: 'number', default: 0.3, help: 'share of the run trained plainly before the adversary starts' },
     'pretrain-steps': { kind: 'int', default: 10, help: 'adversary pre-training steps' },
