@@ -15,7 +15,7 @@
  * final h×w map (arcface_torch hard-codes 7×7). The flatten is NHWC, i.e. a
  * fixed permutation of PyTorch's NCHW flatten: the same model family.
  */
-import { Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 export const IRESNET_LAYERS = {
   iresnet18: [2, 2, 2, 2],
@@ -58,8 +58,7 @@ class IBasicBlock implements Block {
   forward<T>(r: Runner<T>, x: T): T {
     let y = r.batchNorm(this.bn1, x);
     y = r.conv(this.conv1, y);
-    y = r.batchNorm(this.bn2, y);
-    y = r.prelu(this.prelu, y);
+    y = bnPrelu(r, this.bn2, this.prelu, y);
     y = r.conv(this.conv2, y);
     y = r.batchNorm(this.bn3, y);
     const shortcut = this.downsample ? r.batchNorm(this.downsample.bn, r.conv(this.downsample.conv, x)) : x;
@@ -103,7 +102,7 @@ class IResNet implements FeatureHeadBlock {
 
   /** stem + the four stages: the last spatial map (7×7×512 at 112). */
   features<T>(r: Runner<T>, x: T): T {
-    let y = r.prelu(this.stemPrelu, r.batchNorm(this.stemBn, r.conv(this.stemConv, x)));
+    let y = bnPrelu(r, this.stemBn, this.stemPrelu, r.conv(this.stemConv, x));
     for (const b of this.blocks) y = b.forward(r, y);
     return y;
   }

@@ -16,7 +16,7 @@
  * relu); BN γ = 1, β = 0; BN eps 1e-5. The GDC's 7×7 valid conv needs a 7×7
  * final map, so the input must be 97…112 pixels (112 in practice).
  */
-import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 const EPS = 1e-5;
 
@@ -40,8 +40,8 @@ class ConvBlock implements Block {
   }
 
   forward<T>(r: Runner<T>, x: T): T {
-    const y = r.batchNorm(this.bn, r.conv(this.conv, x));
-    return this.prelu ? r.prelu(this.prelu, y) : y;
+    const y = r.conv(this.conv, x);
+    return this.prelu ? bnPrelu(r, this.bn, this.prelu, y) : r.batchNorm(this.bn, y);
   }
 }
 

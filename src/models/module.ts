@@ -210,6 +210,12 @@ export interface Runner<T> {
   conv(layer: Conv2d, x: T): T;
   batchNorm(layer: BatchNorm, x: T): T;
   prelu(layer: PReLU, x: T): T;
+  /**
+   * prelu(act, batchNorm(bn, x)) in one step, for runners that can fuse it
+   * (TensorRunner: one native kernel in training mode). Blocks call it through
+   * `bnPrelu`, which falls back to the two calls for runners without it.
+   */
+  batchNormPrelu?(bn: BatchNorm, act: PReLU, x: T): T;
   linear(layer: Linear, x: T): T;
   add(a: T, b: T): T;
   sigmoid(x: T): T;
@@ -219,6 +225,11 @@ export interface Runner<T> {
   globalAvgPool(x: T): T;
   /** [B,H,W,C] → [B,H·W·C] (NHWC order). */
   flatten(x: T): T;
+}
+
+/** BN → PReLU, fused where the runner can. */
+export function bnPrelu<T>(r: Runner<T>, bn: BatchNorm, act: PReLU, x: T): T {
+  return r.batchNormPrelu ? r.batchNormPrelu(bn, act, x) : r.prelu(act, r.batchNorm(bn, x));
 }
 
 /** Anything with a forward pass: the whole net or one of its blocks. */

@@ -3,7 +3,9 @@
  * keyed by tensor name (module.ts); this runner only looks them up.
  *
  * BatchNorm in training mode normalises with the batch statistics (gradients
- * flow through mean and variance) and writes the running statistics in place.
+ * flow through mean and variance; ops/norm-act.ts, one native kernel with its
+ * own backward kernel on cpu-native, fused with a following PReLU when the
+ * block asks through `batchNormPrelu`) and writes the running statistics in place.
  * That write is an `assign` of a tensor that does not feed the output, so it
  * contributes nothing to any gradient, and it runs inside its own `tf.tidy`, so
  * no intermediate outlives the call (under a gradient tape the engine's saved
@@ -11,6 +13,7 @@
  */
 import { tf } from '../ops/tf.js';
 import { groupedConv2d } from '../ops/grouped-conv.js';
+import { batchNormPrelu, batchNormTrain, prelu } from '../ops/norm-act.js';
 import type { BatchNorm, Conv2d, Linear, PReLU, Runner } from './module.js';
 
 export class TensorRunner implements Runner<tf.Tensor> {
@@ -45,34 +48,39 @@ export class TensorRunner implements Runner<tf.Tensor> {
   }
 
   batchNorm(l: BatchNorm, x: tf.Tensor): tf.Tensor {
+    return this.normalize(l, x, null);
+  }
+
+  prelu(l: PReLU, x: tf.Tensor): tf.Tensor {
+    return prelu(x, this.v(`${l.name}.alpha`));
+  }
+
+  batchNormPrelu(bn: BatchNorm, act: PReLU, x: tf.Tensor): tf.Tensor {
+    return this.normalize(bn, x, act);
+  }
+
+  /** BatchNorm, then `act` when given: one kernel on cpu-native in training mode. */
+  private normalize(l: BatchNorm, x: tf.Tensor, act: PReLU | null): tf.Tensor {
     const gamma = this.v(`${l.name}.gamma`);
     const beta = this.v(`${l.name}.beta`);
     const runningMean = this.v(`${l.name}.runningMean`);
     const runningVar = this.v(`${l.name}.runningVar`);
     if (x.shape[x.rank - 1] !== l.channels) throw new Error(`${l.name}: expected ${l.channels} channels, got shape [${x.shape}]`);
-    let mean: tf.Tensor;
-    let variance: tf.Tensor;
-    if (this.training) {
-      const axes = x.shape.slice(0, -1).map((_, i) => i);
-      ({ mean, variance } = tf.moments(x, axes));
-      const n = x.size / l.channels;
-      if (n < 2) throw new Error(`${l.name}: BatchNorm in training mode needs more than one value per channel`);
-      if (this.updateStats) {
-        updateRunning(runningMean, mean, l.momentum, 1);
-        updateRunning(runningVar, variance, l.momentum, n / (n - 1));
-      }
-    } else {
-      mean = runningMean;
-      variance = runningVar;
+    if (!this.training) {
+      // y = (x − μ)·γ/√(σ²+ε) + β with the running statistics, folded into one scale and one shift per channel.
+      const scale = tf.mul(gamma, tf.rsqrt(tf.add(runningVar, l.eps)));
+      const shift = tf.sub(beta, tf.mul(runningMean, scale));
+      const y = tf.add(tf.mul(x, scale), shift);
+      return act ? this.prelu(act, y) : y;
     }
-    // y = (x − μ)·γ/√(σ²+ε) + β, folded into one scale and one shift per channel.
-    const scale = tf.mul(gamma, tf.rsqrt(tf.add(variance, l.eps)));
-    const shift = tf.sub(beta, tf.mul(mean, scale));
-    return tf.add(tf.mul(x, scale), shift);
-  }
-
-  prelu(l: PReLU, x: tf.Tensor): tf.Tensor {
-    return tf.prelu(x, this.v(`${l.name}.alpha`));
+    const n = x.size / l.channels;
+    if (n < 2) throw new Error(`${l.name}: BatchNorm in training mode needs more than one value per channel`);
+    const { y, mean, variance } = act ? batchNormPrelu(x, gamma, beta, this.v(`${act.name}.alpha`), l.eps) : batchNormTrain(x, gamma, beta, l.eps);
+    if (this.updateStats) {
+      updateRunning(runningMean, mean, l.momentum, 1);
+      updateRunning(runningVar, variance, l.momentum, n / (n - 1));
+    }
+    return y;
   }
 
   linear(l: Linear, x: tf.Tensor): tf.Tensor {

@@ -29,7 +29,7 @@
  * and is followed by BatchNorm, which divides out any constant input scale
  * (up to its eps), so the two are the same network; we take ours as is.
  */
-import { heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 const EPS = 2e-5;
 const GROUP_BASE = 8;
@@ -56,9 +56,9 @@ class Sep implements Block {
   }
 
   forward<T>(r: Runner<T>, x: T): T {
-    let y = r.prelu(this.act1, r.batchNorm(this.bn1, r.conv(this.varg, x)));
-    y = r.batchNorm(this.bn2, r.conv(this.pointwise, y));
-    return this.act2 ? r.prelu(this.act2, y) : y;
+    let y = bnPrelu(r, this.bn1, this.act1, r.conv(this.varg, x));
+    y = r.conv(this.pointwise, y);
+    return this.act2 ? bnPrelu(r, this.bn2, this.act2, y) : r.batchNorm(this.bn2, y);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include "kernels.h"
+#include "norm-act.h"
 
 namespace {
 
@@ -267,6 +268,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rowSgdUpdate", Napi::Function::New(env, RowSgdUpdate));
   exports.Set("rowAdamWUpdate", Napi::Function::New(env, RowAdamWUpdate));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
+  sf::registerNormAct(env, exports);  // bnForward, bnBackward, preluForward, preluBackward
   return exports;
 }
 

@@ -32,6 +32,11 @@ export interface NativeAddon {
   rowSgdUpdate(w: Float32Array, v: Float32Array, g: Float32Array, index: Int32Array, count: number, rows: number, d: number, lr: number, momentum: number, weightDecay: number): void;
   rowAdamWUpdate(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, index: Int32Array, count: number, rows: number, d: number, consts: AdamWConsts): void;
   gatherRows(x: Float32Array, count: number, d: number, index: Int32Array, rows: number, out: Float32Array): void;
+  /** BatchNorm (batch statistics) over x [rows, c], then PReLU when alpha is given (norm-act.cc). */
+  bnForward(x: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, alpha: Float32Array | null, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array): void;
+  bnBackward(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, alpha: Float32Array | null, mean: Float32Array, variance: Float32Array, eps: number, dmean: Float32Array | null, dvariance: Float32Array | null, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, dalpha: Float32Array | null): void;
+  preluForward(x: Float32Array, rows: number, c: number, alpha: Float32Array, y: Float32Array): void;
+  preluBackward(x: Float32Array, dy: Float32Array, rows: number, c: number, alpha: Float32Array, dx: Float32Array, dalpha: Float32Array): void;
 }
 
 /** [s, m1, m2, m3, variant code (0 straight-through, 1 exact, 2 legacy, 3 legacy-easy)]. */

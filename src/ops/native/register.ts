@@ -16,6 +16,8 @@ import { batchMatMul, fusedMatMul } from './kernels-matmul.js';
 import * as classifier from './kernels-classifier.js';
 import { ROW_NORMS_KERNEL, SHARD_BACKWARD_KERNEL, SHARD_FORWARD_KERNEL } from '../softmax-shard.js';
 import { GATHER_ROWS_KERNEL, ROW_ADAMW_KERNEL, ROW_SGD_KERNEL } from '../row-optimizer.js';
+import * as normAct from './kernels-norm-act.js';
+import { BN_BACKPROP_KERNEL, BN_PRELU_KERNEL, BN_TRAIN_KERNEL, PRELU_BACKPROP_KERNEL, PRELU_KERNEL, normActGradients } from '../norm-act.js';
 
 export const NATIVE_BACKEND = 'cpu-native';
 
@@ -50,7 +52,8 @@ function nativeKernels(addon: NativeAddon): Record<string, NativeKernel> {
 
 /**
  * Kernels with no stock counterpart: grouped-conv.ts dispatches to the first,
- * softmax-shard.ts and row-optimizer.ts to the classifier's (kernels-classifier.ts).
+ * softmax-shard.ts and row-optimizer.ts to the classifier's (kernels-classifier.ts),
+ * norm-act.ts to BatchNorm/PReLU's (kernels-norm-act.ts).
  */
 function shardfaceKernels(addon: NativeAddon): Record<string, NativeKernel> {
   return {
@@ -63,6 +66,11 @@ function shardfaceKernels(addon: NativeAddon): Record<string, NativeKernel> {
     [GATHER_ROWS_KERNEL]: classifier.gatherRows(addon),
     [ROW_SGD_KERNEL]: classifier.rowSgdUpdate(addon),
     [ROW_ADAMW_KERNEL]: classifier.rowAdamWUpdate(addon),
+    [BN_TRAIN_KERNEL]: normAct.batchNormTrain(addon, false),
+    [BN_PRELU_KERNEL]: normAct.batchNormTrain(addon, true),
+    [BN_BACKPROP_KERNEL]: normAct.batchNormTrainBackprop(addon),
+    [PRELU_KERNEL]: normAct.prelu(addon),
+    [PRELU_BACKPROP_KERNEL]: normAct.preluBackprop(addon),
   };
 }
 
@@ -133,4 +141,5 @@ function registerBackend(addon: NativeAddon): void {
   for (const [kernelName, kernel] of Object.entries(shardfaceKernels(addon)))
     tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc: withFallback(kernelName, kernel, undefined) });
   tf.registerGradient(conv.groupedConvGradient);
+  for (const g of normActGradients) tf.registerGradient(g);
 }
