@@ -75,6 +75,11 @@ describe('training with the loss heads and with a teacher', () => {
     let moved = 0;
     for (const [name, t] of Object.entries(from)) {
       if (name.includes('running')) continue; // BatchNorm statistics move with every training forward
+      if (name.startsWith('optimizer.')) {
+        // --init-from starts a fresh optimizer: the new generation's momentum is its own, not the student's
+        expect(maxRelDiff(to[name]!.data as Float32Array, t.data as Float32Array), name).toBeGreaterThan(1e-3);
+        continue;
+      }
       expect(maxRelDiff(to[name]!.data as Float32Array, t.data as Float32Array), name).toBeLessThan(1e-6);
       moved = Math.max(moved, maxRelDiff(scratch[name]!.data as Float32Array, t.data as Float32Array));
     }
