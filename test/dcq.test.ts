@@ -25,6 +25,7 @@ import { loadBackboneFromCheckpoint } from '../src/eval/load-backbone.js';
 import { DCQ_QUERY_PREFIX } from '../src/worker/dcq-training.js';
 import { registerNativeKernels } from '../src/ops/native/register.js';
 import { startCli } from './helpers/processes.js';
+import { maxRelDiff } from './helpers/compare.js';
 
 /** The in-process checks run on the stock CPU kernels and on cpu-native (native matmul, scatter, exp…). */
 const BACKENDS = ['cpu', 'cpu-native'] as const;
@@ -140,15 +141,6 @@ function referenceLoss(q: number[][], k: number[][], y: number[], queue: number[
   return total / q.length;
 }
 
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 // ---------------------------------------------------------------- SPEC §5.6
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { startCli } from './helpers/processes.js';
 import { readManifest, stepDir } from '../src/checkpoint/checkpoint.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
+import { maxRelDiff } from './helpers/compare.js';
 
 const root = mkdtempSync(join(tmpdir(), 'shardface-heads-train-'));
 const TINY = ['--backbone', 'tiny', '--embedding-size', '16', '--image-size', '16', '--held-out-identities', '0', '--data', 'synthetic:24', '--images-per-identity', '8', '--warmup-steps', '0', '--seed', '5', '--log-format', 'json'];
@@ -24,15 +25,6 @@ function backboneTensors(runDir: string, step: number) {
   return readTensorFile(join(dir, m.backbone.file), m.backbone.sha256).tensors;
 }
 
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 describe('training with the loss heads and with a teacher', () => {
   it('CurricularFace: t is one value on every worker each step, equals the 1-worker run, and is saved in the manifest', async () => {

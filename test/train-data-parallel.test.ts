@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { startCli } from './helpers/processes.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { readManifest, stepDir } from '../src/checkpoint/checkpoint.js';
+import { maxRelDiff } from './helpers/compare.js';
 
 const root = mkdtempSync(join(tmpdir(), 'shardface-dp-'));
 
@@ -36,15 +37,6 @@ function load(runDir: string) {
   return { backbone, classifier };
 }
 
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 describe('data parallel training is exact', () => {
   it('2 workers × batch 8 end with the same model as 1 worker × batch 16, and replicas stay bit-identical', async () => {
