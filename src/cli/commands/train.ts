@@ -163,7 +163,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
         if (tty) progress.update({ step, total: plan.steps, loss: finalLoss, lr: rec.lr!, imagesPerSecond: ips, etaSeconds: eta }, step === plan.steps);
         if (step % cfg.logEvery === 0 || step === plan.steps || m0.valAccuracy !== undefined) logger.log.info({ ...rec, eta_s: Math.round(eta) }, 'step');
       },
-      onEvent: (rank, name, fields) => {
+      onEvent: (_rank, name, fields) => {
         if (name !== 'checkpoint-file') return;
         const f = fields as unknown as { kind: 'shard' | 'backbone'; step: number; dir: string; rank: number; classStart: number; classCount: number; name: string } & FileEntry;
         const p = pending.get(f.step) ?? { dir: f.dir, shards: [] };
@@ -189,7 +189,6 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
           lastCheckpoint = p.dir;
           logger.log.info({ checkpoint: p.dir, step: f.step }, 'checkpoint written');
         }
-        void rank;
       },
   };
   const { done, stop, coordinator } = external
