@@ -16,14 +16,11 @@
  * drawn before the horizontal flip of the flip-fused embedding, so the
  * flipped image is the mirror of the occluded one.
  */
-import { readFile } from 'node:fs/promises';
 import { Rng } from '../common/random.js';
 import { normalisePixel, type Dataset } from '../data/dataset.js';
-import { decodeBatch } from '../data/decode.js';
 import type { Backbone } from '../models/index.js';
-import { embedImages } from './evaluate.js';
-import { ImageInputError, type ImageSource, type VerificationSet } from './verification-set.js';
-import { scorePairs, type SetVerificationOptions, type SetVerificationResult } from './verify-set.js';
+import type { VerificationSet } from './verification-set.js';
+import { embedImageSources, scorePairs, type SetVerificationOptions, type SetVerificationResult } from './verify-set.js';
 
 export const OCCLUDERS = ['eyes', 'mouth', 'half', 'random'] as const;
 export type OccluderKind = (typeof OCCLUDERS)[number];
@@ -110,45 +107,8 @@ export async function verifySetOccluded(
   set: VerificationSet,
   opts: SetVerificationOptions & { occlude: OccluderKind; seed?: number },
 ): Promise<SetVerificationResult> {
-  const size = opts.imageSize;
-  const batch = opts.batch ?? 64;
-  const chunk = Math.max(batch, 256);
-  const px = size * size * 3;
+  const { embeddings, flipped } = await embedImageSources(backbone, set.images, opts, (chunk, start) => occludedDataset(chunk, opts.occlude, opts.seed ?? 0, start));
   const d = backbone.embeddingSize;
-  const embeddings = new Float32Array(set.images.length * d);
-  const flipped = new Float32Array(set.images.length * d);
-  const pixels = new Float32Array(Math.min(chunk, set.images.length) * px);
-  for (let start = 0; start < set.images.length; start += chunk) {
-    const part = set.images.slice(start, start + chunk);
-    const bytes = await Promise.all(part.map(readImageBytes));
-    const errors = await decodeBatch(bytes, { size, crop: opts.crop ?? 'centre' }, pixels);
-    errors.forEach((e, k) => {
-      if (e) throw new ImageInputError(`${imageName(part[k]!)}: ${e.message}`);
-    });
-    const decoded: Dataset = {
-      numClasses: 1,
-      size: part.length,
-      imageSize: size,
-      label: () => 0,
-      read: (i, out, offset) => out.set(pixels.subarray(i * px, (i + 1) * px), offset),
-    };
-    const ds = occludedDataset(decoded, opts.occlude, opts.seed ?? 0, start);
-    const r = await embedImages(backbone, ds, Int32Array.from(part, (_, i) => i), { batch, flip: true });
-    embeddings.set(r.embeddings, start * d);
-    flipped.set(r.flipped!, start * d);
-  }
   return { ...scorePairs(embeddings, flipped, d, set.pairs, opts.fars), images: set.images.length };
 }
 
-function imageName(src: ImageSource): string {
-  return src.kind === 'file' ? src.path : src.name;
-}
-
-async function readImageBytes(src: ImageSource): Promise<Uint8Array> {
-  if (src.kind === 'bytes') return src.bytes;
-  try {
-    return await readFile(src.path);
-  } catch (e) {
-    throw new ImageInputError(`cannot read image ${src.path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-  }
-}

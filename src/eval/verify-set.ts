@@ -84,6 +84,8 @@ export async function embedImageSources(
   backbone: Backbone,
   images: readonly ImageSource[],
   opts: SetVerificationOptions,
+  /** Wraps each decoded chunk (its first image is `start`), e.g. to draw occluders on it. */
+  transform: (chunk: Dataset, start: number) => Dataset = (chunk) => chunk,
 ): Promise<{ embeddings: Float32Array; flipped: Float32Array }> {
   const size = opts.imageSize;
   const batch = opts.batch ?? 64;
@@ -100,13 +102,16 @@ export async function embedImageSources(
     errors.forEach((e, k) => {
       if (e) throw new ImageInputError(`${imageName(part[k]!)}: ${e.message}`);
     });
-    const ds: Dataset = {
-      numClasses: 1,
-      size: part.length,
-      imageSize: size,
-      label: () => 0,
-      read: (i, out, offset) => out.set(pixels.subarray(i * px, (i + 1) * px), offset),
-    };
+    const ds = transform(
+      {
+        numClasses: 1,
+        size: part.length,
+        imageSize: size,
+        label: () => 0,
+        read: (i, out, offset) => out.set(pixels.subarray(i * px, (i + 1) * px), offset),
+      },
+      start,
+    );
     const r = await embedImages(backbone, ds, Int32Array.from(part, (_, i) => i), { batch, flip: true });
     embeddings.set(r.embeddings, start * d);
     flipped.set(r.flipped!, start * d);
