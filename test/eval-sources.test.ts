@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBackbone, type Backbone } from '../src/models/index.js';
 import { loadVerificationSet, VerificationSetError, type VerificationSet } from '../src/eval/verification-set.js';
-import { parseLfwPairs, parsePairList, PairFileError } from '../src/eval/pair-files.js';
+import { parseLfwPairs, parsePairList } from '../src/eval/pair-files.js';
 import { embedImageSources, rocCsv, scorePairs, verifySet, ImageInputError } from '../src/eval/verify-set.js';
 import { parseValSpecs, loadValSets, scoreValSets } from '../src/eval/val-sets.js';
 import { picklePy2, writePairFixture, type PairFixture } from './helpers/eval-fixtures.js';
