@@ -27,6 +27,11 @@ export interface Dataset {
  * loop (sharp/libvips threads) while the step computes. The label comes with
  * the image, as insightface reads it from the record itself.
  */
+export interface LoadOptions {
+  /** Write the image mirrored horizontally (columns reversed). Only honoured when `flipsOnLoad`. */
+  flip?: boolean;
+}
+
 export interface AsyncDataset {
   readonly numClasses: number;
   readonly size: number;
@@ -39,7 +44,9 @@ export interface AsyncDataset {
    * `out` at `offset` and resolves to its label. An unreadable image rejects
    * with a BadSampleError (never a wrong label).
    */
-  load(index: number, out: Float32Array, offset: number): Promise<number>;
+  load(index: number, out: Float32Array, offset: number, opts?: LoadOptions): Promise<number>;
+  /** True when load() honours `opts.flip` (the loader then skips its own flip pass). */
+  readonly flipsOnLoad?: boolean;
   /** Releases open files. */
   close(): Promise<void>;
 }

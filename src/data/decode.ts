@@ -33,6 +33,8 @@ export interface DecodeOptions {
   size: number;
   /** 'centre' (default): short side to `size`, centre square kept; or a source box resized to size × size. */
   crop?: 'centre' | CropBox;
+  /** Mirror the output horizontally (columns reversed) while normalising; same floats as flipping afterwards. */
+  flip?: boolean;
 }
 
 export interface DecodedImage {
@@ -96,7 +98,8 @@ export async function decodeInto(bytes: Uint8Array, opts: DecodeOptions, out: Fl
   const n = opts.size * opts.size * 3;
   if (offset < 0 || offset + n > out.length) throw new RangeError(`decode: ${opts.size}×${opts.size}×3 image does not fit at offset ${offset} of ${out.length}`);
   const r = await decodeRgb(bytes, opts);
-  normaliseInto(r.rgb, out, offset);
+  if (opts.flip) normaliseFlippedInto(r.rgb, out, offset, opts.size);
+  else normaliseInto(r.rgb, out, offset);
   return r.source;
 }
 
@@ -130,9 +133,34 @@ export async function decodeBatch(
   return errors;
 }
 
+/** byte → float32(x / 127.5 − 1): the exact value the division gives, looked up instead of computed. */
+const NORMALISED = (() => {
+  const t = new Float32Array(256);
+  for (let i = 0; i < 256; i++) t[i] = i / 127.5 - 1;
+  return t;
+})();
+
 /** Writes HWC RGB bytes as normalised floats (x/255 − 0.5)/0.5 into `out` at `offset`. */
 export function normaliseInto(rgb: Uint8Array, out: Float32Array, offset: number): void {
-  for (let i = 0; i < rgb.length; i++) out[offset + i] = rgb[i]! / 127.5 - 1;
+  const n = rgb.length;
+  const o = out.subarray(offset, offset + n);
+  const lut = NORMALISED;
+  for (let i = 0; i < n; i++) o[i] = lut[rgb[i]!]!;
+}
+
+/** normaliseInto of a size × size HWC RGB image, mirrored horizontally (as loader.flipHorizontal after it). */
+export function normaliseFlippedInto(rgb: Uint8Array, out: Float32Array, offset: number, size: number): void {
+  const row = size * 3;
+  const o = out.subarray(offset, offset + size * row);
+  const lut = NORMALISED;
+  for (let y = 0; y < size; y++) {
+    const base = y * row;
+    for (let x = 0, src = base, dst = base + row - 3; x < size; x++, src += 3, dst -= 3) {
+      o[dst] = lut[rgb[src]!]!;
+      o[dst + 1] = lut[rgb[src + 1]!]!;
+      o[dst + 2] = lut[rgb[src + 2]!]!;
+    }
+  }
 }
 
 /** Decodes one image to size × size × 3 RGB bytes (no normalisation). */

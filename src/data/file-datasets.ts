@@ -6,13 +6,14 @@
  * file, the image and the reason; the loader decides what to do with it.
  */
 import { readFile } from 'node:fs/promises';
-import { BadSampleError, type AsyncDataset } from './dataset.js';
+import { BadSampleError, type AsyncDataset, type LoadOptions } from './dataset.js';
 import { DecodeError, decodeInto } from './decode.js';
 import { RecordError, RecordIOReader, parseIndex, unpackRecord } from './recordio.js';
 import { readFileSync } from 'node:fs';
 import type { FileListLayout, RecordIOLayout } from './data-files.js';
 
 export class RecordIODataset implements AsyncDataset {
+  readonly flipsOnLoad = true;
   readonly numClasses: number;
   readonly size: number;
   readonly imageSize: number;
@@ -64,10 +65,10 @@ export class RecordIODataset implements AsyncDataset {
     return { label, image: data };
   }
 
-  async load(index: number, out: Float32Array, offset: number): Promise<number> {
+  async load(index: number, out: Float32Array, offset: number, opts?: LoadOptions): Promise<number> {
     const { label, image } = await this.record(index);
     try {
-      await decodeInto(image, { size: this.imageSize }, out, offset);
+      await decodeInto(image, { size: this.imageSize, flip: opts?.flip === true }, out, offset);
     } catch (e) {
       if (e instanceof DecodeError) throw new BadSampleError(this.source, index, e.message, this.layout.keys[index]!);
       throw e;
@@ -86,6 +87,7 @@ export class RecordIODataset implements AsyncDataset {
 
 /** An image folder or a list file: one file per image, labels known up front. */
 export class ImageFileDataset implements AsyncDataset {
+  readonly flipsOnLoad = true;
   readonly numClasses: number;
   readonly size: number;
   readonly imageSize: number;
@@ -110,7 +112,7 @@ export class ImageFileDataset implements AsyncDataset {
     return this.layout.files[index]!;
   }
 
-  async load(index: number, out: Float32Array, offset: number): Promise<number> {
+  async load(index: number, out: Float32Array, offset: number, opts?: LoadOptions): Promise<number> {
     const file = this.file(index);
     let bytes: Uint8Array;
     try {
@@ -119,7 +121,7 @@ export class ImageFileDataset implements AsyncDataset {
       throw new BadSampleError(file, index, `cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
     try {
-      await decodeInto(bytes, { size: this.imageSize }, out, offset);
+      await decodeInto(bytes, { size: this.imageSize, flip: opts?.flip === true }, out, offset);
     } catch (e) {
       if (e instanceof DecodeError) throw new BadSampleError(file, index, e.message);
       throw e;

@@ -226,12 +226,15 @@ export class Loader {
     const px = s * s * 3;
     const batch = this.indicesAndFlips(epoch, batchIdx, this.pool.pop());
     batch.sources ??= new Int32Array(b);
+    // without augmentations the dataset can write the image mirrored while normalising (no second pass)
+    const flipOnLoad = ds.flipsOnLoad === true && !augmentationActive(this.augment);
     const p = Promise.all(
       Array.from(batch.indices, async (index, k) => {
-        const { label, source } = await this.loadSlot(ds, index, batch.images, k * px);
+        const flip = flipOnLoad && batch.flipped[k] === 1;
+        const { label, source } = await this.loadSlot(ds, index, batch.images, k * px, flip);
         batch.labels[k] = label;
         batch.sources![k] = source;
-        this.finishImage(batch, k, epoch, px, s);
+        if (!flipOnLoad) this.finishImage(batch, k, epoch, px, s);
       }),
     ).then(() => batch);
     p.catch(() => {}); // a prefetched batch's error surfaces when (if) it is asked for
@@ -239,7 +242,8 @@ export class Loader {
   }
 
   /** Reads image `index` into its slot, replacing it deterministically if it is unreadable. */
-  private async loadSlot(ds: AsyncDataset, index: number, images: Float32Array, offset: number): Promise<{ label: number; source: number }> {
+  private async loadSlot(ds: AsyncDataset, index: number, images: Float32Array, offset: number, flip = false): Promise<{ label: number; source: number }> {
+    const opts = flip ? { flip: true } : undefined;
     let candidate = index;
     let lastReason = '';
     for (let attempt = 0; attempt <= MAX_REPLACEMENTS; attempt++) {
@@ -250,7 +254,7 @@ export class Loader {
         continue;
       }
       try {
-        const label = await this.limiter.run(() => ds.load(candidate, images, offset));
+        const label = await this.limiter.run(() => ds.load(candidate, images, offset, opts));
         if (candidate !== index) this.replacements++;
         return { label, source: candidate };
       } catch (e) {

@@ -205,7 +205,7 @@ export class RecordIOReader {
   /** The payload of record `key` (IRHeader + data), read asynchronously. */
   async read(key: number): Promise<Uint8Array> {
     const { offset, extent } = this.locate(key);
-    const buf = new Uint8Array(extent);
+    const buf = Buffer.allocUnsafe(extent); // only the bytes read are looked at
     const bytesRead = await new Promise<number>((resolve, reject) => read(this.fd, buf, 0, extent, offset, (err, n) => (err ? reject(err) : resolve(n))));
     return decodeRecord(buf.subarray(0, bytesRead)).payload;
   }
