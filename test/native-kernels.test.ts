@@ -165,6 +165,11 @@ describe('native kernels: depthwise conv2d', () => {
     { x: [1, 8, 7, 3], k: [3, 3, 3, 3], s: 1, pad: [[0, 0], [2, 1], [0, 2], [0, 0]] },
     { x: [2, 5, 5, 4], k: [5, 5, 4, 1], s: 1, pad: 'valid' },
     { x: [1, 1, 3, 4], k: [3, 3, 4, 1], s: 2, pad: 'same' }, // window wider than the input
+    // the vectorised 3×3 / stride 1 / multiplier 1 / channels % 8 == 0 path
+    { x: [2, 9, 13, 64], k: [3, 3, 64, 1], s: 1, pad: 'same' },
+    { x: [1, 6, 3, 16], k: [3, 3, 16, 1], s: 1, pad: 'valid' },
+    { x: [1, 5, 2, 8], k: [3, 3, 8, 1], s: 1, pad: [[0, 0], [2, 0], [1, 2], [0, 0]] },
+    { x: [1, 4, 1, 24], k: [3, 3, 24, 1], s: 1, pad: 'same' },
   ];
   for (const { x: xs, k: ks, s, pad } of cases) {
     it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${JSON.stringify(pad)}: forward and gradients`, async () => {
