@@ -180,12 +180,7 @@ export class Ring {
       // Steps 0..n−2 reduce-scatter, n−1..2n−3 all-gather. At step s rank r sends
       // block r−s−1 and receives block r−s−2 (what its left neighbour sends).
       const steps = 2 * (n - 1);
-      const sends: (RingArray | null)[] = [];
-      const receives: { length: number; origin: number; step: number; piece: Piece }[] = [];
-      for (let s = 0; s < steps; s++) {
-        for (const piece of blocks[mod(this.rank - s - 1, n)]!) sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
-        for (const piece of blocks[mod(this.rank - s - 2, n)]!) receives.push({ length: piece.length, origin: this.left, step: s, piece });
-      }
+      const { sends, receives } = this.ringSchedule(a, blocks, steps);
       await this.stream({
         op: 'allreduce',
         seq,
@@ -265,12 +260,7 @@ export class Ring {
       const mine = blockOffsets(counts)[this.rank]!;
       const out = new (a.constructor as new (length: number) => T)(counts[this.rank]!);
       const blocks = this.blocks(a.length);
-      const sends: (RingArray | null)[] = [];
-      const receives: { length: number; origin: number; step: number; piece: Piece }[] = [];
-      for (let s = 0; s < n - 1; s++) {
-        for (const piece of blocks[mod(this.rank - s - 1, n)]!) sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
-        for (const piece of blocks[mod(this.rank - s - 2, n)]!) receives.push({ length: piece.length, origin: this.left, step: s, piece });
-      }
+      const { sends, receives } = this.ringSchedule(a, blocks, n - 1);
       await this.stream({
         op: 'reducescatter',
         seq,
@@ -333,6 +323,22 @@ export class Ring {
   }
 
   // ---------------------------------------------------------------- machinery
+
+  /**
+   * The ring's step schedule: at step s this rank sends block r−s−1 (only step
+   * 0's data is known up front; later sends are forwarded as they arrive) and
+   * receives block r−s−2 from its left neighbour.
+   */
+  private ringSchedule(a: RingArray, blocks: Piece[][], steps: number): { sends: (RingArray | null)[]; receives: { length: number; origin: number; step: number; piece: Piece }[] } {
+    const n = this.world;
+    const sends: (RingArray | null)[] = [];
+    const receives: { length: number; origin: number; step: number; piece: Piece }[] = [];
+    for (let s = 0; s < steps; s++) {
+      for (const piece of blocks[mod(this.rank - s - 1, n)]!) sends.push(s === 0 ? a.subarray(piece.offset, piece.offset + piece.length) : null);
+      for (const piece of blocks[mod(this.rank - s - 2, n)]!) receives.push({ length: piece.length, origin: this.left, step: s, piece });
+    }
+    return { sends, receives };
+  }
 
   /** Runs ops one at a time in call order; the first failure breaks the ring. */
   private run<T>(op: OpName, body: (seq: number) => Promise<T>): Promise<T> {
