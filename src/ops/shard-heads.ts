@@ -24,7 +24,7 @@
  */
 import { tf } from './tf.js';
 import { l2NormalizeGrad, l2NormalizeWithNorm } from './normalize.js';
-import type { ShardStats } from './softmax-shard.js';
+import { targetsIn, type ShardStats } from './softmax-shard.js';
 
 /** A head's per-row math over one shard's logits. */
 export interface ShardHead {
@@ -79,18 +79,6 @@ function checkLabels(labels: Int32Array, p: PreparedHeadShard): void {
 
 function checkChunk(chunk: number): void {
   if (!Number.isSafeInteger(chunk) || chunk < 1) throw new Error(`head shard: chunk must be a positive integer, got ${chunk}`);
-}
-
-/** Rows in [r0, r1) whose label is in this shard, and their [row-in-chunk, label] coordinates. */
-function targetsIn(labels: Int32Array, r0: number, r1: number): { coords: Int32Array; rows: number[] } {
-  const rows: number[] = [];
-  for (let i = r0; i < r1; i++) if (labels[i]! >= 0) rows.push(i);
-  const coords = new Int32Array(rows.length * 2);
-  rows.forEach((i, j) => {
-    coords[2 * j] = i - r0;
-    coords[2 * j + 1] = labels[i]!;
-  });
-  return { coords, rows };
 }
 
 /** clamp(n(e_i)·n(w_{y_i}), −1, 1) for every row whose label this shard owns, 0 elsewhere. */

@@ -156,7 +156,7 @@ function fusedInputs(emb: tf.Tensor2D, weight: tf.Tensor2D, labels: tf.Tensor1D,
 }
 
 /** [row-in-chunk, label] pairs of the owned rows in [r0, r1). */
-function targetsIn(labels: Int32Array, r0: number, r1: number): { coords: Int32Array; rows: number[] } {
+export function targetsIn(labels: Int32Array, r0: number, r1: number): { coords: Int32Array; rows: number[] } {
   const rows: number[] = [];
   for (let i = r0; i < r1; i++) if (labels[i]! >= 0) rows.push(i);
   const coords = new Int32Array(rows.length * 2);
