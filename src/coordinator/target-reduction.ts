@@ -10,8 +10,7 @@
  * checkpoints (manifest `lossState`) and can be restored with `curricular.t`.
  */
 import type { MessageOf } from '../protocol/index.js';
-import { reduceTargetCosines } from '../ops/shard-heads.js';
-import { curricularNextT } from '../ops/curricular.js';
+import { curricularNextT, reduceTargetCosines } from '../ops/softmax-reduce.js';
 import type { AddResult } from './softmax-reduction.js';
 
 /** The stage indicator t and how it moves. */

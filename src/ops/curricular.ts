@@ -22,6 +22,8 @@
 
 import { tf } from './tf.js';
 import type { ShardHead } from './shard-heads.js';
+import { curricularNextT } from './softmax-reduce.js';
+export { curricularNextT };
 
 export interface CurricularSpec {
   /** Logit scale s. */
@@ -44,10 +46,6 @@ export function validateCurricular(spec: CurricularSpec, names: Partial<Record<k
   if (spec.emaWeight < 0 || spec.emaWeight > 1) throw new Error(`${name('emaWeight')}: must be in [0, 1], got ${spec.emaWeight}`);
 }
 
-/** The stage indicator after one batch: emaWeight·mean + (1 − emaWeight)·tPrev. */
-export function curricularNextT(tPrev: number, meanTargetCos: number, emaWeight: number): number {
-  return emaWeight * meanTargetCos + (1 - emaWeight) * tPrev;
-}
 
 /** φ = cos(θ + m), no threshold: the hard-negative bound. */
 export function curricularPhi(c: number, m: number): number {

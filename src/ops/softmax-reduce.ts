@@ -66,3 +66,35 @@ export function reduceSoftmaxStats(parts: readonly SoftmaxStats[]): ReducedSoftm
   }
   return { logSumExp, loss: total / n, rowLoss };
 }
+
+/**
+ * The coordinator's side of a target-cosine exchange: every row's target
+ * cosine, taken from the one shard that owns its label, and their mean
+ * (float64). Throws naming the row if a row has no owner or two.
+ */
+export function reduceTargetCosines(parts: readonly { targetCos: Float32Array; owned: Uint8Array }[]): { targetCos: Float32Array; mean: number } {
+  if (parts.length === 0) throw new Error('reduceTargetCosines: no shard statistics');
+  const n = parts[0]!.targetCos.length;
+  parts.forEach((p, r) => {
+    if (p.targetCos.length !== n || p.owned.length !== n) throw new Error(`reduceTargetCosines: shard ${r} sent ${p.targetCos.length}/${p.owned.length} rows, expected ${n}`);
+  });
+  const out = new Float32Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    let owner = -1;
+    for (let r = 0; r < parts.length; r++) {
+      if (!parts[r]!.owned[i]) continue;
+      if (owner >= 0) throw new Error(`reduceTargetCosines: row ${i} is owned by shards ${owner} and ${r}; labels must have exactly one owner`);
+      owner = r;
+    }
+    if (owner < 0) throw new Error(`reduceTargetCosines: row ${i} is owned by no shard; its label is outside every class range`);
+    out[i] = parts[owner]!.targetCos[i]!;
+    sum += out[i]!;
+  }
+  return { targetCos: out, mean: n > 0 ? sum / n : 0 };
+}
+
+/** The stage indicator after one batch: emaWeight·mean + (1 − emaWeight)·tPrev. */
+export function curricularNextT(tPrev: number, meanTargetCos: number, emaWeight: number): number {
+  return emaWeight * meanTargetCos + (1 - emaWeight) * tPrev;
+}
