@@ -1,7 +1,7 @@
 /** Pixel-space occluders for verification under occlusion (src/eval/occluders.ts). */
 import { describe, expect, it } from 'vitest';
 import { createSyntheticDataset } from '../src/data/synthetic.js';
-import { drawOccluder, occludedDataset, OCCLUDERS } from '../src/eval/occluders.js';
+import { drawEvalOccluder, occludedDataset, OCCLUDERS } from '../src/eval/occluders.js';
 import { normalisePixel } from '../src/data/dataset.js';
 
 const S = 40;
@@ -29,14 +29,14 @@ describe('synthetic occluders', () => {
 
   it('eyes: a dark band over the eye line; mouth: a light patch over the lower face', () => {
     const eyes = new Float32Array(clean);
-    drawOccluder(eyes, 0, S, 'eyes', 1, 5);
+    drawEvalOccluder(eyes, 0, S, 'eyes', 1, 5);
     const e = changed(clean, eyes);
     expect(Math.min(...e.rows)).toBeGreaterThanOrEqual(Math.round(0.34 * S));
     expect(Math.max(...e.rows)).toBeLessThan(Math.round(0.58 * S));
     expect(e.rows.has(Math.floor(0.46 * S))).toBe(true); // the template's eye line
     expect(eyes[(Math.floor(0.46 * S) * S + S / 2) * 3]).toBeLessThan(normalisePixel(60));
     const mouth = new Float32Array(clean);
-    drawOccluder(mouth, 0, S, 'mouth', 1, 5);
+    drawEvalOccluder(mouth, 0, S, 'mouth', 1, 5);
     const m = changed(clean, mouth);
     expect(Math.min(...m.rows)).toBeGreaterThanOrEqual(Math.round(0.64 * S));
     expect(m.rows.has(Math.floor(0.82 * S))).toBe(true); // the mouth corners' line
@@ -45,10 +45,10 @@ describe('synthetic occluders', () => {
 
   it('half covers half of the image; random a 30–50% block', () => {
     const half = new Float32Array(clean);
-    drawOccluder(half, 0, S, 'half', 1, 5);
+    drawEvalOccluder(half, 0, S, 'half', 1, 5);
     expect(changed(clean, half).n).toBeGreaterThan(0.45 * S * S);
     const rnd = new Float32Array(clean);
-    drawOccluder(rnd, 0, S, 'random', 1, 5);
+    drawEvalOccluder(rnd, 0, S, 'random', 1, 5);
     const r = changed(clean, rnd);
     expect(r.rows.size).toBeGreaterThanOrEqual(Math.floor(0.3 * S) - 1);
     expect(r.rows.size).toBeLessThanOrEqual(Math.ceil(0.5 * S) + 1);

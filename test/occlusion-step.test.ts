@@ -54,7 +54,7 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       0,
       ring,
     );
-    expect(trainer.grid).toEqual([5, 5, 64]); // tiny's split: before its last stride-2 conv
+    expect(trainer.grid).toEqual([10, 10, 32]); // tiny's split: after stage2
     const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
     const labels = Int32Array.from({ length: B }, (_, i) => i % C);
     const gen = () => snapshot(trainer.generator.state());
@@ -85,7 +85,7 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       expect(changed(mid.s, seg())).toBe(true);
       expect(r3.metrics.lossMasked).toBeGreaterThan(0);
       expect((r3.metrics.lossClean! + r3.metrics.lossMasked!) / 2).toBeCloseTo(r3.cls.loss, 4);
-      expect(r3.metrics.droppedCells).toBe(8); // 15 of 49 scaled to 25 cells
+      expect(r3.metrics.droppedCells).toBe(31); // 15 of 49 scaled to 100 cells
       expect(r3.metrics.adversaryShare).toBeGreaterThanOrEqual(0);
       expect(r3.metrics.adversaryShare).toBeLessThanOrEqual(1);
       expect(r3.metrics.adversaryShare).toBeLessThanOrEqual(r3.metrics.generatorMaskShare!); // G learns from its own masks only
@@ -138,6 +138,69 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       expect(r.metrics.adversaryShare).toBe(0);
       expect(r.metrics.generatorGradNorm).toBe(0);
       expect(changed(before, snapshot(trainer.generator.state()))).toBe(false);
+      r.backboneGrads!.forEach((g) => g.dispose());
+      r.cls.gradWeight.dispose();
+    } finally {
+      x.dispose();
+      trainer.dispose();
+      backbone.dispose();
+    }
+  });
+
+  it('stage 2 with drawn occluders: their cells are dropped in the masked pass, S reads them unmasked, and G does not learn from those samples', async () => {
+    const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
+    const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
+    const comm: ShardComm = {
+      allGatherFloat: async (a) => a,
+      allGatherInt: async (a) => a,
+      exchangeSoftmax: async (_step, _batch, stats) => {
+        const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
+        return { logSumExp: r.logSumExp, loss: r.loss };
+      },
+      reduceScatter: async (a) => a,
+    };
+    const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
+    // gate 0: every G mask that lowers p_y at all would teach G; structuredShare 0: every mask is G's
+    const trainer = new OcclusionTrainer(
+      { startStep: 0, pretrainSteps: 0, segWeight: 0.1, adversaryWeight: 0.0025, gate: 0, width: 8, randomHalves: 3, structuredShare: 0, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } },
+      backbone,
+      backbone.trainableVariables(),
+      1,
+      0,
+      ring,
+    );
+    // what R (clean and masked passes) and S are given, per call
+    const headInputs: number[][] = [];
+    const segInputs: number[][] = [];
+    const cellAbs = (f: tf.Tensor) => Array.from(tf.tidy(() => tf.sum(tf.abs(f), 3)).dataSync());
+    const head = backbone.head.bind(backbone);
+    backbone.head = (f, training, opts) => {
+      headInputs.push(cellAbs(f));
+      return head(f, training, opts);
+    };
+    const segApply = trainer.segmentation.apply.bind(trainer.segmentation);
+    trainer.segmentation.apply = (f) => {
+      segInputs.push(cellAbs(f));
+      return segApply(f);
+    };
+    const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
+    const labels = Int32Array.from({ length: B }, (_, i) => i % C);
+    const whole = { top: 0, bottom: 1, left: 0, right: 1 };
+    try {
+      const before = snapshot(trainer.generator.state());
+      const r = await trainer.step(1, x, labels, classifier, comm, 0.1, Array.from({ length: B }, () => whole));
+      expect(r.metrics.occludedShare).toBe(1);
+      expect(r.metrics.generatorMaskShare).toBe(0); // the masks are G's, but occluded samples never teach G
+      expect(r.metrics.adversaryShare).toBe(0);
+      expect(changed(before, snapshot(trainer.generator.state()))).toBe(false);
+      // an occluder over the whole image: every cell of both masked passes (before and on the tape) is zero;
+      // the two clean passes have no zero cell
+      const allZero = headInputs.filter((cells) => Math.max(...cells) === 0);
+      const noZero = headInputs.filter((cells) => cells.every((v) => v > 0));
+      expect([allZero.length, noZero.length, headInputs.length]).toEqual([2, 2, 4]);
+      // S reads f ⊙ (1 − M) without the occluder's cells: G's 31 of 100 dropped, the rest still there
+      const zeroCells = segInputs[0]!.filter((v) => v === 0).length;
+      expect(zeroCells).toBe(B * 31);
       r.backboneGrads!.forEach((g) => g.dispose());
       r.cls.gradWeight.dispose();
     } finally {

@@ -40,6 +40,7 @@ beforeAll(async () => {
     '--images-per-identity', '10', '--held-out-identities', '20', '--verification-pairs', '200', '--epochs', '5',
     '--warmup-epochs', '0', '--margin.s', '32', '--margin.m2', '0.3', '--run-dir', run, '--log-format', 'json', '--log-every', '1',
     '--occlusion', 'adversarial', '--occlusion-start-step', String(START), '--occlusion-pretrain-steps', String(PRETRAIN), '--occlusion-width', '16',
+    '--augment.occluders', '0.5',
   ]);
 }, 120_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -75,6 +76,10 @@ describe('shardface train --occlusion adversarial (2 workers)', () => {
       expect(l.adversaryShare).toBeGreaterThanOrEqual(0);
       expect(l.adversaryShare).toBeLessThanOrEqual(1);
     }
+    // augment.occluders 0.5: about half of each global batch of 64 carries a drawn occluder
+    const occludedShare = stage2.reduce((a, l) => a + (l.occludedShare as number), 0) / stage2.length;
+    expect(occludedShare).toBeGreaterThan(0.35);
+    expect(occludedShare).toBeLessThan(0.65);
     // masking hurts: the masked loss is above the clean one on average
     const avg = (k: string) => stage2.reduce((s, l) => s + (l[k] as number), 0) / stage2.length;
     expect(avg('lossMasked')).toBeGreaterThan(avg('lossClean'));
@@ -115,5 +120,23 @@ describe('shardface eval --occlude on the trained checkpoint', () => {
     const bad = await cli([...base, '--occlude', 'hat']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--occlude must be one of eyes, mouth, half, random/);
+  });
+});
+
+describe('shardface eval --seg-gate', () => {
+  it('scores through the segmentation head of an occlusion run, and refuses a checkpoint without one', async () => {
+    const base = ['eval', '--pair-list', fx.pairList];
+    const gated = await cli([...base, '--checkpoint', join(run, 'ckpt'), '--seg-gate', '--occlude', 'half']);
+    expect(gated.code, gated.stderr).toBe(0);
+    const r = JSON.parse(gated.stdout.trim()) as { accuracy: number; seg_gate?: boolean; occlude?: string };
+    expect(r.seg_gate).toBe(true);
+    expect(r.occlude).toBe('half');
+    expect(r.accuracy).toBeGreaterThan(0.4);
+    const plainRun = join(dir, 'plain');
+    const t = await cli(['train', '--workers', '2', '--batch', '16', '--image-size', '32', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4', '--held-out-identities', '0', '--epochs', '1', '--run-dir', plainRun, '--log-format', 'json']);
+    expect(t.code, t.stderr.slice(-2000)).toBe(0);
+    const refused = await cli([...base, '--checkpoint', join(plainRun, 'ckpt'), '--seg-gate']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/no occlusion segmentation head .*--seg-gate needs a checkpoint of an occlusion: adversarial run/);
   });
 });

@@ -64,6 +64,7 @@ export interface AugmentConfig {
   cropScale: number;
   colourJitter: number;
   grey: number;
+  occluders: number;
 }
 
 export interface TrainConfig {
@@ -130,6 +131,7 @@ export interface TrainConfig {
   occlusionGate: number;
   occlusionWidth: number;
   occlusionRandomHalves: number;
+  occlusionStructuredShare: number;
   // --- end occlusion
 }
 
@@ -229,6 +231,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   flip: { kind: 'boolean', default: true, docs: 'Random horizontal flip augmentation.' },
   'augment.cropScale': { kind: 'number', default: 1, min: 0.05, max: 1, docs: 'Random resized crop: keep a box covering [cropScale, 1] of the image area (aspect 3/4..4/3), resized back to imageSize; 1 = off. Drawn per (seed, epoch, image) like the flip.' },
   'augment.colourJitter': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Colour jitter strength j: brightness, contrast and saturation each scaled by a factor in [1 − j, 1 + j]; 0 = off.' },
+  'augment.occluders': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Share of the training images that get one synthetic occluder drawn on them (sunglasses band, face mask, grey half, random block; the kinds of `eval --occlude`), after the flip, drawn per (seed, epoch, image); 0 = off. With occlusion adversarial the segmentation head also learns to find these occluders, so that `eval --seg-gate` can blank them out.' },
   'augment.grey': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Probability of turning a training image grey-scale (luma in all three channels); 0 = off.' },
   prefetch: { kind: 'int', default: 2, min: 0, max: 64, docs: 'File data: batches decoded ahead of the step that needs them (0 = decode on demand). Synthetic data is rendered on demand.' },
   decodeThreads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'File data: images read and decoded at once per worker (libvips runs them on libuv\'s thread pool, UV_THREADPOOL_SIZE); 0 = 4 × cores.' },
@@ -250,6 +253,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   occlusionAdversaryWeight: { kind: 'number', default: 0.0025, min: 0, docs: 'occlusion adversarial: weight of the adversary loss BCE(π, M) in joint training (A-Fast-RCNN: 0.0025), applied to the samples passing occlusionGate.' },
   occlusionGate: { kind: 'number', default: 0.1, min: 0, max: 1, docs: 'occlusion adversarial: the adversary learns from a sample\'s sampled mask only when it lowered the target probability by more than this: p_before[y] − p_after[y] > gate.' },
   occlusionWidth: { kind: 'int', default: 256, min: 1, max: 4096, docs: 'occlusion adversarial: hidden channels of the mask generator and the segmentation head (SPEC: 256).' },
+  occlusionStructuredShare: { kind: 'number', default: 0.5, min: 0, max: 1, docs: 'occlusion adversarial, joint training: share of the samples masked with one of the SPEC §6.2 candidates (landmark window, half, random half; "mixed in as data augmentation") instead of a mask sampled from G. 0 = every mask is G\'s; 1 = G is never sampled (pure structured feature dropout).' },
   occlusionRandomHalves: { kind: 'int', default: 3, min: 0, max: 64, docs: 'occlusion adversarial: random-half masks among the pre-training candidates (besides the 7 landmark windows and the 4 halves).' },
   // --- end occlusion
 };

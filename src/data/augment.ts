@@ -4,7 +4,8 @@
  * (seed, epoch, dataset index) only, like the flip, so n workers × B and one
  * worker × n·B augment the same image the same way.
  *
- * Order: random resized crop → colour jitter → grey-scale.
+ * Order: random resized crop → colour jitter → grey-scale (here), then the
+ * flip and a synthetic occluder (loader.ts).
  */
 import { Rng } from '../common/random.js';
 
@@ -15,10 +16,17 @@ export interface AugmentOptions {
   colourJitter?: number;
   /** Probability of turning the image grey (luma replicated to R, G, B); 0 = off. */
   grey?: number;
+  /**
+   * Share of the images that get one synthetic occluder (occluders.ts: eyes,
+   * mouth, half or random, uniformly) drawn last, after the flip, so its box
+   * is in the coordinates of the image as trained on; 0 = off. The Loader
+   * draws it and reports the box (Batch.occluders).
+   */
+  occluders?: number;
 }
 
 export function augmentationActive(o: AugmentOptions): boolean {
-  return (o.cropScale ?? 1) < 1 || (o.colourJitter ?? 0) > 0 || (o.grey ?? 0) > 0;
+  return (o.cropScale ?? 1) < 1 || (o.colourJitter ?? 0) > 0 || (o.grey ?? 0) > 0 || (o.occluders ?? 0) > 0;
 }
 
 /** Applies `o` to image `index` of `epoch` at `offset` of `images`; `scratch` (≥ size²·3 floats) avoids an allocation. */

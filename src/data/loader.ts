@@ -19,9 +19,10 @@
  * attempt); the replacement keeps its own label. With `strictData` it is a
  * DataError naming the file, the image and the reason instead.
  */
-import { deriveSeed } from '../common/random.js';
+import { deriveSeed, Rng } from '../common/random.js';
 import { BadSampleError, isAsyncDataset, type AnyDataset, type AsyncDataset, type Dataset } from './dataset.js';
 import { augmentImage, augmentationActive, type AugmentOptions } from './augment.js';
+import { drawOccluder, occluderFor, OCCLUDERS, type Box as OccluderBox } from './occluders.js';
 import type { DistributedSampler } from './sampler.js';
 import { availableParallelism } from 'node:os';
 
@@ -35,6 +36,8 @@ export interface Batch {
   flipped: Uint8Array;
   /** The index actually read for each slot: differs from `indices` where an unreadable image was replaced. */
   sources?: Int32Array;
+  /** augment.occluders: the occluder box drawn on each image (fractions of the side, as handed out), or null. */
+  occluders?: (OccluderBox | null)[];
 }
 
 /** An unusable image, as reported to `onBadSample`. */
@@ -105,6 +108,17 @@ export function fillBatch(dataset: Dataset, indices: Int32Array, images: Float32
     labels[k] = dataset.label(index);
     if (flips?.[k]) flipHorizontal(images, k * px, dataset.imageSize);
   }
+}
+
+/**
+ * The training occluder of image `index` in `epoch` (augment.occluders), or
+ * null: drawn with probability `share`, its kind uniform over OCCLUDERS, from
+ * (seed, epoch, index) only, like the flip.
+ */
+export function trainingOccluder(seed: number, epoch: number, index: number, share: number): ReturnType<typeof occluderFor> | null {
+  const r = Rng.derive(seed, 'train-occluder', epoch, index);
+  if (r.next() >= share) return null;
+  return occluderFor(OCCLUDERS[r.int(OCCLUDERS.length)]!, r);
 }
 
 /** Candidates tried for one unreadable image before giving up. */
@@ -218,6 +232,12 @@ export class Loader {
       augmentImage(batch.images, k * px, s, this.augment, this.seed, epoch, batch.indices[k]!, this.scratch);
     }
     if (batch.flipped[k]) flipHorizontal(batch.images, k * px, s);
+    const share = this.augment.occluders ?? 0;
+    if (share > 0) {
+      const occluder = trainingOccluder(this.seed, epoch, batch.indices[k]!, share);
+      if (occluder) drawOccluder(batch.images, k * px, s, occluder);
+      (batch.occluders ??= [])[k] = occluder?.box ?? null;
+    }
   }
 
   private start(ds: AsyncDataset, epoch: number, batchIdx: number): Promise<Batch> {

@@ -6,13 +6,23 @@
  */
 import { tf } from '../ops/tf.js';
 import { createBackbone, isBackboneName, BACKBONE_NAMES, type Backbone } from '../models/index.js';
+import { OcclusionNet, SEGMENTATION_FIRST_WEIGHT, segmentationGated } from '../models/occlusion-nets.js';
 import { loadBackboneTensors, type Manifest } from '../checkpoint/checkpoint.js';
 import { CheckpointError, resolveCheckpointDir } from './checkpoint-dir.js';
 
 export { CheckpointError, resolveCheckpointDir };
 
+export interface LoadBackboneOptions {
+  /**
+   * Wrap the backbone in the run's occlusion segmentation head (SPEC §6.3's
+   * optional inference, models/occlusion-nets.ts segmentationGated): the
+   * checkpoint must come from an `occlusion: adversarial` run.
+   */
+  segGate?: boolean;
+}
+
 /** Builds the checkpoint's backbone and loads its tensors (checksum verified). */
-export async function loadBackboneFromCheckpoint(dir: string): Promise<{ backbone: Backbone; manifest: Manifest; dir: string }> {
+export async function loadBackboneFromCheckpoint(dir: string, opts: LoadBackboneOptions = {}): Promise<{ backbone: Backbone; manifest: Manifest; dir: string }> {
   const stepDir = resolveCheckpointDir(dir);
   let loaded: ReturnType<typeof loadBackboneTensors>;
   try {
@@ -45,5 +55,22 @@ export async function loadBackboneFromCheckpoint(dir: string): Promise<{ backbon
     backbone.dispose();
     throw e;
   }
-  return { backbone, manifest, dir: stepDir };
+  if (!opts.segGate) return { backbone, manifest, dir: stepDir };
+  const first = tensors[SEGMENTATION_FIRST_WEIGHT];
+  if (!first) {
+    backbone.dispose();
+    throw new CheckpointError(`${stepDir}: no occlusion segmentation head in backbone.safetensors; --seg-gate needs a checkpoint of an occlusion: adversarial run`);
+  }
+  const seg = OcclusionNet.segmentation({ channels: backbone.featureShape()[2], width: first.shape[3]!, seed: 0 });
+  try {
+    seg.load((name) => {
+      const t = tensors[name];
+      return t?.data instanceof Float32Array ? t.data : undefined;
+    });
+  } catch (e) {
+    backbone.dispose();
+    seg.dispose();
+    throw new CheckpointError(`${stepDir}: ${(e as Error).message}`);
+  }
+  return { backbone: segmentationGated(backbone, seg), manifest, dir: stepDir };
 }

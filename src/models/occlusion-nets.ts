@@ -20,7 +20,7 @@ import { tf } from '../ops/tf.js';
 import { heNormalFanOut, Scope, tensorSpecs, type Block, type Conv2d, type Layer, type PReLU, type Runner, type TensorSpec } from './module.js';
 import { TensorRunner } from './tensor-runner.js';
 import { ShapeRunner } from './trace.js';
-import { initialValue, type TrainableVariable } from './backbone.js';
+import { initialValue, type Backbone, type TrainableVariable } from './backbone.js';
 
 const HEAD_INIT = { kind: 'normal', std: 0.01 } as const;
 
@@ -121,6 +121,18 @@ export class OcclusionNet {
     return new Map(this.vars);
   }
 
+  /** Sets every tensor from `values` (name → data); a missing name or a wrong size is an error. */
+  load(values: (name: string) => Float32Array | undefined): void {
+    for (const [name, v] of this.vars) {
+      const data = values(name);
+      if (!data) throw new Error(`${this.name}: no tensor ${name}`);
+      if (data.length !== v.size) throw new Error(`${this.name}: tensor ${name} has ${data.length} values, expected ${v.size} ([${v.shape}])`);
+      const t = tf.tensor(data, v.shape, 'float32');
+      v.assign(t);
+      t.dispose();
+    }
+  }
+
   /** Parameters (for reports). */
   get parameterCount(): number {
     return this.specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0);
@@ -130,4 +142,33 @@ export class OcclusionNet {
     for (const v of this.vars.values()) v.dispose();
     this.vars.clear();
   }
+}
+
+/** The segmentation head's hidden width as saved in a checkpoint: the output channels of its first conv. */
+export const SEGMENTATION_FIRST_WEIGHT = 'occlusion.segmentation.conv0.conv.weight';
+
+/**
+ * SPEC §6.3's optional inference: the backbone with each cell of its feature
+ * map down-weighted by S's occlusion probability, f ⊙ (1 − σ(S(f))), before
+ * the head. Trained with occlusion adversarial (and drawn occluders), the head
+ * has learnt to do without dropped cells and S to find occluded ones, so an
+ * occluder's cells are blanked out instead of passed on. Owns `seg`.
+ */
+export function segmentationGated(backbone: Backbone, seg: OcclusionNet): Backbone {
+  const gate = (f: tf.Tensor4D) => tf.mul(f, tf.sub(1, tf.sigmoid(seg.apply(f)))) as tf.Tensor4D;
+  return {
+    name: backbone.name,
+    embeddingSize: backbone.embeddingSize,
+    inputSize: backbone.inputSize,
+    apply: (x, training, opts) => tf.tidy(() => backbone.head(gate(backbone.features(x, training, opts)), training, opts)),
+    features: (x, training, opts) => backbone.features(x, training, opts),
+    head: (f, training, opts) => tf.tidy(() => backbone.head(gate(f), training, opts)),
+    featureShape: (inputSize) => backbone.featureShape(inputSize),
+    trainableVariables: () => backbone.trainableVariables(),
+    state: () => new Map([...backbone.state(), ...seg.state()]),
+    dispose: () => {
+      backbone.dispose();
+      seg.dispose();
+    },
+  };
 }

@@ -12,10 +12,13 @@
  * map).
  *
  * Feature map / head split (occlusion training, SPEC §6.3): features() ends
- * after stage3, the last map before the final stride-2 conv: [⌈S/8⌉², 64],
- * 5×5 at 40 px and 7×7 at 56 px (stage4's 3×3 map at 40 px is too coarse for
- * the §6.2 masks: a landmark window or a half covers most of it). head() is
- * stage4 → pool → FC → BN. Only the split point is chosen here: forward(),
+ * after stage2: [⌈S/4⌉², 32], 10×10 at 40 px, 14×14 at 56 px. A cell there
+ * sees a 15-px window, so a drawn occluder lands on a few cells and leaves
+ * the others clean, and dropping cells resembles occluding pixels. After
+ * stage3 (a 5×5 map at 40 px) every cell sees 39 px, almost the whole image:
+ * an occluder corrupts every cell, and training against dropped cells there
+ * measurably did not carry over to drawn occluders (README, bench occlusion).
+ * head() is stage3 → stage4 → pool → FC → BN. Only the split point is chosen here: forward(),
  * the parameters and their order are the same as without the split. `norm: 'none'` drops every BatchNorm and gives the convs a bias
  * instead: per-sample computation only, so a batch split across workers gives
  * exactly the gradients of the whole batch (the data-parallel exactness test).
@@ -28,6 +31,8 @@ export type TinyNorm = 'batch' | 'none';
 const EPS = 1e-5;
 const WIDTHS = [16, 32, 64, 128];
 const RESIDUAL_STAGES = new Set([1, 2]); // stage2, stage3 (0-based)
+/** body blocks: stage1 down, stage2 down + unit, stage3 down + unit, stage4 down; head() starts at stage3's. */
+const HEAD_FROM = 3;
 
 /** conv → [BN] → PReLU. */
 class ConvUnit implements Block {
@@ -57,8 +62,8 @@ class Residual implements Block {
 
 class Tiny implements FeatureHeadBlock {
   private readonly body: Block[] = [];
-  /** stage4's stride-2 conv: the first layer of head(). */
-  private readonly last: Block;
+  /** stage3 and stage4: the part of the convolutions that head() runs. */
+  private readonly tail: Block[];
   private readonly fc: Linear;
   private readonly bn: BatchNorm | null;
 
@@ -70,7 +75,7 @@ class Tiny implements FeatureHeadBlock {
       if (RESIDUAL_STAGES.has(i)) this.body.push(new Residual(new ConvUnit(st.sub('block0'), c, c, 1, norm)));
       inC = c;
     });
-    this.last = this.body.pop()!;
+    this.tail = this.body.splice(HEAD_FROM);
     this.fc = s.linear('fc', { inFeatures: inC, outFeatures: embeddingSize, bias: true, init: heNormalFanOut(embeddingSize) });
     this.bn = norm === 'batch' ? s.batchNorm('features', { channels: embeddingSize, eps: EPS }) : null;
   }
@@ -79,16 +84,18 @@ class Tiny implements FeatureHeadBlock {
     return this.head(r, this.features(r, x));
   }
 
-  /** stage1…stage3: [B, ⌈S/8⌉, ⌈S/8⌉, 64] (see the split above). */
+  /** stage1, stage2: [B, ⌈S/4⌉, ⌈S/4⌉, 32] (see the split above). */
   features<T>(r: Runner<T>, x: T): T {
     let y = x;
     for (const b of this.body) y = b.forward(r, y);
     return y;
   }
 
-  /** stage4 → global average pool → FC → BN1d. */
+  /** stage3, stage4 → global average pool → FC → BN1d. */
   head<T>(r: Runner<T>, f: T): T {
-    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(this.last.forward(r, f))));
+    let z = f;
+    for (const b of this.tail) z = b.forward(r, z);
+    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(z)));
     return this.bn ? r.batchNorm(this.bn, y) : y;
   }
 }

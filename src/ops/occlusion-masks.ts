@@ -115,6 +115,32 @@ function randomCells(n: number, count: number, rng: Rng): CellMask {
   return m;
 }
 
+/** A box in fractions of the image side: rows [top, bottom) × cols [left, right). */
+export interface FractionBox {
+  top: number;
+  bottom: number;
+  left: number;
+  right: number;
+}
+
+/** Rounding slack of the half-a-cell rule, so that a cell a box covers exactly half (a half at odd sizes) counts. */
+const HALF_CELL_TOLERANCE = 1e-9;
+
+/**
+ * The cells of an H×W map that a box drawn on the image covers: cell (r, c)
+ * spans rows [r/H, (r+1)/H) × cols [c/W, (c+1)/W) of the image, and counts
+ * when at least half of its area is inside the box.
+ */
+export function boxCells(h: number, w: number, box: FractionBox): CellMask {
+  const m = new Uint8Array(h * w);
+  const overlap = (a0: number, a1: number, b0: number, b1: number) => Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
+  for (let r = 0; r < h; r++) {
+    const dy = overlap(r / h, (r + 1) / h, box.top, box.bottom) * h;
+    for (let c = 0; c < w; c++) if (dy * overlap(c / w, (c + 1) / w, box.left, box.right) * w >= 0.5 - HALF_CELL_TOLERANCE) m[r * w + c] = 1;
+  }
+  return m;
+}
+
 export function countCells(m: CellMask): number {
   let n = 0;
   for (const v of m) n += v;

@@ -43,16 +43,17 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
   occlusion: {
     workers: { kind: 'int', default: 2, help: 'worker processes' },
     batch: { kind: 'int', default: 64, help: 'per-worker batch' },
-    'image-size': { kind: 'int', default: 40, help: 'input size (tiny: 40 px gives a 3×3 feature map)' },
+    'image-size': { kind: 'int', default: 40, help: 'input size (tiny: 40 px gives a 10×10 feature map)' },
     identities: { kind: 'int', default: 300, help: 'synthetic training identities' },
     'images-per-identity': { kind: 'int', default: 20, help: 'images per identity' },
     'held-out-identities': { kind: 'int', default: 100, help: 'held-out identities for the pairs' },
     pairs: { kind: 'int', default: 3000, help: 'verification pairs' },
-    epochs: { kind: 'int', default: 6, help: 'epochs of each run' },
+    epochs: { kind: 'int', default: 15, help: 'epochs of each run' },
     'start-fraction': { kind: 'number', default: 0.3, help: 'share of the run trained plainly before the adversary starts' },
     'pretrain-steps': { kind: 'int', default: 10, help: 'adversary pre-training steps' },
     width: { kind: 'int', default: 64, help: 'hidden width of G and S' },
-    seed: { kind: 'int', default: 1, help: 'seed of both runs' },
+    'train-occluders': { kind: 'number', default: 0, help: 'augment.occluders of both runs: share of training images with a drawn occluder' },
+    seeds: { kind: 'string', default: '1,2,3', help: 'comma-separated seeds: one pair of runs each' },
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
   },
   // --- end occlusion
@@ -146,7 +147,8 @@ export async function run(argv: string[]): Promise<number> {
         startFraction: o['start-fraction'] as number,
         pretrainSteps: o['pretrain-steps'] as number,
         width: o.width as number,
-        seed: o.seed as number,
+        trainOccluders: o['train-occluders'] as number,
+        seeds: parseSeeds(o.seeds as string),
         backend: o.backend as string,
       });
       return 0;
@@ -159,4 +161,11 @@ export async function run(argv: string[]): Promise<number> {
     }
   }
   return 2;
+}
+
+/** "1,2,3" → [1, 2, 3]; anything else is a usage error. */
+function parseSeeds(s: string): number[] {
+  const seeds = s.split(',').map((x) => Number(x.trim()));
+  if (seeds.length === 0 || seeds.some((x) => !Number.isInteger(x))) throw new UsageError(`--seeds must be comma-separated integers, got ${JSON.stringify(s)}`);
+  return seeds;
 }

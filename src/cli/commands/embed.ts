@@ -26,6 +26,7 @@ const SPEC: Record<string, OptionSpec> = {
   json: { kind: 'boolean', default: false, help: 'one JSON line per image: {image, embedding, magnitude}' },
   flip: { kind: 'boolean', default: true, help: 'fuse the mirror image: n(e + e_flip) (--no-flip: n(e))' },
   batch: { kind: 'int', default: 32, help: 'images per forward pass' },
+  'seg-gate': { kind: 'boolean', default: false, help: 'occlusion adversarial checkpoints: blank out the feature-map cells the segmentation head finds occluded (f ⊙ (1 − σ(S(f)))) before the head' },
   backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join(' | ') },
   threads: { kind: 'int', help: 'threads for native CPU kernels (default: all cores)' },
   help: { kind: 'boolean', default: false, help: 'show this help' },
@@ -51,7 +52,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     resolveCheckpointDir(checkpoint);
     await initBackend(backend as BackendChoice, { threads: o.threads as number | undefined });
-    loaded = await loadBackboneFromCheckpoint(checkpoint);
+    loaded = await loadBackboneFromCheckpoint(checkpoint, { segGate: o['seg-gate'] as boolean });
   } catch (e) {
     if (e instanceof CheckpointError) throw new UsageError(e.message);
     throw e;

@@ -34,6 +34,7 @@ const SPEC: Record<string, OptionSpec> = {
   'roc-csv': { kind: 'string', help: 'write the ROC (fpr,tpr,thresholds) to this CSV file' },
   occlude: { kind: 'string', help: 'draw synthetic occluders on every image first: eyes | mouth | half | random (src/eval/occluders.ts)' }, // --- occlusion
   'occlude-seed': { kind: 'int', default: 0, help: 'seed of the occluders (which half, colours, the random block), per image' }, // --- occlusion
+  'seg-gate': { kind: 'boolean', default: false, help: 'occlusion adversarial checkpoints: scale each feature-map cell by 1 − σ(S(f)), the segmentation head\'s occlusion probability, before the head (SPEC §6.3 inference)' }, // --- occlusion
   help: { kind: 'boolean', default: false, help: 'show this help' },
 };
 
@@ -70,7 +71,8 @@ export async function run(argv: string[]): Promise<number> {
       import('../../ops/tf.js'),
     ]);
     const info = await initBackend(backend as BackendChoice, { threads: o.threads as number | undefined });
-    const { backbone, manifest, dir } = await loadBackboneFromCheckpoint(checkpoint);
+    const segGate = o['seg-gate'] as boolean; // --- occlusion
+    const { backbone, manifest, dir } = await loadBackboneFromCheckpoint(checkpoint, { segGate });
     const imageSize = imageSizeOpt ?? backbone.inputSize;
     process.stderr.write(`shardface eval: ${manifest.backbone.name} step ${manifest.step} on ${set.source}: ${set.images.length} images, ${set.pairs.issame.length} pairs (backend ${info.backend})\n`);
     try {
@@ -101,6 +103,7 @@ export async function run(argv: string[]): Promise<number> {
           checkpoint: dir,
           step: manifest.step,
           ...(occlude ? { occlude } : {}), // --- occlusion
+          ...(segGate ? { seg_gate: true } : {}), // --- occlusion
         }),
       );
     } finally {

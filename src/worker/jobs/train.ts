@@ -104,6 +104,7 @@ export const createJob: JobFactory = async (ctx) => {
             gate: cfg.occlusionGate,
             width: cfg.occlusionWidth,
             randomHalves: cfg.occlusionRandomHalves,
+            structuredShare: cfg.occlusionStructuredShare,
             seed: cfg.seed,
             imageSize: cfg.imageSize,
             clipGradNorm: cfg.clipGradNorm,
@@ -145,7 +146,7 @@ export const createJob: JobFactory = async (ctx) => {
         // --- occlusion: forward, classifier (clean + masked rows) and backward in one; no backbone
         //     gradients while the backbone and classifier are frozen (adversary pre-training)
         if (occlusion?.active(step)) {
-          const occ = await occlusion.step(step, x, batch.labels, classifier!, comm, lr);
+          const occ = await occlusion.step(step, x, batch.labels, classifier!, comm, lr, batch.occluders);
           cls = occ.cls;
           local = occ.backboneGrads;
           Object.assign(occlusionMetrics, occ.metrics);
