@@ -17,7 +17,7 @@
  *   {"bench":"occlusion-summary","seeds":[…],"none":{clean, occluded},"adversarial":{…},
  *    "adversarial_seg_gate":{…},"occluded_gain":…,"occluded_gain_per_seed":[…], …}
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../src/config/index.js';
@@ -85,6 +85,12 @@ async function score(backbone: Backbone, heldOut: Dataset, pairs: PairSet, seed:
   return { clean_accuracy: clean.accuracy, occluded_accuracy: occluded, mean_occluded_accuracy: OCCLUDERS.reduce((a, k) => a + occluded[k]!, 0) / OCCLUDERS.length };
 }
 
+/** The last lines of a failed run's logs (the run directory is removed afterwards). */
+function logTail(runDir: string): string {
+  const lines = ['train.log', 'workers.log'].flatMap((f) => (existsSync(join(runDir, f)) ? readFileSync(join(runDir, f), 'utf8').trim().split('\n').slice(-5) : []));
+  return lines.join('\n');
+}
+
 const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
 
 export async function benchOcclusion(opts: Partial<BenchOcclusionOptions> = {}): Promise<Record<string, unknown>[]> {
@@ -108,7 +114,7 @@ export async function benchOcclusion(opts: Partial<BenchOcclusionOptions> = {}):
           data: `synthetic:${o.identities}`,
           imagesPerIdentity: o.imagesPerIdentity,
           heldOutIdentities: o.heldOutIdentities,
-          verificationPairs: 0,
+          verificationPairs: Math.min(o.pairs, 1000), // the run's own end-of-training check; the scores below use all o.pairs
           batch: o.batch,
           epochs: o.epochs,
           lr: 0.1,
@@ -129,7 +135,7 @@ export async function benchOcclusion(opts: Partial<BenchOcclusionOptions> = {}):
         const cfg = resolveConfig({ values: { ...values, occlusionStartStep: startStep } });
         const t0 = Date.now();
         const code = await trainWithPlan(planTraining(cfg), { quiet: true });
-        if (code !== 0) throw new Error(`bench occlusion: ${mode} training (seed ${seed}) exited with ${code}; see ${runDir}/workers.log`);
+        if (code !== 0) throw new Error(`bench occlusion: ${mode} training (seed ${seed}) exited with ${code}; the run's log ends:\n${logTail(runDir)}`);
         const trainSeconds = (Date.now() - t0) / 1000;
         const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as { checkpoint: string; final_loss: number; steps: number };
 
