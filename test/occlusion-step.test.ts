@@ -9,7 +9,7 @@ import { createBackbone } from '../src/models/index.js';
 import { ShardedClassifier, type ShardComm } from '../src/worker/sharded-classifier.js';
 import { reduceSoftmaxStats } from '../src/ops/softmax-reduce.js';
 import { resolveMargin } from '../src/ops/margin.js';
-import { OcclusionTrainer } from '../src/worker/occlusion-training.js';
+import { OcclusionTrainer, type OcclusionSettings } from '../src/worker/occlusion-training.js';
 import { initBackend } from '../src/ops/backend.js';
 
 const B = 8;
@@ -25,38 +25,43 @@ function changed(a: Map<string, Float32Array>, b: Map<string, Float32Array>): bo
   return false;
 }
 
+/** A 1-worker trainer on a fresh tiny backbone, the communication stubbed; `batches` records the rows of each softmax exchange. */
+function setup(settings: Partial<OcclusionSettings>) {
+  const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
+  const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
+  const batches: number[] = [];
+  const comm: ShardComm = {
+    allGatherFloat: async (a) => a,
+    allGatherInt: async (a) => a,
+    exchangeSoftmax: async (_step, batch, stats) => {
+      batches.push(batch);
+      const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
+      return { logSumExp: r.logSumExp, loss: r.loss };
+    },
+    reduceScatter: async (a) => a,
+  };
+  const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
+  const base: OcclusionSettings = { startStep: 0, pretrainSteps: 2, segWeight: 0.1, adversaryWeight: 0.0025, gate: 0.1, width: 8, randomHalves: 3, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } };
+  const params = backbone.trainableVariables();
+  const trainer = new OcclusionTrainer({ ...base, ...settings }, backbone, params, 1, 0, ring);
+  const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
+  const labels = Int32Array.from({ length: B }, (_, i) => i % C);
+  const dispose = () => {
+    x.dispose();
+    trainer.dispose();
+    backbone.dispose();
+  };
+  return { backbone, classifier, comm, batches, params, trainer, x, labels, dispose };
+}
+
 describe('OcclusionTrainer.step (1 worker)', () => {
   beforeAll(async () => {
     await initBackend('auto'); // the native CPU kernels where built
   });
 
   it('stage 1 sends B × 14 candidate rows and trains only G; stage 2 sends [clean; masked] = 2B rows and trains F, R, S and G', async () => {
-    const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
-    const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
-    const batches: number[] = [];
-    const comm: ShardComm = {
-      allGatherFloat: async (a) => a,
-      allGatherInt: async (a) => a,
-      exchangeSoftmax: async (_step, batch, stats) => {
-        batches.push(batch);
-        const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
-        return { logSumExp: r.logSumExp, loss: r.loss };
-      },
-      reduceScatter: async (a) => a,
-    };
-    const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
-    const params = backbone.trainableVariables();
-    const trainer = new OcclusionTrainer(
-      { startStep: 0, pretrainSteps: 2, segWeight: 0.1, adversaryWeight: 0.0025, gate: 0.1, width: 8, randomHalves: 3, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } },
-      backbone,
-      params,
-      1,
-      0,
-      ring,
-    );
+    const { backbone, classifier, comm, batches, params, trainer, x, labels, dispose } = setup({});
     expect(trainer.grid).toEqual([10, 10, 32]); // tiny's split: after stage2
-    const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
-    const labels = Int32Array.from({ length: B }, (_, i) => i % C);
     const gen = () => snapshot(trainer.generator.state());
     const seg = () => snapshot(trainer.segmentation.state());
     const bb = () => snapshot(backbone.state());
@@ -101,36 +106,13 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       r5.cls.gradWeight.dispose();
       expect(tf.memory().numTensors).toBe(memory);
     } finally {
-      x.dispose();
-      trainer.dispose();
-      backbone.dispose();
+      dispose();
     }
   });
 
   it('stage 2: G does not move when no sample passes the gate (no momentum drift, no decay)', async () => {
-    const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
-    const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
-    const comm: ShardComm = {
-      allGatherFloat: async (a) => a,
-      allGatherInt: async (a) => a,
-      exchangeSoftmax: async (_step, _batch, stats) => {
-        const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
-        return { logSumExp: r.logSumExp, loss: r.loss };
-      },
-      reduceScatter: async (a) => a,
-    };
-    const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
     // gate 1: p_before − p_after > 1 never holds; structuredShare 0: every mask is G's
-    const trainer = new OcclusionTrainer(
-      { startStep: 0, pretrainSteps: 0, segWeight: 0.1, adversaryWeight: 0.0025, gate: 1, width: 8, randomHalves: 3, structuredShare: 0, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } },
-      backbone,
-      backbone.trainableVariables(),
-      1,
-      0,
-      ring,
-    );
-    const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
-    const labels = Int32Array.from({ length: B }, (_, i) => i % C);
+    const { classifier, comm, trainer, x, labels, dispose } = setup({ pretrainSteps: 0, gate: 1, structuredShare: 0 });
     try {
       const before = snapshot(trainer.generator.state());
       const r = await trainer.step(1, x, labels, classifier, comm, 0.1);
@@ -141,34 +123,13 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       r.backboneGrads!.forEach((g) => g.dispose());
       r.cls.gradWeight.dispose();
     } finally {
-      x.dispose();
-      trainer.dispose();
-      backbone.dispose();
+      dispose();
     }
   });
 
   it('stage 2 with drawn occluders: their cells are dropped in the masked pass, S reads them unmasked, and G does not learn from those samples', async () => {
-    const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
-    const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
-    const comm: ShardComm = {
-      allGatherFloat: async (a) => a,
-      allGatherInt: async (a) => a,
-      exchangeSoftmax: async (_step, _batch, stats) => {
-        const r = reduceSoftmaxStats([stats as Parameters<typeof reduceSoftmaxStats>[0][number]]);
-        return { logSumExp: r.logSumExp, loss: r.loss };
-      },
-      reduceScatter: async (a) => a,
-    };
-    const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
     // gate 0: every G mask that lowers p_y at all would teach G; structuredShare 0: every mask is G's
-    const trainer = new OcclusionTrainer(
-      { startStep: 0, pretrainSteps: 0, segWeight: 0.1, adversaryWeight: 0.0025, gate: 0, width: 8, randomHalves: 3, structuredShare: 0, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } },
-      backbone,
-      backbone.trainableVariables(),
-      1,
-      0,
-      ring,
-    );
+    const { backbone, classifier, comm, trainer, x, labels, dispose } = setup({ pretrainSteps: 0, gate: 0, structuredShare: 0 });
     // what R (clean and masked passes) and S are given, per call
     const headInputs: number[][] = [];
     const segInputs: number[][] = [];
@@ -183,8 +144,6 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       segInputs.push(cellAbs(f));
       return segApply(f);
     };
-    const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
-    const labels = Int32Array.from({ length: B }, (_, i) => i % C);
     const whole = { top: 0, bottom: 1, left: 0, right: 1 };
     try {
       const before = snapshot(trainer.generator.state());
@@ -204,9 +163,7 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       r.backboneGrads!.forEach((g) => g.dispose());
       r.cls.gradWeight.dispose();
     } finally {
-      x.dispose();
-      trainer.dispose();
-      backbone.dispose();
+      dispose();
     }
   });
 });
