@@ -19,10 +19,10 @@
  * attempt); the replacement keeps its own label. With `strictData` it is a
  * DataError naming the file, the image and the reason instead.
  */
-import { deriveSeed, Rng } from '../common/random.js';
+import { deriveSeed } from '../common/random.js';
 import { BadSampleError, isAsyncDataset, type AnyDataset, type AsyncDataset, type Dataset } from './dataset.js';
 import { augmentImage, augmentationActive, type AugmentOptions } from './augment.js';
-import { drawOccluder, occluderFor, OCCLUDERS, type Box as OccluderBox } from './occluders.js';
+import { drawOccluder, trainingOccluder, type Box as OccluderBox } from './occluders.js';
 import type { DistributedSampler } from './sampler.js';
 import { availableParallelism } from 'node:os';
 
@@ -108,17 +108,6 @@ export function fillBatch(dataset: Dataset, indices: Int32Array, images: Float32
     labels[k] = dataset.label(index);
     if (flips?.[k]) flipHorizontal(images, k * px, dataset.imageSize);
   }
-}
-
-/**
- * The training occluder of image `index` in `epoch` (augment.occluders), or
- * null: drawn with probability `share`, its kind uniform over OCCLUDERS, from
- * (seed, epoch, index) only, like the flip.
- */
-export function trainingOccluder(seed: number, epoch: number, index: number, share: number): ReturnType<typeof occluderFor> | null {
-  const r = Rng.derive(seed, 'train-occluder', epoch, index);
-  if (r.next() >= share) return null;
-  return occluderFor(OCCLUDERS[r.int(OCCLUDERS.length)]!, r);
 }
 
 /** Candidates tried for one unreadable image before giving up. */

@@ -32,8 +32,14 @@ export interface Box {
   right: number;
 }
 
-/** The box and the flat colour (0–255 RGB) of one occluder on one image. */
-export function occluderFor(kind: OccluderKind, rng: Rng): { box: Box; colour: [number, number, number] } {
+/** One occluder on one image: its box and its flat colour (0–255 RGB). */
+export interface Occluder {
+  box: Box;
+  colour: [number, number, number];
+}
+
+/** The occluder of kind `kind`, its draws from `rng`. */
+export function occluderFor(kind: OccluderKind, rng: Rng): Occluder {
   switch (kind) {
     case 'eyes': {
       const g = 10 + 30 * rng.next();
@@ -63,7 +69,7 @@ export function occluderFor(kind: OccluderKind, rng: Rng): { box: Box; colour: [
 }
 
 /** Draws an occluder (box and colour from occluderFor) on one HWC image (normalised pixels) at `offset`. */
-export function drawOccluder(pixels: Float32Array, offset: number, size: number, occluder: { box: Box; colour: readonly [number, number, number] }): void {
+export function drawOccluder(pixels: Float32Array, offset: number, size: number, occluder: Occluder): void {
   const { box, colour } = occluder;
   const value = colour.map(normalisePixel);
   const r0 = Math.round(box.top * size);
@@ -79,3 +85,13 @@ export function drawOccluder(pixels: Float32Array, offset: number, size: number,
     }
 }
 
+/**
+ * The training occluder of image `index` in `epoch` (augment.occluders), or
+ * null: drawn with probability `share`, its kind uniform over OCCLUDERS, from
+ * (seed, epoch, index) only, like the flip.
+ */
+export function trainingOccluder(seed: number, epoch: number, index: number, share: number): Occluder | null {
+  const r = Rng.derive(seed, 'train-occluder', epoch, index);
+  if (r.next() >= share) return null;
+  return occluderFor(OCCLUDERS[r.int(OCCLUDERS.length)]!, r);
+}
