@@ -21,3 +21,5 @@ run bench classifier --classifier dcq --workers 2 --classes 1000000 --batch 128
 run bench classifier --classifier dcq --workers 2 --classes 100000 --batch 128 --queue-size 65536
 run bench train --backbone mobilefacenet --workers 2 --batch 32 --image-size 112 --steps 6
 run bench data --data synthetic-rec:3000 --batch 128
+run bench occlusion
+run bench occlusion --train-occluders 0.2
