@@ -183,10 +183,7 @@ export async function benchOcclusion(opts: Partial<BenchOcclusionOptions> = {}):
       rmSync(root, { recursive: true, force: true });
     }
   }
-  const of = (mode: 'none' | 'adversarial', pick: (r: (typeof runs)[number]) => Scores | null) => {
-    const s = runs.filter((r) => r.mode === mode).map(pick) as Scores[];
-    return s.every(Boolean) ? { clean: mean(s.map((x) => x.clean_accuracy)), occluded: mean(s.map((x) => x.mean_occluded_accuracy)) } : null;
-  };
+  const means = (s: Scores[]) => ({ clean: mean(s.map((x) => x.clean_accuracy)), occluded: mean(s.map((x) => x.mean_occluded_accuracy)) });
   const none = runs.filter((r) => r.mode === 'none');
   const adv = runs.filter((r) => r.mode === 'adversarial');
   const gains = adv.map((r, i) => r.plain.mean_occluded_accuracy - none[i]!.plain.mean_occluded_accuracy);
@@ -195,9 +192,9 @@ export async function benchOcclusion(opts: Partial<BenchOcclusionOptions> = {}):
     bench: 'occlusion-summary',
     seeds: o.seeds,
     train_occluders: o.trainOccluders,
-    none: of('none', (r) => r.plain),
-    adversarial: of('adversarial', (r) => r.plain),
-    adversarial_seg_gate: of('adversarial', (r) => r.gated),
+    none: means(none.map((r) => r.plain)),
+    adversarial: means(adv.map((r) => r.plain)),
+    adversarial_seg_gate: means(adv.map((r) => r.gated!)),
     occluded_gain: mean(gains),
     occluded_gain_per_seed: gains,
     seg_gate_occluded_gain: mean(gatedGains),
