@@ -4,8 +4,7 @@
  * of those lines. Workers run from dist/: compile with `npx tsc -p .` first.
  */
 import { describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { CLI } from './helpers/processes.js';
+import { runCli } from './helpers/processes.js';
 
 interface Scores {
   clean_accuracy: number;
@@ -17,9 +16,8 @@ describe('bench occlusion', () => {
   it('prints a line per run (the adversarial one also seg-gated) and a summary of the gains', async () => {
     const args = ['bench', 'occlusion', '--workers', '2', '--batch', '8', '--image-size', '32', '--identities', '12', '--images-per-identity', '4', '--held-out-identities', '10'];
     args.push('--pairs', '60', '--epochs', '3', '--start-fraction', '0.3', '--pretrain-steps', '1', '--width', '8', '--train-occluders', '0.5', '--seeds', '4');
-    const stdout = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, [CLI, ...args], { timeout: 170_000, maxBuffer: 16 << 20 }, (err, out, stderr) => (err ? reject(new Error(`${err.message}\n${stderr.slice(-3000)}`)) : resolve(out))),
-    );
+    const { code, stdout, stderr } = await runCli(args, 170_000);
+    expect(code, stderr.slice(-3000)).toBe(0);
     const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => [l.bench, l.occlusion])).toEqual([
       ['occlusion', 'none'],

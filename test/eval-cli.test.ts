@@ -4,26 +4,16 @@
  * inputs. Uses dist/: compile with `npx tsc -p .` first.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from './helpers/processes.js';
+import { runCli as cli } from './helpers/processes.js';
 import { writePairFixture, type PairFixture } from './helpers/eval-fixtures.js';
 import { loadBackboneFromCheckpoint, resolveCheckpointDir, CheckpointError } from '../src/eval/load-backbone.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { createBackbone } from '../src/models/index.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 
-function cli(args: string[], timeout = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-      resolve({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-    });
-  });
-}
 
 let dir: string;
 let run: string;

@@ -4,25 +4,15 @@
  * --occlude` on its checkpoint. Uses dist/: compile with `npx tsc -p .` first.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI } from './helpers/processes.js';
+import { runCli as cli } from './helpers/processes.js';
 import { writePairFixture, type PairFixture } from './helpers/eval-fixtures.js';
 import { readManifest } from '../src/checkpoint/checkpoint.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 
-function cli(args: string[], timeout = 120_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { cwd: ROOT, timeout, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-      resolve({ code: typeof code === 'number' ? code : 1, stdout, stderr });
-    });
-  });
-}
 
 const START = 6;
 const PRETRAIN = 4;

@@ -15,7 +15,7 @@
  * final h×w map (arcface_torch hard-codes 7×7). The flatten is NHWC, i.e. a
  * fixed permutation of PyTorch's NCHW flatten: the same model family.
  */
-import { bnPrelu, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, chain, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 export const IRESNET_LAYERS = {
   iresnet18: [2, 2, 2, 2],
@@ -102,9 +102,7 @@ class IResNet implements FeatureHeadBlock {
 
   /** stem + the four stages: the last spatial map (7×7×512 at 112). */
   features<T>(r: Runner<T>, x: T): T {
-    let y = bnPrelu(r, this.stemBn, this.stemPrelu, r.conv(this.stemConv, x));
-    for (const b of this.blocks) y = b.forward(r, y);
-    return y;
+    return chain(r, this.blocks, bnPrelu(r, this.stemBn, this.stemPrelu, r.conv(this.stemConv, x)));
   }
 
   /** BN2d → flatten → FC → BN1d. */

@@ -16,7 +16,7 @@
  * relu); BN γ = 1, β = 0; BN eps 1e-5. The GDC's 7×7 valid conv needs a 7×7
  * final map, so the input must be 97…112 pixels (112 in practice).
  */
-import { bnPrelu, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, chain, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 const EPS = 1e-5;
 
@@ -104,9 +104,7 @@ class MobileFaceNet implements FeatureHeadBlock {
 
   /** Everything up to convSep: the 7×7×512 map. */
   features<T>(r: Runner<T>, x: T): T {
-    let y = x;
-    for (const b of this.body) y = b.forward(r, y);
-    return y;
+    return chain(r, this.body, x);
   }
 
   /** GDC: 7×7 depthwise → flatten → Linear → BN1d. */

@@ -237,6 +237,11 @@ export interface Block {
   forward<T>(r: Runner<T>, x: T): T;
 }
 
+/** x through `blocks` in order. */
+export function chain<T>(r: Runner<T>, blocks: readonly Block[], x: T): T {
+  return blocks.reduce((y, b) => b.forward(r, y), x);
+}
+
 /**
  * A whole network split at its last spatial feature map (SPEC §6.3: F and R):
  * `forward(x) = head(features(x))`, features NHWC [B, H, W, C], head → [B, D].

@@ -17,7 +17,7 @@
  * so they can sit in the backbone's checkpoint file next to its tensors.
  */
 import { tf } from '../ops/tf.js';
-import { heNormalFanOut, Scope, tensorSpecs, type Block, type Conv2d, type Layer, type PReLU, type Runner, type TensorSpec } from './module.js';
+import { chain, heNormalFanOut, Scope, tensorSpecs, type Block, type Conv2d, type Layer, type PReLU, type Runner, type TensorSpec } from './module.js';
 import { TensorRunner } from './tensor-runner.js';
 import { ShapeRunner } from './trace.js';
 import { initialValue, type Backbone, type TrainableVariable } from './backbone.js';
@@ -44,9 +44,7 @@ class MaskGenerator implements Block {
     this.out = s.conv('out', { inChannels: depth === 0 ? channels : width, outChannels: 1, kernel: 3, pad: 1, bias: true, init: HEAD_INIT });
   }
   forward<T>(r: Runner<T>, x: T): T {
-    let y = x;
-    for (const b of this.body) y = b.forward(r, y);
-    return r.conv(this.out, y);
+    return r.conv(this.out, chain(r, this.body, x));
   }
 }
 

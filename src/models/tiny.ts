@@ -24,7 +24,7 @@
  * exactly the gradients of the whole batch (the data-parallel exactness test).
  * Init: He normal (fan-out) for conv and FC weights, biases 0, BN eps 1e-5.
  */
-import { bnPrelu, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, chain, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 export type TinyNorm = 'batch' | 'none';
 
@@ -86,16 +86,12 @@ class Tiny implements FeatureHeadBlock {
 
   /** stage1, stage2: [B, ⌈S/4⌉, ⌈S/4⌉, 32] (see the split above). */
   features<T>(r: Runner<T>, x: T): T {
-    let y = x;
-    for (const b of this.body) y = b.forward(r, y);
-    return y;
+    return chain(r, this.body, x);
   }
 
   /** stage3, stage4 → global average pool → FC → BN1d. */
   head<T>(r: Runner<T>, f: T): T {
-    let z = f;
-    for (const b of this.tail) z = b.forward(r, z);
-    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(z)));
+    const y = r.linear(this.fc, r.flatten(r.globalAvgPool(chain(r, this.tail, f))));
     return this.bn ? r.batchNorm(this.bn, y) : y;
   }
 }

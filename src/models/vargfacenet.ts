@@ -29,7 +29,7 @@
  * and is followed by BatchNorm, which divides out any constant input scale
  * (up to its eps), so the two are the same network; we take ours as is.
  */
-import { bnPrelu, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
+import { bnPrelu, chain, heNormalFanOut, Scope, type BatchNorm, type Block, type Conv2d, type FeatureHeadBlock, type Linear, type NetworkDescription, type PReLU, type Runner } from './module.js';
 
 const EPS = 2e-5;
 const GROUP_BASE = 8;
@@ -183,9 +183,7 @@ class VarGFaceNet implements FeatureHeadBlock {
 
   /** head conv + the stages: the last spatial map (7×7×320 at 112). */
   features<T>(r: Runner<T>, x: T): T {
-    let y = r.prelu(this.headAct, r.batchNorm(this.headBn, r.conv(this.headConv, x)));
-    for (const b of this.blocks) y = b.forward(r, y);
-    return y;
+    return chain(r, this.blocks, r.prelu(this.headAct, r.batchNorm(this.headBn, r.conv(this.headConv, x))));
   }
 
   /** The embedding block: 1×1 → 7×7 variable-group conv → 1×1 → FC → BN1d. */

@@ -24,7 +24,7 @@
  */
 import { tf } from './tf.js';
 import { l2NormalizeGrad, l2NormalizeWithNorm } from './normalize.js';
-import { targetsIn, type ShardStats } from './softmax-shard.js';
+import { chunkedUnitGrads, targetsIn, type ShardStats } from './softmax-shard.js';
 export { reduceTargetCosines } from './softmax-reduce.js';
 
 /** A head's per-row math over one shard's logits. */
@@ -169,40 +169,30 @@ export function headShardBackward(
   const s = head.s;
   const shift = new Float32Array(n);
   for (let i = 0; i < n; i++) shift[i] = logSumExp[i]! + Math.log(rowsTotal);
-  let gradUnitW: tf.Tensor2D = tf.zeros([p.classes, p.dim]);
-  const gradUnitE: tf.Tensor2D[] = [];
+  const { unitE, unitW } = chunkedUnitGrads(n, chunk, [p.classes, p.dim], (r0, r1) =>
+    tf.tidy(() => {
+      const { raw, v, negGrad, idx, rows, f } = chunkLogits(p, labels, targetCos, head, r0, r1);
+      // p/N for every entry, then the head's derivative
+      const pOverN = tf.exp(tf.sub(tf.mul(v, s), tf.tensor2d(shift.subarray(r0, r1), [r1 - r0, 1]))) as tf.Tensor2D;
+      let g = negGrad ? (tf.mul(pOverN, negGrad) as tf.Tensor2D) : pOverN;
+      if (idx) {
+        const onTarget = new Float32Array(rows.length);
+        rows.forEach((i, j) => {
+          const py = Math.exp(s * f[j]! - logSumExp[i]!);
+          onTarget[j] = ((py - 1) / rowsTotal) * head.targetGrad(i, targetCos[i]!);
+        });
+        g = tf.tensorScatterUpdate(g, idx, tf.tensor1d(onTarget)) as tf.Tensor2D;
+      }
+      // the clamp passes gradient only where −1 ≤ raw ≤ 1; then ∂z/∂c = s
+      const pass = tf.cast(tf.lessEqual(tf.abs(raw), 1), 'float32');
+      const dC = tf.mul(tf.mul(g, pass), s) as tf.Tensor2D;
+      return [tf.matMul(dC, p.unitW) as tf.Tensor2D, tf.matMul(dC, tf.slice(p.unitE, [r0, 0], [r1 - r0, -1]), true, false) as tf.Tensor2D];
+    }),
+  );
   try {
-    for (let r0 = 0; r0 < n; r0 += chunk) {
-      const r1 = Math.min(n, r0 + chunk);
-      const [dUnitE, dUnitW] = tf.tidy(() => {
-        const { raw, v, negGrad, idx, rows, f } = chunkLogits(p, labels, targetCos, head, r0, r1);
-        // p/N for every entry, then the head's derivative
-        const pOverN = tf.exp(tf.sub(tf.mul(v, s), tf.tensor2d(shift.subarray(r0, r1), [r1 - r0, 1]))) as tf.Tensor2D;
-        let g = negGrad ? (tf.mul(pOverN, negGrad) as tf.Tensor2D) : pOverN;
-        if (idx) {
-          const onTarget = new Float32Array(rows.length);
-          rows.forEach((i, j) => {
-            const py = Math.exp(s * f[j]! - logSumExp[i]!);
-            onTarget[j] = ((py - 1) / rowsTotal) * head.targetGrad(i, targetCos[i]!);
-          });
-          g = tf.tensorScatterUpdate(g, idx, tf.tensor1d(onTarget)) as tf.Tensor2D;
-        }
-        // the clamp passes gradient only where −1 ≤ raw ≤ 1; then ∂z/∂c = s
-        const pass = tf.cast(tf.lessEqual(tf.abs(raw), 1), 'float32');
-        const dC = tf.mul(tf.mul(g, pass), s) as tf.Tensor2D;
-        return [tf.matMul(dC, p.unitW) as tf.Tensor2D, tf.matMul(dC, tf.slice(p.unitE, [r0, 0], [r1 - r0, -1]), true, false) as tf.Tensor2D];
-      });
-      gradUnitE.push(dUnitE);
-      const acc = tf.add(gradUnitW, dUnitW) as tf.Tensor2D;
-      tf.dispose([gradUnitW, dUnitW]);
-      gradUnitW = acc;
-    }
-    return tf.tidy(() => {
-      const dE = gradUnitE.length === 1 ? gradUnitE[0]! : (tf.concat(gradUnitE, 0) as tf.Tensor2D);
-      return { gradEmb: l2NormalizeGrad(dE, p.unitE, p.normE), gradWeight: l2NormalizeGrad(gradUnitW, p.unitW, p.normW) };
-    });
+    return tf.tidy(() => ({ gradEmb: l2NormalizeGrad(unitE, p.unitE, p.normE), gradWeight: l2NormalizeGrad(unitW, p.unitW, p.normW) }));
   } finally {
-    tf.dispose([gradUnitW, ...gradUnitE]);
+    tf.dispose([unitE, unitW]);
   }
 }
 

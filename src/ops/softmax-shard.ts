@@ -155,6 +155,38 @@ function fusedInputs(emb: tf.Tensor2D, weight: tf.Tensor2D, labels: tf.Tensor1D,
   return prepared ? { emb, weight, labels, weightNorm: prepared.norm } : { emb, weight, labels };
 }
 
+/**
+ * The row-chunked part of a shard's backward: `chunkGrads(r0, r1)` returns
+ * ∂L/∂n(E) for rows [r0, r1) and that chunk's share of ∂L/∂n(W) (shape
+ * `weightShape`), both owned by the caller; the result holds every row's
+ * ∂L/∂n(E) and the summed ∂L/∂n(W). Nothing is left behind on a throw.
+ */
+export function chunkedUnitGrads(
+  n: number,
+  chunk: number,
+  weightShape: [number, number],
+  chunkGrads: (r0: number, r1: number) => [tf.Tensor2D, tf.Tensor2D],
+): { unitE: tf.Tensor2D; unitW: tf.Tensor2D } {
+  let unitW: tf.Tensor2D = tf.zeros(weightShape);
+  const parts: tf.Tensor2D[] = [];
+  try {
+    for (let r0 = 0; r0 < n; r0 += chunk) {
+      const [dE, dW] = chunkGrads(r0, Math.min(n, r0 + chunk));
+      parts.push(dE);
+      const sum = tf.add(unitW, dW) as tf.Tensor2D;
+      tf.dispose([unitW, dW]);
+      unitW = sum;
+    }
+    if (parts.length === 1) return { unitE: parts.pop()!, unitW };
+    return { unitE: tf.concat(parts, 0) as tf.Tensor2D, unitW };
+  } catch (e) {
+    unitW.dispose();
+    throw e;
+  } finally {
+    tf.dispose(parts);
+  }
+}
+
 /** [row-in-chunk, label] pairs of the owned rows in [r0, r1). */
 export function targetsIn(labels: Int32Array, r0: number, r1: number): { coords: Int32Array; rows: number[] } {
   const rows: number[] = [];
@@ -310,13 +342,11 @@ export function shardBackward(
   const embScaled = tf.mul(embNorm.unit, s) as tf.Tensor2D;
   // [s·n(E), −shift] against [n(W), 1] gives z − shift
   const embAug = tf.tidy(() => tf.concat([embScaled, tf.neg(tf.tensor2d(shift, [n, 1]))], 1) as tf.Tensor2D);
-  let gradUnitW: tf.Tensor2D = tf.zeros([k, d]);
-  const gradUnitE: tf.Tensor2D[] = [];
+  let grads: { unitE: tf.Tensor2D; unitW: tf.Tensor2D } | null = null;
   try {
-    for (let r0 = 0; r0 < n; r0 += chunk) {
-      const r1 = Math.min(n, r0 + chunk);
+    grads = chunkedUnitGrads(n, chunk, [k, d], (r0, r1) => {
       const { coords, rows } = targetsIn(labels, r0, r1);
-      const [dUnitE, dUnitW] = tf.tidy(() => {
+      return tf.tidy(() => {
         const u = tf.matMul(tf.slice(embAug, [r0, 0], [r1 - r0, -1]), prepared.unitAug, false, true) as tf.Tensor2D;
         let gz = tf.exp(u) as tf.Tensor2D; // p/N
         if (rows.length > 0) {
@@ -337,20 +367,15 @@ export function shardBackward(
         const dE = tf.mul(tf.slice(tf.matMul(gz, prepared.unitAug), [0, 0], [r1 - r0, d]), s) as tf.Tensor2D;
         return [dE, tf.matMul(gz, tf.slice(embScaled, [r0, 0], [r1 - r0, -1]), true, false) as tf.Tensor2D];
       });
-      gradUnitE.push(dUnitE);
-      const acc = tf.add(gradUnitW, dUnitW) as tf.Tensor2D;
-      tf.dispose([gradUnitW, dUnitW]);
-      gradUnitW = acc;
-    }
-    return tf.tidy(() => {
-      const dE = gradUnitE.length === 1 ? gradUnitE[0]! : (tf.concat(gradUnitE, 0) as tf.Tensor2D);
-      return {
-        gradEmb: l2NormalizeGrad(dE, embNorm.unit, embNorm.norm),
-        gradWeight: l2NormalizeGradFromRaw(gradUnitW, weight, prepared.norm),
-      };
     });
+    const { unitE, unitW } = grads;
+    return tf.tidy(() => ({
+      gradEmb: l2NormalizeGrad(unitE, embNorm.unit, embNorm.norm),
+      gradWeight: l2NormalizeGradFromRaw(unitW, weight, prepared.norm),
+    }));
   } finally {
-    tf.dispose([embNorm.unit, embNorm.norm, embScaled, embAug, gradUnitW, ...gradUnitE]);
+    tf.dispose([embNorm.unit, embNorm.norm, embScaled, embAug]);
+    if (grads) tf.dispose([grads.unitE, grads.unitW]);
     if (ownPrepared) prepared.dispose();
   }
 }
