@@ -65,24 +65,23 @@ function fusedCovered(backend: MathBackendCPU, inputs: KernelArgs['inputs'], a: 
   return true;
 }
 
-export function conv2D(addon: NativeAddon): NativeKernel {
-  return ({ inputs, attrs }, backend) => {
-    const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
-    const info = convInfo(x.shape, filter.shape, attrs as unknown as ConvAttrs, false);
-    return info && run(backend, addon.conv2d, x, filter, info.outShape, geometry(info, 1));
-  };
-}
-
-export function fusedConv2D(addon: NativeAddon): NativeKernel {
+/** A forward conv (x, filter → y), ordinary or depthwise; with `fused`, bias and activation follow in place. */
+function forwardKernel(addon: NativeAddon, call: ConvCall, depthwise: boolean, fused: boolean): NativeKernel {
   return ({ inputs, attrs }, backend) => {
     const a = attrs as unknown as ConvAttrs;
     const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
-    const info = convInfo(x.shape, filter.shape, a, false);
-    if (!info || !fusedCovered(backend, inputs, a, info.outShape)) return null;
-    const y = run(backend, addon.conv2d, x, filter, info.outShape, geometry(info, 1));
+    const info = convInfo(x.shape, filter.shape, a, depthwise);
+    if (!info || (fused && !fusedCovered(backend, inputs, a, info.outShape))) return null;
+    const y = run(backend, call, x, filter, info.outShape, geometry(info, 1));
+    if (!fused) return y;
     return y && fusedEpilogue(addon, backend, y, inputs, a) ? y : null;
   };
 }
+
+export const conv2D = (addon: NativeAddon): NativeKernel => forwardKernel(addon, addon.conv2d, false, false);
+export const fusedConv2D = (addon: NativeAddon): NativeKernel => forwardKernel(addon, addon.conv2d, false, true);
+export const depthwiseConv2d = (addon: NativeAddon): NativeKernel => forwardKernel(addon, addon.depthwise, true, false);
+export const fusedDepthwiseConv2d = (addon: NativeAddon): NativeKernel => forwardKernel(addon, addon.depthwise, true, true);
 
 export function conv2DBackpropInput(addon: NativeAddon): NativeKernel {
   return ({ inputs, attrs }, backend) => {
@@ -99,25 +98,6 @@ export function conv2DBackpropFilter(addon: NativeAddon): NativeKernel {
     const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
     const info = convInfo(x.shape, a.filterShape!, { ...a, dilations: 1 }, false);
     return info && run(backend, addon.conv2dBackpropFilter, x, dy, info.filterShape, geometry(info, 1));
-  };
-}
-
-export function depthwiseConv2d(addon: NativeAddon): NativeKernel {
-  return ({ inputs, attrs }, backend) => {
-    const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
-    const info = convInfo(x.shape, filter.shape, attrs as unknown as ConvAttrs, true);
-    return info && run(backend, addon.depthwise, x, filter, info.outShape, geometry(info, 1));
-  };
-}
-
-export function fusedDepthwiseConv2d(addon: NativeAddon): NativeKernel {
-  return ({ inputs, attrs }, backend) => {
-    const a = attrs as unknown as ConvAttrs;
-    const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
-    const info = convInfo(x.shape, filter.shape, a, true);
-    if (!info || !fusedCovered(backend, inputs, a, info.outShape)) return null;
-    const y = run(backend, addon.depthwise, x, filter, info.outShape, geometry(info, 1));
-    return y && fusedEpilogue(addon, backend, y, inputs, a) ? y : null;
   };
 }
 
