@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig } from '../src/config/index.js';
-import { planTraining, trainWithPlan } from '../src/cli/commands/train.js';
+import { planTraining } from '../src/run/plan.js';
+import { trainWithPlan } from '../src/run/training.js';
 
 export interface BenchTrainOptions {
   backbone: string;

@@ -1,6 +1,5 @@
 /** Options and helpers shared by several sub-commands. */
 import { readFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { UsageError, type OptionSpec } from './args.js';
 import { createLogger, type LogFormat, type Role, type ShardfaceLogger } from '../log/logger.js';
 
@@ -26,19 +25,4 @@ export function readToken(file: unknown): string {
     }
   }
   return process.env.SHARDFACE_TOKEN ?? '';
-}
-
-export function newJobId(): string {
-  return `job-${new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)}-${randomBytes(3).toString('hex')}`;
-}
-
-/** Resolves once the process gets SIGINT or SIGTERM; calls `onSignal` first. */
-export function onTermination(onSignal: (sig: NodeJS.Signals) => void): () => void {
-  const h = (sig: NodeJS.Signals) => onSignal(sig);
-  process.on('SIGINT', h);
-  process.on('SIGTERM', h);
-  return () => {
-    process.off('SIGINT', h);
-    process.off('SIGTERM', h);
-  };
 }

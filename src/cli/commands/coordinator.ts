@@ -1,7 +1,8 @@
 /** `shardface coordinator`: the job's single address; see ARCHITECTURE.md. */
 import { writeFileSync } from 'node:fs';
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
-import { LOG_OPTIONS, loggerFrom, newJobId, onTermination, readToken } from '../common.js';
+import { LOG_OPTIONS, loggerFrom, readToken } from '../common.js';
+import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
 
@@ -60,7 +61,7 @@ export async function run(argv: string[]): Promise<number> {
 /** `--config`: the training coordinator (metrics, checkpoints, summary) for external workers. */
 async function coordinateTraining(o: Record<string, unknown>, workers: number): Promise<number> {
   const { resolveConfig, ConfigError } = await import('../../config/index.js');
-  const { planTraining, runTraining } = await import('./train.js');
+  const [{ planTraining }, { runTraining }] = await Promise.all([import('../../run/plan.js'), import('../../run/training.js')]);
   let plan;
   try {
     const overrides: Record<string, string> = { workers: String(workers), logFormat: String(o['log-format']), heartbeatMs: String(o['heartbeat-ms']), workerTimeoutMs: String((o['worker-timeout'] as number) * 1000) };

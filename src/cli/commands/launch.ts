@@ -1,6 +1,7 @@
 /** `shardface launch --workers N [coordinator options] -- [worker options]`: a whole job on this machine. */
 import { parseArgs, usage, UsageError } from '../args.js';
-import { loggerFrom, newJobId, onTermination, readToken } from '../common.js';
+import { loggerFrom, readToken } from '../common.js';
+import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { COORDINATOR_OPTIONS } from './coordinator.js';
 import { launchLocal } from '../../launcher/launch.js';
 import { STEP_KINDS, type StepKind } from '../../protocol/index.js';

@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
-import { LOG_OPTIONS, loggerFrom, newJobId } from '../common.js';
+import { LOG_OPTIONS, loggerFrom } from '../common.js';
+import { newJobId } from '../../run/lifecycle.js';
 import { launchLocal } from '../../launcher/launch.js';
 import { generateCase, parseSelftestCase, type SelftestCase } from '../selftest-case.js';
 import { referenceLossAndGrads } from '../../ops/reference-classifier.js';
