@@ -139,6 +139,8 @@ export const createJob: JobFactory = async (ctx) => {
       try {
         let tc = performance.now();
         let tcDone = tc;
+        /** End of the (tape-free) forward; the occlusion step does forward, classifier and backward in one. */
+        let tForward = tc;
         let cls: { loss: number; gradEmbeddings: Float32Array; active?: Int32Array; gradWeight?: tf.Tensor2D; lossState?: Record<string, number> };
         let distillLoss: number | null = null; // --- distillation
         let local: tf.Tensor[] | null;
@@ -157,6 +159,7 @@ export const createJob: JobFactory = async (ctx) => {
           const emb = tf.tidy(() => backbone.apply(x, true, { updateStats: false }));
           const embData = (await emb.data()) as Float32Array;
           emb.dispose();
+          tForward = performance.now();
 
           // the sharded classifier: loss and ∂L/∂e for this rank's rows
           tc = performance.now();
@@ -177,9 +180,10 @@ export const createJob: JobFactory = async (ctx) => {
         const tb = performance.now();
         // gradients of the global-batch mean loss: SUM over workers (see sharded-classifier.ts)
         let norm = 0;
+        let ta = tb;
         if (local) {
           const summed = await allReduceGradients(local, buckets, (a) => ctx.ring.allReduce(a, 'sum'));
-          const ta = performance.now();
+          ta = performance.now();
           commSeconds = (ta - tb) / 1000;
           const clipped = clipGradNorm(summed, cfg.clipGradNorm);
           norm = clipped.norm;
@@ -195,9 +199,14 @@ export const createJob: JobFactory = async (ctx) => {
           epoch,
           gradNorm: norm,
           seconds: (t1 - t0) / 1000,
+          // the step-time breakdown: data, forward, classifier exchange, backward, all-reduce, optimizer
           dataSeconds: (tData - t0) / 1000,
+          forwardSeconds: (tForward - tData) / 1000,
           classifierSeconds: (tcDone - tc) / 1000,
+          backwardSeconds: (tb - tcDone) / 1000,
           commSeconds,
+          optimizerSeconds: (t1 - ta) / 1000,
+          rssBytes: process.memoryUsage().rss,
           activeClasses: cls.active?.length ?? dcq?.queue.slots.count ?? 0,
           images: cfg.batch,
           ...occlusionMetrics, // --- occlusion
