@@ -1,6 +1,7 @@
 // Lint rules for shardface: @eslint/js and typescript-eslint "recommended, type-checked",
 // with the few rules that flag the project's deliberate patterns configured (reasons inline).
 // `npm run lint` runs it; `npm test` runs it before the type check and the tests.
+import { fileURLToPath } from 'node:url';
 import js from '@eslint/js';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
@@ -12,7 +13,7 @@ export default tseslint.config(
   {
     languageOptions: {
       globals: globals.node,
-      parserOptions: { project: ['./tsconfig.test.json'], tsconfigRootDir: import.meta.dirname },
+      parserOptions: { project: ['./tsconfig.test.json'], tsconfigRootDir: fileURLToPath(new URL('.', import.meta.url)) },
     },
     rules: {
       // `_name` marks a deliberately unused binding (destructured-away options, interface-shaped parameters).
