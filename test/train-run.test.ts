@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli } from './helpers/processes.js';
-import { readManifest } from '../src/checkpoint/checkpoint.js';
+import { checkpointProblems, readManifest } from '../src/checkpoint/checkpoint.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 
 describe('shardface train with 2 workers on synthetic faces', () => {
@@ -34,9 +34,11 @@ describe('shardface train with 2 workers on synthetic faces', () => {
     expect(summary.verification.accuracy).toBeGreaterThan(0.5);
     expect(summary.final_loss).toBeCloseTo(metrics.at(-1).loss, 6);
 
-    // checkpoints every 10 steps and at the end, each complete (manifest written last, checksums inside)
+    // checkpoints every 10 steps and at the end, each complete (manifest written last, checksums inside);
+    // checkpointKeep (default 3) removed step 10 once step 36 was complete
     const steps = readdirSync(join(runDir, 'ckpt')).sort();
-    expect(steps).toEqual(['step-000010', 'step-000020', 'step-000030', 'step-000036']);
+    expect(steps).toEqual(['step-000020', 'step-000030', 'step-000036']);
+    expect(checkpointProblems(join(runDir, 'ckpt', 'step-000020'))).toEqual([]);
     const m = readManifest(join(runDir, 'ckpt', 'step-000036'));
     expect(m.world).toBe(2);
     expect(m.shards.map((s) => [s.classStart, s.classCount])).toEqual([[0, 30], [30, 30]]);

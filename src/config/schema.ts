@@ -118,6 +118,7 @@ export interface TrainConfig {
   threads: number;
   runDir: string;
   checkpointEvery: number;
+  checkpointKeep: number;
   logEvery: number;
   logFormat: (typeof LOG_FORMATS)[number];
   heartbeatMs: number;
@@ -241,6 +242,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   threads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'Threads per worker for native CPU kernels; 0 = cores / workers.' },
   runDir: { kind: 'string', default: '', docs: 'Directory for checkpoints, logs, metrics.jsonl and summary.json of this run; empty = runs/<timestamp>.' },
   checkpointEvery: { kind: 'int', default: 0, min: 0, docs: 'Write a checkpoint every this many steps; 0 = only at the end.' },
+  checkpointKeep: { kind: 'int', default: 3, min: 0, docs: 'Keep the newest this many complete checkpoints and delete older ones once a newer one is complete (its manifest written); 0 = keep all.' },
   logEvery: { kind: 'int', default: 10, min: 1, docs: 'Log loss and throughput every this many steps.' },
   logFormat: { kind: 'enum', values: LOG_FORMATS, default: 'json', docs: 'Log lines as JSON or human-readable.' },
   heartbeatMs: { kind: 'int', default: 2000, min: 10, max: 3_600_000, docs: 'Interval of worker heartbeats to the coordinator (ms).' },

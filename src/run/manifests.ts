@@ -3,7 +3,8 @@
  * (with its checksum); once the backbone and every shard of a step are in, the
  * manifest is written last, which is what makes the checkpoint loadable.
  */
-import { writeManifest, type FileEntry, type Manifest, type ShardEntry } from '../checkpoint/checkpoint.js';
+import { dirname } from 'node:path';
+import { pruneCheckpoints, writeManifest, type FileEntry, type Manifest, type ShardEntry } from '../checkpoint/checkpoint.js';
 
 /** The fields of a worker's `checkpoint-file` event. */
 export type CheckpointFileEvent = { kind: 'shard' | 'backbone'; step: number; dir: string; rank: number; classStart: number; classCount: number; name: string } & FileEntry;
@@ -16,6 +17,8 @@ export interface ManifestContext {
   stepsPerEpoch: number;
   config: Record<string, unknown>;
   lossState: () => Record<string, number>;
+  /** How many complete checkpoints to keep (0 = all). */
+  keep: number;
 }
 
 export class CheckpointManifests {
@@ -23,8 +26,12 @@ export class CheckpointManifests {
 
   constructor(private readonly ctx: ManifestContext) {}
 
-  /** Records one written file; returns the checkpoint directory when this file completed it. */
-  onFile(f: CheckpointFileEvent): string | null {
+  /**
+   * Records one written file; when it completes a checkpoint, writes the
+   * manifest, prunes checkpoints beyond `keep` and returns the directory and
+   * what was removed.
+   */
+  onFile(f: CheckpointFileEvent): { dir: string; removed: string[] } | null {
     const p = this.pending.get(f.step) ?? { dir: f.dir, shards: [] };
     this.pending.set(f.step, p);
     if (f.kind === 'backbone') p.backbone = { file: f.file, sha256: f.sha256, bytes: f.bytes, name: f.name };
@@ -45,8 +52,8 @@ export class CheckpointManifests {
       ...(Object.keys(lossState).length > 0 ? { lossState } : {}),
       createdAt: new Date().toISOString(),
     };
-    writeManifest(p.dir, manifest);
     this.pending.delete(f.step);
-    return p.dir;
+    writeManifest(p.dir, manifest);
+    return { dir: p.dir, removed: pruneCheckpoints(dirname(p.dir), this.ctx.keep) };
   }
 }

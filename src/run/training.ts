@@ -5,6 +5,7 @@
  * and shows progress to a person at a terminal.
  */
 import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs';
+import { writeFileAtomic } from '../common/atomic-file.js';
 import { join } from 'node:path';
 import { createLogger } from '../log/logger.js';
 import { launchLocal } from '../launcher/launch.js';
@@ -32,7 +33,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   const cfg = plan.config;
   const runDir = plan.runDir;
   mkdirSync(runDir, { recursive: true });
-  writeFileSync(join(runDir, 'config.json'), JSON.stringify({ ...cfg, runDir }, null, 2));
+  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify({ ...cfg, runDir }, null, 2));
   const metricsPath = join(runDir, 'metrics.jsonl');
   writeFileSync(metricsPath, '');
 
@@ -51,6 +52,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let lastCheckpoint: string | null = null;
   /** The coordinator, once started: its job-wide loss state (CurricularFace's t) goes into checkpoint manifests. */
   let coordinatorRef: Coordinator | null = null;
+  /** Stops the job, once it runs (a failed checkpoint write ends it with a clear reason). */
+  let stopJob: ((reason: string) => void) | null = null;
   const manifests = new CheckpointManifests({
     world: cfg.workers,
     numClasses: plan.numClasses,
@@ -58,6 +61,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     stepsPerEpoch: plan.stepsPerEpoch,
     config: { ...cfg, runDir },
     lossState: () => coordinatorRef?.lossState ?? {},
+    keep: cfg.checkpointKeep,
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
@@ -95,10 +99,15 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     onEvent: (_rank, name, fields) => {
       if (name !== 'checkpoint-file') return;
       const f = fields as unknown as CheckpointFileEvent;
-      const dir = manifests.onFile(f);
-      if (dir) {
-        lastCheckpoint = dir;
-        logger.log.info({ checkpoint: dir, step: f.step }, 'checkpoint written');
+      try {
+        const done = manifests.onFile(f);
+        if (done) {
+          lastCheckpoint = done.dir;
+          logger.log.info({ checkpoint: done.dir, step: f.step, removed: done.removed }, 'checkpoint written');
+        }
+      } catch (e) {
+        // A manifest that cannot be written leaves that checkpoint incomplete (never loaded); the previous one stays usable.
+        stopJob?.(`checkpoint of step ${f.step} not written: ${(e as Error).message}; the last complete checkpoint is ${lastCheckpoint ?? 'none'}`);
       }
     },
   };
@@ -116,6 +125,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
         },
       });
   coordinatorRef = coordinator;
+  stopJob = stop;
   const off = onTermination((sig) => stop(`coordinator received ${sig}`));
   const r = await done;
   off();
@@ -134,10 +144,17 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     seconds: elapsed,
     ...(r.ok ? {} : { error: r.reason }),
   };
-  writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2));
+  let summaryWritten = true;
+  try {
+    writeFileAtomic(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2));
+  } catch (e) {
+    summaryWritten = false;
+    logger.log.error({ error: (e as Error).message }, 'summary not written');
+    process.stderr.write(`shardface: ${(e as Error).message}\n`);
+  }
   logger.log.info(summary, r.ok ? 'training finished' : 'training failed');
   if (!opts.quiet) process.stderr.write(summaryLines(summary).join('\n') + '\n');
-  return r.ok ? 0 : 1;
+  return r.ok && summaryWritten ? 0 : 1;
 }
 
 /** A coordinator for workers that other launchers start; same shape as launchLocal's result. */
