@@ -193,6 +193,15 @@ describe('Kubernetes manifests', () => {
       ].sort(),
     );
     expect(kubernetesErrors({ ...find('Service', 'shardface-coordinator'), kind: 'Servise' })[0]).toMatch(/no schema for apiVersion v1 kind Servise/);
+    // The whole file with one typo in its text: exactly that one error among all its documents.
+    const text = read('deploy/kubernetes/shardface.yaml');
+    expect(text).toContain('terminationGracePeriodSeconds: 300');
+    const broken = parseAllDocuments(text.replace('terminationGracePeriodSeconds: 300', 'terminationGracePeriodSecond: 300'))
+      .map((d) => d.toJS() as K8s | null)
+      .filter((d): d is K8s => d !== null);
+    expect(broken.flatMap((d) => kubernetesErrors(d).map((e) => `${d.kind} ${d.metadata.name}: ${e}`))).toEqual([
+      'Job shardface-coordinator: /spec/template/spec must NOT have additional properties: terminationGracePeriodSecond',
+    ]);
     const pvc = structuredClone(find('PersistentVolumeClaim', 'shardface-runs'));
     pvc.spec.accessModes = 'ReadWriteMany';
     expect(kubernetesErrors(pvc)).toEqual(['/spec/accessModes must be array']);

@@ -7,8 +7,14 @@
  * validate with. An object is matched to its schema by apiVersion and kind.
  */
 import { readFileSync } from 'node:fs';
-import { Ajv, type ErrorObject } from 'ajv';
+import { createRequire } from 'node:module';
+import type { ErrorObject } from 'ajv';
 import { formats, runValidateFunc, type ValidateFunc } from '@kubernetes-models/validate';
+
+// The ajv that @kubernetes-models/validate itself depends on (its formats and
+// error wording are made for it), wherever npm placed it.
+const fromValidate = createRequire(createRequire(import.meta.url).resolve('@kubernetes-models/validate'));
+const { Ajv } = fromValidate('ajv') as typeof import('ajv');
 
 interface SchemaFile {
   release: string;
@@ -19,7 +25,7 @@ interface SchemaFile {
 const file = JSON.parse(readFileSync(new URL('../fixtures/kubernetes-schema.json', import.meta.url), 'utf8')) as SchemaFile;
 export const KUBERNETES_RELEASE = file.release;
 
-let ajv: Ajv | null = null;
+let ajv: InstanceType<typeof Ajv> | null = null;
 const compiled = new Map<string, ValidateFunc<unknown>>();
 
 function validatorFor(apiVersion: string, kind: string): ValidateFunc<unknown> | null {
