@@ -20,6 +20,7 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   export: { file: 'export', summary: 'write a checkpoint as a TensorFlow.js model' },
   embed: { file: 'embed', summary: 'face embeddings (and magnitudes) of image files' },
   eval: { file: 'eval', summary: 'verification accuracy of a checkpoint' },
+  report: { file: 'report', summary: 'plots (SVG, PNG) and an HTML report of a run directory' },
 };
 
 function help(): string {
