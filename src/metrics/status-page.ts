@@ -13,7 +13,7 @@ const STYLE = `
 body { font: 14px/1.4 "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 16px 24px; color: #222; background: #fafafa; }
 h1 { font-size: 20px; margin: 0 0 4px; }
 h2 { font-size: 16px; margin: 20px 0 8px; }
-#summary span { margin-right: 18px; white-space: nowrap; }
+#summary span { display: inline-block; margin-right: 18px; white-space: nowrap; }
 #conn { font-size: 12px; color: #777; }
 #conn.down { color: #c00; font-weight: bold; }
 table { border-collapse: collapse; background: #fff; }
