@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import sharp from 'sharp';
-import { runCli, startCli, type Proc } from './helpers/processes.js';
+import { freePort, runCli, startCli, type Proc } from './helpers/processes.js';
 import { parsePrometheus } from './helpers/prometheus-text.js';
 import { Browser } from './helpers/chromium.js';
 
@@ -129,6 +129,8 @@ describe('watching a training run', () => {
     expect(info.map((s) => s.labels.rank).sort()).toEqual(['0', '1']);
     for (const s of info) expect(s.labels.host).toBe(hostname());
     expect(v('shardface_coordinator_process_resident_memory_bytes')).toBeGreaterThan(0);
+    // none of the job's own series is ever NaN or infinite
+    for (const [name] of m.families) if (!name.startsWith('shardface_coordinator_')) for (const x of m.samples(name)) if (!name.endsWith('_bucket')) expect(Number.isFinite(x.value), name).toBe(true);
   });
 
   it('answers only GET on its three paths', async () => {
@@ -216,5 +218,44 @@ describe('monitoring endpoint: bad settings', () => {
     const range = await runCli([...base, '--metrics-port', '70000'], 30_000);
     expect(range.code).toBe(2);
     expect(range.stderr).toContain('config key "metricsPort" (from command line (--metrics-port)) must be an integer in [-1, 65535], got "70000"');
+  });
+});
+
+describe('shardface coordinator serves the same endpoint', () => {
+  it('a plain job: workers and step times while it runs; --metrics-port -1: none', async () => {
+    const addr = `tcp://127.0.0.1:${await freePort()}`;
+    const coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--steps', '6', '--step-delay-ms', '300', '--job', 'watch-plain']);
+    try {
+      const url = (await coord.waitFor((l) => typeof l.url === 'string')).url as string;
+      const before = parsePrometheus(await (await fetch(`${url}metrics`)).text());
+      expect(before.value('shardface_workers_expected')).toBe(1);
+      expect(before.value('shardface_workers_registered')).toBe(0);
+      const worker = startCli(['worker', '--coordinator', addr, '--backend', 'cpu']);
+      await coord.waitFor((l) => l.msg === 'all workers ready; starting');
+      const until = Date.now() + 20_000;
+      let m = before;
+      while ((m.value('shardface_step') ?? 0) < 2 && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 200));
+        m = parsePrometheus(await (await fetch(`${url}metrics`)).text());
+      }
+      expect(m.value('shardface_step')).toBeGreaterThanOrEqual(2);
+      // an empty job has no loss: the series stays at its initial 0 rather than NaN
+      expect(m.value('shardface_loss')).toBe(0);
+      expect(m.value('shardface_steps_planned')).toBe(6);
+      expect(m.samples('shardface_worker_info')[0]!.labels).toMatchObject({ rank: '0', host: hostname(), backend: 'cpu' });
+      // steps take the 300 ms step delay (the first step's wall time also holds the wait for the worker)
+      expect(m.value('shardface_step_duration_seconds_sum')! / m.value('shardface_step_duration_seconds_count')!).toBeGreaterThanOrEqual(0.29);
+      expect(m.value('shardface_worker_bytes_sent_total', { rank: '0', plane: 'control' })).toBeGreaterThan(0);
+      const s = await status(url);
+      expect(s.workers.map((w) => [w.rank, w.host])).toEqual([[0, hostname()]]);
+      expect((await coord.exit).code).toBe(0);
+      expect((await worker.exit).code).toBe(0);
+    } finally {
+      coord.child.kill();
+    }
+    const off = startCli(['coordinator', '--bind', `tcp://127.0.0.1:${await freePort()}`, '--workers', '1', '--steps', '1', '--join-timeout', '1', '--metrics-port', '-1']);
+    await off.exit;
+    expect(off.json().some((l) => 'url' in l)).toBe(false);
+    expect(off.json().some((l) => l.msg === 'coordinator listening')).toBe(true);
   });
 });

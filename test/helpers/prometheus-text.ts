@@ -48,8 +48,10 @@ export function parsePrometheus(text: string): { families: Map<string, Family>; 
       if (used !== m[3].length) throw new Error(`line ${n + 1}: bad labels ${m[3]}`);
     }
     const raw = m[4]!;
-    const value = raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : raw === 'NaN' ? NaN : Number(raw);
-    if (Number.isNaN(value) && raw !== 'NaN') throw new Error(`line ${n + 1}: bad value ${raw}`);
+    // (Prometheus reads NaN in any case; prom-client writes 'Nan')
+    const nan = /^nan$/i.test(raw);
+    const value = raw === '+Inf' ? Infinity : raw === '-Inf' ? -Infinity : nan ? NaN : Number(raw);
+    if (Number.isNaN(value) && !nan) throw new Error(`line ${n + 1}: bad value ${raw}`);
     const name = m[1]!;
     const list = all.get(name) ?? [];
     list.push({ labels, value });
