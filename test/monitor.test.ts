@@ -148,7 +148,7 @@ describe('watching a training run', () => {
     try {
       const page = await browser.newPage(1280, 1500);
       await page.navigate(url);
-      await page.waitFor<boolean>("document.querySelectorAll('#workers tr').length === 2 && Number(document.body.dataset.updates) >= 2");
+      await page.waitFor<boolean>("document.querySelectorAll('#workers tr').length === 2 && Number(document.body.dataset.updates) >= 2", 40_000);
       const rows = await page.evaluate<string[][]>("[...document.querySelectorAll('#workers tr')].map((tr) => [...tr.children].map((td) => td.textContent))");
       expect(rows.map((r) => r[0])).toEqual(['0', '1']);
       for (const r of rows) {
@@ -177,7 +177,7 @@ describe('watching a training run', () => {
     } finally {
       await browser.close();
     }
-  }, 60_000);
+  }, 90_000);
 
   it('a stopped run still writes its report and prints its path', async () => {
     p.child.kill('SIGTERM');

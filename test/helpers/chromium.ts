@@ -105,12 +105,22 @@ export class Browser {
   }
 
   async close(): Promise<void> {
+    const exited = new Promise<void>((r) => (this.exited ? r() : this.child.once('exit', () => r())));
     if (!this.exited) {
-      await Promise.race([this.send('Browser.close').catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
-      if (!this.exited) this.child.kill('SIGKILL');
+      void this.send('Browser.close').catch(() => undefined);
+      const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
     }
-    // (its helper processes may still be writing the profile for a moment)
-    rmSync(this.profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+    // Its helper processes may write to the profile for a moment after the browser exits: clean up best-effort (it is a temp dir).
+    for (let i = 0; i < 20; i++) {
+      try {
+        rmSync(this.profile, { recursive: true, force: true });
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
   }
 }
 
