@@ -100,4 +100,28 @@ describe('ring collectives in one process', () => {
       bound.forEach((b) => b.inbox.close());
     }
   });
+
+  it('counts the bytes it moves: what one rank sent its neighbour received, payload plus small headers', async () => {
+    const world = 3;
+    const bound = await Promise.all(Array.from({ length: world }, () => bindInbox()));
+    const peers = bound.map((b) => b.address);
+    const rings = await Promise.all(bound.map((b, rank) => Ring.connect({ job: 'j', rank, world, peers, inbox: b.inbox, timeoutMs: 5000 })));
+    try {
+      const before = rings.map((r) => r.bytesSent);
+      const n = 3 * 300_000; // three blocks of 300,000 floats
+      await Promise.all(rings.map((r) => r.allReduce(new Float32Array(n).fill(1), 'sum')));
+      // a ring all-reduce sends 2(n−1) blocks per rank: 4 × 300,000 floats here
+      const payload = 4 * 300_000 * 4;
+      for (const [r, ring] of rings.entries()) {
+        const sent = ring.bytesSent - before[r]!;
+        expect(sent).toBeGreaterThan(payload);
+        expect(sent).toBeLessThan(payload + 64 * 1024); // headers: well under 1 KiB per message
+        // rank r sends only to rank r+1, which receives only from r
+        expect(rings[(r + 1) % world]!.bytesReceived).toBe(ring.bytesSent);
+      }
+    } finally {
+      await Promise.all(rings.map((r) => r.close()));
+      bound.forEach((b) => b.inbox.close());
+    }
+  });
 });

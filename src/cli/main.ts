@@ -21,6 +21,7 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   embed: { file: 'embed', summary: 'face embeddings (and magnitudes) of image files' },
   eval: { file: 'eval', summary: 'verification accuracy of a checkpoint' },
   ckpt: { file: 'ckpt', summary: 'inspect and verify checkpoints (info), merge the classifier shards (merge)' },
+  report: { file: 'report', summary: 'plots (SVG, PNG) and an HTML report of a run directory' },
 };
 
 function help(): string {

@@ -43,7 +43,7 @@
  * (simd.ts); a minor GC every 16 MiB received keeps V8 from running full
  * mark-compacts for ZeroMQ's external buffers (scavenge.ts).
  */
-import { decode, encode, type Envelope } from '../protocol/codec.js';
+import { decode, encode, frameBytes, type Envelope } from '../protocol/codec.js';
 import { dtypeOf, type AnyTypedArray } from '../protocol/dtype.js';
 import { dataLink, type DataInbox, type DataLink } from '../protocol/sockets.js';
 import { CollectiveError } from './errors.js';
@@ -123,6 +123,9 @@ export class Ring {
   private sending: Promise<void> = Promise.resolve();
   private sendFailure: Error | null = null;
   private failure: CollectiveError | null = null;
+  /** Bytes of every frame this rank sent to its right neighbour / received from its left one, headers included (for metrics). */
+  bytesSent = 0;
+  bytesReceived = 0;
 
   private constructor(opts: RingOptions, link: DataLink | null) {
     this.job = opts.job;
@@ -434,6 +437,7 @@ export class Ring {
 
   private post(frames: Uint8Array[]): void {
     const link = this.link!;
+    this.bytesSent += frameBytes(frames);
     this.sending = this.sending
       .then(() => link.send(frames))
       .catch((e: Error) => {
@@ -465,6 +469,7 @@ export class Ring {
     let frames: Uint8Array[];
     try {
       frames = await this.inbox!.receive();
+      this.bytesReceived += frameBytes(frames);
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (code === 'EAGAIN')

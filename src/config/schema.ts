@@ -123,6 +123,8 @@ export interface TrainConfig {
   logFormat: (typeof LOG_FORMATS)[number];
   heartbeatMs: number;
   workerTimeoutMs: number;
+  metricsPort: number;
+  metricsHost: string;
   // --- occlusion robustness (SPEC §6; src/worker/occlusion-training.ts)
   occlusion: (typeof OCCLUSION_MODES)[number];
   occlusionStartStep: number;
@@ -247,6 +249,8 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   logFormat: { kind: 'enum', values: LOG_FORMATS, default: 'json', docs: 'Log lines as JSON or human-readable.' },
   heartbeatMs: { kind: 'int', default: 2000, min: 10, max: 3_600_000, docs: 'Interval of worker heartbeats to the coordinator (ms).' },
   workerTimeoutMs: { kind: 'int', default: 30000, min: 100, max: 86_400_000, docs: 'A worker silent for this long (ms) is declared lost; must exceed heartbeatMs.' },
+  metricsPort: { kind: 'int', default: 0, min: -1, max: 65535, docs: 'Port of the coordinator\'s monitoring endpoint: Prometheus metrics at /metrics, the status page at /, its JSON at /api/status (the URL is printed and logged at start). 0 = any free port; -1 = off. Give a fixed port for Prometheus to scrape.' },
+  metricsHost: { kind: 'string', default: '127.0.0.1', docs: 'Address the monitoring endpoint listens on: 127.0.0.1 = this machine only; 0.0.0.0 = every interface (it has no authentication: expose it only on a trusted network).' },
   // --- occlusion robustness (SPEC §6). Flat keys: `occlusion` itself is the mode, so the settings cannot be a dotted group under it.
   occlusion: { kind: 'enum', values: OCCLUSION_MODES, default: 'none', docs: 'Occlusion robustness: adversarial = adversarial feature masking plus occlusion segmentation (SPEC §6.3): a mask generator G learns which cells of the last feature map hurt recognition most, the network is trained on clean and masked features (both through the sharded classifier, as one batch of 2 × batch rows per worker) and a segmentation head S predicts the dropped cells. G and S are replicated like the backbone and saved in its checkpoint file.' },
   occlusionStartStep: { kind: 'int', default: 0, min: 0, docs: 'occlusion adversarial: train without occlusion up to and including this step, so the adversary is warmed up on a network that already recognises faces; 0 = from the first step.' },

@@ -21,7 +21,7 @@ import {
   type StepKind,
 } from '../protocol/index.js';
 import type { ShardfaceLogger } from '../log/logger.js';
-import { Membership, type Member } from './membership.js';
+import { Membership, memberView, type Member, type MemberView } from './membership.js';
 import { classRange } from '../ops/class-range.js';
 import { SoftmaxReduction } from './softmax-reduction.js';
 import { CurricularStage, TargetReduction } from './target-reduction.js';
@@ -60,7 +60,19 @@ export interface JobResult {
   lastStep: number;
 }
 
-type Phase = 'joining' | 'starting' | 'running' | 'stopping' | 'done';
+export type Phase = 'joining' | 'starting' | 'running' | 'stopping' | 'done';
+
+/** A read-only copy of the job's state, for monitoring. */
+export interface JobSnapshot {
+  job: string;
+  phase: Phase;
+  step: number;
+  steps: number;
+  /** Workers the job needs. */
+  world: number;
+  heartbeatMs: number;
+  workers: MemberView[];
+}
 
 export class Coordinator {
   private readonly socket: ControlServer;
@@ -91,6 +103,12 @@ export class Coordinator {
   /** Job-wide loss state (CurricularFace: { curricularT }), as of the last completed update; saved with checkpoints. */
   get lossState(): Record<string, number> {
     return this.stage ? { curricularT: this.stage.t } : {};
+  }
+
+  /** The job as monitoring sees it (status page, metrics): a copy, so readers cannot change it. */
+  snapshot(): JobSnapshot {
+    const { job, spec, heartbeatMs } = this.opts;
+    return { job, phase: this.phase, step: this.step, steps: spec.steps, world: this.opts.workers, heartbeatMs, workers: this.members.members().map(memberView) };
   }
 
   /** The address actually bound (resolves port 0 / wildcard). */

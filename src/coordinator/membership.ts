@@ -22,6 +22,14 @@ export interface Member {
   gone: boolean;
 }
 
+/** What monitoring (metrics, the status page) may see of a member: a copy, without the socket's routing id. */
+export type MemberView = Omit<Member, 'id' | 'key'>;
+
+export function memberView(m: Member): MemberView {
+  const { id: _id, key: _key, ...view } = m;
+  return { ...view };
+}
+
 export type JoinResult = { ok: true; member: Member } | { ok: false; code: 'rank-taken' | 'rank-out-of-range' | 'bad-field'; message: string };
 
 export class Membership {

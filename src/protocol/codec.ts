@@ -97,3 +97,10 @@ export function decode(frames: Uint8Array[], ctx: DecodeContext = {}): DecodeRes
   }
   return { ok: true, msg: { header: h, tensors } as Message };
 }
+
+/** The bytes a multipart message occupies on the wire, headers and tensor frames together (for traffic metrics). */
+export function frameBytes(frames: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const f of frames) n += f.byteLength;
+  return n;
+}

@@ -3,6 +3,8 @@
  * plus the cross-rank consistency checks (replicas, CurricularFace t) that only
  * the coordinator can make.
  */
+import { stepPhases } from '../metrics/charts.js';
+
 export type StepRecord = Record<string, number | null>;
 
 export interface StepRecordResult {
@@ -24,9 +26,11 @@ export function stepRecord(step: number, metrics: Record<string, number>[], loss
     lr: m0.lr ?? 0,
     images_per_s: images / wallSeconds,
     step_seconds: Math.max(...metrics.map((m) => m.seconds ?? 0)),
-    comm_seconds: Math.max(...metrics.map((m) => m.commSeconds ?? 0)),
     grad_norm: m0.gradNorm ?? null,
   };
+  // the step-time breakdown (data … optimizer, comm_seconds = the all-reduce): each phase's slowest rank
+  for (const p of stepPhases()) rec[p.record] = Math.max(...metrics.map((m) => m[p.worker] ?? 0));
+  if (metrics.some((m) => m.rssBytes !== undefined)) rec.rss_bytes = Math.max(...metrics.map((m) => m.rssBytes ?? 0));
   if (m0.valAccuracy !== undefined) Object.assign(rec, { val_accuracy: m0.valAccuracy, val_accuracy_std: m0.valStd, val_threshold: m0.valThreshold });
   // distillation: each rank's mean over its rows; equal batches, so their mean is the global batch's
   if (m0.distillLoss !== undefined) rec.distill_loss = metrics.reduce((a, m) => a + (m.distillLoss ?? NaN), 0) / metrics.length;

@@ -18,6 +18,8 @@ export interface RunSummary {
   checkpoint: string | null;
   run_dir: string;
   seconds: number;
+  /** The HTML report (RUN_DIR/report/index.html), when it could be written. */
+  report?: string;
   error?: string;
 }
 
@@ -32,5 +34,6 @@ export function summaryLines(s: RunSummary): string[] {
     v ? `  verification   ${(v.accuracy * 100).toFixed(2)}% ± ${(v.accuracy_std * 100).toFixed(2)} (threshold ${v.threshold.toFixed(2)}, ${v.pairs} held-out pairs)` : '  verification   -',
     `  checkpoint     ${s.checkpoint ?? '-'}`,
     `  run directory  ${s.run_dir}`,
+    ...(s.report ? [`  report         ${s.report}`] : []),
   ];
 }

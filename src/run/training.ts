@@ -16,6 +16,7 @@ import { CheckpointManifests, type CheckpointFileEvent } from './manifests.js';
 import { stepRecord } from './step-record.js';
 import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
+import { startMonitor, writeRunReport } from './watch.js';
 
 export interface TrainRunOptions {
   /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
@@ -32,6 +33,11 @@ export async function trainWithPlan(plan: TrainPlan, opts: TrainRunOptions = {})
 export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { workers: WorkerSource }): Promise<number> {
   const cfg = plan.config;
   const runDir = plan.runDir;
+  /** The coordinator, once started: its job-wide loss state (CurricularFace's t) goes into checkpoint manifests; the monitor reads its members. */
+  let coordinatorRef: Coordinator | null = null;
+  // metrics and status page first: a port in use stops the run before it touches the run directory
+  const monitor = await startMonitor({ host: cfg.metricsHost, port: cfg.metricsPort, steps: plan.steps, runDir }, () => coordinatorRef?.snapshot() ?? null);
+  if (monitor === 'failed') return 2;
   mkdirSync(runDir, { recursive: true });
   writeFileAtomic(join(runDir, 'config.json'), JSON.stringify({ ...cfg, runDir }, null, 2));
   const metricsPath = join(runDir, 'metrics.jsonl');
@@ -42,6 +48,10 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   const logger = createLogger({ role: 'coordinator', format: cfg.logFormat, file: join(runDir, 'train.log'), level: tty || opts.quiet ? 'warn' : 'info' });
   logger.log.info({ runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, workers: cfg.workers, backbone: cfg.backbone, classes: plan.numClasses }, 'training');
   if (tty) process.stderr.write(`shardface: training ${cfg.backbone} on ${cfg.data} with ${cfg.workers} workers for ${plan.steps} steps → ${runDir}\n`);
+  if (monitor) {
+    logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, 'status page and metrics');
+    if (!opts.quiet) process.stderr.write(`shardface: status page ${monitor.url} (Prometheus metrics: ${monitor.url}metrics)\n`);
+  }
 
   const started = Date.now();
   let lastEnd = started;
@@ -50,8 +60,6 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let finalLoss = NaN;
   let lastVal: Verification | null = null;
   let lastCheckpoint: string | null = null;
-  /** The coordinator, once started: its job-wide loss state (CurricularFace's t) goes into checkpoint manifests. */
-  let coordinatorRef: Coordinator | null = null;
   /** Stops the job, once it runs (a failed checkpoint write ends it with a clear reason). */
   let stopJob: ((reason: string) => void) | null = null;
   const manifests = new CheckpointManifests({
@@ -83,6 +91,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       lastEnd = now;
       const { record: rec, images, problems } = stepRecord(step, metrics, loss, wall);
       for (const p of problems) logger.log.error(p.fields, p.message);
+      monitor?.onStep(metrics, rec, wall);
       if (step > 1) {
         imagesTimed += images;
         secondsTimed += wall;
@@ -129,6 +138,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   const off = onTermination((sig) => stop(`coordinator received ${sig}`));
   const r = await done;
   off();
+  await monitor?.close();
   if (tty) progress.done();
   const elapsed = (Date.now() - started) / 1000;
 
@@ -144,6 +154,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     seconds: elapsed,
     ...(r.ok ? {} : { error: r.reason }),
   };
+  const report = await writeRunReport(runDir, summary, logger);
+  if (report) summary.report = report;
   let summaryWritten = true;
   try {
     writeFileAtomic(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2));

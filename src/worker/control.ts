@@ -8,6 +8,7 @@ import {
   controlClient,
   decode,
   encode,
+  frameBytes,
   type Bodies,
   type ControlClient,
   type Message,
@@ -37,6 +38,9 @@ export class ControlChannel {
   private lastHeard = Date.now();
   job = '';
   rank = -1;
+  /** Bytes of every message sent to / received from the coordinator on this channel (for metrics). */
+  bytesSent = 0;
+  bytesReceived = 0;
   world: number | undefined;
 
   constructor(
@@ -56,7 +60,9 @@ export class ControlChannel {
   }
 
   async send<T extends MessageType>(type: T, body: Bodies[T], tensors: OutTensor[] = [], step = this.logger.ctx.step ?? 0): Promise<void> {
-    await this.socket.send(encode(type, { job: this.job, step, rank: this.rank }, body, tensors));
+    const frames = encode(type, { job: this.job, step, rank: this.rank }, body, tensors);
+    this.bytesSent += frameBytes(frames);
+    await this.socket.send(frames);
   }
 
   /** Next message of `type` (optionally for `step`); rejects with JobStopped on stop. */
@@ -96,6 +102,7 @@ export class ControlChannel {
     try {
       for await (const frames of this.socket) {
         this.lastHeard = Date.now();
+        this.bytesReceived += frameBytes(frames);
         const res = decode(frames, { world: this.world });
         if (!res.ok) {
           this.logger.log.warn({ code: res.error.code }, `bad message from coordinator: ${res.error.message}`);

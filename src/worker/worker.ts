@@ -122,7 +122,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       const begin = await control.waitFor('step-begin');
       const step = begin.header.step;
       logCtx.step = step;
-      const metrics = await job.step(step);
+      const metrics = { ...(await job.step(step)), ...trafficMetrics(control, ring) };
       await control.send('step-end', { metrics }, [], step);
     }
   } catch (caught) {
@@ -153,4 +153,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     await new Promise((r) => setTimeout(r, 50));
     control.close();
   }
+}
+
+/** Bytes this worker moved so far, cumulative, on the control plane and on the ring (the data plane); the coordinator turns them into counters. */
+function trafficMetrics(control: ControlChannel, ring: Ring | null): Record<string, number> {
+  return { controlBytesSent: control.bytesSent, controlBytesReceived: control.bytesReceived, ringBytesSent: ring?.bytesSent ?? 0, ringBytesReceived: ring?.bytesReceived ?? 0 };
 }

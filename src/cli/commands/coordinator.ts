@@ -5,6 +5,8 @@ import { LOG_OPTIONS, loggerFrom, readToken } from '../common.js';
 import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
+import { stepRecord } from '../../run/step-record.js';
+import { CONFIG_KEYS } from '../../config/schema.js';
 
 export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   bind: { kind: 'string', default: 'tcp://127.0.0.1:29500', help: 'control-plane address to bind' },
@@ -22,6 +24,8 @@ export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   seed: { kind: 'int', default: 0, help: 'job seed' },
   'step-delay-ms': { kind: 'int', default: 0, help: 'empty jobs: milliseconds each step takes (for testing liveness)' },
   'address-file': { kind: 'string', help: 'write the bound address to this file once listening' },
+  'metrics-port': { kind: 'int', help: 'port of the metrics and status page endpoint; 0 = any free port, -1 = off (default: the config\'s metricsPort, 0)' },
+  'metrics-host': { kind: 'string', help: 'address the metrics endpoint listens on (default: the config\'s metricsHost, 127.0.0.1)' },
   ...LOG_OPTIONS,
 };
 
@@ -38,6 +42,17 @@ export async function run(argv: string[]): Promise<number> {
   const kind = o.kind as string;
   if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
   const logger = loggerFrom(o, 'coordinator');
+  const steps = o.steps as number;
+  let coordinatorRef: Coordinator | null = null;
+  // plain (non-training) jobs get the same endpoint: workers, heartbeats, step times
+  const metricsPort = (o['metrics-port'] as number | undefined) ?? (CONFIG_KEYS.metricsPort!.default as number);
+  if (metricsPort < -1 || metricsPort > 65535) throw new UsageError(`--metrics-port must be in [-1, 65535], got ${metricsPort}`);
+  const { startMonitor } = await import('../../run/watch.js');
+  const host = (o['metrics-host'] as string | undefined) ?? (CONFIG_KEYS.metricsHost!.default as string);
+  const monitor = await startMonitor({ host, port: metricsPort, steps }, () => coordinatorRef?.snapshot() ?? null, 'shardface coordinator');
+  if (monitor === 'failed') return 2;
+  if (monitor) logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, `status page ${monitor.url}`);
+  let lastEnd = Date.now();
   const coordinator = new Coordinator({
     bind: o.bind as string,
     workers,
@@ -46,14 +61,22 @@ export async function run(argv: string[]): Promise<number> {
     heartbeatMs: o['heartbeat-ms'] as number,
     workerTimeoutMs: (o['worker-timeout'] as number) * 1000,
     joinTimeoutMs: (o['join-timeout'] as number) * 1000,
-    spec: { kind: kind as StepKind, steps: o.steps as number, numClasses: o.classes as number, seed: o.seed as number, config: { stepDelayMs: o['step-delay-ms'] } },
+    spec: { kind: kind as StepKind, steps, numClasses: o.classes as number, seed: o.seed as number, config: { stepDelayMs: o['step-delay-ms'] } },
     logger,
+    onStepEnd: (step, metrics, loss) => {
+      const now = Date.now();
+      const wall = (now - lastEnd) / 1000;
+      lastEnd = now;
+      monitor?.onStep(metrics, stepRecord(step, metrics, loss, wall).record, wall);
+    },
   });
+  coordinatorRef = coordinator;
   const address = await coordinator.bind();
   if (o['address-file']) writeFileSync(o['address-file'] as string, address);
   const off = onTermination((sig) => void coordinator.abort(`coordinator received ${sig}`));
   const result = await coordinator.run();
   off();
+  await monitor?.close();
   if (!result.ok) logger.log.error({ lastStep: result.lastStep }, `job failed: ${result.reason}`);
   return result.ok ? 0 : 1;
 }
@@ -66,6 +89,8 @@ async function coordinateTraining(o: Record<string, unknown>, workers: number): 
   try {
     const overrides: Record<string, string> = { workers: String(workers), logFormat: String(o['log-format']), heartbeatMs: String(o['heartbeat-ms']), workerTimeoutMs: String((o['worker-timeout'] as number) * 1000) };
     if (o['run-dir']) overrides.runDir = o['run-dir'] as string;
+    if (o['metrics-port'] !== undefined) overrides.metricsPort = String(o['metrics-port']);
+    if (o['metrics-host'] !== undefined) overrides.metricsHost = o['metrics-host'] as string;
     plan = planTraining(resolveConfig({ file: o.config as string, overrides }));
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message);
