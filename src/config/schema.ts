@@ -113,6 +113,7 @@ export interface TrainConfig {
   prefetch: number;
   decodeThreads: number;
   strictData: boolean;
+  maxBadImageShare: number;
   seed: number;
   backend: (typeof BACKENDS)[number];
   threads: number;
@@ -235,7 +236,8 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   'augment.grey': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Probability of turning a training image grey-scale (luma in all three channels); 0 = off.' },
   prefetch: { kind: 'int', default: 2, min: 0, max: 64, docs: 'File data: batches decoded ahead of the step that needs them (0 = decode on demand). Synthetic data is rendered on demand.' },
   decodeThreads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'File data: images read and decoded at once per worker (libvips runs them on libuv\'s thread pool, UV_THREADPOOL_SIZE); 0 = 4 × cores.' },
-  strictData: { kind: 'boolean', default: false, docs: 'An unreadable training image (corrupt or truncated record, undecodable image, index entry past the end of the file) stops training with an error naming the file, image and reason; false = log it, count it and use another image (with its own label) instead.' },
+  strictData: { kind: 'boolean', default: false, docs: 'An unreadable training image (corrupt or truncated record, undecodable image, index entry past the end of the file) stops training with an error naming the file, image and reason; false = log it, count it (skipped_images in metrics.jsonl and summary.json) and use another image (with its own label) instead, up to maxBadImageShare.' },
+  maxBadImageShare: { kind: 'number', default: 0.01, min: 0, max: 1, docs: 'With strictData false: the run fails once the skipped (unreadable) images exceed this share of the images drawn so far, counted over all workers; until min(training images, 1000) images are drawn the share is taken over that many, so a few unlucky early draws do not stop a run. 0 = fail on the first unreadable image (after its step, unlike strictData, which stops in the loader); 1 = never fail for it.' },
   seed: { kind: 'int', default: 1, min: 0, max: U32, docs: 'Job seed: data, shuffling, initialisation and sampling all derive from it.' },
   backend: { kind: 'enum', values: BACKENDS, default: 'auto', docs: 'Compute backend: auto = tensorflow if installed, else cpu-native if built, else cpu.' },
   threads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'Threads per worker for native CPU kernels; 0 = cores / workers.' },

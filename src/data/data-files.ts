@@ -51,7 +51,7 @@ export interface RecordIOLayout {
   numClasses: number;
   /** [height, width] from the property file, or null. */
   imageShape: [number, number] | null;
-  /** Header records that could not be read (plain layout scan), as `key: reason`. */
+  /** Records that could not be read while scanning (identity records; plain layout's header scan), as `key: reason`. */
   problems: string[];
 }
 
@@ -120,14 +120,21 @@ export function scanRecordIO(recPath: string): RecordIOLayout {
   const reader = new RecordIOReader(rec, index);
   const problems: string[] = [];
   try {
-    const head = readHeaderIfInsightface(reader);
+    const head = readHeaderIfInsightface(reader, problems);
     if (head) {
       const [a, b] = head;
       const keys: number[] = [];
       for (let k = 1; k < a; k++) keys.push(k);
       const labels = new Int32Array(keys.length).fill(-1);
       for (let j = 0; j < b - a; j++) {
-        const { header } = unpackRecord(reader.readSync(a + j, 64));
+        let header;
+        try {
+          ({ header } = unpackRecord(reader.readSync(a + j, 64)));
+        } catch (e) {
+          // a broken identity record (e.g. a file cut short): its images fall back to the labels in their own headers
+          problems.push(`identity record ${a + j}: ${(e as Error).message}`);
+          continue;
+        }
         const [start, end] = header.flag >= 2 ? [header.labels[0]!, header.labels[1]!] : [header.id, header.id2];
         for (let k = Math.max(1, start); k < Math.min(end, a); k++) labels[k - 1] = j;
       }
@@ -163,13 +170,15 @@ export function scanRecordIO(recPath: string): RecordIOLayout {
 }
 
 /** [a, b) from an insightface header record 0, or null when record 0 is an ordinary image (or absent). */
-function readHeaderIfInsightface(reader: RecordIOReader): [number, number] | null {
+function readHeaderIfInsightface(reader: RecordIOReader, problems: string[]): [number, number] | null {
   if (!reader.has(0)) return null;
   let header;
   let data;
   try {
     ({ header, data } = unpackRecord(reader.readSync(0)));
-  } catch {
+  } catch (e) {
+    // key 0 is insightface's header record; unreadable, the file can only be read as plain im2rec (every key an image)
+    problems.push(`header record 0: ${(e as Error).message}; read as a plain im2rec file`);
     return null;
   }
   if (header.flag < 2 || data.length !== 0) return null;

@@ -9,6 +9,8 @@ export interface StepRecordResult {
   record: StepRecord;
   /** Images the whole job processed this step. */
   images: number;
+  /** Of them, unreadable ones that were replaced by another image. */
+  skipped: number;
   /** Consistency failures, each to be logged as an error. */
   problems: { message: string; fields: Record<string, unknown> }[];
 }
@@ -26,6 +28,8 @@ export function stepRecord(step: number, metrics: Record<string, number>[], loss
     step_seconds: Math.max(...metrics.map((m) => m.seconds ?? 0)),
     comm_seconds: Math.max(...metrics.map((m) => m.commSeconds ?? 0)),
     grad_norm: m0.gradNorm ?? null,
+    // unreadable images replaced this step, summed over ranks (each rank counts its own batch)
+    skipped_images: metrics.reduce((a, m) => a + (m.skippedImages ?? 0), 0),
   };
   if (m0.valAccuracy !== undefined) Object.assign(rec, { val_accuracy: m0.valAccuracy, val_accuracy_std: m0.valStd, val_threshold: m0.valThreshold });
   // distillation: each rank's mean over its rows; equal batches, so their mean is the global batch's
@@ -43,5 +47,5 @@ export function stepRecord(step: number, metrics: Record<string, number>[], loss
     rec.replicas_identical = hashes.every((h) => h === hashes[0]) ? 1 : 0;
     if (!rec.replicas_identical) problems.push({ message: 'backbone replicas diverged across workers', fields: { hashes } });
   }
-  return { record: rec, images, problems };
+  return { record: rec, images, skipped: rec.skipped_images as number, problems };
 }

@@ -13,6 +13,7 @@ import { newJobId, onTermination } from './lifecycle.js';
 import { ProgressBar } from './progress.js';
 import { CheckpointManifests, type CheckpointFileEvent } from './manifests.js';
 import { stepRecord } from './step-record.js';
+import { badImageFailure, skippedShare, type BadImageTally } from './bad-images.js';
 import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
 
@@ -41,6 +42,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   const logger = createLogger({ role: 'coordinator', format: cfg.logFormat, file: join(runDir, 'train.log'), level: tty || opts.quiet ? 'warn' : 'info' });
   logger.log.info({ runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, workers: cfg.workers, backbone: cfg.backbone, classes: plan.numClasses }, 'training');
   if (tty) process.stderr.write(`shardface: training ${cfg.backbone} on ${cfg.data} with ${cfg.workers} workers for ${plan.steps} steps → ${runDir}\n`);
+  for (const w of plan.warnings ?? []) logger.log.warn({ warning: w }, `config: ${w}`);
 
   const started = Date.now();
   let lastEnd = started;
@@ -49,6 +51,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let finalLoss = NaN;
   let lastVal: Verification | null = null;
   let lastCheckpoint: string | null = null;
+  const badImages: BadImageTally = { skipped: 0, drawn: 0 };
   /** The coordinator, once started: its job-wide loss state (CurricularFace's t) goes into checkpoint manifests. */
   let coordinatorRef: Coordinator | null = null;
   const manifests = new CheckpointManifests({
@@ -73,12 +76,14 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     logger,
     // CurricularFace: the job-wide t lives on the coordinator
     ...(cfg.loss === 'curricular' ? { curricular: { t: cfg.curricular.t, emaWeight: cfg.curricular.emaWeight } } : {}),
-    onStepEnd: (step, metrics, loss) => {
+    onStepEnd: async (step, metrics, loss) => {
       const now = Date.now();
       const wall = (now - lastEnd) / 1000;
       lastEnd = now;
-      const { record: rec, images, problems } = stepRecord(step, metrics, loss, wall);
+      const { record: rec, images, skipped, problems } = stepRecord(step, metrics, loss, wall);
       for (const p of problems) logger.log.error(p.fields, p.message);
+      badImages.skipped += skipped;
+      badImages.drawn += images;
       if (step > 1) {
         imagesTimed += images;
         secondsTimed += wall;
@@ -91,6 +96,9 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       const eta = ((plan.steps - step) * cfg.workers * cfg.batch) / ips;
       if (tty) progress.update({ step, total: plan.steps, loss: finalLoss, lr: rec.lr!, imagesPerSecond: ips, etaSeconds: eta }, step === plan.steps);
       if (step % cfg.logEvery === 0 || step === plan.steps || m0.valAccuracy !== undefined) logger.log.info({ ...rec, eta_s: Math.round(eta) }, 'step');
+      // too much unreadable data: stop here (the coordinator sees every rank's count; strictData stops in the loader instead)
+      const tooMany = badImageFailure(badImages, plan.trainImages, cfg.maxBadImageShare);
+      if (tooMany) await coordinatorRef?.abort(tooMany);
     },
     onEvent: (_rank, name, fields) => {
       if (name !== 'checkpoint-file') return;
@@ -132,6 +140,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     checkpoint: lastCheckpoint,
     run_dir: runDir,
     seconds: elapsed,
+    skipped_images: badImages.skipped,
+    skipped_image_share: skippedShare(badImages),
     ...(r.ok ? {} : { error: r.reason }),
   };
   writeFileSync(join(runDir, 'summary.json'), JSON.stringify(summary, null, 2));
