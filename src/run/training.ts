@@ -42,7 +42,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   const logger = createLogger({ role: 'coordinator', format: cfg.logFormat, file: join(runDir, 'train.log'), level: tty || opts.quiet ? 'warn' : 'info' });
   logger.log.info({ runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, workers: cfg.workers, backbone: cfg.backbone, classes: plan.numClasses }, 'training');
   if (tty) process.stderr.write(`shardface: training ${cfg.backbone} on ${cfg.data} with ${cfg.workers} workers for ${plan.steps} steps → ${runDir}\n`);
-  for (const w of plan.warnings ?? []) logger.log.warn({ warning: w }, `config: ${w}`);
+  for (const w of plan.warnings) logger.log.warn(`config: ${w}`);
 
   const started = Date.now();
   let lastEnd = started;
