@@ -97,7 +97,7 @@ function parseHeadNumbers<T extends Record<string, number>>(v: Record<string, un
 function parseHead(v: Record<string, unknown>): HeadCase {
   if (v.type === 'magface') {
     const fields = { s: 's', l_a: 'la', u_a: 'ua', l_m: 'lm', u_m: 'um', lambda_g: 'lambdaG' } as const;
-    const spec = parseHeadNumbers<MagFaceSpec & Record<string, number>>(v, fields, { ...MAGFACE_DEFAULTS });
+    const spec: MagFaceSpec = parseHeadNumbers<Required<Omit<MagFaceSpec, 'easyMargin'>>>(v, fields, { ...MAGFACE_DEFAULTS });
     validateMagFace(spec, { s: 'margin.s', la: 'margin.l_a', ua: 'margin.u_a', lm: 'margin.l_m', um: 'margin.u_m', lambdaG: 'margin.lambda_g' });
     return { kind: 'magface', ...spec };
   }
