@@ -38,7 +38,7 @@ beforeAll(async () => {
   const sorted = [...offsets].sort((a, b) => a - b);
   const cut = Math.floor(size / 2);
   entries = offsets.length;
-  intact = sorted.filter((o, i) => (i + 1 < sorted.length ? sorted[i + 1]! : size) <= cut).length;
+  intact = sorted.filter((_, i) => (i + 1 < sorted.length ? sorted[i + 1]! : size) <= cut).length;
   truncateSync(join(rec, 'train.rec'), cut);
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
