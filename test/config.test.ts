@@ -171,6 +171,15 @@ describe('validation names the key and the expected type', () => {
     const w = configWarnings(resolveConfig({ overrides: { data: 'synthetic:1000', sampleRate: 0.1, batch: 128 } }));
     expect(w.join('\n')).toMatch(/fewer than the global batch 256/);
   });
+
+  it('warns when the training set has a single identity, or fewer than 2 images per identity on average', () => {
+    const one = configWarnings(resolveConfig({ overrides: { data: 'synthetic:1', workers: 1, batch: 2, imagesPerIdentity: 4, heldOutIdentities: 0 } }));
+    expect(one.join('\n')).toMatch(/single identity: a softmax over one class is always 1, so the loss is 0/);
+    const sparse = configWarnings(resolveConfig({ overrides: { data: 'synthetic:64', workers: 1, batch: 8, imagesPerIdentity: 1, heldOutIdentities: 0 } }));
+    expect(sparse.join('\n')).toMatch(/64 images for 64 identities \(1\.00 per identity on average\)/);
+    const fine = configWarnings(resolveConfig({ overrides: { data: 'synthetic:64', workers: 2, batch: 8, imagesPerIdentity: 2, heldOutIdentities: 0 } }));
+    expect(fine.join('\n')).not.toMatch(/identity/);
+  });
 });
 
 describe('printing and the command line', () => {

@@ -8,7 +8,9 @@ import { openDataset } from '../src/data/open.js';
 import { BadSampleError, type AsyncDataset } from '../src/data/dataset.js';
 import { RecordIOWriter, packRecord } from '../src/data/recordio.js';
 import { DistributedSampler } from '../src/data/sampler.js';
-import { DataError, Loader, type BadSampleEvent } from '../src/data/loader.js';
+import { DataError, Loader, skippedInBatch, type BadSampleEvent } from '../src/data/loader.js';
+import { scanRecordIO } from '../src/data/data-files.js';
+import { checkRecordIO } from '../src/data/recordio-check.js';
 
 const S = 16;
 let dir: string;
@@ -79,6 +81,32 @@ describe('corrupt RecordIO data', () => {
     // deterministic: a second loader picks the same replacements
     const again = await loader(ds, { onBadSample: () => {} }).batch(0, 0);
     expect(Array.from(again.sources!)).toEqual(Array.from((await loader(ds, { onBadSample: () => {} }).batch(0, 0)).sources!));
+    await l.close();
+  });
+
+  it('checkRecordIO names each broken record (bad magic at its offset, past the end, truncated) and counts the readable ones', () => {
+    const layout = scanRecordIO(join(dir, 'train.rec'));
+    const idx = readFileSync(join(dir, 'train.idx'), 'utf8').trim().split('\n').map((l) => l.split('\t').map(Number));
+    const at = (k: number) => idx.find(([key]) => key === k)![1]!;
+    const c = checkRecordIO(layout);
+    expect(c.records).toBe(7);
+    // key 3 holds an undecodable image, but its record is intact: the check reads framing and IRHeader, not pixels
+    expect(c.readableRecords).toBe(4);
+    expect(c.readableImages).toBe(4);
+    expect(c.problems).toEqual([
+      `key 2 at offset ${at(2)}: bad magic 0xdeadbeef at offset ${at(2)} (expected 0xced7230a)`,
+      expect.stringMatching(new RegExp(`^key 6 at offset ${at(6)}: truncated record: a part of \\d+ bytes at ${at(6)}, but the file ends \\d+ bytes after its header$`)),
+      `key 5 at offset ${at(5)}: index entry past the end of the file (${statSync(join(dir, 'train.rec')).size} bytes)`,
+    ]);
+  });
+
+  it('skippedInBatch counts the replaced slots of a batch', async () => {
+    const ds = (await openDataset(dir, { imageSize: S })) as AsyncDataset;
+    const l = loader(ds, { prefetch: 0, onBadSample: () => {} });
+    const b = await l.batch(0, 0);
+    const bad = Array.from(b.indices).filter((i) => BAD[i] !== undefined).length;
+    expect(bad).toBe(4);
+    expect(skippedInBatch(b)).toBe(bad);
     await l.close();
   });
 

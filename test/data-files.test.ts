@@ -1,4 +1,4 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { RecordIOWriter, packRecord, encodeRecord, decodeRecord, RECORDIO_MAGIC 
 import { DistributedSampler } from '../src/data/sampler.js';
 import { Loader } from '../src/data/loader.js';
 import { resolveConfig, trainFacts } from '../src/config/index.js';
+import { scanImageFolder } from '../src/data/data-files.js';
 
 const S = 16;
 let root: string;
@@ -79,6 +80,49 @@ describe('image folder', () => {
     expect(f).toMatchObject({ numClasses: 3, trainImages: 7, heldOutImages: 0, stepsPerEpoch: 3 });
     expect(() => resolveConfig({ overrides: { data: folder, workers: 4, batch: 1 } })).toThrow(/4 workers but only 3 classes/);
     expect(() => resolveConfig({ overrides: { data: join(root, 'nope') } })).toThrow(/no such file or folder/);
+  });
+});
+
+describe('image folder with symbolic links', () => {
+  /** A folder whose identities are links: a_person links to the real folder, b_person is a real folder of linked images. */
+  function linkedFolder(name: string): string {
+    const dir = join(root, name);
+    mkdirSync(join(dir, 'b_person'), { recursive: true });
+    symlinkSync(join(folder, 'a_person'), join(dir, 'a_person'), 'dir');
+    for (const f of ['img0.png', 'img1.png']) symlinkSync(join(folder, 'b_person', f), join(dir, 'b_person', f));
+    return dir;
+  }
+
+  it('follows linked identity folders and linked image files, and reads the same pixels', async () => {
+    const dir = linkedFolder('linked');
+    const layout = scanImageFolder(dir);
+    expect(layout.classNames).toEqual(['a_person', 'b_person']);
+    expect(Array.from(layout.labels)).toEqual([0, 0, 0, 1, 1]);
+    const ds = await async(await openDataset(dir, { imageSize: S }));
+    const { images } = await loadAll(ds);
+    const originals = [...truth.keys()].sort().slice(0, 5);
+    originals.forEach((f, i) => expect(images[i]).toEqual(expected(truth.get(f)!.rgb)));
+  });
+
+  it('a link to itself, an identity folder leading back to the data folder, and a dangling link are clear errors', () => {
+    const self = linkedFolder('loop-self');
+    symlinkSync(join(self, 'c_person'), join(self, 'c_person'));
+    expect(() => scanImageFolder(self)).toThrow(/c_person is a symbolic link loop/);
+
+    const back = linkedFolder('loop-back');
+    symlinkSync(back, join(back, 'c_person'), 'dir');
+    expect(() => scanImageFolder(back)).toThrow(/c_person: symbolic link loop: the identity folder leads back to .*the data folder itself/);
+    const above = linkedFolder('loop-above');
+    symlinkSync(root, join(above, 'c_person'), 'dir');
+    expect(() => scanImageFolder(above)).toThrow(/symbolic link loop: .*a folder above the data folder/);
+
+    const imgLoop = linkedFolder('loop-image');
+    symlinkSync(join(imgLoop, 'b_person', 'x.png'), join(imgLoop, 'b_person', 'x.png'));
+    expect(() => scanImageFolder(imgLoop)).toThrow(/b_person\/x\.png is a symbolic link loop/);
+
+    const dangling = linkedFolder('dangling');
+    symlinkSync(join(root, 'gone.png'), join(dangling, 'b_person', 'gone.png'));
+    expect(() => scanImageFolder(dangling)).toThrow(/b_person\/gone\.png is a symbolic link to nothing/);
   });
 });
 

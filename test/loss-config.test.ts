@@ -17,10 +17,10 @@ function configError(overrides: Record<string, string | number | boolean>): Conf
 
 describe('config: loss heads and distillation', () => {
   it('documents every new key, with the official defaults', () => {
-    for (const k of ['loss', 'magface.la', 'magface.ua', 'magface.lm', 'magface.um', 'magface.lambdaG', 'curricular.t', 'curricular.emaWeight', 'teacher', 'distill', 'distillWeight', 'initFrom'])
+    for (const k of ['loss', 'magface.la', 'magface.ua', 'magface.lm', 'magface.um', 'magface.lambdaG', 'magface.easyMargin', 'curricular.t', 'curricular.emaWeight', 'teacher', 'distill', 'distillWeight', 'initFrom'])
       expect(CONFIG_KEYS[k]?.docs.length, k).toBeGreaterThan(20);
     const c = resolveConfig({ overrides: { loss: 'magface' } });
-    expect(c.magface).toEqual({ la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35 });
+    expect(c.magface).toEqual({ la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35, easyMargin: true }); // easy_margin: MagFace's official default
     expect(c.curricular).toEqual({ t: 0, emaWeight: 0.01 });
     expect(c).toMatchObject({ loss: 'magface', teacher: 'none', distill: 'angular', distillWeight: 1, initFrom: 'none' });
   });
@@ -36,6 +36,7 @@ describe('config: loss heads and distillation', () => {
 
   it('settings that would be ignored are errors', () => {
     expect(configError({ 'magface.la': 5 }).key).toBe('magface.la'); // loss is margin
+    expect(configError({ 'magface.easy-margin': 'false' }).key).toBe('magface.easyMargin');
     expect(configError({ loss: 'curricular', 'magface.la': 5 }).key).toBe('magface.la');
     expect(configError({ loss: 'magface', 'margin.m2': 0.4 }).key).toBe('margin.m2');
     expect(configError({ loss: 'magface', marginGrad: 'exact' }).key).toBe('marginGrad');

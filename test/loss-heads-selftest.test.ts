@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli } from './helpers/processes.js';
+import { magfaceLossF64 } from '../src/ops/magface.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shardface-heads-selftest-'));
 
@@ -70,7 +71,28 @@ describe('shardface selftest: MagFace and CurricularFace sharded (real processes
     [[-0.75469579, 0.69887938], [8.64272549, -6.48204412]].forEach((row, i) => row.forEach((v, d) => expect(g[i]![d]!).toBeCloseTo(v, 3)));
   });
 
+  it("a magface case in the official names with easy_margin false runs sharded on 2 workers and matches the float64 computation", async () => {
+    const dir3 = (v: number[], norm: number) => v.map((a) => (a / Math.hypot(...v)) * norm);
+    // target cosines 0.6, −0.3 (hard margin only), −0.95 (the c − m·sin m fallback), and a row outside the clamp
+    const x = [dir3([0.6, 0.8, 0], 50), dir3([-0.3, 0.954, 0], 60), dir3([-0.95, 0, 0.312], 100), dir3([-0.9, 0.436, 0], 130)];
+    const w = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-0.6, 0, 0.8]];
+    const margin = { type: 'magface', arc_scale: 16, l_a: 10, u_a: 110, l_margin: 0.45, u_margin: 0.8, lambda_g: 35, easy_margin: false };
+    const file = caseFile('magface-hard-official', { embeddings: x, labels: [0, 0, 0, 0], weight: w, margin });
+    const r = await selftest(['--workers', '2', '--case', file, '--dump']);
+    expect(r.code, r.text).toBe(0);
+    expect(r.out).toMatchObject({ ok: true, loss_type: 'magface' });
+    const spec = { s: 16, la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35 };
+    const hard = magfaceLossF64(x, w, [0, 0, 0, 0], { ...spec, easyMargin: false });
+    const easy = magfaceLossF64(x, w, [0, 0, 0, 0], spec);
+    expect(Math.abs((r.out!.loss as number) - hard.loss)).toBeLessThan(1e-5 * hard.loss);
+    expect(Math.abs(hard.loss - easy.loss)).toBeGreaterThan(0.1); // the case tells the two apart
+    const g = r.out!.grad_embeddings as number[][];
+    hard.gradX.forEach((row, i) => row.forEach((v, d) => expect(Math.abs(g[i]![d]! - v)).toBeLessThan(1e-5 + 1e-3 * Math.abs(v))));
+  });
+
   const bad: [string, unknown, RegExp][] = [
+    ['conflicting MagFace margin names', { type: 'magface', l_m: 0.45, l_margin: 0.5 }, /margin\.l_margin and margin\.l_m both set l_m/],
+    ['a non-boolean easy_margin', { type: 'magface', easy_margin: 1 }, /margin\.easy_margin: expected true or false/],
     ['an infeasible lambda_g', { type: 'magface', lambda_g: 20 }, /margin\.lambda_g: 20 is below the MagFace feasibility bound/],
     ['u_a below l_a', { type: 'magface', u_a: 5 }, /margin\.u_a:/],
     ['an unknown magface field', { type: 'magface', m2: 0.5 }, /margin\.m2: unknown field for margin type magface/],

@@ -111,3 +111,88 @@ describe('MagFace (SPEC §3)', () => {
     }
   });
 });
+
+describe('MagFace without easy margin (magface.easyMargin false: the official easy_margin = False)', () => {
+  const hard: MagFaceSpec = { ...spec, s: 16, easyMargin: false };
+  const W4 = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-0.6, 0, 0.8]];
+  const dir = (v: number[], norm: number) => {
+    const n = Math.hypot(...v);
+    return v.map((a) => (a / n) * norm);
+  };
+  // target cosines (label 0, class centre [1, 0, 0]) on every branch:
+  // c > 0 (margin either way); −cos m < c ≤ 0 (margin only when hard); c < −cos m (hard: c − m·sin m); outside the clamp on both sides
+  const X = [
+    dir([0.6, 0.8, 0], 50),
+    dir([-0.3, Math.sqrt(1 - 0.09), 0], 60),
+    dir([-0.95, 0, Math.sqrt(1 - 0.9025)], 100),
+    dir([-0.9, Math.sqrt(1 - 0.81), 0], 130),
+    dir([0.2, 0, Math.sqrt(0.96)], 5),
+    dir([-0.5, 0.5, Math.sqrt(0.5)], 30),
+  ];
+  const Y = [0, 0, 0, 0, 0, 0];
+
+  /** The official MagLinear's target with easy_margin False, written from its definition: threshold cos(π − m), mm = sin(π − m)·m. */
+  function officialHardTarget(c: number, norm: number): number {
+    const a = Math.min(hard.ua, Math.max(hard.la, norm));
+    const m = ((hard.um - hard.lm) / (hard.ua - hard.la)) * (a - hard.la) + hard.lm;
+    const threshold = Math.cos(Math.PI - m);
+    const mm = Math.sin(Math.PI - m) * m;
+    return c > threshold ? Math.cos(Math.acos(c) + m) : c - mm;
+  }
+
+  it('targets follow the official hard-margin rule and differ from the easy ones exactly where c ≤ 0', () => {
+    const r = magfaceLossF64(X, W4, Y, hard);
+    const easy = magfaceLossF64(X, W4, Y, { ...hard, easyMargin: true });
+    X.forEach((x, i) => {
+      const norm = Math.hypot(...x);
+      const c = x[0]! / norm;
+      close(r.targets[i]!, officialHardTarget(c, norm), 1e-9, 1e-12);
+      if (c > 0) close(easy.targets[i]!, r.targets[i]!, 1e-12, 1e-15);
+      else close(easy.targets[i]!, c, 1e-12, 1e-15);
+    });
+    // rows 2 and 3 take the c − m·sin m fallback, row 1 the margin that easy_margin would skip
+    expect(r.targets[2]).toBeLessThan(-0.95);
+    expect(r.targets[1]).toBeLessThan(-0.3);
+  });
+
+  it('finite differences in float64 agree with the analytic gradient, the fallback’s pull on the magnitude included', () => {
+    const x = X.map((r) => r.slice());
+    const w = W4.map((r) => r.slice());
+    const r = magfaceLossF64(x, w, Y, hard);
+    const h = 1e-6;
+    for (const [mat, grad] of [[x, r.gradX], [w, r.gradW]] as const) {
+      for (let i = 0; i < mat.length; i++)
+        for (let j = 0; j < 3; j++) {
+          const orig = mat[i]![j]!;
+          mat[i]![j] = orig + h;
+          const up = magfaceLossF64(x, w, Y, hard).loss;
+          mat[i]![j] = orig - h;
+          const down = magfaceLossF64(x, w, Y, hard).loss;
+          mat[i]![j] = orig;
+          close(grad[i]![j]!, (up - down) / (2 * h), 1e-5, 1e-7);
+        }
+    }
+    // row 2 (fallback, inside the clamp) has a radial gradient; the easy rule would give only the regulariser's
+    const radial = (g: number[], v: number[]) => g.reduce((a, t, k) => a + t * v[k]!, 0) / Math.hypot(...v);
+    const easy = magfaceLossF64(x, w, Y, { ...hard, easyMargin: true });
+    expect(Math.abs(radial(r.gradX[2]!, x[2]!) - radial(easy.gradX[2]!, x[2]!))).toBeGreaterThan(1e-4);
+  });
+
+  it('the tfjs autograd reference and the sharded step (1, 2 and 3 shards) agree with the float64 computation', async () => {
+    const f64 = magfaceLossF64(X, W4, Y, hard);
+    const ref = tf.tidy(() => referenceHeadLossAndGrads(tf.tensor2d(X), tf.tensor2d(W4), Y, { kind: 'magface', ...hard }));
+    close(ref.loss, f64.loss, 1e-4);
+    const g = ref.gradEmb.arraySync();
+    f64.gradX.forEach((row, k) => row.forEach((v, d) => close(g[k]![d]!, v, 1e-3, 1e-5)));
+    tf.dispose([ref.gradEmb, ref.gradWeight]);
+    for (const workers of [1, 2, 3]) {
+      const r = await runShardsInProcess(workers, X, Y, W4, { kind: 'magface', spec: hard });
+      close(r.loss, f64.loss, 1e-5);
+      f64.gradX.forEach((row, k) => row.forEach((v, d) => close(r.gradEmb[k]![d]!, v, 1e-3, 1e-5)));
+    }
+  });
+
+  it('a non-boolean easyMargin is a clear error naming the field', () => {
+    expect(() => validateMagFace({ ...spec, easyMargin: 'no' as unknown as boolean })).toThrow(/^magface\.easyMargin: must be true or false, got "no"/);
+  });
+});

@@ -66,7 +66,7 @@ describe('parseSelftestCase', () => {
     expect(bad((c) => (c.margin = {}))).toThrow(/^margin\.type: missing/);
     expect(bad((c) => (c.margin = { type: 'arcface', s: 'big' }))).toThrow(/^margin\.s: expected a finite number/);
     expect(bad((c) => (c.margin = { type: 'arcface', m3: 0.2 }))).toThrow(/^margin\.m3:/);
-    expect(bad((c) => (c.margin = { type: 'arcface', scale: 3 }))).toThrow(/^margin\.scale: unknown field/);
+    expect(bad((c) => (c.margin = { type: 'arcface', scal: 3 }))).toThrow(/^margin\.scal: unknown field for margin type arcface \(expected s, m1, m2, m3, scale, m, margin, margin_list\)/);
   });
 
   it('missing fields and bad JSON are named', () => {
@@ -75,6 +75,49 @@ describe('parseSelftestCase', () => {
     expect(bad((c) => (c.embeddings = []))).toThrow(/^embeddings: has no rows/);
     expect(() => parseSelftestCase('{not json', 1)).toThrow(/^case file: not valid JSON/);
     expect(() => parseSelftestCase('[1]', 1)).toThrow(/^case file: expected a JSON object/);
+  });
+});
+
+describe('official parameter names (arcface_torch, MagFace, CurricularFace)', () => {
+  const margin = (m: Record<string, unknown>) => parseSelftestCase({ ...good(), margin: m }, 2);
+
+  it("arcface_torch: margin_list picks the type as CombinedMarginLoss does; scale, m and margin set s and the type's margin", () => {
+    expect(margin({ margin_list: [1, 0.5, 0] }).margin).toEqual({ type: 'arcface', s: 64, m1: 1, m2: 0.5, m3: 0 });
+    expect(margin({ margin_list: [1, 0, 0.4], scale: 32 }).margin).toEqual({ type: 'cosface', s: 32, m1: 1, m2: 0, m3: 0.4 });
+    expect(margin({ margin_list: [1, 0.3, 0.2] }).margin).toEqual({ type: 'combined', s: 64, m1: 1, m2: 0.3, m3: 0.2 });
+    expect(margin({ type: 'combined', margin_list: [0.9, 0.4, 0.15] }).margin).toEqual({ type: 'combined', s: 64, m1: 0.9, m2: 0.4, m3: 0.15 });
+    expect(margin({ type: 'arcface', s: 30, margin: 0.45 }).margin).toEqual({ type: 'arcface', s: 30, m1: 1, m2: 0.45, m3: 0 });
+    expect(margin({ type: 'cosface', m: 0.35 }).margin).toEqual({ type: 'cosface', s: 64, m1: 1, m2: 0, m3: 0.35 });
+    // the same value under two names is fine
+    expect(margin({ type: 'arcface', s: 48, scale: 48 }).margin.s).toBe(48);
+  });
+
+  it('MagFace: scale / arc_scale, l_margin, u_margin, easy_margin', () => {
+    const c = margin({ type: 'magface', arc_scale: 64, l_margin: 0.4, u_margin: 0.75, l_a: 10, u_a: 110, lambda_g: 35, easy_margin: false });
+    expect(c.head).toEqual({ kind: 'magface', s: 64, la: 10, ua: 110, lm: 0.4, um: 0.75, lambdaG: 35, easyMargin: false });
+    expect(margin({ type: 'magface' }).head).toEqual({ kind: 'magface', s: 64, la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35 }); // easy margin: the official default
+    expect(margin({ type: 'magface', easy_margin: true }).head).toMatchObject({ easyMargin: true });
+  });
+
+  it('CurricularFace: scale and t_alpha (the EMA weight of t)', () => {
+    expect(margin({ type: 'curricular', scale: 32, m: 0.4, t_alpha: 0.05 }).head).toEqual({ kind: 'curricular', s: 32, m: 0.4, emaWeight: 0.05, t: 0 });
+  });
+
+  it('conflicting and unknown names are clear errors naming them', () => {
+    const err = (m: Record<string, unknown>) => () => margin(m);
+    expect(err({ type: 'arcface', s: 64, scale: 32 })).toThrow(/^margin\.scale and margin\.s both set s \(32 vs 64\); give one of them/);
+    expect(err({ margin_list: [1, 0.5, 0], m2: 0.4 })).toThrow(/^margin\.m2 and margin\.margin_list both set m2 \(0\.4 vs 0\.5\)/);
+    expect(err({ type: 'arcface', m: 0.5, margin: 0.3 })).toThrow(/^margin\.margin and margin\.m both set m2/);
+    expect(err({ type: 'magface', l_m: 0.45, l_margin: 0.5 })).toThrow(/^margin\.l_margin and margin\.l_m both set l_m/);
+    expect(err({ type: 'magface', scale: 64, arc_scale: 32 })).toThrow(/^margin\.arc_scale and margin\.scale both set s/);
+    expect(err({ type: 'curricular', ema_weight: 0.01, t_alpha: 0.02 })).toThrow(/^margin\.t_alpha and margin\.ema_weight both set ema_weight/);
+    expect(err({ type: 'combined', m: 0.3 })).toThrow(/^margin\.m: unknown field for margin type combined \(expected s, m1, m2, m3, scale, margin_list\)/);
+    expect(err({ type: 'magface', margin_list: [1, 0.5, 0] })).toThrow(/^margin\.margin_list: unknown field for margin type magface/);
+    expect(err({ type: 'curricular', easy_margin: false })).toThrow(/^margin\.easy_margin: unknown field for margin type curricular/);
+    expect(err({ margin_list: [1, 0.5] })).toThrow(/^margin\.margin_list: expected \[m1, m2, m3\]/);
+    expect(err({ margin_list: [1, 'x', 0] })).toThrow(/^margin\.margin_list\[1\]: expected a finite number/);
+    expect(err({ type: 'magface', easy_margin: 'no' })).toThrow(/^margin\.easy_margin: expected true or false/);
+    expect(err({ type: 'arcface', margin_list: [1, 0.5, 0.2] })).toThrow(/^margin\.m3: arcface has m3 = 0/);
   });
 });
 

@@ -61,7 +61,25 @@ describe('shardface selftest: sharded classifier (real processes) = one process'
     dW.forEach((row, i) => row.forEach((v, d) => expect(gw[i]![d]!).toBeCloseTo(v, 3)));
   });
 
+  it("takes arcface_torch's names: margin_list (and the type it implies) and scale give the same SPEC §2.8-A result", async () => {
+    const file = join(dir, 'spec-2.8a-official.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        embeddings: [[1.0, 2.0, 0.5], [-0.5, 0.3, 1.2], [0.2, -1.0, 0.4], [0.9, 0.1, -0.3]],
+        labels: [1, 4, 5, 0],
+        weight: [[0.8, 0.6, 0.2], [0.9, 2.1, 0.3], [0.2, -0.3, 0.5], [0.05, 0.2, 0.1], [-0.1, 0.8, 1.0], [0.3, -0.9, 0.2]],
+        margin: { margin_list: [1.0, 0.5, 0.0], scale: 64 },
+      }),
+    );
+    const r = await selftest(['--workers', '2', '--case', file]);
+    expect(r.code, r.text).toBe(0);
+    expect(r.out).toMatchObject({ ok: true, loss_type: 'arcface' });
+    expect(r.out!.loss as number).toBeCloseTo(4.35402806167, 4);
+  });
+
   const bad: [string, unknown, RegExp][] = [
+    ['conflicting names for s', { embeddings: [[1, 2], [3, 4]], labels: [0, 1], weight: [[1, 0], [0, 1]], margin: { type: 'arcface', s: 64, scale: 30 } }, /margin\.scale and margin\.s both set s/],
     ['ragged rows', { embeddings: [[1, 2], [3]], labels: [0, 1], weight: [[1, 0], [0, 1]], margin: { type: 'arcface' } }, /embeddings\[1\]/],
     ['a label out of range', { embeddings: [[1, 2], [3, 4]], labels: [0, 7], weight: [[1, 0], [0, 1]], margin: { type: 'arcface' } }, /labels\[1\]/],
     ['N not divisible by n', { embeddings: [[1, 2], [3, 4], [5, 6]], labels: [0, 1, 0], weight: [[1, 0], [0, 1]], margin: { type: 'arcface' } }, /divisible|embeddings/],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCli } from './helpers/processes.js';
@@ -56,5 +56,16 @@ describe('bad training configs fail before any process starts', () => {
     expect(r.code).toBe(0);
     expect(r.text).toMatch(/sampleRate: 0\.25/);
     expect(existsSync(r.runDir)).toBe(false);
+  });
+});
+
+describe('legal but probably unintended settings are warned about when the run starts', () => {
+  it('a single identity trains to loss 0: the coordinator warns at the start, and train.log has it too', async () => {
+    const r = await train(['--data', 'synthetic:1', '--workers', '1', '--batch', '4', '--images-per-identity', '8', '--held-out-identities', '0', '--steps', '1', '--image-size', '32', '--embedding-size', '16', '--log-format', 'json']);
+    expect(r.code, r.text.slice(-2000)).toBe(0);
+    const warning = r.p.json().find((l) => l.level === 40 && l.role === 'coordinator' && /single identity/.test(String(l.msg)));
+    expect(warning, r.text.slice(-2000)).toBeDefined();
+    expect(String(warning!.msg)).toMatch(/config: the training set \(synthetic:1\) has a single identity: .*loss is 0/);
+    expect(readFileSync(join(r.runDir, 'train.log'), 'utf8')).toMatch(/single identity/);
   });
 });

@@ -8,11 +8,20 @@
  *     "weight":     number[][],   // C×D raw classifier
  *     "margin": { "type": "arcface" | "cosface" | "combined",
  *                 "s"?, "m1"?, "m2"?, "m3"? }   // missing numbers: the preset's
- *            | { "type": "magface",                 // SPEC §3; defaults: the official ones
- *                "s"?, "l_a"?, "u_a"?, "l_m"?, "u_m"?, "lambda_g"? }
- *            | { "type": "curricular",              // SPEC §4; defaults s 64, m 0.5, t 0, ema_weight 0.01
+ *            | { "type": "magface",                 // defaults: the official ones
+ *                "s"?, "l_a"?, "u_a"?, "l_m"?, "u_m"?, "lambda_g"?, "easy_margin"? }
+ *            | { "type": "curricular",              // defaults s 64, m 0.5, t 0, ema_weight 0.01
  *                "s"?, "m"?, "t"?, "ema_weight"? }   // t: the incoming stage indicator (before this step's update)
  *   }
+ *
+ * The official implementations' parameter names are accepted as well (see
+ * OFFICIAL_NAMES): arcface_torch's `margin_list` [m1, m2, m3] (without a
+ * `type` it also picks the type, as arcface_torch's CombinedMarginLoss does),
+ * `scale`, and `m` / `margin` (ArcFace's m2, CosFace's m3); MagFace's
+ * `scale` / `arc_scale`, `l_margin`, `u_margin`, `easy_margin`;
+ * CurricularFace's `scale` and `t_alpha` (its EMA weight). Two names for one
+ * parameter with different values, and a name the type does not know, are
+ * errors naming them.
  *
  * N must divide evenly over the workers (each contributes N/n rows, in rank
  * order). Validation errors name the field, e.g.
@@ -81,6 +90,79 @@ function checkMatrix(name: string, v: unknown, width: number | null, widthWhat: 
   return w!;
 }
 
+/**
+ * Other names of the case fields, per margin type: the parameter names of the
+ * official code (arcface_torch's losses and config, MagFace's MagLinear and
+ * MagLoss, CurricularFace), each → the field it sets.
+ */
+export const OFFICIAL_NAMES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
+  arcface: { scale: 's', m: 'm2', margin: 'm2' },
+  cosface: { scale: 's', m: 'm3', margin: 'm3' },
+  combined: { scale: 's' },
+  magface: { scale: 's', arc_scale: 's', l_margin: 'l_m', u_margin: 'u_m' },
+  curricular: { scale: 's', t_alpha: 'ema_weight' },
+};
+/** The case's own field names per type (besides `type`). */
+const OWN_NAMES: Readonly<Record<string, readonly string[]>> = {
+  arcface: ['s', 'm1', 'm2', 'm3'],
+  cosface: ['s', 'm1', 'm2', 'm3'],
+  combined: ['s', 'm1', 'm2', 'm3'],
+  magface: ['s', 'l_a', 'u_a', 'l_m', 'u_m', 'lambda_g', 'easy_margin'],
+  curricular: ['s', 'm', 't', 'ema_weight'],
+};
+const MARGIN_LIST_TYPES = ['arcface', 'cosface', 'combined'];
+
+/** arcface_torch's CombinedMarginLoss: (1, m2, 0) is ArcFace, (1, 0, m3) CosFace, anything else the combined margin. */
+function typeOfMarginList([m1, m2, m3]: readonly number[]): MarginType {
+  if (m1 === 1 && m3 === 0) return 'arcface';
+  if (m1 === 1 && m2 === 0) return 'cosface';
+  return 'combined';
+}
+
+/** The margin list's [m1, m2, m3], checked; `name` is the field as written. */
+function marginList(v: unknown): [number, number, number] {
+  if (!Array.isArray(v) || v.length !== 3) throw new Error(`margin.margin_list: expected [m1, m2, m3] (three numbers, as arcface_torch's config), got ${describe(v)}`);
+  v.forEach((x: unknown, i) => {
+    if (typeof x !== 'number' || !Number.isFinite(x)) throw new Error(`margin.margin_list[${i}]: expected a finite number, got ${describe(x)}`);
+  });
+  return v as [number, number, number];
+}
+
+/**
+ * The margin object with every official name replaced by the case's own
+ * (type inferred from margin_list when missing). Throws naming the fields for
+ * an unknown name, or for two names of one field with different values.
+ */
+export function canonicalMargin(v: Record<string, unknown>): Record<string, unknown> {
+  let type = v.type;
+  if (type === undefined && v.margin_list !== undefined) type = typeOfMarginList(marginList(v.margin_list));
+  if (type === undefined) throw new Error(`margin.type: missing (expected ${ALL_TYPES}, or arcface_torch's margin_list)`);
+  if (typeof type !== 'string' || !(type in OWN_NAMES)) throw new Error(`margin.type: unknown margin type ${describe(type)} (expected ${ALL_TYPES})`);
+  const own = OWN_NAMES[type]!;
+  const official = OFFICIAL_NAMES[type]!;
+  const out: Record<string, unknown> = { type };
+  const setBy: Record<string, string> = {};
+  const put = (field: string, value: unknown, name: string) => {
+    const before = setBy[field];
+    if (before !== undefined && out[field] !== value)
+      throw new Error(`margin.${name} and margin.${before} both set ${field} (${describe(value)} vs ${describe(out[field])}); give one of them`);
+    out[field] = value;
+    setBy[field] ??= name;
+  };
+  for (const [name, value] of Object.entries(v)) {
+    if (name === 'type') continue;
+    if (name === 'margin_list' && MARGIN_LIST_TYPES.includes(type)) {
+      marginList(value).forEach((m, i) => put(`m${i + 1}`, m, 'margin_list'));
+    } else if (own.includes(name)) put(name, value, name);
+    else if (official[name] !== undefined) put(official[name], value, name);
+    else {
+      const accepted = [...own, ...Object.keys(official), ...(MARGIN_LIST_TYPES.includes(type) ? ['margin_list'] : [])];
+      throw new Error(`margin.${name}: unknown field for margin type ${type} (expected ${accepted.join(', ')})`);
+    }
+  }
+  return out;
+}
+
 /** Numbers of a head's margin object: file field → spec field, each optional (default from `defaults`). */
 function parseHeadNumbers<T extends Record<string, number>>(v: Record<string, unknown>, fields: Record<string, keyof T>, defaults: T): T {
   for (const k of Object.keys(v)) if (k !== 'type' && !(k in fields)) throw new Error(`margin.${k}: unknown field for margin type ${v.type} (expected ${Object.keys(fields).join(', ')})`);
@@ -96,9 +178,12 @@ function parseHeadNumbers<T extends Record<string, number>>(v: Record<string, un
 
 function parseHead(v: Record<string, unknown>): HeadCase {
   if (v.type === 'magface') {
+    const { easy_margin: easy, ...numbers } = v;
+    if (easy !== undefined && typeof easy !== 'boolean') throw new Error(`margin.easy_margin: expected true or false (MagFace's easy_margin), got ${describe(easy)}`);
     const fields = { s: 's', l_a: 'la', u_a: 'ua', l_m: 'lm', u_m: 'um', lambda_g: 'lambdaG' } as const;
-    const spec = parseHeadNumbers<MagFaceSpec & Record<string, number>>(v, fields, { ...MAGFACE_DEFAULTS });
-    validateMagFace(spec, { s: 'margin.s', la: 'margin.l_a', ua: 'margin.u_a', lm: 'margin.l_m', um: 'margin.u_m', lambdaG: 'margin.lambda_g' });
+    const spec: MagFaceSpec = parseHeadNumbers<Required<Omit<MagFaceSpec, 'easyMargin'>>>(numbers, fields, { ...MAGFACE_DEFAULTS });
+    if (easy !== undefined) spec.easyMargin = easy;
+    validateMagFace(spec, { s: 'margin.s', la: 'margin.l_a', ua: 'margin.u_a', lm: 'margin.l_m', um: 'margin.u_m', lambdaG: 'margin.lambda_g', easyMargin: 'margin.easy_margin' });
     return { kind: 'magface', ...spec };
   }
   const spec = parseHeadNumbers(v, { s: 's', m: 'm', t: 't', ema_weight: 'emaWeight' } as const, { ...CURRICULAR_DEFAULTS, t: 0 });
@@ -112,10 +197,10 @@ function headMargin(head: HeadCase): MarginSpec {
   return resolveMargin({ type: 'arcface', s: head.s, ...(head.kind === 'curricular' ? { m2: head.m } : {}) });
 }
 
-function parseMargin(v: unknown): { margin: MarginSpec; head?: HeadCase } {
-  if (v === undefined) throw new Error('margin: missing');
-  if (!isObject(v)) throw new Error(`margin: expected an object, got ${describe(v)}`);
-  if (v.type === undefined) throw new Error(`margin.type: missing (expected ${ALL_TYPES})`);
+function parseMargin(given: unknown): { margin: MarginSpec; head?: HeadCase } {
+  if (given === undefined) throw new Error('margin: missing');
+  if (!isObject(given)) throw new Error(`margin: expected an object, got ${describe(given)}`);
+  const v = canonicalMargin(given);
   if (typeof v.type === 'string' && (HEAD_TYPES as readonly string[]).includes(v.type)) {
     const head = parseHead(v);
     return { margin: headMargin(head), head };

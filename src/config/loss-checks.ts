@@ -31,7 +31,7 @@ export function checkLossAndDistillation(cfg: TrainConfig, fail: Fail, explicit:
     if (explicit('margin.m2')) fail('margin.m2', 'loss magface takes its margin from the magnitude: m(a) runs from magface.lm to magface.um; leave margin.m2 unset');
     const spec: MagFaceSpec = { s: cfg.margin.s, ...cfg.magface };
     try {
-      validateMagFace(spec, { s: 'margin.s', la: 'magface.la', ua: 'magface.ua', lm: 'magface.lm', um: 'magface.um', lambdaG: 'magface.lambdaG' });
+      validateMagFace(spec, { s: 'margin.s', la: 'magface.la', ua: 'magface.ua', lm: 'magface.lm', um: 'magface.um', lambdaG: 'magface.lambdaG', easyMargin: 'magface.easyMargin' });
     } catch (e) {
       if (!(e instanceof MagFaceSpecError)) throw e;
       const key = e.field === 's' ? 'margin.s' : `magface.${e.field}`;

@@ -315,5 +315,10 @@ export function configWarnings(cfg: TrainConfig): string[] {
     out.push(`each epoch drops ${dropped} of ${f.trainImages} images (the incomplete last global batch)`);
   }
   if (cfg.optimizer === 'adamw' && cfg.momentum !== 0.9) out.push('momentum is an SGD setting and is not used by adamw');
+  if (f.numClasses === 1) {
+    out.push(`the training set (${cfg.data}) has a single identity: a softmax over one class is always 1, so the loss is 0 from the first step and nothing is learned; face recognition needs at least 2 identities (many more in practice)`);
+  } else if (f.trainImages < 2 * f.numClasses) {
+    out.push(`the training set has ${f.trainImages} images for ${f.numClasses} identities (${(f.trainImages / f.numClasses).toFixed(2)} per identity on average): identities seen once or twice teach the classifier little; check the layout (one sub-folder per identity) or the labels`);
+  }
   return out;
 }

@@ -30,6 +30,7 @@ export interface MagFaceConfig {
   lm: number;
   um: number;
   lambdaG: number;
+  easyMargin: boolean;
 }
 
 /** CurricularFace (SPEC §4.1); s and m are margin.s and margin.m2. */
@@ -113,6 +114,7 @@ export interface TrainConfig {
   prefetch: number;
   decodeThreads: number;
   strictData: boolean;
+  maxBadImageShare: number;
   seed: number;
   backend: (typeof BACKENDS)[number];
   threads: number;
@@ -191,7 +193,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
     kind: 'enum',
     values: LOSSES,
     default: 'margin',
-    docs: 'Loss of the sharded classifier: margin = the margin family (margin.*, marginGrad); magface = MagFace (SPEC §3): margin m(‖x‖) growing linearly with the clamped embedding magnitude, legacy easy-margin ArcFace target, plus λ_g·mean g(a) (magface.*, scale margin.s; the loss reported includes the regulariser); curricular = CurricularFace (SPEC §4): legacy ArcFace target with margin margin.m2, hard negatives re-weighted as c·(t + c) by the job-wide stage indicator t (curricular.*; t is logged as curricular_t and saved in checkpoint manifests as lossState.curricularT). magface and curricular need margin.type arcface and use the analytic gradient (marginGrad does not apply).',
+    docs: 'Loss of the sharded classifier: margin = the margin family (margin.*, marginGrad); magface = MagFace (SPEC §3): margin m(‖x‖) growing linearly with the clamped embedding magnitude, legacy ArcFace target (easy margin unless magface.easyMargin is false), plus λ_g·mean g(a) (magface.*, scale margin.s; the loss reported includes the regulariser); curricular = CurricularFace (SPEC §4): legacy ArcFace target with margin margin.m2, hard negatives re-weighted as c·(t + c) by the job-wide stage indicator t (curricular.*; t is logged as curricular_t and saved in checkpoint manifests as lossState.curricularT). magface and curricular need margin.type arcface and use the analytic gradient (marginGrad does not apply).',
   },
   'magface.la': { kind: 'number', default: 10, min: 0, minExclusive: true, max: 1e6, docs: 'magface: lower bound l_a of the magnitude clamp a = clamp(‖x‖, l_a, u_a); the margin is l_m there. Outside [l_a, u_a] the magnitude gets no gradient.' },
   'magface.ua': { kind: 'number', default: 110, min: 0, minExclusive: true, max: 1e6, docs: 'magface: upper bound u_a of the magnitude clamp; the margin is u_m there, and g(a) = 1/a + a/u_a² is smallest there.' },
@@ -203,6 +205,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
     min: 0,
     docs: 'magface: weight λ_g of the magnitude regulariser λ_g·mean g(a) (official scripts: 35). Must satisfy λ_g ≥ s·k·u_a²·l_a²/(u_a² − l_a²), k = (u_m − l_m)/(u_a − l_a) (SPEC §3.2; 22.59 for the defaults), checked before training starts.',
   },
+  'magface.easyMargin': { kind: 'boolean', default: true, docs: 'magface: easy_margin of the official code (default true): the margin applies only where the target cosine c > 0, else the target is c. false = the ArcFace threshold: the margin applies where c > cos(π − m(a)), i.e. θ + m < π, else the target is c − m(a)·sin m(a).' },
   'curricular.t': { kind: 'number', default: 0, min: -1, max: 1, docs: 'curricular: the stage indicator t before the first step (0 for a new run; a checkpoint manifest\'s lossState.curricularT to continue one). Each step t ← emaWeight·(mean target cosine of the global batch) + (1 − emaWeight)·t, before it is used.' },
   'curricular.emaWeight': { kind: 'number', default: 0.01, min: 0, max: 1, docs: 'curricular: EMA weight of the new batch mean in t (official code: 0.01).' },
   teacher: {
@@ -238,7 +241,8 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   'augment.grey': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Probability of turning a training image grey-scale (luma in all three channels); 0 = off.' },
   prefetch: { kind: 'int', default: 2, min: 0, max: 64, docs: 'File data: batches decoded ahead of the step that needs them (0 = decode on demand). Synthetic data is rendered on demand.' },
   decodeThreads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'File data: images read and decoded at once per worker (libvips runs them on libuv\'s thread pool, UV_THREADPOOL_SIZE); 0 = 4 × cores.' },
-  strictData: { kind: 'boolean', default: false, docs: 'An unreadable training image (corrupt or truncated record, undecodable image, index entry past the end of the file) stops training with an error naming the file, image and reason; false = log it, count it and use another image (with its own label) instead.' },
+  strictData: { kind: 'boolean', default: false, docs: 'An unreadable training image (corrupt or truncated record, undecodable image, index entry past the end of the file) stops training with an error naming the file, image and reason; false = log it, count it (skipped_images in metrics.jsonl and summary.json) and use another image (with its own label) instead, up to maxBadImageShare.' },
+  maxBadImageShare: { kind: 'number', default: 0.01, min: 0, max: 1, docs: 'With strictData false: the run fails once the skipped (unreadable) images exceed this share of the images drawn so far, counted over all workers; until min(training images, 1000) images are drawn the share is taken over that many, so a few unlucky early draws do not stop a run. 0 = fail on the first unreadable image (after its step, unlike strictData, which stops in the loader); 1 = never fail for it.' },
   seed: { kind: 'int', default: 1, min: 0, max: U32, docs: 'Job seed: data, shuffling, initialisation and sampling all derive from it.' },
   backend: { kind: 'enum', values: BACKENDS, default: 'auto', docs: 'Compute backend: auto = tensorflow if installed, else cpu-native if built, else cpu.' },
   threads: { kind: 'int', default: 0, min: 0, max: 1024, docs: 'Threads per worker for native CPU kernels; 0 = cores / workers.' },

@@ -18,13 +18,16 @@
  *   file, else max label + 1 (a scan of the record headers, 36 bytes each).
  * - Image folder: one sub-folder per identity; folders sorted by name get
  *   labels 0, 1, …; images in a folder sorted by name. Empty folders and
- *   files at the top level are ignored.
+ *   files at the top level are ignored. Symbolic links are followed, for
+ *   identity folders and image files alike; a link that loops (to itself, or
+ *   an identity folder that leads back to the data folder or above it) or
+ *   that points at nothing is an error naming it.
  * - List file: `path<TAB>label` per line (also im2rec's `index<TAB>label<TAB>path`);
  *   relative paths are resolved against the list's folder; `#` starts a comment.
  *   Classes = max label + 1.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync, type Dirent, type Stats } from 'node:fs';
+import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { parseIndex, RecordError, RecordIOReader, unpackRecord } from './recordio.js';
 import type { FileDataSpec } from './dataset.js';
 
@@ -48,7 +51,7 @@ export interface RecordIOLayout {
   numClasses: number;
   /** [height, width] from the property file, or null. */
   imageShape: [number, number] | null;
-  /** Header records that could not be read (plain layout scan), as `key: reason`. */
+  /** Records that could not be read while scanning (identity records; plain layout's header scan), as `key: reason`. */
   problems: string[];
 }
 
@@ -117,14 +120,21 @@ export function scanRecordIO(recPath: string): RecordIOLayout {
   const reader = new RecordIOReader(rec, index);
   const problems: string[] = [];
   try {
-    const head = readHeaderIfInsightface(reader);
+    const head = readHeaderIfInsightface(reader, problems);
     if (head) {
       const [a, b] = head;
       const keys: number[] = [];
       for (let k = 1; k < a; k++) keys.push(k);
       const labels = new Int32Array(keys.length).fill(-1);
       for (let j = 0; j < b - a; j++) {
-        const { header } = unpackRecord(reader.readSync(a + j, 64));
+        let header;
+        try {
+          ({ header } = unpackRecord(reader.readSync(a + j, 64)));
+        } catch (e) {
+          // a broken identity record (e.g. a file cut short): its images fall back to the labels in their own headers
+          problems.push(`identity record ${a + j}: ${(e as Error).message}`);
+          continue;
+        }
         const [start, end] = header.flag >= 2 ? [header.labels[0]!, header.labels[1]!] : [header.id, header.id2];
         for (let k = Math.max(1, start); k < Math.min(end, a); k++) labels[k - 1] = j;
       }
@@ -160,13 +170,15 @@ export function scanRecordIO(recPath: string): RecordIOLayout {
 }
 
 /** [a, b) from an insightface header record 0, or null when record 0 is an ordinary image (or absent). */
-function readHeaderIfInsightface(reader: RecordIOReader): [number, number] | null {
+function readHeaderIfInsightface(reader: RecordIOReader, problems: string[]): [number, number] | null {
   if (!reader.has(0)) return null;
   let header;
   let data;
   try {
     ({ header, data } = unpackRecord(reader.readSync(0)));
-  } catch {
+  } catch (e) {
+    // key 0 is insightface's header record; unreadable, the file can only be read as plain im2rec (every key an image)
+    problems.push(`header record 0: ${(e as Error).message}; read as a plain im2rec file`);
     return null;
   }
   if (header.flag < 2 || data.length !== 0) return null;
@@ -179,26 +191,51 @@ function readHeaderIfInsightface(reader: RecordIOReader): [number, number] | nul
 
 export function scanImageFolder(dir: string): FileListLayout {
   const root = resolve(dir);
+  const realRoot = realpathSync(root);
   const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-  const entries = readdirSync(root, { withFileTypes: true });
   const classNames: string[] = [];
   const files: string[] = [];
   const labels: number[] = [];
-  for (const e of entries.filter((e) => e.isDirectory()).sort((x, y) => byName(x.name, y.name))) {
-    const images = readdirSync(join(root, e.name), { withFileTypes: true })
-      .filter((f) => f.isFile() && isImageFile(f.name))
+  const identities = readdirSync(root, { withFileTypes: true })
+    .filter((e) => entryStats(root, e, root).isDirectory())
+    .sort((x, y) => byName(x.name, y.name));
+  for (const e of identities) {
+    const folder = join(root, e.name);
+    if (e.isSymbolicLink()) {
+      // an identity folder that leads back to the data folder (or above it) would list the identities as images of one
+      const target = realpathSync(folder);
+      if (target === realRoot || realRoot.startsWith(target + sep))
+        throw new Error(`${folder}: symbolic link loop: the identity folder leads back to ${target}, ${target === realRoot ? 'the data folder itself' : 'a folder above the data folder'}`);
+    }
+    const images = readdirSync(folder, { withFileTypes: true })
+      .filter((f) => isImageFile(f.name) && entryStats(folder, f, root).isFile())
       .map((f) => f.name)
       .sort(byName);
     if (images.length === 0) continue;
     const label = classNames.length;
     classNames.push(e.name);
     for (const f of images) {
-      files.push(join(root, e.name, f));
+      files.push(join(folder, f));
       labels.push(label);
     }
   }
   if (files.length === 0) throw new Error(`${root}: no identity sub-folders with images (${IMAGE_EXTENSIONS.join(', ')}) found`);
   return { kind: 'folder', path: root, files, labels: Int32Array.from(labels), numClasses: classNames.length, classNames };
+}
+
+/** What a folder entry is, following a symbolic link to its target; a loop or a dangling link is an error naming it. */
+function entryStats(dir: string, e: Dirent, root: string): Pick<Stats, 'isDirectory' | 'isFile'> {
+  if (!e.isSymbolicLink()) return e;
+  const path = join(dir, e.name);
+  try {
+    return statSync(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const shown = relative(root, path) || path;
+    if (code === 'ELOOP') throw new Error(`${root}: ${shown} is a symbolic link loop (it resolves to itself)`);
+    if (code === 'ENOENT') throw new Error(`${root}: ${shown} is a symbolic link to nothing (its target does not exist)`);
+    throw new Error(`${root}: cannot follow the symbolic link ${shown}: ${code ?? (err as Error).message}`);
+  }
 }
 
 export function readImageList(listPath: string): FileListLayout {

@@ -110,6 +110,15 @@ export function fillBatch(dataset: Dataset, indices: Int32Array, images: Float32
   }
 }
 
+/** Slots of `batch` whose image was unreadable and was replaced by another (the step metric skippedImages). */
+export function skippedInBatch(batch: Batch): number {
+  const src = batch.sources;
+  if (!src) return 0;
+  let n = 0;
+  for (let k = 0; k < batch.indices.length; k++) if (src[k] !== batch.indices[k]) n++;
+  return n;
+}
+
 /** Candidates tried for one unreadable image before giving up. */
 const MAX_REPLACEMENTS = 64;
 

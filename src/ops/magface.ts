@@ -6,13 +6,17 @@
  *   a    = clamp(‖x‖, l_a, u_a)                 (zero gradient outside [l_a, u_a])
  *   m(a) = k·(a − l_a) + l_m,   k = (u_m − l_m)/(u_a − l_a)
  *   g(a) = 1/a + a/u_a²,        g'(a) = 1/u_a² − 1/a²
- *   target logit s·f(c_y; m(a)): the legacy closed form with easy_margin = True
- *     f = cos(θ + m) = c·cos m − sinθ·sin m   if c > 0,   else c
+ *   target logit s·f(c_y; m(a)): the legacy closed form, with easy_margin
+ *   (the official default, True) or without it (easyMargin false):
+ *     easy:  f = cos(θ + m) = c·cos m − sinθ·sin m   if c > 0,          else c
+ *     hard:  f = cos(θ + m)                          if c > cos(π − m), else c − m·sin m
+ *   (hard: arcface's threshold; past it θ + m > π, where cos(θ + m) would turn back up)
  *   L    = CE_mean(z, y) + λ_g · mean_i g(a_i)
  *
  * Gradients (SPEC §3.3): through the target, ∂f/∂c = cos m + sin m·c/sinθ
  * (sinθ = sqrt(max(1 − c², 1e-12)), SPEC §1.3) on the margin branch, 1 else;
- * through the magnitude, ∂f/∂m = −sin(θ + m) (margin branch only) times k,
+ * through the magnitude, ∂f/∂m = −sin(θ + m) on the margin branch, 0 on the
+ * easy fallback and −(sin m + m·cos m) on the hard one (c − m·sin m), times k,
  * and λ_g·g'(a); both radial (along x/‖x‖) and only inside the clamp.
  *
  * This file holds the float64 scalar formulas the sharded step uses, the
@@ -33,6 +37,8 @@ export interface MagFaceSpec {
   um: number;
   /** Weight λ_g of the regulariser. */
   lambdaG: number;
+  /** easy_margin of the official MagLinear: true (its default; also when absent) or false (the arcface threshold). */
+  easyMargin?: boolean;
 }
 
 /** The official defaults (run/run.sh, run_dist.sh; SPEC §3.1). */
@@ -79,6 +85,7 @@ export function validateMagFace(spec: MagFaceSpec, names: Partial<Record<keyof M
   if (spec.um < spec.lm) fail('um', `the margin at the upper bound must be ≥ ${name('lm')} = ${spec.lm}, got ${spec.um}`);
   if (spec.um >= Math.PI / 2) fail('um', `must be below π/2, got ${spec.um}`);
   if (spec.lambdaG < 0) fail('lambdaG', `must be ≥ 0, got ${spec.lambdaG}`);
+  if (spec.easyMargin !== undefined && typeof spec.easyMargin !== 'boolean') fail('easyMargin', `must be true or false, got ${JSON.stringify(spec.easyMargin)}`);
   const min = magfaceLambdaMin(spec);
   if (spec.lambdaG < min)
     fail(
@@ -110,21 +117,30 @@ export function magRegulariserGrad(a: number, spec: MagFaceSpec): number {
   return 1 / (spec.ua * spec.ua) - 1 / (a * a);
 }
 
-/** f(c; m): legacy easy-margin target cosine. */
-export function magTargetCos(c: number, m: number): number {
-  if (!(c > 0)) return c;
+/** Whether c takes the margin branch cos(θ + m): c > 0 (easy) or c > cos(π − m) = −cos m (hard). */
+function onMarginBranch(c: number, m: number, easy: boolean): boolean {
+  return easy ? c > 0 : c > -Math.cos(m);
+}
+
+/** f(c; m): the legacy target cosine, easy margin (default) or hard. */
+export function magTargetCos(c: number, m: number, easy = true): number {
+  if (!onMarginBranch(c, m, easy)) return easy ? c : c - m * Math.sin(m);
   return c * Math.cos(m) - Math.sqrt(Math.max(0, 1 - c * c)) * Math.sin(m);
 }
 
-/** ∂f/∂c (guarded sinθ, SPEC §1.3). */
-export function magTargetCosGrad(c: number, m: number): number {
-  if (!(c > 0)) return 1;
+/** ∂f/∂c (guarded sinθ, SPEC §1.3); 1 on either fallback. */
+export function magTargetCosGrad(c: number, m: number, easy = true): number {
+  if (!onMarginBranch(c, m, easy)) return 1;
   return Math.cos(m) + (Math.sin(m) * c) / Math.sqrt(Math.max(1 - c * c, 1e-12));
 }
 
-/** ∂f/∂m = −sin(θ + m) = −(sinθ·cos m + c·sin m) on the margin branch, 0 else. */
-export function magTargetCosGradMargin(c: number, m: number): number {
-  if (!(c > 0)) return 0;
+/**
+ * ∂f/∂m: −sin(θ + m) = −(sinθ·cos m + c·sin m) on the margin branch; on the
+ * fallback 0 (easy: f = c) or −(sin m + m·cos m) (hard: f = c − m·sin m, whose
+ * m·sin m depends on the magnitude through m(a), as in the official code).
+ */
+export function magTargetCosGradMargin(c: number, m: number, easy = true): number {
+  if (!onMarginBranch(c, m, easy)) return easy ? 0 : -(Math.sin(m) + m * Math.cos(m));
   return -(Math.sqrt(Math.max(0, 1 - c * c)) * Math.cos(m) + c * Math.sin(m));
 }
 
@@ -153,6 +169,7 @@ export function magfaceLossF64(x: readonly (readonly number[])[], w: readonly (r
   const n = x.length;
   const d = w[0]?.length ?? 0;
   const k = magfaceSlope(spec);
+  const easy = spec.easyMargin !== false;
   const wn = w.map((row) => Math.max(norm2(row), 1e-12));
   const wu = w.map((row, j) => row.map((v) => v / wn[j]!));
   const gradUnitW = w.map(() => new Array<number>(d).fill(0));
@@ -168,7 +185,7 @@ export function magfaceLossF64(x: readonly (readonly number[])[], w: readonly (r
     const m = magMargin(a, spec);
     const y = labels[i]!;
     const cos = wu.map((wj) => Math.min(1, Math.max(-1, wj.reduce((acc, v, t) => acc + v * xu[t]!, 0))));
-    const f = magTargetCos(cos[y]!, m);
+    const f = magTargetCos(cos[y]!, m, easy);
     targets.push(f);
     const z = cos.map((c, j) => spec.s * (j === y ? f : c));
     const mx = Math.max(...z);
@@ -179,7 +196,7 @@ export function magfaceLossF64(x: readonly (readonly number[])[], w: readonly (r
     // ∂L/∂c_j
     const p = z.map((v) => Math.exp(v - lse));
     const dC = p.map((pj, j) => (spec.s * (pj - (j === y ? 1 : 0))) / n);
-    dC[y] = dC[y]! * magTargetCosGrad(cos[y]!, m);
+    dC[y] = dC[y]! * magTargetCosGrad(cos[y]!, m, easy);
     // tangential part through n(x); the clamp on c passes gradient everywhere in [−1, 1]
     const dU = new Array<number>(d).fill(0);
     cos.forEach((_, j) => {
@@ -192,7 +209,7 @@ export function magfaceLossF64(x: readonly (readonly number[])[], w: readonly (r
     const gx = dU.map((v, t) => (v - dot * xu[t]!) / Math.max(xn, 1e-12));
     // radial part through a
     if (inside) {
-      const dA = (((p[y]! - 1) * spec.s * magTargetCosGradMargin(cos[y]!, m) * k) + spec.lambdaG * magRegulariserGrad(a, spec)) / n;
+      const dA = (((p[y]! - 1) * spec.s * magTargetCosGradMargin(cos[y]!, m, easy) * k) + spec.lambdaG * magRegulariserGrad(a, spec)) / n;
       for (let t = 0; t < d; t++) gx[t] += dA * xu[t]!;
     }
     gradX.push(gx);
@@ -235,10 +252,11 @@ export function magnitudeRows(emb: ArrayLike<number>, dim: number, spec: MagFace
 
 /** The head for shard-heads.ts: a per-row margin m(a_i) on the target, no change to the other logits. */
 export function magfaceShardHead(spec: MagFaceSpec, mags: MagnitudeRows): ShardHead {
+  const easy = spec.easyMargin !== false;
   return {
     s: spec.s,
-    target: (row, c) => magTargetCos(c, mags.margin[row]!),
-    targetGrad: (row, c) => magTargetCosGrad(c, mags.margin[row]!),
+    target: (row, c) => magTargetCos(c, mags.margin[row]!, easy),
+    targetGrad: (row, c) => magTargetCosGrad(c, mags.margin[row]!, easy),
   };
 }
 
@@ -249,11 +267,12 @@ export function magfaceShardHead(spec: MagFaceSpec, mags: MagnitudeRows): ShardH
  */
 export function magfaceMarginRadial(spec: MagFaceSpec, mags: MagnitudeRows, targetCos: Float32Array, owned: Uint8Array, targetLogit: Float32Array, logSumExp: Float32Array, rowsTotal: number): Float32Array {
   const k = magfaceSlope(spec);
+  const easy = spec.easyMargin !== false;
   const out = new Float32Array(owned.length);
   for (let i = 0; i < owned.length; i++) {
     if (!owned[i] || !mags.inside[i]) continue;
     const py = Math.exp(targetLogit[i]! - logSumExp[i]!);
-    out[i] = ((py - 1) / rowsTotal) * spec.s * magTargetCosGradMargin(targetCos[i]!, mags.margin[i]!) * k;
+    out[i] = ((py - 1) / rowsTotal) * spec.s * magTargetCosGradMargin(targetCos[i]!, mags.margin[i]!, easy) * k;
   }
   return out;
 }

@@ -9,10 +9,11 @@
  */
 import { tf } from './tf.js';
 import { marginLogits, validateMargin, type MarginSpec, type MarginVariant } from './margin.js';
+import { MAX_ROW_LOSS } from './softmax-reduce.js';
 
 // a type alias (not an interface) so it is a tf.TensorContainer and can be returned from tf.tidy
 export type ReferenceResult = {
-  /** Mean over the N rows of logsumexp(z_i) − z_{i,y_i}. */
+  /** Mean over the N rows of min(logsumexp(z_i) − z_{i,y_i}, −ln 1e-30) (arcface_torch's clamp). */
   loss: number;
   /** ∂loss/∂E, N×D, w.r.t. the raw embeddings. */
   gradEmb: tf.Tensor2D;
@@ -26,6 +27,20 @@ export type ReferenceResult = {
  */
 function normalizeAutograd(x: tf.Tensor2D): tf.Tensor2D {
   return tf.div(x, tf.sqrt(tf.maximum(tf.sum(tf.square(x), 1, true), 1e-24))) as tf.Tensor2D;
+}
+
+/**
+ * Mean over rows of min(rowLoss, −ln 1e-30), as arcface_torch reports it
+ * (−log of the target probability clamped at 1e-30), with the gradient of
+ * the unclamped mean: arcface_torch's backward ignores the clamp (p − onehot).
+ */
+export function meanCappedRowLoss(rowLoss: tf.Tensor1D): tf.Scalar {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const x = args[0] as tf.Tensor;
+    const n = x.shape[0]!;
+    return { value: tf.mean(tf.minimum(x, MAX_ROW_LOSS)), gradFunc: (dy: tf.Tensor) => tf.mul(tf.onesLike(x), tf.div(dy, n)) };
+  });
+  return op(rowLoss) as tf.Scalar;
 }
 
 export function referenceLossAndGrads(
@@ -49,7 +64,7 @@ export function referenceLossAndGrads(
     const lossOf = (E: tf.Tensor, W: tf.Tensor): tf.Scalar => {
       const cos = tf.clipByValue(tf.matMul(normalizeAutograd(E as tf.Tensor2D), normalizeAutograd(W as tf.Tensor2D), false, true), -1, 1) as tf.Tensor2D;
       const z = marginLogits(cos, y, margin, marginGrad);
-      return tf.mean(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, onehot), 1)));
+      return meanCappedRowLoss(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, onehot), 1)) as tf.Tensor1D);
     };
     const { value, grads } = tf.valueAndGrads(lossOf)([e, w]);
     const loss = value.dataSync()[0]!;

@@ -10,12 +10,13 @@
 import { tf } from './tf.js';
 import { validateMagFace, type MagFaceSpec } from './magface.js';
 import { validateCurricular, type CurricularSpec } from './curricular.js';
+import { meanCappedRowLoss } from './reference-classifier.js';
 
 /** A head with everything one step needs (CurricularFace: the incoming t). */
 export type HeadCase = ({ kind: 'magface' } & MagFaceSpec) | ({ kind: 'curricular'; t: number } & CurricularSpec);
 
 export type ReferenceHeadResult = {
-  /** The whole loss (MagFace: CE + λ_g·mean g). */
+  /** The whole loss (MagFace: CE + λ_g·mean g); each row's CE capped at −ln 1e-30 as arcface_torch reports it. */
   loss: number;
   gradEmb: tf.Tensor2D;
   gradWeight: tf.Tensor2D;
@@ -61,7 +62,11 @@ export function referenceHeadLossAndGrads(emb: tf.Tensor2D, weight: tf.Tensor2D,
       const a = tf.clipByValue(norm, head.la, head.ua);
       const m = tf.add(tf.mul(tf.sub(a, head.la), (head.um - head.lm) / (head.ua - head.la)), head.lm);
       const phi = tf.sub(tf.mul(cy, tf.cos(m)), tf.mul(sinTheta(cy), tf.sin(m)));
-      const target = tf.where(tf.greater(detached(cy), 0), phi, cy);
+      // easy margin (official default): no margin for c ≤ 0; hard: past the threshold cos(π − m) the target is c − m·sin m
+      const target =
+        head.easyMargin === false
+          ? tf.where(tf.greater(detached(cy), detached(tf.neg(tf.cos(m)))), phi, tf.sub(cy, tf.mul(m, tf.sin(m))))
+          : tf.where(tf.greater(detached(cy), 0), phi, cy);
       logits = tf.where(isTarget, tf.mul(target, tf.onesLike(cos)), cos) as tf.Tensor2D;
       extra = tf.mul(tf.mean(tf.add(tf.div(1, a), tf.div(a, head.ua * head.ua))), head.lambdaG) as tf.Scalar;
     } else {
@@ -76,7 +81,7 @@ export function referenceHeadLossAndGrads(emb: tf.Tensor2D, weight: tf.Tensor2D,
       logits = tf.where(isTarget, tf.mul(target, tf.onesLike(cos)), modulated) as tf.Tensor2D;
     }
     const z = tf.mul(logits, head.s);
-    const ce = tf.mean(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, onehot), 1)));
+    const ce = meanCappedRowLoss(tf.sub(tf.logSumExp(z, 1), tf.sum(tf.mul(z, onehot), 1)) as tf.Tensor1D);
     return (extra ? tf.add(ce, extra) : ce) as tf.Scalar;
   };
   const { value, grads } = tf.valueAndGrads(lossOf)([emb, weight]);

@@ -22,15 +22,30 @@ export type ShardStats = SoftmaxStats;
 export interface ReducedSoftmax {
   /** Global log Σ_j exp(z_ij) per row. */
   logSumExp: Float32Array;
-  /** Mean over rows of rowLoss. */
+  /** Mean over rows of rowLoss (each capped at MAX_ROW_LOSS). */
   loss: number;
-  /** logSumExp − target logit, per row. */
+  /** logSumExp − target logit per row, capped at MAX_ROW_LOSS. */
   rowLoss: Float32Array;
 }
 
 /**
+ * The floor arcface_torch's distributed cross-entropy puts under each row's
+ * target probability before the log: loss_i = −log(max(p_i, 1e-30)). The
+ * reported loss follows it; the gradient does not (it stays p − onehot).
+ */
+export const TARGET_PROBABILITY_FLOOR = 1e-30;
+/** −ln(1e-30) ≈ 69.0776: the most one row can add to the reported loss. */
+export const MAX_ROW_LOSS = -Math.log(TARGET_PROBABILITY_FLOOR);
+
+/** One row's reported loss from its log-sum-exp and target logit: −log(max(exp(target − lse), 1e-30)). */
+export function cappedRowLoss(logSumExp: number, target: number): number {
+  return Math.min(logSumExp - target, MAX_ROW_LOSS);
+}
+
+/**
  * The coordinator's reduction: global max M_i, S_i = Σ_r sumExp_r·exp(rowMax_r − M_i),
- * lse_i = M_i + log S_i, rowLoss_i = lse_i − target_i, loss = mean_i rowLoss_i.
+ * lse_i = M_i + log S_i, rowLoss_i = min(lse_i − target_i, −ln 1e-30) (arcface_torch's
+ * clamp of the target probability), loss = mean_i rowLoss_i.
  * Every row must be owned by exactly one part. Computed in float64.
  */
 export function reduceSoftmaxStats(parts: readonly SoftmaxStats[]): ReducedSoftmax {
@@ -59,7 +74,7 @@ export function reduceSoftmaxStats(parts: readonly SoftmaxStats[]): ReducedSoftm
     let sum = 0;
     for (const p of parts) if (p.sumExp[i]! > 0) sum += p.sumExp[i]! * Math.exp(p.rowMax[i]! - m);
     const lse = m + Math.log(sum);
-    const loss = lse - parts[owner]!.target[i]!;
+    const loss = cappedRowLoss(lse, parts[owner]!.target[i]!);
     logSumExp[i] = lse;
     rowLoss[i] = loss;
     total += loss;

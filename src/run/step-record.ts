@@ -11,6 +11,8 @@ export interface StepRecordResult {
   record: StepRecord;
   /** Images the whole job processed this step. */
   images: number;
+  /** Of them, unreadable ones that were replaced by another image. */
+  skipped: number;
   /** Consistency failures, each to be logged as an error. */
   problems: { message: string; fields: Record<string, unknown> }[];
 }
@@ -27,6 +29,8 @@ export function stepRecord(step: number, metrics: Record<string, number>[], loss
     images_per_s: images / wallSeconds,
     step_seconds: Math.max(...metrics.map((m) => m.seconds ?? 0)),
     grad_norm: m0.gradNorm ?? null,
+    // unreadable images replaced this step, summed over ranks (each rank counts its own batch)
+    skipped_images: metrics.reduce((a, m) => a + (m.skippedImages ?? 0), 0),
   };
   // the step-time breakdown (data … optimizer, comm_seconds = the all-reduce): each phase's slowest rank
   for (const p of stepPhases()) rec[p.record] = Math.max(...metrics.map((m) => m[p.worker] ?? 0));
@@ -47,5 +51,5 @@ export function stepRecord(step: number, metrics: Record<string, number>[], loss
     rec.replicas_identical = hashes.every((h) => h === hashes[0]) ? 1 : 0;
     if (!rec.replicas_identical) problems.push({ message: 'backbone replicas diverged across workers', fields: { hashes } });
   }
-  return { record: rec, images, problems };
+  return { record: rec, images, skipped: rec.skipped_images as number, problems };
 }

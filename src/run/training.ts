@@ -14,6 +14,7 @@ import { newJobId, onTermination } from './lifecycle.js';
 import { ProgressBar } from './progress.js';
 import { CheckpointManifests, type CheckpointFileEvent } from './manifests.js';
 import { stepRecord } from './step-record.js';
+import { badImageFailure, skippedShare, type BadImageTally } from './bad-images.js';
 import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
 import { startMonitor, writeRunReport } from './watch.js';
@@ -52,6 +53,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, 'status page and metrics');
     if (!opts.quiet) process.stderr.write(`shardface: status page ${monitor.url} (Prometheus metrics: ${monitor.url}metrics)\n`);
   }
+  for (const w of plan.warnings) logger.log.warn(`config: ${w}`);
 
   const started = Date.now();
   let lastEnd = started;
@@ -62,6 +64,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let lastCheckpoint: string | null = null;
   /** Stops the job, once it runs (a failed checkpoint write ends it with a clear reason). */
   let stopJob: ((reason: string) => void) | null = null;
+  const badImages: BadImageTally = { skipped: 0, drawn: 0 };
   const manifests = new CheckpointManifests({
     world: cfg.workers,
     numClasses: plan.numClasses,
@@ -85,13 +88,15 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     logger,
     // CurricularFace: the job-wide t lives on the coordinator
     ...(cfg.loss === 'curricular' ? { curricular: { t: cfg.curricular.t, emaWeight: cfg.curricular.emaWeight } } : {}),
-    onStepEnd: (step, metrics, loss) => {
+    onStepEnd: async (step, metrics, loss) => {
       const now = Date.now();
       const wall = (now - lastEnd) / 1000;
       lastEnd = now;
-      const { record: rec, images, problems } = stepRecord(step, metrics, loss, wall);
+      const { record: rec, images, skipped, problems } = stepRecord(step, metrics, loss, wall);
       for (const p of problems) logger.log.error(p.fields, p.message);
       monitor?.onStep(metrics, rec, wall);
+      badImages.skipped += skipped;
+      badImages.drawn += images;
       if (step > 1) {
         imagesTimed += images;
         secondsTimed += wall;
@@ -104,6 +109,9 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       const eta = ((plan.steps - step) * cfg.workers * cfg.batch) / ips;
       if (tty) progress.update({ step, total: plan.steps, loss: finalLoss, lr: rec.lr!, imagesPerSecond: ips, etaSeconds: eta }, step === plan.steps);
       if (step % cfg.logEvery === 0 || step === plan.steps || m0.valAccuracy !== undefined) logger.log.info({ ...rec, eta_s: Math.round(eta) }, 'step');
+      // too much unreadable data: stop here (the coordinator sees every rank's count; strictData stops in the loader instead)
+      const tooMany = badImageFailure(badImages, plan.trainImages, cfg.maxBadImageShare);
+      if (tooMany) await coordinatorRef?.abort(tooMany);
     },
     onEvent: (_rank, name, fields) => {
       if (name !== 'checkpoint-file') return;
@@ -152,6 +160,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     checkpoint: lastCheckpoint,
     run_dir: runDir,
     seconds: elapsed,
+    skipped_images: badImages.skipped,
+    skipped_image_share: skippedShare(badImages),
     ...(r.ok ? {} : { error: r.reason }),
   };
   const report = await writeRunReport(runDir, summary, logger);

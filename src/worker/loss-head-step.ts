@@ -126,7 +126,7 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
 export function lossHeadFromConfig(cfg: {
   loss: 'margin' | 'magface' | 'curricular';
   margin: { s: number; m2: number };
-  magface: { la: number; ua: number; lm: number; um: number; lambdaG: number };
+  magface: { la: number; ua: number; lm: number; um: number; lambdaG: number; easyMargin?: boolean };
   curricular: { emaWeight: number };
 }): LossHead {
   if (cfg.loss === 'magface') return { kind: 'magface', spec: { s: cfg.margin.s, ...cfg.magface } };

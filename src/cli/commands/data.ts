@@ -1,6 +1,7 @@
 /**
  * `shardface data`: look at and convert training data.
- *   data info PATH [--json]                 identities, images, image size
+ *   data info PATH [--json] [--quick]       identities, images, image size; checks every
+ *                                           RecordIO record; exit 1 when it finds problems
  *   data convert --from folder DIR --to rec OUT [--shuffle] [--seed S]
  */
 import { readFile } from 'node:fs/promises';
@@ -8,11 +9,15 @@ import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
 import { scanDataPath, type DataLayout } from '../../data/data-files.js';
 import { probeImage } from '../../data/decode.js';
 import { RecordIODataset } from '../../data/file-datasets.js';
+import { checkRecordIO } from '../../data/recordio-check.js';
 import { convertToRecordIO } from '../../data/convert.js';
 
 const INFO: Record<string, OptionSpec> = {
   json: { kind: 'boolean', default: false, help: 'print one JSON object' },
+  quick: { kind: 'boolean', default: false, help: 'RecordIO: skip the check of every record (index and first image only)' },
 };
+/** Problems listed in full (JSON) or in part (text); the count is always exact. */
+const MAX_LISTED_PROBLEMS = 1000;
 const CONVERT: Record<string, OptionSpec> = {
   from: { kind: 'string', help: 'source kind and path: folder DIR (or list FILE)' },
   to: { kind: 'string', help: 'target kind and path: rec OUT (writes OUT/train.rec, train.idx, property)' },
@@ -53,17 +58,24 @@ async function info(argv: string[]): Promise<number> {
     console.error(`shardface data info: ${path} does not exist`);
     return 1;
   }
-  const facts = await describe(layout);
-  if (o.json) console.log(JSON.stringify(facts));
+  const facts = await describe(layout, o.quick as boolean);
+  if (o.json) console.log(JSON.stringify({ ...facts, problems: facts.problems.slice(0, MAX_LISTED_PROBLEMS) }));
   else {
     console.log(`${facts.path}`);
     console.log(`  kind        ${facts.kind}${facts.layout ? ` (${facts.layout} layout)` : ''}`);
     console.log(`  identities  ${facts.identities}`);
     console.log(`  images      ${facts.images}`);
     console.log(`  image size  ${facts.width && facts.height ? `${facts.width}×${facts.height}${facts.format ? ` ${facts.format}` : ''} (${facts.sizeFrom})` : `unknown (${facts.sizeFrom})`}`);
-    if (facts.problems.length) console.log(`  problems    ${facts.problems.length}: ${facts.problems.slice(0, 5).join('; ')}`);
+    if (facts.records !== null) console.log(`  records     ${facts.records} in the index, ${facts.readableRecords} readable (${facts.readableImages} of ${facts.images} images)`);
+    else if (facts.kind === 'recordio') console.log('  records     not checked (--quick)');
+    if (facts.problems.length) {
+      console.log(`  problems    ${facts.problemCount}:`);
+      for (const p of facts.problems.slice(0, 10)) console.log(`    ${p}`);
+      if (facts.problemCount > 10) console.log(`    … ${facts.problemCount - 10} more (--json lists up to ${MAX_LISTED_PROBLEMS})`);
+    }
   }
-  return 0;
+  // a check: 0 = no problem found, 1 = problems (listed above), 2 = usage
+  return facts.problemCount > 0 ? 1 : 0;
 }
 
 interface Facts {
@@ -76,13 +88,29 @@ interface Facts {
   height: number | null;
   format: string | null;
   sizeFrom: string;
+  /** RecordIO, checked: entries in the index, intact records, intact image records; null when not checked. */
+  records: number | null;
+  readableRecords: number | null;
+  readableImages: number | null;
   problems: string[];
+  problemCount: number;
 }
 
-async function describe(layout: DataLayout): Promise<Facts> {
-  const base = { kind: layout.kind, identities: layout.numClasses, images: layout.kind === 'recordio' ? layout.keys.length : layout.files.length };
+async function describe(layout: DataLayout, quick: boolean): Promise<Facts> {
+  const facts = await describeLayout(layout, quick);
+  facts.problemCount = facts.problems.length;
+  return facts;
+}
+
+async function describeLayout(layout: DataLayout, quick: boolean): Promise<Facts> {
+  const base = { kind: layout.kind, identities: layout.numClasses, images: layout.kind === 'recordio' ? layout.keys.length : layout.files.length, records: null, readableRecords: null, readableImages: null, problemCount: 0 };
   if (layout.kind === 'recordio') {
     const facts: Facts = { path: layout.rec, ...base, layout: layout.layout, width: null, height: null, format: null, sizeFrom: 'property file', problems: layout.problems };
+    if (!quick) {
+      // the whole-file check finds every record the scan could not read, and the rest
+      const check = checkRecordIO(layout);
+      Object.assign(facts, { records: check.records, readableRecords: check.readableRecords, readableImages: check.readableImages, problems: check.problems });
+    }
     if (layout.imageShape) [facts.height, facts.width] = layout.imageShape;
     const ds = new RecordIODataset(layout, 1);
     try {

@@ -57,6 +57,6 @@ export const createJob: JobFactory = async (ctx) => {
 
 function lossHeadOf(head: HeadCase | undefined): LossHead {
   if (!head) return { kind: 'margin' };
-  if (head.kind === 'magface') return { kind: 'magface', spec: { s: head.s, la: head.la, ua: head.ua, lm: head.lm, um: head.um, lambdaG: head.lambdaG } };
+  if (head.kind === 'magface') return { kind: 'magface', spec: { s: head.s, la: head.la, ua: head.ua, lm: head.lm, um: head.um, lambdaG: head.lambdaG, ...(head.easyMargin !== undefined ? { easyMargin: head.easyMargin } : {}) } };
   return { kind: 'curricular', spec: { s: head.s, m: head.m, emaWeight: head.emaWeight } };
 }

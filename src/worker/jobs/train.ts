@@ -11,7 +11,7 @@ import type { JobFactory, WorkerContext } from '../job.js';
 import type { TrainConfig } from '../../config/schema.js';
 import { openTrainingData } from '../../data/open.js';
 import { DistributedSampler } from '../../data/sampler.js';
-import { Loader, type Batch } from '../../data/loader.js';
+import { Loader, skippedInBatch, type Batch } from '../../data/loader.js';
 import { createBackbone, type Backbone } from '../../models/index.js';
 import { resolveMargin, type MarginSpec } from '../../ops/margin.js';
 import { learningRate } from '../../ops/lr-schedule.js';
@@ -209,6 +209,7 @@ export const createJob: JobFactory = async (ctx) => {
           rssBytes: process.memoryUsage().rss,
           activeClasses: cls.active?.length ?? dcq?.queue.slots.count ?? 0,
           images: cfg.batch,
+          skippedImages: skippedInBatch(batch), // unreadable images replaced in this step's batch; the coordinator sums them
           ...occlusionMetrics, // --- occlusion
           ...(distillLoss !== null ? { distillLoss } : {}), // --- distillation
           ...(cls.lossState?.[CURRICULAR_T] !== undefined ? { curricularT: cls.lossState[CURRICULAR_T]! } : {}), // --- CurricularFace
