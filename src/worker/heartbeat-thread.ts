@@ -35,6 +35,9 @@ async function main(d: HeartbeatThreadData): Promise<void> {
     if (m === 'stop') {
       clearInterval(beat);
       socket.close();
+      // Nothing may keep this thread alive now: it must end on its own. zeromq.js cannot be torn down from a
+      // terminated thread (the process aborts with "terminate called after throwing an instance of 'Napi::Error'").
+      parentPort!.close();
     }
   });
   try {

@@ -2,6 +2,9 @@
 import { Worker } from 'node:worker_threads';
 import type { HeartbeatThreadData, HeartbeatThreadEvent } from './heartbeat-thread.js';
 
+/** How long the heartbeat thread gets to end by itself after 'stop'. */
+const STOP_GRACE_MS = 5000;
+
 export interface Heartbeat {
   stop(): Promise<void>;
 }
@@ -16,9 +19,16 @@ export function startHeartbeat(d: HeartbeatThreadData, onSilent: (silentMs: numb
   });
   return {
     async stop() {
+      // Let the thread close its socket and end by itself; terminate() while zeromq.js is still open in it
+      // aborts the whole process, so it is only the last resort for a thread that does not end in time.
+      // (ref'd meanwhile, so the process cannot exit under a thread that still holds zeromq)
+      thread.ref();
+      const ended = new Promise<boolean>((r) => thread.once('exit', () => r(true)));
       thread.postMessage('stop');
-      await new Promise((r) => setTimeout(r, 20));
-      await thread.terminate();
+      let timer: NodeJS.Timeout | undefined;
+      const inTime = await Promise.race([ended, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), STOP_GRACE_MS)))]);
+      clearTimeout(timer);
+      if (!inTime) await thread.terminate();
     },
   };
 }
