@@ -24,7 +24,8 @@ import type { ShardfaceLogger } from '../log/logger.js';
 import { Membership, type Member } from './membership.js';
 import { classRange } from '../ops/class-range.js';
 import { SoftmaxReduction } from './softmax-reduction.js';
-import { CurricularStage, TargetReduction } from './target-reduction.js';
+import { TargetReduction } from './target-reduction.js';
+import type { JobState, JobStateReducer } from '../ops/job-state.js';
 
 export interface JobSpec {
   kind: StepKind;
@@ -50,8 +51,11 @@ export interface CoordinatorOptions {
   onStepEnd?: (step: number, metrics: Record<string, number>[], loss: number | null) => void | Promise<void>;
   /** Called with events workers send (checkpoints written, evaluation results…). */
   onEvent?: (rank: number, name: string, fields: Record<string, unknown>) => void;
-  /** CurricularFace: the job-wide stage indicator t kept here (initial or restored value) and its EMA weight. */
-  curricular?: { t: number; emaWeight: number };
+  /**
+   * A training method's job-wide state (CurricularFace's t), run here once per
+   * step from the reduced quantities it reads and broadcast as `extras`.
+   */
+  jobState?: JobStateReducer;
 }
 
 export interface JobResult {
@@ -72,7 +76,7 @@ export class Coordinator {
   private stepLoss: number | null = null;
   private reduction: SoftmaxReduction | null = null;
   private targets: TargetReduction | null = null;
-  private readonly stage: CurricularStage | null;
+  private jobState: JobState;
   private finish!: (r: JobResult) => void;
   private readonly finished: Promise<JobResult>;
   private timers: NodeJS.Timeout[] = [];
@@ -85,12 +89,12 @@ export class Coordinator {
     this.members = new Membership(opts.workers);
     this.log = opts.logger.log;
     this.finished = new Promise((resolve) => (this.finish = resolve));
-    this.stage = opts.curricular ? new CurricularStage(opts.curricular.t, opts.curricular.emaWeight) : null;
+    this.jobState = opts.jobState?.initial ?? {};
   }
 
-  /** Job-wide loss state (CurricularFace: { curricularT }), as of the last completed update; saved with checkpoints. */
+  /** The job-wide state (CurricularFace: { curricularT }) as of the last completed update; saved with checkpoints. */
   get lossState(): Record<string, number> {
-    return this.stage ? { curricularT: this.stage.t } : {};
+    return { ...this.jobState };
   }
 
   /** The address actually bound (resolves port 0 / wildcard). */
@@ -291,7 +295,7 @@ export class Coordinator {
     this.stepEnds.clear();
     this.stepLoss = null;
     this.reduction = new SoftmaxReduction(this.opts.workers);
-    this.targets = this.stage ? new TargetReduction(this.opts.workers) : null;
+    this.targets = this.opts.jobState?.input === 'target-cosines' ? new TargetReduction(this.opts.workers) : null;
     await this.broadcast('step-begin', { kind: this.opts.spec.kind });
   }
 
@@ -311,10 +315,11 @@ export class Coordinator {
     await this.broadcast('softmax-reduced', { loss: out.loss, extras: this.lossState }, tensors);
   }
 
-  /** CurricularFace's preliminary exchange: all rows' target cosines → the new t, before any logit is modulated. */
+  /** The target-cosine exchange: all rows' target cosines → the job-wide state's update, before any logit is modulated. */
   private async onTargetStats(m: Member, msg: MessageOf<'target-stats'>): Promise<void> {
-    if (!this.stage) {
-      await this.reject(m.id, m, new ProtocolError('unexpected-type', 'target-stats, but this job keeps no CurricularFace state (the coordinator was not started with loss curricular)'));
+    const reducer = this.opts.jobState;
+    if (reducer?.input !== 'target-cosines') {
+      await this.reject(m.id, m, new ProtocolError('unexpected-type', 'target-stats, but this job keeps no state fed by target cosines (the coordinator was not started with loss curricular)'));
       return this.abort(`worker rank ${m.rank} sent target-stats, but the coordinator was not configured for CurricularFace`);
     }
     if (msg.header.step !== this.step || !this.targets)
@@ -333,7 +338,7 @@ export class Coordinator {
       return this.abort((e as Error).message);
     }
     this.targets = null;
-    this.stage.advance(out.mean);
+    this.jobState = reducer.update(this.jobState, { meanTargetCos: out.mean });
     await this.broadcast('target-reduced', { extras: this.lossState }, [{ name: 'targetCos', data: out.targetCos }]);
   }
 

@@ -15,6 +15,7 @@ import { CheckpointManifests, type CheckpointFileEvent } from './manifests.js';
 import { stepRecord } from './step-record.js';
 import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
+import { methodJobState } from '../worker/methods/registry.js';
 
 export interface TrainRunOptions {
   /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
@@ -49,7 +50,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let finalLoss = NaN;
   let lastVal: Verification | null = null;
   let lastCheckpoint: string | null = null;
-  /** The coordinator, once started: its job-wide loss state (CurricularFace's t) goes into checkpoint manifests. */
+  /** The coordinator, once started: its job-wide state (CurricularFace's t) goes into checkpoint manifests as lossState. */
   let coordinatorRef: Coordinator | null = null;
   const manifests = new CheckpointManifests({
     world: cfg.workers,
@@ -61,6 +62,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
+  const jobState = methodJobState(cfg);
   const coordinatorOptions: CoordinatorOptions = {
     bind: external?.bind ?? 'tcp://127.0.0.1:0',
     workers: cfg.workers,
@@ -71,8 +73,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     joinTimeoutMs: 600_000,
     spec: { kind: 'train', steps: plan.steps, numClasses: plan.numClasses, seed: cfg.seed, config: { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch } },
     logger,
-    // CurricularFace: the job-wide t lives on the coordinator
-    ...(cfg.loss === 'curricular' ? { curricular: { t: cfg.curricular.t, emaWeight: cfg.curricular.emaWeight } } : {}),
+    // the training method's job-wide state (CurricularFace's t) lives on the coordinator
+    ...(jobState ? { jobState } : {}),
     onStepEnd: (step, metrics, loss) => {
       const now = Date.now();
       const wall = (now - lastEnd) / 1000;

@@ -30,12 +30,13 @@ import { headShardBackward, headShardForward, ownedTargetCosines, prepareHeadSha
 import { magfaceMarginRadial, magfaceShardHead, magnitudeRows, magRegulariser, magRegulariserGrad, type MagFaceSpec } from '../ops/magface.js';
 import { curricularShardHead, type CurricularSpec } from '../ops/curricular.js';
 import type { ShardComm, ShardStepResult } from './sharded-classifier.js';
+import { CURRICULAR_T } from '../ops/job-state.js';
 
 /** Which loss the sharded classifier computes; absent (or 'margin') = the margin family of softmax-shard.ts. */
 export type LossHead = { kind: 'margin' } | { kind: 'magface'; spec: MagFaceSpec } | { kind: 'curricular'; spec: CurricularSpec };
 
-/** The job-wide value the coordinator keeps for CurricularFace, in `extras` and checkpoints. */
-export const CURRICULAR_T = 'curricularT';
+/** The job-wide value the coordinator keeps for CurricularFace, in `extras` and checkpoints (src/ops/job-state.ts). */
+export { CURRICULAR_T };
 
 export interface LossHeadStepInput {
   step: number;
