@@ -63,6 +63,7 @@ const KEY_TABLE = {
   momentum: { kind: 'number', default: 0.9, min: 0, max: 1, maxExclusive: true, docs: 'SGD momentum (sgd only).' },
   weightDecay: { kind: 'number', default: 5e-4, min: 0, max: 1, docs: 'Weight decay (L2 for sgd, decoupled for adamw); 1e-4 in the Glint360K configs.' },
   clipGradNorm: { kind: 'number', default: 5, min: 0, docs: 'Clip the backbone gradient to this global L2 norm (backbone only, as arcface_torch); 0 = no clipping.' },
+  maxBadSteps: { kind: 'int', default: 5, min: 1, max: 1_000_000, docs: 'Numerical guard: a step whose loss or gradients are NaN or infinite on any worker is skipped on every worker (nothing changes; its batch and LR slot are used up) and logged; after this many skipped steps in a row the job stops with an error naming the step and the ranks.' },
   'margin.type': { kind: 'enum', values: MARGIN_TYPES, default: 'arcface', docs: 'Margin family: arcface cos(θ+m2), cosface cos θ − m3, combined cos(m1·θ+m2) − m3, softmax (normalised, no margin). Unused m* must stay neutral.' },
   'margin.s': { kind: 'number', default: 64, min: 0, minExclusive: true, max: 1000, docs: 'Logit scale s.' },
   'margin.m1': { kind: 'number', default: 1, min: 1, max: 4, docs: 'Multiplicative angular margin (combined only; 1 = off).' },

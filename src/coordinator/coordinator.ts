@@ -77,6 +77,8 @@ export class Coordinator {
   private reduction: SoftmaxReduction | null = null;
   private targets: TargetReduction | null = null;
   private jobState: JobState;
+  /** The job-wide state as the current step found it: a step that any rank skipped leaves it so. */
+  private jobStateBefore: JobState = {};
   private finish!: (r: JobResult) => void;
   private readonly finished: Promise<JobResult>;
   private timers: NodeJS.Timeout[] = [];
@@ -176,7 +178,12 @@ export class Coordinator {
     const key = Buffer.from(id).toString('hex');
     const member = this.members.get(key);
     const res = decode(frames, { world: this.opts.workers });
-    if (!res.ok) return this.reject(id, member, res.error);
+    if (!res.ok) {
+      await this.reject(id, member, res.error);
+      // the step cannot end without this worker's step-end: stop instead of waiting for ever
+      if (member?.rank !== null && member !== undefined && res.error.message.startsWith('step-end:')) await this.abort(`worker rank ${member.rank} sent a step-end the coordinator cannot accept: ${res.error.message}`);
+      return;
+    }
     const msg = res.msg;
     const h = msg.header;
     if (h.job !== this.opts.job && !(h.type === 'hello' && h.job === ''))
@@ -294,6 +301,7 @@ export class Coordinator {
     this.opts.logger.ctx.step = step;
     this.stepEnds.clear();
     this.stepLoss = null;
+    this.jobStateBefore = this.jobState;
     this.reduction = new SoftmaxReduction(this.opts.workers);
     this.targets = this.opts.jobState?.input === 'target-cosines' ? new TargetReduction(this.opts.workers) : null;
     await this.broadcast('step-begin', { kind: this.opts.spec.kind });
@@ -348,6 +356,7 @@ export class Coordinator {
     this.stepEnds.set(m.rank!, msg.header.body.metrics);
     if (this.stepEnds.size < this.opts.workers) return;
     const metrics = this.members.ranked().map((x) => this.stepEnds.get(x.rank!)!);
+    if (metrics.some((x) => x.skipped === 1)) this.jobState = this.jobStateBefore;
     await this.opts.onStepEnd?.(this.step, metrics, this.stepLoss);
     if (this.phase === 'running') await this.beginStep(this.step + 1);
   }

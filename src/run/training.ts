@@ -50,6 +50,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let finalLoss = NaN;
   let lastVal: Verification | null = null;
   let lastCheckpoint: string | null = null;
+  /** The numerical guard: skipped steps in a row. */
+  let badSteps = 0;
   /** The coordinator, once started: its job-wide state (CurricularFace's t) goes into checkpoint manifests as lossState. */
   let coordinatorRef: Coordinator | null = null;
   const manifests = new CheckpointManifests({
@@ -81,6 +83,14 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       lastEnd = now;
       const { record: rec, images, problems } = stepRecord(step, metrics, loss, wall);
       for (const p of problems) logger.log.error(p.fields, p.message);
+      if (rec.skipped === 1) {
+        badSteps++;
+        const ranks = metrics.flatMap((m, rank) => (m.nonFiniteLocal === 1 ? [rank] : []));
+        const source = ranks.length > 0 ? `non-finite gradients from rank(s) ${ranks.join(', ')}` : 'a non-finite loss';
+        logger.log.warn({ step, ranks, loss: rec.loss, badSteps, maxBadSteps: cfg.maxBadSteps }, `step ${step} skipped on every rank: ${source}; no weights changed`);
+        if (badSteps >= cfg.maxBadSteps)
+          void coordinatorRef?.abort(`numerical guard: ${badSteps} steps in a row skipped (maxBadSteps ${cfg.maxBadSteps}); step ${step} had ${source}. Lower lr, enable clipGradNorm, or check the data.`);
+      } else badSteps = 0;
       if (step > 1) {
         imagesTimed += images;
         secondsTimed += wall;

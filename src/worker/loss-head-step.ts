@@ -77,7 +77,8 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
       if (!comm.exchangeTargets) throw new Error('CurricularFace needs the target-cosine exchange with the coordinator (ShardComm.exchangeTargets)');
       const r = await comm.exchangeTargets(step, batch, { targetCos: own, owned });
       const t = r.extras[CURRICULAR_T];
-      if (typeof t !== 'number' || !Number.isFinite(t)) throw new Error(`coordinator sent no ${CURRICULAR_T} (is the job configured for CurricularFace?)`);
+      // a non-finite t (from non-finite cosines) flows on into non-finite gradients, and the numerical guard skips the step
+      if (typeof t !== 'number') throw new Error(`coordinator sent no ${CURRICULAR_T} (is the job configured for CurricularFace?)`);
       targetCos = r.targetCos;
       lossState[CURRICULAR_T] = t;
       shardHead = curricularShardHead(head.spec, t, targetCos);

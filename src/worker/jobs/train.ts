@@ -5,6 +5,14 @@
  * (src/worker/methods/) turns the batch into the loss and this worker's
  * backbone gradients; the loop sums them over workers in buckets, clips, and
  * steps the optimizer, then lets the method update what it owns.
+ *
+ * Numerical guard: a step whose loss or summed gradients hold NaN or ±Inf is
+ * skipped on every rank alike — the loss comes from the coordinator and the
+ * summed all-reduce carries a NaN of any rank to all of them — with nothing
+ * changed: no optimizer step, no classifier rows, and the BatchNorm running
+ * statistics its forward moved are put back. The skipped step still uses up
+ * its batch and its place in the LR schedule. The coordinator counts the
+ * skips (src/run/training.ts) and stops the job after maxBadSteps in a row.
  */
 import { performance } from 'node:perf_hooks';
 import { tf } from '../../ops/tf.js';
@@ -25,11 +33,14 @@ import type { TrainJobConfig } from '../methods/method.js';
 import { createTrainingMethod } from '../methods/registry.js';
 import { backboneOptions } from '../methods/backbone-options.js';
 import { writeMethodCheckpoint } from '../methods/checkpoint.js';
+import { anyNonFinite, snapshotBuffers } from '../numerical-guard.js';
+import { faultAt, parseFaults } from '../faults.js';
 
 export const createJob: JobFactory = async (ctx) => {
   // config
   const cfg = ctx.config as unknown as TrainJobConfig;
   const { rank, world } = ctx;
+  const faults = parseFaults(process.env.SHARDFACE_FAULT);
 
   // data: this rank's disjoint, reshuffled-per-epoch slice
   const { train, heldOut } = await openTrainingData(cfg);
@@ -70,9 +81,12 @@ export const createJob: JobFactory = async (ctx) => {
   const pairs = heldOut && rank === 0 && cfg.verificationPairs >= 2 ? makeVerificationPairs({ labels: labelsOf(heldOut), pairs: cfg.verificationPairs, seed: cfg.seed }) : null;
   const valSets = rank === 0 ? loadValSets(cfg.val ?? 'none') : [];
   let batch: Batch | undefined;
+  /** Skipped steps in a row, as every rank counts them alike. */
+  let badSteps = 0;
 
   return {
     async step(step) {
+      if (faultAt(faults, 'kill', rank, step)) process.kill(process.pid, 'SIGKILL');
       const t0 = performance.now();
       const epoch = Math.floor((step - 1) / cfg.stepsPerEpoch);
       const batchIndex = (step - 1) % cfg.stepsPerEpoch;
@@ -80,20 +94,38 @@ export const createJob: JobFactory = async (ctx) => {
       const tData = performance.now();
       const lr = learningRate(step, schedule);
       const x = tf.tensor4d(batch.images, [cfg.batch, cfg.imageSize, cfg.imageSize, 3]);
+      const buffers = snapshotBuffers(backbone);
       try {
         const r = await method.step({ step, epoch, batchIndex, x, batch, lr, hooks: [] });
         const tb = performance.now();
+        const local = r.backboneGrads;
+        if (local && faultAt(faults, 'nan', rank, step)) local[0] = poison(local[0]!);
+        // which rank's own gradients were non-finite (for the coordinator's message; the decision below needs no exchange)
+        const nonFiniteLocal = local ? await anyNonFinite(local) : false;
         // gradients of the global-batch mean loss: SUM over workers (see sharded-classifier.ts)
         let norm = 0;
         let ta = tb;
-        if (r.backboneGrads) {
-          const summed = await allReduceGradients(r.backboneGrads, buckets, (a) => ctx.ring.allReduce(a, 'sum'));
+        let skipped = !Number.isFinite(r.loss);
+        if (local) {
+          const summed = await allReduceGradients(local, buckets, (a) => ctx.ring.allReduce(a, 'sum'));
           ta = performance.now();
-          const clipped = clipGradNorm(summed, cfg.clipGradNorm);
-          norm = clipped.norm;
-          optimizer.step(clipped.grads, lr);
-          clipped.grads.forEach((g) => g.dispose());
-          r.apply(lr);
+          skipped ||= await anyNonFinite(summed);
+          if (skipped) summed.forEach((g) => g.dispose());
+          else {
+            const clipped = clipGradNorm(summed, cfg.clipGradNorm);
+            norm = clipped.norm;
+            optimizer.step(clipped.grads, lr);
+            clipped.grads.forEach((g) => g.dispose());
+            r.apply(lr);
+          }
+        }
+        if (skipped) {
+          r.discard();
+          buffers.restore();
+          badSteps++;
+        } else {
+          buffers.dispose();
+          badSteps = 0;
         }
         const t1 = performance.now();
 
@@ -113,10 +145,15 @@ export const createJob: JobFactory = async (ctx) => {
           rssBytes: process.memoryUsage().rss,
           images: cfg.batch,
           ...r.metrics,
+          ...(skipped ? { skipped: 1, nonFiniteLocal: nonFiniteLocal ? 1 : 0 } : {}),
         };
-        if (!Number.isFinite(r.loss)) throw new Error(`loss is ${r.loss} at step ${step} (lr ${lr}); stopping before the model is ruined`);
+        if (skipped) delete metrics.gradNorm;
+        dropNonFinite(metrics, step, skipped);
         const last = step === cfg.steps;
-        if (last || (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0)) await writeMethodCheckpoint(ctx, cfg, step, epoch, await method.checkpoint());
+        // a skipped step writes no periodic checkpoint (its state is the step before's); the final one is written
+        // from that restored, finite state unless this skip is the one that stops the job
+        const due = last ? badSteps < cfg.maxBadSteps : !skipped && cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0;
+        if (due) await writeMethodCheckpoint(ctx, cfg, step, epoch, await method.checkpoint());
         // Replicas must stay bit-identical; the coordinator compares these across ranks.
         if (last) metrics.paramsHash = await hashParams(params.map((p) => p.variable));
         if (pairs && heldOut && (last || (cfg.evalEvery > 0 && step % cfg.evalEvery === 0))) {
@@ -127,6 +164,9 @@ export const createJob: JobFactory = async (ctx) => {
         if (valSets.length > 0 && (last || ((cfg.valEvery ?? 0) > 0 && step % cfg.valEvery === 0)))
           Object.assign(metrics, await scoreValSets(method.inferenceNetwork, valSets, { imageSize: cfg.imageSize, batch: cfg.batch }));
         return metrics;
+      } catch (e) {
+        buffers.dispose();
+        throw e;
       } finally {
         x.dispose();
       }
@@ -138,6 +178,27 @@ export const createJob: JobFactory = async (ctx) => {
     },
   };
 };
+
+/** The fault injection's NaN gradient: same shape, every element NaN. */
+function poison(g: tf.Tensor): tf.Tensor {
+  const nan = tf.mul(g, Number.NaN);
+  g.dispose();
+  return nan;
+}
+
+/**
+ * Step-end metrics must be finite numbers (the protocol refuses others). A
+ * skipped step drops its non-finite ones (the loss, the classifier's or the
+ * occlusion adversary's figures); on any other step one is a bug that stops
+ * the job, naming it, rather than a message the coordinator refuses.
+ */
+function dropNonFinite(metrics: Record<string, number>, step: number, skipped: boolean): void {
+  for (const [k, v] of Object.entries(metrics)) {
+    if (Number.isFinite(v)) continue;
+    if (!skipped) throw new Error(`metric ${k} is ${v} at step ${step} though the loss and gradients were finite`);
+    delete metrics[k];
+  }
+}
 
 /** FNV-1a over the bytes of every trainable parameter: equal iff the replicas are bit-identical (with overwhelming probability). */
 async function hashParams(vars: tf.Variable[]): Promise<number> {
