@@ -181,7 +181,7 @@ export class Coordinator {
     if (!res.ok) {
       await this.reject(id, member, res.error);
       // the step cannot end without this worker's step-end: stop instead of waiting for ever
-      if (member?.rank !== null && member !== undefined && res.error.message.startsWith('step-end:')) await this.abort(`worker rank ${member.rank} sent a step-end the coordinator cannot accept: ${res.error.message}`);
+      if (member?.rank !== null && member !== undefined && /(^|: )step-end: /.test(res.error.message)) await this.abort(`worker rank ${member.rank} sent a step-end the coordinator cannot accept: ${res.error.message}`);
       return;
     }
     const msg = res.msg;
