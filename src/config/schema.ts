@@ -19,126 +19,9 @@ export const OCCLUSION_MODES = ['none', 'adversarial'] as const;
 
 export type MarginType = (typeof MARGIN_TYPES)[number];
 
-// --- loss heads (SPEC §3 MagFace, §4 CurricularFace) and distillation (SPEC §7.3)
 export const LOSSES = ['margin', 'magface', 'curricular'] as const;
 export const DISTILL_LOSSES = ['angular', 'l2'] as const;
-
-/** MagFace (SPEC §3.1); s is margin.s. */
-export interface MagFaceConfig {
-  la: number;
-  ua: number;
-  lm: number;
-  um: number;
-  lambdaG: number;
-  easyMargin: boolean;
-}
-
-/** CurricularFace (SPEC §4.1); s and m are margin.s and margin.m2. */
-export interface CurricularConfig {
-  t: number;
-  emaWeight: number;
-}
-// --- end loss heads
-
-// --- DCQ (SPEC §5)
 export const CLASSIFIERS = ['fc', 'dcq'] as const;
-
-/** Dynamic Class Queue settings (SPEC §5.3 defaults). */
-export interface DcqConfig {
-  queueSize: number;
-  momentum: number;
-  s: number;
-  m: number;
-}
-// --- end DCQ
-
-export interface MarginConfig {
-  type: MarginType;
-  s: number;
-  m1: number;
-  m2: number;
-  m3: number;
-}
-
-/** Augmentations beyond the flip (src/data/augment.ts); all off by default. */
-export interface AugmentConfig {
-  cropScale: number;
-  colourJitter: number;
-  grey: number;
-  occluders: number;
-}
-
-export interface TrainConfig {
-  workers: number;
-  backbone: (typeof BACKBONES)[number];
-  backboneNorm: (typeof BACKBONE_NORMS)[number];
-  embeddingSize: number;
-  imageSize: number;
-  data: string;
-  imagesPerIdentity: number;
-  heldOutIdentities: number;
-  verificationPairs: number;
-  evalEvery: number;
-  val: string;
-  valEvery: number;
-  batch: number;
-  epochs: number;
-  steps: number;
-  lr: number;
-  warmupEpochs: number;
-  warmupSteps: number;
-  optimizer: (typeof OPTIMIZERS)[number];
-  momentum: number;
-  weightDecay: number;
-  clipGradNorm: number;
-  margin: MarginConfig;
-  marginGrad: (typeof MARGIN_GRADS)[number];
-  sampleRate: number;
-  chunkRows: number;
-  // --- loss heads and distillation
-  loss: (typeof LOSSES)[number];
-  magface: MagFaceConfig;
-  curricular: CurricularConfig;
-  teacher: string;
-  distill: (typeof DISTILL_LOSSES)[number];
-  distillWeight: number;
-  initFrom: string;
-  // --- end loss heads and distillation
-  // --- DCQ (SPEC §5; src/ops/dcq.ts, src/worker/dcq-training.ts)
-  classifier: (typeof CLASSIFIERS)[number];
-  dcq: DcqConfig;
-  // --- end DCQ
-  bucketMb: number;
-  flip: boolean;
-  augment: AugmentConfig;
-  prefetch: number;
-  decodeThreads: number;
-  strictData: boolean;
-  maxBadImageShare: number;
-  seed: number;
-  backend: (typeof BACKENDS)[number];
-  threads: number;
-  runDir: string;
-  checkpointEvery: number;
-  checkpointKeep: number;
-  logEvery: number;
-  logFormat: (typeof LOG_FORMATS)[number];
-  heartbeatMs: number;
-  workerTimeoutMs: number;
-  metricsPort: number;
-  metricsHost: string;
-  // --- occlusion robustness (SPEC §6; src/worker/occlusion-training.ts)
-  occlusion: (typeof OCCLUSION_MODES)[number];
-  occlusionStartStep: number;
-  occlusionPretrainSteps: number;
-  occlusionSegWeight: number;
-  occlusionAdversaryWeight: number;
-  occlusionGate: number;
-  occlusionWidth: number;
-  occlusionRandomHalves: number;
-  occlusionStructuredShare: number;
-  // --- end occlusion
-}
 
 interface Common {
   docs: string;
@@ -152,8 +35,8 @@ export type KeySpec =
 
 const U32 = 4294967295;
 
-/** Every key, in the order they are printed. Dotted keys are nested objects. */
-export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
+/** Every key, in the order they are printed. Dotted keys are nested objects. TrainConfig is computed from it. */
+const KEY_TABLE = {
   workers: { kind: 'int', default: 2, min: 1, max: 1024, docs: 'Number of worker processes (one device each). The classifier is sharded over them and the backbone replicated.' },
   backbone: { kind: 'enum', values: BACKBONES, default: 'tiny', docs: 'Backbone network.' },
   backboneNorm: { kind: 'enum', values: BACKBONE_NORMS, default: 'batch', docs: 'tiny only: batch = BatchNorm layers, none = no normalisation layers (the exact data-parallel check uses it, since BatchNorm statistics are per worker).' },
@@ -180,6 +63,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   momentum: { kind: 'number', default: 0.9, min: 0, max: 1, maxExclusive: true, docs: 'SGD momentum (sgd only).' },
   weightDecay: { kind: 'number', default: 5e-4, min: 0, max: 1, docs: 'Weight decay (L2 for sgd, decoupled for adamw); 1e-4 in the Glint360K configs.' },
   clipGradNorm: { kind: 'number', default: 5, min: 0, docs: 'Clip the backbone gradient to this global L2 norm (backbone only, as arcface_torch); 0 = no clipping.' },
+  maxBadSteps: { kind: 'int', default: 5, min: 1, max: 1_000_000, docs: 'Numerical guard: a step whose loss or gradients are NaN or infinite on any worker is skipped on every worker (nothing changes; its batch and LR slot are used up) and logged; after this many skipped steps in a row the job stops with an error naming the step and the ranks.' },
   'margin.type': { kind: 'enum', values: MARGIN_TYPES, default: 'arcface', docs: 'Margin family: arcface cos(θ+m2), cosface cos θ − m3, combined cos(m1·θ+m2) − m3, softmax (normalised, no margin). Unused m* must stay neutral.' },
   'margin.s': { kind: 'number', default: 64, min: 0, minExclusive: true, max: 1000, docs: 'Logit scale s.' },
   'margin.m1': { kind: 'number', default: 1, min: 1, max: 4, docs: 'Multiplicative angular margin (combined only; 1 = off).' },
@@ -266,7 +150,36 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   occlusionStructuredShare: { kind: 'number', default: 0.5, min: 0, max: 1, docs: 'occlusion adversarial, joint training: share of the samples masked with one of the SPEC §6.2 candidates (landmark window, half, random half; "mixed in as data augmentation") instead of a mask sampled from G. 0 = every mask is G\'s; 1 = G is never sampled (pure structured feature dropout).' },
   occlusionRandomHalves: { kind: 'int', default: 3, min: 0, max: 64, docs: 'occlusion adversarial: random-half masks among the pre-training candidates (besides the 7 landmark windows and the 4 halves).' },
   // --- end occlusion
+} as const satisfies Record<string, KeySpec>;
+
+/** The key table for lookups by any string (command line, config files). */
+export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = KEY_TABLE;
+
+type KeyTable = typeof KEY_TABLE;
+type Key = keyof KeyTable;
+
+/** The value type a key's spec describes (an enum's own values). */
+type ValueOf<S> = S extends { kind: 'int' | 'number' } ? number : S extends { kind: 'string' } ? string : S extends { kind: 'boolean' } ? boolean : S extends { kind: 'enum'; values: readonly (infer V)[] } ? V : never;
+
+type FlatKey = Exclude<Key, `${string}.${string}`>;
+type GroupOf<K> = K extends `${infer G}.${string}` ? G : never;
+
+/** The resolved training configuration: flat keys as they are, dotted keys as nested groups (margin.s → margin: { s }). */
+export type TrainConfig = {
+  [K in FlatKey]: ValueOf<KeyTable[K]>;
+} & {
+  [G in GroupOf<Key>]: { [K in Key as K extends `${G}.${infer Name}` ? Name : never]: ValueOf<KeyTable[K]> };
 };
+
+export type MarginConfig = TrainConfig['margin'];
+/** Augmentations beyond the flip (src/data/augment.ts); all off by default. */
+export type AugmentConfig = TrainConfig['augment'];
+/** MagFace; s is margin.s. */
+export type MagFaceConfig = TrainConfig['magface'];
+/** CurricularFace; s and m are margin.s and margin.m2. */
+export type CurricularConfig = TrainConfig['curricular'];
+/** Dynamic Class Queue settings. */
+export type DcqConfig = TrainConfig['dcq'];
 
 /** Margin presets: the m1/m2/m3 defaults of each margin.type (SPEC §1.1). */
 export const MARGIN_PRESETS: Readonly<Record<MarginType, { m1: number; m2: number; m3: number }>> = {

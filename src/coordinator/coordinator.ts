@@ -24,7 +24,8 @@ import type { ShardfaceLogger } from '../log/logger.js';
 import { Membership, memberView, type Member, type MemberView } from './membership.js';
 import { classRange } from '../ops/class-range.js';
 import { SoftmaxReduction } from './softmax-reduction.js';
-import { CurricularStage, TargetReduction } from './target-reduction.js';
+import { TargetReduction } from './target-reduction.js';
+import type { JobState, JobStateReducer } from '../ops/job-state.js';
 
 export interface JobSpec {
   kind: StepKind;
@@ -50,8 +51,11 @@ export interface CoordinatorOptions {
   onStepEnd?: (step: number, metrics: Record<string, number>[], loss: number | null) => void | Promise<void>;
   /** Called with events workers send (checkpoints written, evaluation results…). */
   onEvent?: (rank: number, name: string, fields: Record<string, unknown>) => void;
-  /** CurricularFace: the job-wide stage indicator t kept here (initial or restored value) and its EMA weight. */
-  curricular?: { t: number; emaWeight: number };
+  /**
+   * A training method's job-wide state (CurricularFace's t), run here once per
+   * step from the reduced quantities it reads and broadcast as `extras`.
+   */
+  jobState?: JobStateReducer;
 }
 
 export interface JobResult {
@@ -84,7 +88,9 @@ export class Coordinator {
   private stepLoss: number | null = null;
   private reduction: SoftmaxReduction | null = null;
   private targets: TargetReduction | null = null;
-  private readonly stage: CurricularStage | null;
+  private jobState: JobState;
+  /** The job-wide state as the current step found it: a step that any rank skipped leaves it so. */
+  private jobStateBefore: JobState = {};
   private finish!: (r: JobResult) => void;
   private readonly finished: Promise<JobResult>;
   private timers: NodeJS.Timeout[] = [];
@@ -97,12 +103,12 @@ export class Coordinator {
     this.members = new Membership(opts.workers);
     this.log = opts.logger.log;
     this.finished = new Promise((resolve) => (this.finish = resolve));
-    this.stage = opts.curricular ? new CurricularStage(opts.curricular.t, opts.curricular.emaWeight) : null;
+    this.jobState = opts.jobState?.initial ?? {};
   }
 
-  /** Job-wide loss state (CurricularFace: { curricularT }), as of the last completed update; saved with checkpoints. */
+  /** The job-wide state (CurricularFace: { curricularT }) as of the last completed update; saved with checkpoints. */
   get lossState(): Record<string, number> {
-    return this.stage ? { curricularT: this.stage.t } : {};
+    return { ...this.jobState };
   }
 
   /** The job as monitoring sees it (status page, metrics): a copy, so readers cannot change it. */
@@ -190,7 +196,12 @@ export class Coordinator {
     const key = Buffer.from(id).toString('hex');
     const member = this.members.get(key);
     const res = decode(frames, { world: this.opts.workers });
-    if (!res.ok) return this.reject(id, member, res.error);
+    if (!res.ok) {
+      await this.reject(id, member, res.error);
+      // the step cannot end without this worker's step-end: stop instead of waiting for ever
+      if (member?.rank !== null && member !== undefined && /(^|: )step-end: /.test(res.error.message)) await this.abort(`worker rank ${member.rank} sent a step-end the coordinator cannot accept: ${res.error.message}`);
+      return;
+    }
     const msg = res.msg;
     const h = msg.header;
     if (h.job !== this.opts.job && !(h.type === 'hello' && h.job === ''))
@@ -308,8 +319,9 @@ export class Coordinator {
     this.opts.logger.ctx.step = step;
     this.stepEnds.clear();
     this.stepLoss = null;
+    this.jobStateBefore = this.jobState;
     this.reduction = new SoftmaxReduction(this.opts.workers);
-    this.targets = this.stage ? new TargetReduction(this.opts.workers) : null;
+    this.targets = this.opts.jobState?.input === 'target-cosines' ? new TargetReduction(this.opts.workers) : null;
     await this.broadcast('step-begin', { kind: this.opts.spec.kind });
   }
 
@@ -329,10 +341,11 @@ export class Coordinator {
     await this.broadcast('softmax-reduced', { loss: out.loss, extras: this.lossState }, tensors);
   }
 
-  /** CurricularFace's preliminary exchange: all rows' target cosines → the new t, before any logit is modulated. */
+  /** The target-cosine exchange: all rows' target cosines → the job-wide state's update, before any logit is modulated. */
   private async onTargetStats(m: Member, msg: MessageOf<'target-stats'>): Promise<void> {
-    if (!this.stage) {
-      await this.reject(m.id, m, new ProtocolError('unexpected-type', 'target-stats, but this job keeps no CurricularFace state (the coordinator was not started with loss curricular)'));
+    const reducer = this.opts.jobState;
+    if (reducer?.input !== 'target-cosines') {
+      await this.reject(m.id, m, new ProtocolError('unexpected-type', 'target-stats, but this job keeps no state fed by target cosines (the coordinator was not started with loss curricular)'));
       return this.abort(`worker rank ${m.rank} sent target-stats, but the coordinator was not configured for CurricularFace`);
     }
     if (msg.header.step !== this.step || !this.targets)
@@ -351,7 +364,7 @@ export class Coordinator {
       return this.abort((e as Error).message);
     }
     this.targets = null;
-    this.stage.advance(out.mean);
+    this.jobState = reducer.update(this.jobState, { meanTargetCos: out.mean });
     await this.broadcast('target-reduced', { extras: this.lossState }, [{ name: 'targetCos', data: out.targetCos }]);
   }
 
@@ -361,6 +374,7 @@ export class Coordinator {
     this.stepEnds.set(m.rank!, msg.header.body.metrics);
     if (this.stepEnds.size < this.opts.workers) return;
     const metrics = this.members.ranked().map((x) => this.stepEnds.get(x.rank!)!);
+    if (metrics.some((x) => x.skipped === 1)) this.jobState = this.jobStateBefore;
     await this.opts.onStepEnd?.(this.step, metrics, this.stepLoss);
     if (this.phase === 'running') await this.beginStep(this.step + 1);
   }

@@ -51,9 +51,17 @@ export class SoftmaxReduction {
 
   reduce(): { logSumExp: Float32Array; loss: number } {
     const ordered = [...this.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, p]) => p);
+    // NaN statistics (a diverged model): a NaN loss for every worker, whose numerical guard skips the step
+    if (ordered.some(hasNaN)) return { logSumExp: new Float32Array(this.batch?.rows ?? 0).fill(Number.NaN), loss: Number.NaN };
     const r = reduceSoftmaxStats(ordered);
     let extra = 0;
     for (const [, e] of [...this.extraLoss.entries()].sort((a, b) => a[0] - b[0])) for (let i = 0; i < e.length; i++) extra += e[i]!;
     return { logSumExp: r.logSumExp, loss: r.loss + (r.logSumExp.length > 0 ? extra / r.logSumExp.length : 0) };
   }
+}
+
+/** NaN anywhere in a shard's statistics, or an infinite sum of exponentials. */
+function hasNaN(p: ShardStats): boolean {
+  const bad = (a: Float32Array, inf: boolean) => a.some((v) => Number.isNaN(v) || (inf && v === Infinity));
+  return bad(p.rowMax, false) || bad(p.target, false) || bad(p.sumExp, true);
 }

@@ -5,28 +5,38 @@
  *
  *   t ← emaWeight·mean_i c_{i,y_i} + (1 − emaWeight)·t
  *
- * over the GLOBAL batch, before any shard modulates a logit. t lives here, in
- * one place, so every worker gets the same value; it is saved with
- * checkpoints (manifest `lossState`) and can be restored with `curricular.t`.
+ * over the GLOBAL batch, before any shard modulates a logit. The coordinator
+ * keeps t as a generic job-wide state (src/ops/job-state.ts), in one place, so
+ * every worker gets the same value; it is saved with checkpoints (manifest
+ * `lossState`) and can be restored with `curricular.t`.
  */
 import type { MessageOf } from '../protocol/index.js';
-import { curricularNextT, reduceTargetCosines } from '../ops/softmax-reduce.js';
+import { reduceTargetCosines } from '../ops/softmax-reduce.js';
+import { CURRICULAR_T, curricularJobState, type JobState, type JobStateReducer } from '../ops/job-state.js';
 import type { AddResult } from './softmax-reduction.js';
 
-/** The stage indicator t and how it moves. */
+/**
+ * The stage indicator t alone, advanced batch by batch: a stateful view of
+ * curricularJobState for callers that follow t outside a job (the
+ * coordinator itself runs the reducer generically, src/ops/job-state.ts).
+ */
 export class CurricularStage {
-  constructor(
-    /** The current t (after the last completed update). */
-    public t: number,
-    readonly emaWeight: number,
-  ) {
-    if (!Number.isFinite(t)) throw new Error(`curricular.t: must be a finite number, got ${t}`);
-    if (!(emaWeight >= 0 && emaWeight <= 1)) throw new Error(`curricular.emaWeight: must be in [0, 1], got ${emaWeight}`);
+  private readonly reducer: JobStateReducer;
+  private state: JobState;
+
+  constructor(t: number, emaWeight: number) {
+    this.reducer = curricularJobState({ t, emaWeight });
+    this.state = this.reducer.initial;
+  }
+
+  /** The current t (after the last completed update). */
+  get t(): number {
+    return this.state[CURRICULAR_T]!;
   }
 
   /** Moves t by one batch whose mean un-margined target cosine is `meanTargetCos`; returns the new t. */
   advance(meanTargetCos: number): number {
-    this.t = curricularNextT(this.t, meanTargetCos, this.emaWeight);
+    this.state = this.reducer.update(this.state, { meanTargetCos });
     return this.t;
   }
 }

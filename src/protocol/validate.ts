@@ -14,6 +14,8 @@ const isObj = (v: unknown): v is Record<string, unknown> =>
 const str: Check = (v, p) => (typeof v === 'string' ? null : `${p} must be a string`);
 const bool: Check = (v, p) => (typeof v === 'boolean' ? null : `${p} must be a boolean`);
 const num: Check = (v, p) => (typeof v === 'number' && Number.isFinite(v) ? null : `${p} must be a finite number`);
+/** A number that may be NaN or ±Inf: a non-finite loss or job-wide state reaches the workers, whose numerical guard skips the step. */
+const float: Check = (v, p) => (typeof v === 'number' ? null : `${p} must be a number`);
 const int =
   (min = -Infinity): Check =>
   (v, p) =>
@@ -72,9 +74,9 @@ const bodyChecks: Record<MessageType, Check> = {
   heartbeat: anyObj,
   'step-begin': shape({ kind: oneOf(...STEP_KINDS) }),
   'softmax-stats': shape({ rows: int(0), batch: int(0) }),
-  'softmax-reduced': shape({ loss: num, extras: record(num) }),
+  'softmax-reduced': shape({ loss: float, extras: record(float) }),
   'target-stats': shape({ rows: int(0), batch: int(0) }),
-  'target-reduced': shape({ extras: record(num) }),
+  'target-reduced': shape({ extras: record(float) }),
   'step-end': shape({ metrics: record(num) }),
   bye: shape({ reason: str, ok: bool }),
   stop: shape({ reason: str, ok: bool }),

@@ -35,6 +35,8 @@ export function stepRecord(step: number, metrics: Record<string, number>[], loss
   // the step-time breakdown (data … optimizer, comm_seconds = the all-reduce): each phase's slowest rank
   for (const p of stepPhases()) rec[p.record] = Math.max(...metrics.map((m) => m[p.worker] ?? 0));
   if (metrics.some((m) => m.rssBytes !== undefined)) rec.rss_bytes = Math.max(...metrics.map((m) => m.rssBytes ?? 0));
+  // the numerical guard: every rank skipped the step alike; which ranks' own gradients were non-finite
+  if (metrics.some((m) => m.skipped === 1)) rec.skipped = 1;
   if (m0.valAccuracy !== undefined) Object.assign(rec, { val_accuracy: m0.valAccuracy, val_accuracy_std: m0.valStd, val_threshold: m0.valThreshold });
   // distillation: each rank's mean over its rows; equal batches, so their mean is the global batch's
   if (m0.distillLoss !== undefined) rec.distill_loss = metrics.reduce((a, m) => a + (m.distillLoss ?? NaN), 0) / metrics.length;

@@ -18,6 +18,7 @@ import { badImageFailure, skippedShare, type BadImageTally } from './bad-images.
 import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
 import { startMonitor, writeRunReport } from './watch.js';
+import { methodJobState } from '../worker/methods/registry.js';
 
 export interface TrainRunOptions {
   /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
@@ -65,6 +66,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   /** Stops the job, once it runs (a failed checkpoint write ends it with a clear reason). */
   let stopJob: ((reason: string) => void) | null = null;
   const badImages: BadImageTally = { skipped: 0, drawn: 0 };
+  /** The numerical guard: skipped steps in a row. */
+  let badSteps = 0;
   const manifests = new CheckpointManifests({
     world: cfg.workers,
     numClasses: plan.numClasses,
@@ -76,6 +79,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
+  const jobState = methodJobState(cfg);
   const coordinatorOptions: CoordinatorOptions = {
     bind: external?.bind ?? 'tcp://127.0.0.1:0',
     workers: cfg.workers,
@@ -86,8 +90,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     joinTimeoutMs: 600_000,
     spec: { kind: 'train', steps: plan.steps, numClasses: plan.numClasses, seed: cfg.seed, config: { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch } },
     logger,
-    // CurricularFace: the job-wide t lives on the coordinator
-    ...(cfg.loss === 'curricular' ? { curricular: { t: cfg.curricular.t, emaWeight: cfg.curricular.emaWeight } } : {}),
+    // the training method's job-wide state (CurricularFace's t) lives on the coordinator
+    ...(jobState ? { jobState } : {}),
     onStepEnd: async (step, metrics, loss) => {
       const now = Date.now();
       const wall = (now - lastEnd) / 1000;
@@ -97,6 +101,14 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       monitor?.onStep(metrics, rec, wall);
       badImages.skipped += skipped;
       badImages.drawn += images;
+      if (rec.skipped === 1) {
+        badSteps++;
+        const ranks = metrics.flatMap((m, rank) => (m.nonFiniteLocal === 1 ? [rank] : []));
+        const source = ranks.length > 0 ? `non-finite gradients from rank(s) ${ranks.join(', ')}` : 'a non-finite loss';
+        logger.log.warn({ step, ranks, loss: rec.loss, badSteps, maxBadSteps: cfg.maxBadSteps }, `step ${step} skipped on every rank: ${source}; no weights changed`);
+        if (badSteps >= cfg.maxBadSteps)
+          void coordinatorRef?.abort(`numerical guard: ${badSteps} steps in a row skipped (maxBadSteps ${cfg.maxBadSteps}); step ${step} had ${source}. Lower lr, enable clipGradNorm, or check the data.`);
+      } else badSteps = 0;
       if (step > 1) {
         imagesTimed += images;
         secondsTimed += wall;

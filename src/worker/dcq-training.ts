@@ -25,8 +25,6 @@ import type { AnyDataset } from '../data/dataset.js';
 import { Loader, type Batch } from '../data/loader.js';
 import { IdentityIndex, ReferenceSampler, datasetLabels } from '../data/reference.js';
 import type { Backbone } from '../models/index.js';
-import { BACKBONE_FILE, stepDir, writeCheckpointFile } from '../checkpoint/checkpoint.js';
-import type { StoredTensor } from '../checkpoint/tensor-file.js';
 import { KeyEncoder } from './key-encoder.js';
 import { ShardedClassQueue, checkQueueSize, type QueueStepResult } from './sharded-class-queue.js';
 import type { ShardComm } from './sharded-classifier.js';
@@ -53,7 +51,7 @@ export class DcqTraining {
   private refBatch: Batch | undefined;
 
   constructor(
-    private readonly ctx: WorkerContext,
+    ctx: WorkerContext,
     private readonly cfg: TrainConfig,
     query: Backbone,
     /** A fresh backbone of the query's architecture, to become the key encoder. */
@@ -100,34 +98,6 @@ export class DcqTraining {
   /** The network for verification and inference: the key encoder. */
   get inferenceNetwork(): Backbone {
     return this.keyEncoder.network;
-  }
-
-  /** This worker's queue block, and on rank 0 the key and query encoders; announces each file to the coordinator. */
-  async writeCheckpoint(step: number, epoch: number, query: Backbone): Promise<void> {
-    const { ctx, cfg } = this;
-    const dir = stepDir(`${cfg.runDir}/ckpt`, step);
-    const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
-    const q = this.queue;
-    const shard = writeCheckpointFile(
-      dir,
-      queueShardFile(ctx.rank),
-      { keys: { data: q.state.keys, shape: [q.slots.count, cfg.embeddingSize] }, labels: { data: q.state.labels, shape: [q.slots.count] } },
-      { ...meta, classifier: 'dcq', slotStart: String(q.slots.start), slotCount: String(q.slots.count), queueSize: String(cfg.dcq.queueSize), ptr: String(q.state.ptr) },
-    );
-    await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, slotStart: q.slots.start, slotCount: q.slots.count, ...shard });
-    if (ctx.rank !== 0) return;
-    const t: Record<string, StoredTensor> = {};
-    for (const [name, v] of this.keyEncoder.network.state()) t[name] = { data: new Float32Array((await v.data()) as Float32Array), shape: v.shape };
-    for (const [name, v] of query.state()) t[DCQ_QUERY_PREFIX + name] = { data: new Float32Array((await v.data()) as Float32Array), shape: v.shape };
-    const b = writeCheckpointFile(dir, BACKBONE_FILE, t, {
-      ...meta,
-      backbone: cfg.backbone,
-      embeddingSize: String(cfg.embeddingSize),
-      imageSize: String(cfg.imageSize),
-      network: DCQ_NETWORK,
-      queryPrefix: DCQ_QUERY_PREFIX,
-    });
-    await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
   }
 
   /** Releases the key encoder (the reference loader shares the query loader's dataset, which the trainer owns). */

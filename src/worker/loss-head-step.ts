@@ -30,12 +30,13 @@ import { headShardBackward, headShardForward, ownedTargetCosines, prepareHeadSha
 import { magfaceMarginRadial, magfaceShardHead, magnitudeRows, magRegulariser, magRegulariserGrad, type MagFaceSpec } from '../ops/magface.js';
 import { curricularShardHead, type CurricularSpec } from '../ops/curricular.js';
 import type { ShardComm, ShardStepResult } from './sharded-classifier.js';
+import { CURRICULAR_T } from '../ops/job-state.js';
 
 /** Which loss the sharded classifier computes; absent (or 'margin') = the margin family of softmax-shard.ts. */
 export type LossHead = { kind: 'margin' } | { kind: 'magface'; spec: MagFaceSpec } | { kind: 'curricular'; spec: CurricularSpec };
 
-/** The job-wide value the coordinator keeps for CurricularFace, in `extras` and checkpoints. */
-export const CURRICULAR_T = 'curricularT';
+/** The job-wide value the coordinator keeps for CurricularFace, in `extras` and checkpoints (src/ops/job-state.ts). */
+export { CURRICULAR_T };
 
 export interface LossHeadStepInput {
   step: number;
@@ -76,7 +77,8 @@ export async function lossHeadStep(a: LossHeadStepInput): Promise<LossHeadStepRe
       if (!comm.exchangeTargets) throw new Error('CurricularFace needs the target-cosine exchange with the coordinator (ShardComm.exchangeTargets)');
       const r = await comm.exchangeTargets(step, batch, { targetCos: own, owned });
       const t = r.extras[CURRICULAR_T];
-      if (typeof t !== 'number' || !Number.isFinite(t)) throw new Error(`coordinator sent no ${CURRICULAR_T} (is the job configured for CurricularFace?)`);
+      // a non-finite t (from non-finite cosines) flows on into non-finite gradients, and the numerical guard skips the step
+      if (typeof t !== 'number') throw new Error(`coordinator sent no ${CURRICULAR_T} (is the job configured for CurricularFace?)`);
       targetCos = r.targetCos;
       lossState[CURRICULAR_T] = t;
       shardHead = curricularShardHead(head.spec, t, targetCos);

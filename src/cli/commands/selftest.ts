@@ -11,6 +11,7 @@ import { launchLocal } from '../../launcher/launch.js';
 import { generateCase, parseSelftestCase, type SelftestCase } from '../selftest-case.js';
 import { referenceLossAndGrads } from '../../ops/reference-classifier.js';
 import { referenceHeadLossAndGrads } from '../../ops/reference-heads.js';
+import { curricularJobState } from '../../ops/job-state.js';
 import type { MarginGrad } from '../../ops/margin.js';
 import { tf } from '../../ops/tf.js';
 import { initBackend } from '../../ops/backend.js';
@@ -88,7 +89,7 @@ export async function run(argv: string[]): Promise<number> {
         config: { ...tcase, marginGrad, sampleRate, chunkRows: o['chunk-rows'] as number },
       },
       // CurricularFace: the incoming t is the coordinator's job-wide state
-      ...(head?.kind === 'curricular' ? { curricular: { t: head.t, emaWeight: head.emaWeight } } : {}),
+      ...(head?.kind === 'curricular' ? { jobState: curricularJobState({ t: head.t, emaWeight: head.emaWeight }) } : {}),
       logger,
       onEvent: (rank, name, fields) => {
         if (name === 'selftest-result') results.set(rank, fields as never);

@@ -1,0 +1,19 @@
+/**
+ * Writes a method's checkpoint content into the step's directory
+ * (checkpoint/checkpoint.ts layout) and announces each file to the
+ * coordinator, which writes the manifest once all are in.
+ */
+import { stepDir, writeCheckpointFile } from '../../checkpoint/checkpoint.js';
+import type { WorkerContext } from '../job.js';
+import type { CheckpointContent, TrainJobConfig } from './method.js';
+
+export async function writeMethodCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: number, epoch: number, content: CheckpointContent): Promise<void> {
+  const dir = stepDir(`${cfg.runDir}/ckpt`, step);
+  const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
+  const { shard, network } = content;
+  const s = writeCheckpointFile(dir, shard.file, shard.tensors, { ...meta, ...shard.meta });
+  await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, ...shard.announce, ...s });
+  if (!network) return;
+  const b = writeCheckpointFile(dir, network.file, network.tensors, { ...meta, ...network.meta });
+  await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
+}

@@ -1,0 +1,65 @@
+/**
+ * `classifier: dcq`: the Dynamic Class Queue (dcq-training.ts) as a training
+ * method. No classifier rows: the queue softmax gives ∂L/∂q, and the queue
+ * and key encoder move inside the step.
+ *
+ * Checkpoints (checkpoint/checkpoint.ts layout, manifest unchanged):
+ *  - backbone.safetensors (rank 0) holds the network to run at inference
+ *    under the plain tensor names, which for DCQ is the KEY encoder, so
+ *    `shardface eval`, `embed` and `export` use it as they are; the trained
+ *    query encoder rides along under `query.<name>` (metadata
+ *    `network: dcq-key-encoder`, `queryPrefix`).
+ *  - queue-shard-<rank>.safetensors: the worker's queue block (`keys`
+ *    slots×D, `labels`) with metadata slotStart, slotCount, queueSize, ptr.
+ *    The manifest lists it among `shards` (with the worker's class range, as
+ *    for fc).
+ */
+import { createBackbone } from '../../models/index.js';
+import { BACKBONE_FILE } from '../../checkpoint/checkpoint.js';
+import { DCQ_NETWORK, DCQ_QUERY_PREFIX, DcqTraining, queueShardFile } from '../dcq-training.js';
+import { embeddingStep } from './embedding-step.js';
+import { backboneOptions } from './backbone-options.js';
+import { storedTensors, type CheckpointContent, type MethodContext, type MethodStepInput, type MethodStepResult, type TrainingMethod } from './method.js';
+
+export class DcqMethod implements TrainingMethod {
+  readonly name = 'dcq';
+  private readonly dcq: DcqTraining;
+
+  constructor(private readonly m: MethodContext) {
+    // the key encoder: a second network of the query's architecture
+    this.dcq = new DcqTraining(m.worker, m.cfg, m.backbone, createBackbone(m.cfg.backbone, backboneOptions(m.cfg)), m.loader);
+  }
+
+  /** Verification and inference use the key encoder. */
+  get inferenceNetwork() {
+    return this.dcq.inferenceNetwork;
+  }
+
+  step(input: MethodStepInput): Promise<MethodStepResult> {
+    return embeddingStep(this.m.backbone, this.m.params, input, async (emb) => {
+      const r = await this.dcq.step(input.step, input.epoch, input.batchIndex, emb, input.batch.labels, this.m.comm);
+      return { loss: r.loss, gradEmbeddings: r.gradEmbeddings, metrics: { activeClasses: this.dcq.queue.slots.count }, apply: () => {}, discard: () => {} };
+    });
+  }
+
+  async checkpoint(): Promise<CheckpointContent> {
+    const { worker, cfg, backbone } = this.m;
+    const q = this.dcq.queue;
+    const shard = {
+      file: queueShardFile(worker.rank),
+      tensors: { keys: { data: q.state.keys, shape: [q.slots.count, cfg.embeddingSize] }, labels: { data: q.state.labels, shape: [q.slots.count] } },
+      meta: { classifier: 'dcq', slotStart: String(q.slots.start), slotCount: String(q.slots.count), queueSize: String(cfg.dcq.queueSize), ptr: String(q.state.ptr) },
+      announce: { slotStart: q.slots.start, slotCount: q.slots.count },
+    };
+    if (worker.rank !== 0) return { shard, network: null };
+    const tensors = { ...(await storedTensors(this.dcq.keyEncoder.network.state())), ...(await storedTensors(backbone.state(), DCQ_QUERY_PREFIX)) };
+    return {
+      shard,
+      network: { file: BACKBONE_FILE, tensors, meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), network: DCQ_NETWORK, queryPrefix: DCQ_QUERY_PREFIX } },
+    };
+  }
+
+  dispose(): void {
+    this.dcq.close();
+  }
+}

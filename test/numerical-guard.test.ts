@@ -1,0 +1,118 @@
+/**
+ * The numerical guard through the real CLI (coordinator + 2 worker
+ * processes): an injected NaN gradient on one rank skips the step on every
+ * rank with nothing changed; maxBadSteps skips in a row stop the job with an
+ * error naming the step and rank; the diverging lr-100 run of the issue ends
+ * in bounded time without a non-finite checkpoint. Also SHARDFACE_FAULT's
+ * parsing and its kill fault.
+ */
+import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLI } from './helpers/processes.js';
+import { readTensorFile } from '../src/checkpoint/tensor-file.js';
+import { readManifest } from '../src/checkpoint/checkpoint.js';
+import { faultAt, parseFaults } from '../src/worker/faults.js';
+
+const TINY = ['--workers', '2', '--backbone', 'tiny', '--image-size', '16', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4', '--held-out-identities', '0', '--batch', '8', '--log-format', 'json'];
+
+function train(args: string[], fault: string | null, timeout = 120_000): Promise<{ code: number; out: string; runDir: string }> {
+  const runDir = mkdtempSync(join(tmpdir(), 'shardface-guard-'));
+  const env = { ...process.env, SHARDFACE_FAULT: fault ?? '' };
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, 'train', ...args, '--run-dir', runDir], { env, timeout, maxBuffer: 32 << 20 }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, out: stdout + stderr, runDir });
+    });
+  });
+}
+
+const metricsOf = (runDir: string) => readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | null>);
+const stepDirs = (runDir: string) => (existsSync(join(runDir, 'ckpt')) ? readdirSync(join(runDir, 'ckpt')).filter((d) => d.startsWith('step-')).sort() : []);
+
+/** Every tensor of every file of a checkpoint, by file/name. */
+function tensorsOf(dir: string): Map<string, Float32Array | Int32Array | Uint8Array | Float64Array> {
+  const m = readManifest(dir);
+  const out = new Map<string, Float32Array | Int32Array | Uint8Array | Float64Array>();
+  for (const f of [m.backbone, ...m.shards]) for (const [name, t] of Object.entries(readTensorFile(join(dir, f.file), f.sha256).tensors)) out.set(`${f.file}/${name}`, t.data);
+  return out;
+}
+
+const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+describe('SHARDFACE_FAULT', () => {
+  it('parses a comma-separated list and refuses malformed entries, naming them', () => {
+    expect(parseFaults(undefined)).toEqual([]);
+    expect(parseFaults('')).toEqual([]);
+    const f = parseFaults('nan:rank=1:step=12,kill:step=30:rank=0');
+    expect(f).toEqual([{ kind: 'nan', rank: 1, step: 12 }, { kind: 'kill', rank: 0, step: 30 }]);
+    expect(faultAt(f, 'nan', 1, 12)).toBe(true);
+    expect(faultAt(f, 'nan', 0, 12)).toBe(false);
+    expect(faultAt(f, 'kill', 0, 12)).toBe(false);
+    expect(() => parseFaults('inf:rank=1:step=2')).toThrow(/entry "inf:rank=1:step=2": unknown kind "inf"/);
+    expect(() => parseFaults('nan:rank=1')).toThrow(/needs both rank= and step=/);
+    expect(() => parseFaults('nan:rank=x:step=2')).toThrow(/"rank=x" is not rank=N or step=N/);
+    expect(() => parseFaults('nan:rank=1:rank=2:step=2')).toThrow(/rank given twice/);
+    expect(() => parseFaults('nan:rank=1:step=0')).toThrow(/step must be ≥ 1/);
+    expect(() => parseFaults('nan:rank=1:step=2,')).toThrow(/unknown kind ""/);
+  });
+});
+
+describe('numerical guard (real processes)', () => {
+  it('a NaN gradient on rank 1 skips the step on every rank and changes nothing; training goes on', async () => {
+    // 5 steps, checkpoint every step; NaN at step 3 (mid-run) and step 5 (the last, whose final checkpoint is still written)
+    const r = await train([...TINY, '--steps', '5', '--checkpoint-every', '1'], 'nan:rank=1:step=3,nan:rank=1:step=5');
+    expect(r.code, r.out).toBe(0);
+    const rows = metricsOf(r.runDir);
+    expect(rows.map((x) => x.skipped ?? 0)).toEqual([0, 0, 1, 0, 1]);
+    expect(rows[2]!.grad_norm).toBeNull();
+    expect(rows[3]!.grad_norm).toBeGreaterThan(0);
+    const warns = readFileSync(join(r.runDir, 'train.log'), 'utf8').split('\n').filter((l) => l.includes('skipped on every rank')).map((l) => JSON.parse(l) as { level: number; step: number; ranks: number[] });
+    expect(warns.map((w) => [w.level, w.step, w.ranks])).toEqual([[40, 3, [1]], [40, 5, [1]]]);
+    // a skipped step writes no periodic checkpoint; the final one holds the state the skip left alone
+    expect(stepDirs(r.runDir)).toEqual(['step-000001', 'step-000002', 'step-000004', 'step-000005']);
+    const s2 = tensorsOf(join(r.runDir, 'ckpt', 'step-000002'));
+    const s4 = tensorsOf(join(r.runDir, 'ckpt', 'step-000004'));
+    const s5 = tensorsOf(join(r.runDir, 'ckpt', 'step-000005'));
+    expect([...s5.keys()].sort()).toEqual([...s4.keys()].sort());
+    expect([...s5.keys()].some((k) => k.startsWith('backbone') && k.includes('optimizer.'))).toBe(true);
+    expect([...s5.keys()].filter((k) => k.startsWith('classifier-shard-')).length).toBeGreaterThanOrEqual(4); // weight + momentum of both shards
+    for (const [k, v] of s5) expect(bytes(v).equals(bytes(s4.get(k)!)), k).toBe(true);
+    // the check has teeth: step 4 (a real step) did move the weights
+    expect([...s4].some(([k, v]) => !bytes(v).equals(bytes(s2.get(k)!)))).toBe(true);
+    // the optimizer counted only the applied steps (1, 2, 4)
+    const bb = readTensorFile(join(r.runDir, 'ckpt', 'step-000005', readManifest(join(r.runDir, 'ckpt', 'step-000005')).backbone.file));
+    expect(bb.metadata.optimizerStep).toBe('3');
+  }, 120_000);
+
+  it('maxBadSteps skipped steps in a row stop the job, naming the step and rank, with no checkpoint at or after them', async () => {
+    const r = await train([...TINY, '--steps', '6', '--checkpoint-every', '1', '--max-bad-steps', '2'], 'nan:rank=1:step=3,nan:rank=1:step=4');
+    expect(r.code).not.toBe(0);
+    const summary = JSON.parse(readFileSync(join(r.runDir, 'summary.json'), 'utf8')) as { ok: boolean; error: string };
+    expect(summary.ok).toBe(false);
+    expect(summary.error).toMatch(/numerical guard: 2 steps in a row skipped \(maxBadSteps 2\); step 4 had non-finite gradients from rank\(s\) 1/);
+    expect(r.out).toContain('numerical guard');
+    expect(stepDirs(r.runDir)).toEqual(['step-000001', 'step-000002']);
+  }, 120_000);
+
+  it("the issue's lr-100 run ends in bounded time (trained through skips or stopped by the guard) and never saves non-finite weights", async () => {
+    const t0 = Date.now();
+    const r = await train(['--data', 'synthetic:40', '--image-size', '32', '--batch', '8', '--epochs', '2', '--embedding-size', '64', '--lr', '100', '--weight-decay', '1', '--clip-grad-norm', '0', '--checkpoint-every', '5', '--log-format', 'json'], null, 150_000);
+    expect(Date.now() - t0).toBeLessThan(150_000);
+    const summary = JSON.parse(readFileSync(join(r.runDir, 'summary.json'), 'utf8')) as { ok: boolean; error?: string };
+    if (r.code === 0) expect(summary.ok).toBe(true);
+    else expect(summary.error, r.out.slice(-2000)).toMatch(/numerical guard: \d+ steps in a row skipped/);
+    for (const d of stepDirs(r.runDir)) for (const [k, v] of tensorsOf(join(r.runDir, 'ckpt', d))) if (v instanceof Float32Array) expect(v.every(Number.isFinite), `${d} ${k}`).toBe(true);
+  }, 160_000);
+
+  it('kill:rank=0:step=2 ends worker 0 abruptly and the job stops naming it; a malformed SHARDFACE_FAULT stops it naming the entry', async () => {
+    const killed = await train([...TINY, '--steps', '4'], 'kill:rank=0:step=2');
+    expect(killed.code).not.toBe(0);
+    expect(JSON.parse(readFileSync(join(killed.runDir, 'summary.json'), 'utf8')).error).toMatch(/rank 0/);
+    const bad = await train([...TINY, '--steps', '2'], 'nan:rank=1:step=two');
+    expect(bad.code).not.toBe(0);
+    expect(JSON.parse(readFileSync(join(bad.runDir, 'summary.json'), 'utf8')).error).toMatch(/SHARDFACE_FAULT entry "nan:rank=1:step=two"/);
+  }, 120_000);
+});
