@@ -63,7 +63,7 @@ describe('SHARDFACE_FAULT', () => {
 describe('numerical guard (real processes)', () => {
   it('a NaN gradient on rank 1 skips the step on every rank and changes nothing; training goes on', async () => {
     // 5 steps, checkpoint every step; NaN at step 3 (mid-run) and step 5 (the last, whose final checkpoint is still written)
-    const r = await train([...TINY, '--steps', '5', '--checkpoint-every', '1'], 'nan:rank=1:step=3,nan:rank=1:step=5');
+    const r = await train([...TINY, '--steps', '5', '--checkpoint-every', '1', '--checkpoint-keep', '0'], 'nan:rank=1:step=3,nan:rank=1:step=5');
     expect(r.code, r.out).toBe(0);
     const rows = metricsOf(r.runDir);
     expect(rows.map((x) => x.skipped ?? 0)).toEqual([0, 0, 1, 0, 1]);
