@@ -9,6 +9,7 @@ import { initBackend, type BackendChoice } from '../ops/backend.js';
 import { bindInbox, Ring } from '../collectives/ring.js';
 import { ControlChannel, JobStopped } from './control.js';
 import { pinDevice, localRankFromEnv } from './device.js';
+import { chooseAdvertised } from './advertise.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { JOB_MODULES, type JobFactory, type WorkerContext, type WorkerJob } from './job.js';
 import type { StepKind } from '../protocol/index.js';
@@ -32,9 +33,14 @@ export interface WorkerOptions {
 export async function runWorker(opts: WorkerOptions): Promise<number> {
   const { log, ctx: logCtx } = opts.logger;
   const pin = pinDevice(opts.device, localRankFromEnv());
-  const loopback = /^tcp:\/\/(127\.|localhost)/.test(opts.coordinator);
-  const advertise = opts.advertise ?? (loopback ? '127.0.0.1' : hostname());
-  const { inbox, address: dataAddress } = await bindInbox(loopback ? '127.0.0.1' : '0.0.0.0', advertise);
+  let advertised;
+  try {
+    advertised = await chooseAdvertised(opts.coordinator, opts.advertise);
+  } catch (e) {
+    log.error({ coordinator: opts.coordinator }, (e as Error).message);
+    return 1;
+  }
+  const { inbox, address: dataAddress } = await bindInbox(advertised.bind, advertised.host);
 
   const control = new ControlChannel(opts.coordinator, opts.logger);
   control.job = opts.job ?? '';
@@ -49,7 +55,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
 
   try {
     await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device: pin.device, backend: opts.backend ?? 'job default' }, [], 0);
-    log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device: pin.device, deviceSource: pin.source, dataAddress }, 'registering');
+    log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device: pin.device, deviceSource: pin.source, dataAddress, advertised: advertised.how }, 'registering');
     const welcome = (await control.waitFor('welcome')).header;
     const w = welcome.body;
     control.job = welcome.job;
