@@ -228,7 +228,7 @@ export class Coordinator {
     if (this.phase !== 'joining') return this.reject(id, undefined, new ProtocolError('unexpected-type', `job already started; ${hello.host}:${hello.pid} cannot join`));
     const r = this.members.join(id, key, msg.header.rank, hello, Date.now());
     if (!r.ok) return this.reject(id, undefined, new ProtocolError(r.code, r.message));
-    this.log.info({ host: hello.host, pid: hello.pid, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers }, 'worker registered');
+    this.log.info({ workerHost: hello.host, workerPid: hello.pid, dataAddress: hello.dataAddress, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers }, 'worker registered');
     if (this.members.size === this.opts.workers) await this.welcomeAll();
   }
 

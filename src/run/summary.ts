@@ -17,6 +17,8 @@ export interface RunSummary {
   verification: Verification | null;
   checkpoint: string | null;
   run_dir: string;
+  /** Where the run's log records are (JSON lines). */
+  logs?: string[];
   seconds: number;
   error?: string;
 }
@@ -32,5 +34,6 @@ export function summaryLines(s: RunSummary): string[] {
     v ? `  verification   ${(v.accuracy * 100).toFixed(2)}% ± ${(v.accuracy_std * 100).toFixed(2)} (threshold ${v.threshold.toFixed(2)}, ${v.pairs} held-out pairs)` : '  verification   -',
     `  checkpoint     ${s.checkpoint ?? '-'}`,
     `  run directory  ${s.run_dir}`,
+    ...(s.logs?.length ? [`  logs           ${s.logs.join(', ')}`] : []),
   ];
 }
