@@ -10,7 +10,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, runCli } from './helpers/processes.js';
+import { CLI } from './helpers/processes.js';
 import { LineForwarder } from '../src/log/forward.js';
 
 const TRAIN = ['train', '--workers', '2', '--steps', '3', '--batch', '8', '--imageSize', '16', '--embeddingSize', '16', '--data', 'synthetic:20', '--imagesPerIdentity', '4', '--heldOutIdentities', '0', '--backend', 'cpu-native', '--logEvery', '1'];

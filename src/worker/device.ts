@@ -108,11 +108,17 @@ export type GpuLookup = { found: true; name: string; uuid: string; index: number
 
 /** Parses `nvidia-smi --query-gpu=index,name,uuid --format=csv,noheader` output. */
 export function parseNvidiaSmi(out: string): { index: number; name: string; uuid: string }[] {
-  return out
-    .split('\n')
-    .map((l) => l.split(',').map((s) => s.trim()))
-    .filter((f) => f.length >= 3 && /^\d+$/.test(f[0]!))
-    .map((f) => ({ index: Number(f[0]), name: f.slice(1, -1).join(','), uuid: f[f.length - 1]! }));
+  const gpus: { index: number; name: string; uuid: string }[] = [];
+  for (const line of out.split('\n')) {
+    // index first, UUID last; the name between may itself hold commas
+    const first = line.indexOf(',');
+    const last = line.lastIndexOf(',');
+    if (first < 0 || last <= first) continue;
+    const index = line.slice(0, first).trim();
+    if (!/^\d+$/.test(index)) continue;
+    gpus.push({ index: Number(index), name: line.slice(first + 1, last).trim(), uuid: line.slice(last + 1).trim() });
+  }
+  return gpus;
 }
 
 /**
