@@ -15,6 +15,13 @@ describe('choosePin', () => {
     expect(choosePin({ localRank: lr(1), visible: 'GPU-aaa, GPU-bbb' })).toMatchObject({ ok: true, cudaVisibleDevices: 'GPU-bbb' });
   });
 
+  it("keeps a scheduler's one-GPU-per-task binding (a single entry under SLURM_LOCALID)", () => {
+    expect(choosePin({ localRank: lr(3, 'SLURM_LOCALID'), visible: '3' })).toMatchObject({ ok: true, cudaVisibleDevices: '3', source: 'inherited' });
+    // shardface's own launcher started several workers under that one entry: that is a mistake
+    const own = choosePin({ localRank: lr(1, 'SHARDFACE_LOCAL_RANK'), visible: '3' });
+    expect(!own.ok && own.message).toMatch(/^SHARDFACE_LOCAL_RANK=1 but CUDA_VISIBLE_DEVICES=3 lists 1 device/);
+  });
+
   it('a local rank beyond the list is an error, not a wrap-around', () => {
     const r = choosePin({ localRank: lr(4), visible: '4,5,6,7' });
     expect(r.ok).toBe(false);

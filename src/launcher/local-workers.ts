@@ -5,7 +5,7 @@
  * others are stopped.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { choosePin } from '../worker/device.js';
+import { choosePin, OWN_LOCAL_RANK } from '../worker/device.js';
 import { LineForwarder, type ChildRef } from '../log/forward.js';
 import { prettyLine, type LogFormat } from '../log/logger.js';
 import { availableParallelism } from 'node:os';
@@ -59,7 +59,7 @@ export class LaunchError extends Error {
 export function checkLocalPins(workers: number, workerArgs: string[], env: NodeJS.ProcessEnv = {}): void {
   if (workerArgs.includes('--device')) return;
   for (let i = 0; i < workers; i++) {
-    const pin = choosePin({ localRank: { value: i, variable: 'SHARDFACE_LOCAL_RANK' }, visible: env.CUDA_VISIBLE_DEVICES ?? process.env.CUDA_VISIBLE_DEVICES });
+    const pin = choosePin({ localRank: { value: i, variable: OWN_LOCAL_RANK }, visible: env.CUDA_VISIBLE_DEVICES ?? process.env.CUDA_VISIBLE_DEVICES });
     if (!pin.ok) throw new LaunchError(`cannot start ${workers} workers on this host: ${pin.message}`);
   }
 }
@@ -96,7 +96,7 @@ export function startLocalWorkers(opts: LocalWorkersOptions): LocalWorkers {
         env: {
           ...process.env,
           ...opts.env,
-          SHARDFACE_LOCAL_RANK: String(i),
+          [OWN_LOCAL_RANK]: String(i),
           SHARDFACE_LOCAL_WORLD: String(opts.workers),
           SHARDFACE_THREADS: process.env.SHARDFACE_THREADS ?? String(threads),
           OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? String(threads),

@@ -10,6 +10,8 @@
  *  2. else a local rank (SHARDFACE_LOCAL_RANK, LOCAL_RANK, SLURM_LOCALID,
  *     OMPI_COMM_WORLD_LOCAL_RANK) picks the local rank's entry of the parent's
  *     list, or GPU <local rank> when there is no list.
+ *     A parent list of one entry under a scheduler's local rank is the
+ *     scheduler's own per-task binding and stands.
  *  3. else the parent's choice stands (or nothing is pinned).
  * An index beyond the parent's list is an error, never a silent wrap-around:
  * two workers on one GPU, or one outside the scheduler's allocation, is the
@@ -64,6 +66,10 @@ export function choosePin(i: PinInput): PinResult {
     const { value: r, variable } = i.localRank;
     if (parent === null) return { ok: true, cudaVisibleDevices: i.visible!, source: 'hidden', why: `CUDA_VISIBLE_DEVICES=${JSON.stringify(i.visible)} hides every GPU` };
     if (parent === undefined) return { ok: true, cudaVisibleDevices: String(r), source: 'local rank', why: `${variable}=${r}` };
+    // A scheduler that binds one GPU per task (srun --gpus-per-task=1, a
+    // container runtime) leaves each task its own single entry: it has pinned already.
+    if (parent.length === 1 && variable !== OWN_LOCAL_RANK)
+      return { ok: true, cudaVisibleDevices: parent[0]!, source: 'inherited', why: `CUDA_VISIBLE_DEVICES=${i.visible} from the scheduler, one device for this task (${variable}=${r})` };
     if (r >= parent.length)
       return {
         ok: false,
@@ -86,9 +92,12 @@ export function applyPin(pin: DevicePin, env: NodeJS.ProcessEnv = process.env): 
   env.CUDA_DEVICE_ORDER ??= 'PCI_BUS_ID';
 }
 
+/** What shardface's own launcher (train, launch) sets for the workers it starts. */
+export const OWN_LOCAL_RANK = 'SHARDFACE_LOCAL_RANK';
+
 /** Local rank as launchers publish it (ours, torchrun-style, Slurm, Open MPI). */
 export function localRankFromEnv(env: NodeJS.ProcessEnv = process.env): { value: number; variable: string } | undefined {
-  for (const k of ['SHARDFACE_LOCAL_RANK', 'LOCAL_RANK', 'SLURM_LOCALID', 'OMPI_COMM_WORLD_LOCAL_RANK']) {
+  for (const k of [OWN_LOCAL_RANK, 'LOCAL_RANK', 'SLURM_LOCALID', 'OMPI_COMM_WORLD_LOCAL_RANK']) {
     const v = env[k];
     if (v !== undefined && /^\d+$/.test(v)) return { value: Number(v), variable: k };
   }
