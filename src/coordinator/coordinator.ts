@@ -118,7 +118,12 @@ export class Coordinator {
     this.timers.push(
       setTimeout(() => {
         if (this.phase === 'joining' || this.phase === 'starting') {
-          const missing = this.phase === 'joining' ? `${this.members.size}/${this.opts.workers} workers registered` : `${this.members.ranked().filter((m) => m.ready).length}/${this.opts.workers} workers ready`;
+          const notReady = this.members.ranked().filter((m) => !m.ready);
+          // Registered but not ready: usually the ring cannot connect, i.e. a peer's advertised data address is unreachable.
+          const missing =
+            this.phase === 'joining'
+              ? `${this.members.size}/${this.opts.workers} workers registered`
+              : `${this.opts.workers - notReady.length}/${this.opts.workers} workers ready; not ready: ${notReady.map((m) => `rank ${m.rank} (data address ${m.dataAddress})`).join(', ')} — can every worker reach these addresses? see --advertise`;
           void this.abort(`workers did not join within ${this.opts.joinTimeoutMs} ms (${missing})`);
         }
       }, this.opts.joinTimeoutMs),
