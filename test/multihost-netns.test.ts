@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCli, type Proc } from './helpers/processes.js';
+import { freePort, startCli, type Proc } from './helpers/processes.js';
 import { createCluster, netnsUnavailable, type Cluster } from './helpers/netns.js';
 
 const unavailable = netnsUnavailable();
@@ -72,5 +72,30 @@ describe.skipIf(unavailable !== null)(`multi-host job over network namespaces${u
     // every worker ends too: the others on the coordinator's stop, the cut one when the coordinator goes silent
     const codes = await Promise.all(workers.map((w) => w.exit));
     codes.forEach((c) => expect(c.code).toBe(1));
+  });
+});
+
+const procs: Proc[] = [];
+afterAll(() => {
+  for (const p of procs) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+});
+
+describe('a worker advertising an address its peers cannot reach', () => {
+  it('stops at the join timeout naming the ranks that never got ready and their addresses', async () => {
+    const addr = `tcp://127.0.0.1:${await freePort()}`;
+    // nothing listens on 127.0.0.2 (the inbox binds 127.0.0.1), so the ring never connects to this worker
+    const good = startCli(['worker', '--coordinator', addr]);
+    const bad = startCli(['worker', '--coordinator', addr, '--advertise', '127.0.0.2']);
+    procs.push(good, bad);
+    // the workers queue their hello until the coordinator listens: the join timeout then only waits on the ring
+    await Promise.all([good, bad].map((w) => w.waitFor((l) => l.msg === 'registering')));
+    const coord = startCli(['coordinator', '--workers', '2', '--bind', addr, '--kind', 'empty', '--steps', '1', '--join-timeout', '4']);
+    procs.push(coord);
+    const c = await coord.exit;
+    await Promise.all([good.exit, bad.exit]);
+    expect(c.code).toBe(1);
+    const reason = String(coord.json().find((l) => l.msg === 'stopping job')?.reason);
+    expect(reason).toMatch(/^workers did not join within 4000 ms \(\d\/2 workers ready; not ready: rank \d \(data address tcp:\/\/127\.0\.0\.[12]:\d+\)/);
+    expect(reason).toContain('see --advertise');
   });
 });

@@ -87,11 +87,12 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     // No collective timeout: a slow peer is not a dead one. Liveness is the
     // coordinator's job (heartbeats); when it stops the job, closing the inbox
     // ends whatever collective is waiting.
-    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox, timeoutMs: -1 });
+    // Set before connecting: a stop while the ring is still connecting (a peer unreachable) must end the wait too.
     control.onStop = () => {
       void ring?.close();
       inbox.close();
     };
+    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox, timeoutMs: -1 });
     const kind = String(w.config.kind ?? 'empty') as StepKind;
     const ctx: WorkerContext = {
       rank: w.rank,
