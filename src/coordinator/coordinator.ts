@@ -142,7 +142,12 @@ export class Coordinator {
     this.timers.push(
       setTimeout(() => {
         if (this.phase === 'joining' || this.phase === 'starting') {
-          const missing = this.phase === 'joining' ? `${this.members.size}/${this.opts.workers} workers registered` : `${this.members.ranked().filter((m) => m.ready).length}/${this.opts.workers} workers ready`;
+          const notReady = this.members.ranked().filter((m) => !m.ready);
+          // Registered but not ready: usually the ring cannot connect, i.e. a peer's advertised data address is unreachable.
+          const missing =
+            this.phase === 'joining'
+              ? `${this.members.size}/${this.opts.workers} workers registered`
+              : `${this.opts.workers - notReady.length}/${this.opts.workers} workers ready; not ready: ${notReady.map((m) => `rank ${m.rank} (data address ${m.dataAddress})`).join(', ')} — can every worker reach these addresses? see --advertise`;
           void this.abort(`workers did not join within ${this.opts.joinTimeoutMs} ms (${missing})`);
         }
       }, this.opts.joinTimeoutMs),
@@ -257,7 +262,7 @@ export class Coordinator {
     if (this.phase !== 'joining') return this.reject(id, undefined, new ProtocolError('unexpected-type', `job already started; ${hello.host}:${hello.pid} cannot join`));
     const r = this.members.join(id, key, msg.header.rank, hello, Date.now());
     if (!r.ok) return this.reject(id, undefined, new ProtocolError(r.code, r.message));
-    this.log.info({ host: hello.host, pid: hello.pid, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers }, 'worker registered');
+    this.log.info({ workerHost: hello.host, workerPid: hello.pid, dataAddress: hello.dataAddress, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers }, 'worker registered');
     if (this.members.size === this.opts.workers) await this.welcomeAll();
   }
 

@@ -3,6 +3,7 @@
  * the coordinator process does the I/O around it.
  */
 import type { Bodies } from '../protocol/index.js';
+import { parseTcpEndpoint } from '../protocol/endpoint.js';
 
 export interface Member {
   /** ZeroMQ routing id of the worker's control socket. */
@@ -78,19 +79,30 @@ export class Membership {
     return { ok: true, member };
   }
 
-  /** Once all have joined: explicit ranks stay, the rest fill the gaps in arrival order. */
+  /**
+   * Once all have joined: explicit ranks stay; the rest fill the free ranks
+   * host by host (hosts in order of their first worker's arrival, workers of a
+   * host in arrival order), so the workers of one host hold consecutive ranks
+   * and ring neighbours are mostly on the same machine.
+   */
   assignRanks(): Member[] {
     const taken = new Set(this.members().flatMap((m) => (m.requestedRank !== null ? [m.requestedRank] : [])));
-    let next = 0;
+    const byHost = new Map<string, Member[]>();
     for (const m of this.members()) {
       if (m.requestedRank !== null) {
         m.rank = m.requestedRank;
         continue;
       }
-      while (taken.has(next)) next++;
-      m.rank = next;
-      taken.add(next);
+      const host = hostOf(m);
+      byHost.set(host, [...(byHost.get(host) ?? []), m]);
     }
+    let next = 0;
+    for (const group of byHost.values())
+      for (const m of group) {
+        while (taken.has(next)) next++;
+        m.rank = next;
+        taken.add(next);
+      }
     return this.ranked();
   }
 
@@ -105,4 +117,13 @@ export class Membership {
   silent(now: number, timeoutMs: number): Member[] {
     return this.members().filter((m) => !m.gone && now - m.lastSeen > timeoutMs);
   }
+}
+
+/**
+ * The machine a worker runs on, as its peers see it: the host part of the data
+ * address it advertised (the name in `hello.host` may repeat across machines,
+ * e.g. containers, and differ for one machine's interfaces).
+ */
+export function hostOf(m: Pick<Member, 'dataAddress' | 'host'>): string {
+  return parseTcpEndpoint(m.dataAddress)?.host ?? m.host;
 }

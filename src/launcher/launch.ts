@@ -3,13 +3,14 @@
  * `shardface launch` and `shardface train` run on a single machine.
  */
 import { Coordinator, type CoordinatorOptions, type JobResult } from '../coordinator/coordinator.js';
-import { startLocalWorkers, type LocalWorkersOptions } from './local-workers.js';
+import { checkLocalPins, startLocalWorkers, type LocalWorkersOptions } from './local-workers.js';
 
 export interface LaunchOptions {
   coordinator: Omit<CoordinatorOptions, 'bind'> & { bind?: string };
   workerArgs: string[];
   workerEnv?: NodeJS.ProcessEnv;
   out?: LocalWorkersOptions['out'];
+  format?: LocalWorkersOptions['format'];
 }
 
 export interface LaunchResult extends JobResult {
@@ -17,6 +18,7 @@ export interface LaunchResult extends JobResult {
 }
 
 export async function launchLocal(opts: LaunchOptions): Promise<{ coordinator: Coordinator; done: Promise<LaunchResult>; stop: (reason: string) => void }> {
+  checkLocalPins(opts.coordinator.workers, opts.workerArgs, opts.workerEnv);
   const coordinator = new Coordinator({ ...opts.coordinator, bind: opts.coordinator.bind ?? 'tcp://127.0.0.1:0' });
   const address = await coordinator.bind();
   const workers = startLocalWorkers({
@@ -25,6 +27,7 @@ export async function launchLocal(opts: LaunchOptions): Promise<{ coordinator: C
     workerArgs: ['--job', opts.coordinator.job, ...opts.workerArgs],
     env: opts.workerEnv,
     out: opts.out,
+    format: opts.format,
   });
   for (const c of workers.children)
     c.on('exit', (code, signal) => {

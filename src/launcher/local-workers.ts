@@ -1,10 +1,13 @@
 /**
  * Starting N worker processes on this machine (torchrun-style): each gets its
- * local rank, its share of the CPU cores, and its own GPU when GPUs are
- * visible. Their output is forwarded line by line, and if one fails the
+ * local rank (which pins its GPU, see worker/device.ts) and its share of the
+ * CPU cores. Their output is forwarded line by line, and if one fails the
  * others are stopped.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { choosePin, OWN_LOCAL_RANK } from '../worker/device.js';
+import { LineForwarder, type ChildRef } from '../log/forward.js';
+import { prettyLine, type LogFormat } from '../log/logger.js';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
@@ -16,10 +19,10 @@ export interface LocalWorkersOptions {
   workerArgs: string[];
   /** Extra environment for every worker. */
   env?: NodeJS.ProcessEnv;
-  /** Where forwarded lines go (default process.stdout / stderr). */
-  out?: (line: string, from: string, stream: 'stdout' | 'stderr') => void;
-  /** Assign GPU i to worker i; default: when nvidia-smi lists GPUs. */
-  gpus?: number;
+  /** Where the workers' output lines go; default: `format` lines on stdout. */
+  out?: (line: string, from: ChildRef, stream: 'stdout' | 'stderr') => void;
+  /** How the default `out` shows lines: JSON records (default) or pretty ones. */
+  format?: LogFormat;
 }
 
 export interface WorkerExit {
@@ -38,34 +41,42 @@ export interface LocalWorkers {
 
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-/** Number of GPUs nvidia-smi reports, or 0. */
-export function visibleGpuCount(): number {
-  if (process.env.CUDA_VISIBLE_DEVICES !== undefined) return process.env.CUDA_VISIBLE_DEVICES.split(',').filter((s) => s.trim() !== '' && s !== '-1').length;
-  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8', timeout: 5000 });
-  if (r.status !== 0 || !r.stdout) return 0;
-  return r.stdout.split('\n').filter((l) => l.startsWith('GPU ')).length;
-}
-
 /** The command that runs the shardface CLI from this installation (compiled or from source). */
 export function cliCommand(): { command: string; args: string[] } {
   if (CLI.endsWith('.ts')) return { command: process.execPath, args: ['--import', 'tsx', CLI] };
   return { command: process.execPath, args: [CLI] };
 }
 
+/** A local job that cannot start as asked (nothing was started). */
+export class LaunchError extends Error {
+  override name = 'LaunchError';
+}
+
+/**
+ * The workers would each refuse a bad pin (see worker/device.ts); say it once,
+ * before anything starts.
+ */
+export function checkLocalPins(workers: number, workerArgs: string[], env: NodeJS.ProcessEnv = {}): void {
+  if (workerArgs.includes('--device')) return;
+  for (let i = 0; i < workers; i++) {
+    const pin = choosePin({ localRank: { value: i, variable: OWN_LOCAL_RANK }, visible: env.CUDA_VISIBLE_DEVICES ?? process.env.CUDA_VISIBLE_DEVICES });
+    if (!pin.ok) throw new LaunchError(`cannot start ${workers} workers on this host: ${pin.message}`);
+  }
+}
+
 export function startLocalWorkers(opts: LocalWorkersOptions): LocalWorkers {
-  const gpus = opts.gpus ?? visibleGpuCount();
   const threads = Math.max(1, Math.floor(availableParallelism() / opts.workers));
   const cli = cliCommand();
   const children: ChildProcess[] = [];
   const exits: WorkerExit[] = [];
   let firstFailure: WorkerExit | null = null;
   let stopping = false;
+  const forwarder = new LineForwarder();
   const out =
     opts.out ??
-    ((line: string, from: string, stream: 'stdout' | 'stderr') => {
-      // JSON lines already carry role and rank; anything else gets a prefix.
-      const text = line.startsWith('{') ? line : `[${from}] ${line}`;
-      (stream === 'stdout' ? process.stdout : process.stderr).write(text + '\n');
+    ((line: string, from: ChildRef, stream: 'stdout' | 'stderr') => {
+      const f = forwarder.forward(line, from, stream);
+      process.stdout.write(opts.format === 'pretty' ? prettyLine(f.record) : f.line + '\n');
     });
 
   const stop = (signal: NodeJS.Signals = 'SIGTERM') => {
@@ -80,20 +91,19 @@ export function startLocalWorkers(opts: LocalWorkersOptions): LocalWorkers {
   const done = new Promise<{ ok: boolean; exits: WorkerExit[]; firstFailure: WorkerExit | null }>((resolve) => {
     for (let i = 0; i < opts.workers; i++) {
       const args = [...cli.args, 'worker', '--coordinator', opts.coordinator, ...opts.workerArgs];
-      if (gpus > 0 && !opts.workerArgs.includes('--device')) args.push('--device', String(i % gpus));
       const child = spawn(cli.command, args, {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
           ...process.env,
           ...opts.env,
-          SHARDFACE_LOCAL_RANK: String(i),
+          [OWN_LOCAL_RANK]: String(i),
           SHARDFACE_LOCAL_WORLD: String(opts.workers),
           SHARDFACE_THREADS: process.env.SHARDFACE_THREADS ?? String(threads),
           OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? String(threads),
         },
       });
       children.push(child);
-      const from = `worker ${i}`;
+      const from: ChildRef = { index: i, pid: child.pid };
       createInterface({ input: child.stdout! }).on('line', (l) => out(l, from, 'stdout'));
       createInterface({ input: child.stderr! }).on('line', (l) => out(l, from, 'stderr'));
       child.on('exit', (code, signal) => {

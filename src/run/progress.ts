@@ -41,7 +41,14 @@ export class ProgressBar {
     const now = Date.now();
     if (!force && now - this.lastDraw < 100) return;
     this.lastDraw = now;
-    this.stream.write(`\r\x1b[2K${progressLine(f, Math.max(10, Math.min(30, (this.stream.columns ?? 100) - 80)))}`);
+    this.stream.write(`\r\x1b[2K${progressLine(f, Math.max(10, Math.min(30, (this.stream.columns || 100) - 80)))}`);
+  }
+
+  /** A line in the bar's place before the first step (starting, waiting for workers). */
+  status(text: string): void {
+    if (!this.enabled) return;
+    const width = this.stream.columns || 100;
+    this.stream.write(`\r\x1b[2K${text.length > width - 1 ? text.slice(0, width - 2) + '…' : text}`);
   }
 
   done(): void {

@@ -17,6 +17,8 @@ export interface RunSummary {
   verification: Verification | null;
   checkpoint: string | null;
   run_dir: string;
+  /** Where the run's log records are (JSON lines). */
+  logs?: string[];
   seconds: number;
   /** The HTML report (RUN_DIR/report/index.html), when it could be written. */
   report?: string;
@@ -40,5 +42,6 @@ export function summaryLines(s: RunSummary): string[] {
     `  checkpoint     ${s.checkpoint ?? '-'}`,
     `  run directory  ${s.run_dir}`,
     ...(s.report ? [`  report         ${s.report}`] : []),
+    ...(s.logs?.length ? [`  logs           ${s.logs.join(', ')}`] : []),
   ];
 }

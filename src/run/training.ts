@@ -7,7 +7,8 @@
 import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs';
 import { writeFileAtomic } from '../common/atomic-file.js';
 import { join } from 'node:path';
-import { createLogger } from '../log/logger.js';
+import { createLogger, prettyLine } from '../log/logger.js';
+import { LineForwarder } from '../log/forward.js';
 import { launchLocal } from '../launcher/launch.js';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import { newJobId, onTermination } from './lifecycle.js';
@@ -19,6 +20,19 @@ import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
 import { startMonitor, writeRunReport } from './watch.js';
 import { methodJobState } from '../worker/methods/registry.js';
+
+/**
+ * Who reads the output. 'terminal' (stdout and stderr both a TTY): a progress
+ * bar and a summary, every log line to files in the run directory. 'piped':
+ * log records of every process on stdout, one format, nothing else. 'quiet'
+ * (benchmarks): errors only.
+ */
+export type OutputMode = 'terminal' | 'piped' | 'quiet';
+
+export function outputMode(progress: ProgressBar, quiet = false, stdout: { isTTY?: boolean } = process.stdout): OutputMode {
+  if (quiet) return 'quiet';
+  return progress.enabled && stdout.isTTY ? 'terminal' : 'piped';
+}
 
 export interface TrainRunOptions {
   /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
@@ -46,15 +60,26 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   writeFileSync(metricsPath, '');
 
   const progress = new ProgressBar();
-  const tty = progress.enabled && !opts.quiet;
-  const logger = createLogger({ role: 'coordinator', format: cfg.logFormat, file: join(runDir, 'train.log'), level: tty || opts.quiet ? 'warn' : 'info' });
+  const mode = outputMode(progress, opts.quiet);
+  const trainLog = join(runDir, 'train.log');
+  const workersLog = join(runDir, 'workers.log');
+  const logger = createLogger({
+    role: 'coordinator',
+    format: cfg.logFormat,
+    file: trainLog,
+    // At a terminal every log line goes to the files only; the screen shows the progress bar.
+    console: mode !== 'terminal',
+    level: mode === 'quiet' ? 'warn' : 'info',
+  });
   logger.log.info({ runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, workers: cfg.workers, backbone: cfg.backbone, classes: plan.numClasses }, 'training');
-  if (tty) process.stderr.write(`shardface: training ${cfg.backbone} on ${cfg.data} with ${cfg.workers} workers for ${plan.steps} steps → ${runDir}\n`);
-  if (monitor) {
-    logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, 'status page and metrics');
-    if (!opts.quiet) process.stderr.write(`shardface: status page ${monitor.url} (Prometheus metrics: ${monitor.url}metrics)\n`);
-  }
+  if (monitor) logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, 'status page and metrics');
   for (const w of plan.warnings) logger.log.warn(`config: ${w}`);
+  if (mode === 'terminal') {
+    // what a person must see before the bar: where to watch, and settings that are probably a mistake
+    if (monitor) process.stderr.write(`shardface: status page ${monitor.url} (Prometheus metrics: ${monitor.url}metrics)\n`);
+    for (const w of plan.warnings) process.stderr.write(`shardface: warning: ${w}\n`);
+    progress.status(`starting ${cfg.workers} worker${cfg.workers === 1 ? '' : 's'}: ${cfg.backbone} on ${cfg.data}, ${plan.steps} steps → ${runDir}`);
+  }
 
   const started = Date.now();
   let lastEnd = started;
@@ -119,7 +144,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       appendFileSync(metricsPath, JSON.stringify(rec) + '\n');
       const ips = secondsTimed > 0 ? imagesTimed / secondsTimed : images / wall;
       const eta = ((plan.steps - step) * cfg.workers * cfg.batch) / ips;
-      if (tty) progress.update({ step, total: plan.steps, loss: finalLoss, lr: rec.lr!, imagesPerSecond: ips, etaSeconds: eta }, step === plan.steps);
+      if (mode === 'terminal') progress.update({ step, total: plan.steps, loss: finalLoss, lr: rec.lr!, imagesPerSecond: ips, etaSeconds: eta }, step === plan.steps);
       if (step % cfg.logEvery === 0 || step === plan.steps || m0.valAccuracy !== undefined) logger.log.info({ ...rec, eta_s: Math.round(eta) }, 'step');
       // too much unreadable data: stop here (the coordinator sees every rank's count; strictData stops in the loader instead)
       const tooMany = badImageFailure(badImages, plan.trainImages, cfg.maxBadImageShare);
@@ -140,17 +165,20 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       }
     },
   };
+  const forwarder = new LineForwarder();
   const { done, stop, coordinator } = external
-    ? await startExternal(coordinatorOptions)
+    ? await startExternal(coordinatorOptions, (waiting) => (mode === 'terminal' ? progress.status(waiting) : undefined))
     : await launchLocal({
         coordinator: coordinatorOptions,
-        workerArgs: ['--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', join(runDir, 'workers.log')],
-        out: (line, from, stream) => {
-          // At a terminal only warnings and errors from workers reach the screen.
-          if (opts.quiet) {
-            if (/"level":(50|60)/.test(line)) process.stderr.write(`[${from}] ${line}\n`);
-          } else if (!tty) process.stdout.write(line + '\n');
-          else if (/"level":(40|50|60)/.test(line) || (stream === 'stderr' && !line.startsWith('{'))) process.stderr.write(`\n[${from}] ${line}\n`);
+        workerArgs: ['--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', workersLog],
+        out: (raw, from, stream) => {
+          const f = forwarder.forward(raw, from, stream);
+          if (mode === 'terminal') {
+            // The worker wrote its own records to workers.log; keep what else it printed there too.
+            if (f.wrapped) appendFileSync(workersLog, f.line + '\n');
+          } else if (mode === 'quiet') {
+            if (Number(f.record.level) >= 50) process.stderr.write(f.line + '\n');
+          } else process.stdout.write(cfg.logFormat === 'pretty' ? prettyLine(f.record) : f.line + '\n');
         },
       });
   coordinatorRef = coordinator;
@@ -159,7 +187,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   const r = await done;
   off();
   await monitor?.close();
-  if (tty) progress.done();
+  if (mode === 'terminal') progress.done();
   const elapsed = (Date.now() - started) / 1000;
 
   const summary: RunSummary = {
@@ -171,6 +199,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     verification: lastVal,
     checkpoint: lastCheckpoint,
     run_dir: runDir,
+    logs: external ? [trainLog] : [trainLog, workersLog],
     seconds: elapsed,
     skipped_images: badImages.skipped,
     skipped_image_share: skippedShare(badImages),
@@ -184,17 +213,23 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   } catch (e) {
     summaryWritten = false;
     logger.log.error({ error: (e as Error).message }, 'summary not written');
-    process.stderr.write(`shardface: ${(e as Error).message}\n`);
+    if (mode === 'terminal') process.stderr.write(`shardface: ${(e as Error).message}\n`);
   }
   logger.log.info(summary, r.ok ? 'training finished' : 'training failed');
-  if (!opts.quiet) process.stderr.write(summaryLines(summary).join('\n') + '\n');
+  // Piped, the log line above is the summary; a person at a terminal gets it readable.
+  if (mode === 'terminal') process.stderr.write(summaryLines(summary).join('\n') + '\n');
   return r.ok && summaryWritten ? 0 : 1;
 }
 
 /** A coordinator for workers that other launchers start; same shape as launchLocal's result. */
-async function startExternal(o: CoordinatorOptions): Promise<{ done: Promise<{ ok: boolean; reason: string; lastStep: number }>; stop: (reason: string) => void; coordinator: Coordinator }> {
+async function startExternal(
+  o: CoordinatorOptions,
+  show: (waiting: string) => void,
+): Promise<{ done: Promise<{ ok: boolean; reason: string; lastStep: number }>; stop: (reason: string) => void; coordinator: Coordinator }> {
   const c = new Coordinator(o);
   const address = await c.bind();
-  o.logger.log.warn({ address, workers: o.workers, job: o.job }, `waiting for ${o.workers} workers: shardface worker --coordinator ${address.replace('0.0.0.0', '<this host>')} --job ${o.job}`);
+  const waiting = `waiting for ${o.workers} workers: shardface worker --coordinator ${address.replace('0.0.0.0', '<this host>')} --job ${o.job}`;
+  o.logger.log.warn({ address, workers: o.workers, job: o.job }, waiting);
+  show(waiting);
   return { done: c.run(), stop: (reason) => void c.abort(reason), coordinator: c };
 }

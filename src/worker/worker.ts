@@ -8,7 +8,8 @@ import type { ShardfaceLogger } from '../log/logger.js';
 import { initBackend, type BackendChoice } from '../ops/backend.js';
 import { bindInbox, Ring } from '../collectives/ring.js';
 import { ControlChannel, JobStopped } from './control.js';
-import { pinDevice, localRankFromEnv } from './device.js';
+import { applyPin, choosePin, describeDevice, localRankFromEnv } from './device.js';
+import { chooseAdvertised } from './advertise.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { JOB_MODULES, type JobFactory, type WorkerContext, type WorkerJob } from './job.js';
 import type { StepKind } from '../protocol/index.js';
@@ -31,10 +32,21 @@ export interface WorkerOptions {
 /** Returns the process exit code. */
 export async function runWorker(opts: WorkerOptions): Promise<number> {
   const { log, ctx: logCtx } = opts.logger;
-  const pin = pinDevice(opts.device, localRankFromEnv());
-  const loopback = /^tcp:\/\/(127\.|localhost)/.test(opts.coordinator);
-  const advertise = opts.advertise ?? (loopback ? '127.0.0.1' : hostname());
-  const { inbox, address: dataAddress } = await bindInbox(loopback ? '127.0.0.1' : '0.0.0.0', advertise);
+  const pin = choosePin({ device: opts.device, localRank: localRankFromEnv(), visible: process.env.CUDA_VISIBLE_DEVICES });
+  if (!pin.ok) {
+    log.error({ device: opts.device ?? null, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null }, pin.message);
+    return 1;
+  }
+  applyPin(pin);
+  const device = pin.cudaVisibleDevices ?? 'cpu';
+  let advertised;
+  try {
+    advertised = await chooseAdvertised(opts.coordinator, opts.advertise);
+  } catch (e) {
+    log.error({ coordinator: opts.coordinator }, (e as Error).message);
+    return 1;
+  }
+  const { inbox, address: dataAddress } = await bindInbox(advertised.bind, advertised.host);
 
   const control = new ControlChannel(opts.coordinator, opts.logger);
   control.job = opts.job ?? '';
@@ -48,8 +60,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
-    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device: pin.device, backend: opts.backend ?? 'job default' }, [], 0);
-    log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device: pin.device, deviceSource: pin.source, dataAddress }, 'registering');
+    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device, backend: opts.backend ?? 'job default' }, [], 0);
+    log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device, deviceSource: pin.source, dataAddress, advertised: advertised.how }, 'registering');
     const welcome = (await control.waitFor('welcome')).header;
     const w = welcome.body;
     control.job = welcome.job;
@@ -68,15 +80,19 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       threads: opts.threads ?? (cfgThreads > 0 ? cfgThreads : undefined),
     });
     log.info({ backend: backend.backend, device: backend.device, threads: backend.threads, why: backend.reason }, 'compute backend');
+    const dev = describeDevice(backend.backend, pin);
+    log[dev.level]({ gpu: dev.gpu, cudaVisibleDevices: pin.cudaVisibleDevices, deviceSource: pin.source }, `device: ${dev.message}`);
+    if (dev.level === 'error') throw new Error(dev.message);
 
     // No collective timeout: a slow peer is not a dead one. Liveness is the
     // coordinator's job (heartbeats); when it stops the job, closing the inbox
     // ends whatever collective is waiting.
-    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox, timeoutMs: -1 });
+    // Set before connecting: a stop while the ring is still connecting (a peer unreachable) must end the wait too.
     control.onStop = () => {
       void ring?.close();
       inbox.close();
     };
+    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox, timeoutMs: -1 });
     const kind = String(w.config.kind ?? 'empty') as StepKind;
     const ctx: WorkerContext = {
       rank: w.rank,

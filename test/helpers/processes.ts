@@ -26,8 +26,10 @@ export interface Proc {
   waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** `wrap` runs the CLI under another command, e.g. ['ip', 'netns', 'exec', NAME]. */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, wrap: string[] = []): Proc {
+  const argv = [...wrap, process.execPath, CLI, ...args];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const lines: string[] = [];
   const listeners: ((l: string) => void)[] = [];
   const onLine = (l: string) => {

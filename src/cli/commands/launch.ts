@@ -4,6 +4,7 @@ import { loggerFrom, readToken } from '../common.js';
 import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { COORDINATOR_OPTIONS } from './coordinator.js';
 import { launchLocal } from '../../launcher/launch.js';
+import { LaunchError } from '../../launcher/local-workers.js';
 import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
 
 export async function run(argv: string[]): Promise<number> {
@@ -21,7 +22,7 @@ export async function run(argv: string[]): Promise<number> {
   const token = readToken(o['token-file']);
   const workerArgs = [...rest];
   if (o['log-format'] && !rest.includes('--log-format')) workerArgs.push('--log-format', o['log-format'] as string);
-  const { done, stop } = await launchLocal({
+  const launched = await launchLocal({
     coordinator: {
       bind: o.bind === COORDINATOR_OPTIONS.bind!.default ? 'tcp://127.0.0.1:0' : (o.bind as string),
       workers,
@@ -35,7 +36,11 @@ export async function run(argv: string[]): Promise<number> {
     },
     workerArgs,
     workerEnv: token ? { SHARDFACE_TOKEN: token } : {},
+    format: o['log-format'] === 'pretty' ? 'pretty' : 'json',
+  }).catch((e: unknown) => {
+    throw e instanceof LaunchError ? new UsageError(e.message) : e;
   });
+  const { done, stop } = launched;
   const off = onTermination((sig) => stop(`coordinator received ${sig}`));
   const r = await done;
   off();

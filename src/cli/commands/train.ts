@@ -6,6 +6,7 @@ import { UsageError } from '../args.js';
 import { resolveConfig, formatConfig, ConfigError, configHelp, parseConfigArgv } from '../../config/index.js';
 import { planTraining, type TrainPlan } from '../../run/plan.js';
 import { trainWithPlan } from '../../run/training.js';
+import { LaunchError } from '../../launcher/local-workers.js';
 
 export async function run(argv: string[]): Promise<number> {
   let args;
@@ -34,5 +35,10 @@ export async function run(argv: string[]): Promise<number> {
     console.log(formatConfig({ ...cfg, runDir: plan.runDir }));
     return 0;
   }
-  return trainWithPlan(plan);
+  try {
+    return await trainWithPlan(plan);
+  } catch (e) {
+    if (e instanceof LaunchError) throw new UsageError(e.message);
+    throw e;
+  }
 }
