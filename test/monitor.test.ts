@@ -184,7 +184,9 @@ describe('watching a training run', () => {
     const { code } = await p.exit;
     expect(code).toBe(1);
     const html = join(runDir, 'report', 'index.html');
-    expect(p.lines.some((l) => l.includes(`report         ${html}`)), p.lines.slice(-12).join('\n')).toBe(true);
+    // piped, the summary is the final JSON record, and it names the report
+    const last = p.lines.map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter((r) => r?.msg === 'training failed');
+    expect(last.map((r) => r.report), p.lines.slice(-12).join('\n')).toEqual([html]);
     for (const id of ['loss', 'lr', 'throughput', 'accuracy', 'step-time']) {
       expect(existsSync(join(runDir, 'report', `${id}.svg`)), id).toBe(true);
       expect(readFileSync(join(runDir, 'report', `${id}.png`)).subarray(0, 8)).toEqual(PNG_SIGNATURE);

@@ -86,7 +86,7 @@ describe('train output', () => {
     const summaryStart = pieces.indexOf('shardface: training finished');
     expect(summaryStart).toBeGreaterThan(0);
     const summary = pieces.slice(summaryStart);
-    expect(summary.map((p) => p.trim().split(/\s{2,}/)[0])).toEqual(['shardface: training finished', 'steps', 'throughput', 'final loss', 'verification', 'checkpoint', 'run directory', 'logs']);
+    expect(summary.map((p) => p.trim().split(/\s{2,}/)[0])).toEqual(['shardface: training finished', 'steps', 'throughput', 'final loss', 'skipped', 'verification', 'checkpoint', 'run directory', 'report', 'logs']);
     const before = pieces.slice(0, summaryStart);
     for (const p of before) expect(bar.includes(p) || /^starting 2 workers: /.test(p), `unexpected on the terminal: ${p}`).toBe(true);
     expect(r.stdout).not.toContain(RAW);

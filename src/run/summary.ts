@@ -37,7 +37,7 @@ export function summaryLines(s: RunSummary): string[] {
     `  steps          ${s.steps} (${s.epochs.toFixed(2)} epochs) in ${formatDuration(s.seconds)}`,
     `  throughput     ${s.images_per_s ? s.images_per_s.toFixed(1) : '-'} images/s`,
     `  final loss     ${Number.isFinite(s.final_loss) ? s.final_loss.toFixed(4) : '-'}`,
-    `  skipped images ${s.skipped_images}${s.skipped_images > 0 ? ` unreadable (${(100 * s.skipped_image_share).toFixed(2)}% of the images drawn)` : ''}`,
+    `  skipped        ${s.skipped_images} unreadable images${s.skipped_images > 0 ? ` (${(100 * s.skipped_image_share).toFixed(2)}% of the images drawn)` : ''}`,
     v ? `  verification   ${(v.accuracy * 100).toFixed(2)}% ± ${(v.accuracy_std * 100).toFixed(2)} (threshold ${v.threshold.toFixed(2)}, ${v.pairs} held-out pairs)` : '  verification   -',
     `  checkpoint     ${s.checkpoint ?? '-'}`,
     `  run directory  ${s.run_dir}`,
