@@ -92,6 +92,8 @@ export interface TrainConfig {
   clipGradNorm: number;
   margin: MarginConfig;
   marginGrad: (typeof MARGIN_GRADS)[number];
+  marginWarmupEpochs: number;
+  marginWarmupSteps: number;
   sampleRate: number;
   chunkRows: number;
   // --- loss heads and distillation
@@ -181,6 +183,8 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   'margin.m2': { kind: 'number', default: 0.5, min: 0, max: 1.5, docs: 'Additive angular margin (arcface, combined). Default by type: arcface 0.5, combined 0.3, others 0.' },
   'margin.m3': { kind: 'number', default: 0, min: 0, max: 1, docs: 'Additive cosine margin (cosface, combined). Default by type: cosface 0.4, combined 0.2, others 0.' },
   marginGrad: { kind: 'enum', values: MARGIN_GRADS, default: 'straight-through', docs: 'Gradient through the margin: straight-through (arcface_torch today) or exact (analytic chain rule).' },
+  marginWarmupEpochs: { kind: 'number', default: 0, min: 0, docs: 'Margin warm-up length in epochs: margin.m1, m2 and m3 ramp linearly from none (the normalised softmax at step 1) to their values, reached after this many epochs; margin.s stays. Lets training from scratch on thin or hard data (few images per identity) converge where the full margin from step 1 stalls near chance; see "Small real datasets" in the README. 0 = the full margin from the first step. Exclusive with marginWarmupSteps; margin family only (loss margin, classifier fc).' },
+  marginWarmupSteps: { kind: 'int', default: 0, min: 0, docs: 'Margin warm-up length in steps; exclusive with marginWarmupEpochs.' },
   sampleRate: { kind: 'number', default: 1, min: 0, minExclusive: true, max: 1, docs: 'Partial FC: fraction of each shard\'s classes used per step (positives always kept); 1 = all.' },
   chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
   // --- loss heads (SPEC §3, §4) and distillation (SPEC §7.3)

@@ -14,6 +14,7 @@ import { DistributedSampler } from '../../data/sampler.js';
 import { Loader, type Batch } from '../../data/loader.js';
 import { createBackbone, type Backbone } from '../../models/index.js';
 import { resolveMargin, type MarginSpec } from '../../ops/margin.js';
+import { marginSchedule, marginWarmupSteps } from '../../ops/margin-schedule.js';
 import { learningRate } from '../../ops/lr-schedule.js';
 import { initialShardWeights } from '../../ops/classifier-init.js';
 import { ShardedClassifier } from '../sharded-classifier.js';
@@ -83,7 +84,7 @@ export const createJob: JobFactory = async (ctx) => {
   const classifier = cfg.classifier === 'dcq' ? null : new ShardedClassifier(
     ctx.classRange,
     rank,
-    { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed, loss: lossHeadFromConfig(cfg) },
+    { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginAt: marginSchedule(marginFromConfig(cfg.margin), marginWarmupSteps(cfg)), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed, loss: lossHeadFromConfig(cfg) },
     initialShardWeights(ctx.classRange, cfg.embeddingSize, cfg.seed),
   );
   // --- DCQ (classifier: dcq, SPEC §5): key encoder, reference images and this rank's block of the class queue
