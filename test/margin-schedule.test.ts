@@ -12,6 +12,7 @@ import { referenceLossAndGrads } from '../src/ops/reference-classifier.js';
 import { reduceSoftmaxStats } from '../src/ops/softmax-reduce.js';
 import { ShardedClassifier, type ShardComm } from '../src/worker/sharded-classifier.js';
 import { Rng } from '../src/common/random.js';
+import { ConfigError, resolveConfig } from '../src/config/index.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -131,4 +132,41 @@ describe('the sharded classifier under a margin warm-up', () => {
     tf.dispose([r.gradEmb, r.gradWeight]);
     return r.loss;
   }
+});
+
+describe('margin warm-up config keys', () => {
+  const errorOf = (overrides: Record<string, unknown>): ConfigError => {
+    try {
+      resolveConfig({ overrides });
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return e as ConfigError;
+    }
+    throw new Error('expected a ConfigError');
+  };
+
+  it('default to no warm-up, and accept either key', () => {
+    const c = resolveConfig();
+    expect([c.marginWarmupEpochs, c.marginWarmupSteps]).toEqual([0, 0]);
+    expect(resolveConfig({ overrides: { marginWarmupEpochs: 1.5 } }).marginWarmupEpochs).toBe(1.5);
+    expect(resolveConfig({ overrides: { 'margin-warmup-steps': 12 } }).marginWarmupSteps).toBe(12);
+  });
+
+  it('reject bad values naming the key', () => {
+    let e = errorOf({ marginWarmupSteps: 10, marginWarmupEpochs: 1 });
+    expect(e.key).toBe('marginWarmupSteps');
+    expect(e.message).toMatch(/not both/);
+    e = errorOf({ data: 'synthetic:100', imagesPerIdentity: 10, batch: 50, epochs: 2, marginWarmupEpochs: 3 }); // 10 steps per epoch, 20 in all
+    expect(e.key).toBe('marginWarmupEpochs');
+    expect(e.message).toMatch(/margin warm-up of 30 steps is longer than the run \(20 steps\)/);
+    e = errorOf({ marginWarmupSteps: -2 });
+    expect(e.key).toBe('marginWarmupSteps');
+    e = errorOf({ marginWarmupSteps: 1.5 });
+    expect(e.key).toBe('marginWarmupSteps');
+    e = errorOf({ marginWarmupSteps: 5, loss: 'curricular' });
+    expect(e.message).toMatch(/loss "margin" only/);
+    e = errorOf({ marginWarmupEpochs: 1, classifier: 'dcq', batch: 64, 'dcq.queueSize': 1024 });
+    expect(e.key).toBe('marginWarmupEpochs');
+    expect(e.message).toMatch(/classifier "fc" only/);
+  });
 });
