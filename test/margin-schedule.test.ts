@@ -170,3 +170,15 @@ describe('margin warm-up config keys', () => {
     expect(e.message).toMatch(/classifier "fc" only/);
   });
 });
+
+describe('classifierInitStd', () => {
+  it('scales the same seeded rows (std 0.1 = 10 × the 0.01 default) and defaults to arcface_torch\'s 0.01', async () => {
+    const { initialShardWeights } = await import('../src/ops/classifier-init.js');
+    const range = { start: 3, count: 5 };
+    const base = initialShardWeights(range, 16, 7);
+    const wide = initialShardWeights(range, 16, 7, 0.1);
+    base.forEach((v, i) => expect(wide[i]!).toBeCloseTo(10 * v, 6));
+    expect(resolveConfig().classifierInitStd).toBe(0.01);
+    expect(() => resolveConfig({ overrides: { classifierInitStd: 0 } })).toThrow(/classifierInitStd/);
+  });
+});

@@ -94,6 +94,7 @@ export interface TrainConfig {
   marginGrad: (typeof MARGIN_GRADS)[number];
   marginWarmupEpochs: number;
   marginWarmupSteps: number;
+  classifierInitStd: number;
   sampleRate: number;
   chunkRows: number;
   // --- loss heads and distillation
@@ -185,6 +186,7 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   marginGrad: { kind: 'enum', values: MARGIN_GRADS, default: 'straight-through', docs: 'Gradient through the margin: straight-through (arcface_torch today) or exact (analytic chain rule).' },
   marginWarmupEpochs: { kind: 'number', default: 0, min: 0, docs: 'Margin warm-up length in epochs: margin.m1, m2 and m3 ramp linearly from none (the normalised softmax at step 1) to their values, reached after this many epochs; margin.s stays. Lets training from scratch on thin or hard data (few images per identity) converge where the full margin from step 1 stalls near chance; see "Small real datasets" in the README. 0 = the full margin from the first step. Exclusive with marginWarmupSteps; margin family only (loss margin, classifier fc).' },
   marginWarmupSteps: { kind: 'int', default: 0, min: 0, docs: 'Margin warm-up length in steps; exclusive with marginWarmupEpochs.' },
+  classifierInitStd: { kind: 'number', default: 0.01, min: 0, minExclusive: true, max: 100, docs: 'Standard deviation of the normal initial classifier rows (arcface_torch: 0.01). The rows are normalised, so their length only sets how fast they turn: the angular step of a row is about lr × gradient / length, and rows of length 0.01·sqrt(embeddingSize) spin fast in the first steps. A larger value (e.g. 1/sqrt(embeddingSize)) calms the start on thin data; see "Small real datasets" in the README.' },
   sampleRate: { kind: 'number', default: 1, min: 0, minExclusive: true, max: 1, docs: 'Partial FC: fraction of each shard\'s classes used per step (positives always kept); 1 = all.' },
   chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
   // --- loss heads (SPEC §3, §4) and distillation (SPEC §7.3)

@@ -85,7 +85,7 @@ export const createJob: JobFactory = async (ctx) => {
     ctx.classRange,
     rank,
     { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginAt: marginSchedule(marginFromConfig(cfg.margin), marginWarmupSteps(cfg)), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed, loss: lossHeadFromConfig(cfg) },
-    initialShardWeights(ctx.classRange, cfg.embeddingSize, cfg.seed),
+    initialShardWeights(ctx.classRange, cfg.embeddingSize, cfg.seed, cfg.classifierInitStd),
   );
   // --- DCQ (classifier: dcq, SPEC §5): key encoder, reference images and this rank's block of the class queue
   const dcq = cfg.classifier === 'dcq' ? new DcqTraining(ctx, cfg, backbone, createBackbone(cfg.backbone, { seed: cfg.seed, embeddingSize: cfg.embeddingSize, inputSize: cfg.imageSize, ...(cfg.backbone === 'tiny' ? { norm: cfg.backboneNorm } : {}) }), loader) : null;
