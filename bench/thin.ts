@@ -26,7 +26,7 @@ export type ThinRecipe = (typeof THIN_RECIPES)[number];
  * the README's "Small real datasets" recipe; `defaults` changes nothing.
  */
 export const THIN_RECIPE_SETTINGS: Readonly<Record<ThinRecipe, Readonly<Record<string, unknown>>>> = {
-  recommended: { margin: { type: 'arcface', s: 32, m2: 0.5 }, marginWarmupEpochs: 2, warmupEpochs: 1 },
+  recommended: { margin: { type: 'arcface', s: 16, m2: 0.5 }, marginWarmupEpochs: 2, warmupEpochs: 1, classifierInitStd: 0.1 },
   defaults: {},
 };
 
@@ -154,6 +154,7 @@ export async function benchThin(opts: Partial<BenchThinOptions> = {}): Promise<R
           lr: cfg.lr,
           warmupEpochs: cfg.warmupEpochs,
           weightDecay: cfg.weightDecay,
+          classifierInitStd: cfg.classifierInitStd,
         },
       });
     }
