@@ -135,7 +135,7 @@ describe('the sharded classifier under a margin warm-up', () => {
 });
 
 describe('margin warm-up config keys', () => {
-  const errorOf = (overrides: Record<string, unknown>): ConfigError => {
+  const errorOf = (overrides: Record<string, string | number | boolean>): ConfigError => {
     try {
       resolveConfig({ overrides });
     } catch (e) {
