@@ -9,7 +9,7 @@
  * features. On thin data (few images per identity) the network then settles
  * on a near-chance solution and stays there. Without a margin the first steps
  * pull embeddings and class rows together first; the margin then only tightens
- * clusters that already exist (docs/methods.md, "Margin warm-up").
+ * clusters that already exist (README, "Small real datasets").
  *
  * Each step's head is an ordinary margin head with fixed numbers, so its
  * gradient is that head's gradient (the same sharded math and reference as any
