@@ -12,6 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseDataSpec } from '../data/dataset.js';
 import { CONFIG_KEYS, MARGIN_PRESETS, MARGIN_USES, describeType, type KeySpec, type MarginType, type TrainConfig } from './schema.js';
 import { checkLossAndDistillation } from './loss-checks.js';
+import { marginWarmupSteps } from '../ops/margin-schedule.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -281,6 +282,12 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   }
   if (cfg.warmupSteps > 0 && cfg.warmupEpochs > 0) fail('warmupSteps', 'set warmupSteps or warmupEpochs, not both');
   if (f.warmupSteps > f.totalSteps) fail(cfg.warmupSteps > 0 ? 'warmupSteps' : 'warmupEpochs', `warm-up of ${f.warmupSteps} steps is longer than the run (${f.totalSteps} steps)`);
+  if (cfg.marginWarmupSteps > 0 && cfg.marginWarmupEpochs > 0) fail('marginWarmupSteps', 'set marginWarmupSteps or marginWarmupEpochs, not both');
+  const marginWarmup = marginWarmupSteps({ ...cfg, stepsPerEpoch: f.stepsPerEpoch });
+  const marginWarmupKey = cfg.marginWarmupSteps > 0 ? 'marginWarmupSteps' : 'marginWarmupEpochs';
+  if (marginWarmup > f.totalSteps) fail(marginWarmupKey, `margin warm-up of ${marginWarmup} steps is longer than the run (${f.totalSteps} steps)`);
+  if (marginWarmup > 0 && cfg.loss !== 'margin') fail(marginWarmupKey, `the margin warm-up applies to loss "margin" only (got loss "${cfg.loss}", which sets its own margin)`);
+  if (marginWarmup > 0 && cfg.classifier !== 'fc') fail(marginWarmupKey, `the margin warm-up applies to classifier "fc" only (dcq has its own margin, dcq.m)`);
   if (synthetic && cfg.heldOutIdentities > 0) {
     if (cfg.heldOutIdentities < 2) fail('heldOutIdentities', 'verification needs at least 2 held-out identities (or 0 to skip it)');
     if (cfg.imagesPerIdentity < 2) fail('imagesPerIdentity', 'verification needs at least 2 images per identity for same-identity pairs');

@@ -33,6 +33,8 @@ export interface ClassifierSettings {
   seed: number;
   /** MagFace / CurricularFace (loss-head-step.ts) instead of the margin family; default the margin family (`margin`, `marginGrad`). */
   loss?: LossHead;
+  /** The margin head of each step (a margin warm-up, ops/margin-schedule.ts); default `margin` at every step. */
+  marginAt?: (step: number) => MarginSpec;
 }
 
 export interface ShardComm {
@@ -106,17 +108,18 @@ export class ShardedClassifier {
     if (head && head.kind !== 'margin')
       return lossHeadStep({ step, batch, rank: this.rank, dim, allEmb, allLabels, sample, state: this.state, head, chunk: this.cfg.chunkRows, comm });
 
+    const margin = this.cfg.marginAt?.(step) ?? this.cfg.margin;
     const emb = tf.tensor2d(allEmb, [rows, dim]);
     const weight = gatherRows(this.state, sample.index);
     // normalise the active rows once for both passes
     const prepared = prepareWeight(weight);
     try {
       // 4. per-row partial softmax statistics → coordinator; 5. global log-sum-exp back
-      const stats = shardForward(emb, weight, sample.labels, this.cfg.margin, { chunk: this.cfg.chunkRows, prepared });
+      const stats = shardForward(emb, weight, sample.labels, margin, { chunk: this.cfg.chunkRows, prepared });
       const { logSumExp, loss } = await comm.exchangeSoftmax(step, batch, stats);
 
       // 6. local gradients; partial ∇E summed across shards by reduce-scatter
-      const { gradEmb, gradWeight } = shardBackward(emb, weight, sample.labels, logSumExp, this.cfg.margin, this.cfg.marginGrad, rows, { chunk: this.cfg.chunkRows, prepared });
+      const { gradEmb, gradWeight } = shardBackward(emb, weight, sample.labels, logSumExp, margin, this.cfg.marginGrad, rows, { chunk: this.cfg.chunkRows, prepared });
       const partial = (await gradEmb.data()) as Float32Array;
       gradEmb.dispose();
       const own = await comm.reduceScatter(partial);

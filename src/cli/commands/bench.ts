@@ -57,6 +57,22 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
   },
   // --- end occlusion
+  // --- thin data: the recommended recipe against the defaults on thousands of identities × 2 images
+  thin: {
+    recipes: { kind: 'string', default: 'recommended,defaults', help: 'comma-separated: recommended (README "Small real datasets") and/or defaults (ArcFace s=64, m=0.5 from step 1)' },
+    workers: { kind: 'int', default: 2, help: 'worker processes' },
+    batch: { kind: 'int', default: 64, help: 'per-worker batch' },
+    'image-size': { kind: 'int', default: 32, help: 'input size' },
+    'embedding-size': { kind: 'int', default: 128, help: 'embedding size' },
+    identities: { kind: 'int', default: 5000, help: 'synthetic training identities' },
+    'images-per-identity': { kind: 'int', default: 2, help: 'images per identity (training and held-out)' },
+    'held-out-identities': { kind: 'int', default: 1000, help: 'held-out identities for the verification pairs' },
+    pairs: { kind: 'int', default: 900, help: 'verification pairs (at most half the same-identity pairs the held-out set has)' },
+    epochs: { kind: 'int', default: 20, help: 'epochs of each run' },
+    seed: { kind: 'int', default: 1, help: 'seed of both runs (data, init, pairs)' },
+    backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+  },
+  // --- end thin data
   kernels: {
     reps: { kind: 'int', default: 5, help: 'timed repetitions' },
     threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
@@ -154,6 +170,29 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     // --- end occlusion
+    // --- thin data
+    case 'thin': {
+      const { benchThin, THIN_RECIPES } = await import('../../../bench/thin.js');
+      const recipes = (o.recipes as string).split(',').map((r) => r.trim());
+      const bad = recipes.find((r) => !(THIN_RECIPES as readonly string[]).includes(r));
+      if (bad !== undefined || new Set(recipes).size !== recipes.length) throw new UsageError(`--recipes must be comma-separated, each once, from ${THIN_RECIPES.join(', ')}; got ${JSON.stringify(o.recipes)}`);
+      await benchThin({
+        recipes: recipes as (typeof THIN_RECIPES)[number][],
+        workers: o.workers as number,
+        batch: o.batch as number,
+        imageSize: o['image-size'] as number,
+        embeddingSize: o['embedding-size'] as number,
+        identities: o.identities as number,
+        imagesPerIdentity: o['images-per-identity'] as number,
+        heldOutIdentities: o['held-out-identities'] as number,
+        pairs: o.pairs as number,
+        epochs: o.epochs as number,
+        seed: o.seed as number,
+        backend: o.backend as string,
+      });
+      return 0;
+    }
+    // --- end thin data
     case 'kernels': {
       const { benchKernels } = await import('../../../bench/kernels.js');
       await benchKernels({ reps: o.reps as number, threads: o.threads as number | undefined });

@@ -8,6 +8,7 @@
 import type { TrainConfig } from '../../config/schema.js';
 import { resolveMargin, type MarginSpec } from '../../ops/margin.js';
 import { initialShardWeights } from '../../ops/classifier-init.js';
+import { marginSchedule, marginWarmupSteps } from '../../ops/margin-schedule.js';
 import type { RowHyperParams } from '../../ops/row-optimizer.js';
 import { BACKBONE_FILE, shardFile } from '../../checkpoint/checkpoint.js';
 import type { StoredTensor } from '../../checkpoint/tensor-file.js';
@@ -38,8 +39,19 @@ export class FcMethod implements TrainingMethod {
     this.classifier = new ShardedClassifier(
       worker.classRange,
       worker.rank,
-      { dim: cfg.embeddingSize, margin: marginFromConfig(cfg.margin), marginGrad: cfg.marginGrad, sampleRate: cfg.sampleRate, chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER, optimizer: cfg.optimizer, seed: cfg.seed, loss: lossHeadFromConfig(cfg) },
-      initialShardWeights(worker.classRange, cfg.embeddingSize, cfg.seed),
+      {
+        dim: cfg.embeddingSize,
+        margin: marginFromConfig(cfg.margin),
+        // the margin warm-up (ops/margin-schedule.ts): each step is an ordinary fixed-margin head
+        marginAt: marginSchedule(marginFromConfig(cfg.margin), marginWarmupSteps(cfg)),
+        marginGrad: cfg.marginGrad,
+        sampleRate: cfg.sampleRate,
+        chunkRows: cfg.chunkRows || Number.MAX_SAFE_INTEGER,
+        optimizer: cfg.optimizer,
+        seed: cfg.seed,
+        loss: lossHeadFromConfig(cfg),
+      },
+      initialShardWeights(worker.classRange, cfg.embeddingSize, cfg.seed, cfg.classifierInitStd),
     );
   }
 
