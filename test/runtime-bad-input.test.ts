@@ -9,7 +9,7 @@ import { freePort, startCli, type Proc } from './helpers/processes.js';
 
 const packr = new Packr({ useRecords: false });
 const JOB = 'bad-input-test';
-const hello = (token: string) => ({ host: 'test', pid: 1, token, dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu' });
+const hello = (token: string) => ({ host: 'test', pid: 1, token, dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu', curveKey: '' });
 
 describe('a live coordinator given bad input', () => {
   let coord: Proc;

@@ -122,6 +122,8 @@ export interface TrainConfig {
   logFormat: (typeof LOG_FORMATS)[number];
   heartbeatMs: number;
   workerTimeoutMs: number;
+  curveKeys: string;
+  maxFrameMb: number;
   // --- occlusion robustness (SPEC §6; src/worker/occlusion-training.ts)
   occlusion: (typeof OCCLUSION_MODES)[number];
   occlusionStartStep: number;
@@ -244,7 +246,9 @@ export const CONFIG_KEYS: Readonly<Record<string, KeySpec>> = {
   logEvery: { kind: 'int', default: 10, min: 1, docs: 'Log loss and throughput every this many steps.' },
   logFormat: { kind: 'enum', values: LOG_FORMATS, default: 'json', docs: 'Log lines as JSON or human-readable.' },
   heartbeatMs: { kind: 'int', default: 2000, min: 10, max: 3_600_000, docs: 'Interval of worker heartbeats to the coordinator (ms).' },
-  workerTimeoutMs: { kind: 'int', default: 30000, min: 100, max: 86_400_000, docs: 'A worker silent for this long (ms) is declared lost; must exceed heartbeatMs.' },
+  workerTimeoutMs: { kind: 'int', default: 30000, min: 100, max: 86_400_000, docs: 'A worker silent for this long (ms) is declared lost; must exceed heartbeatMs. Also bounds connecting: a coordinator or ring neighbour not reached within it fails the worker with an error naming its address and rank.' },
+  curveKeys: { kind: 'string', default: '', docs: 'Directory written by `shardface keys generate`: every connection (coordinator and ring) is encrypted and authenticated with ZeroMQ CURVE, and only keys listed in its authorized_keys may connect. Empty = plain TCP (loopback use).' },
+  maxFrameMb: { kind: 'number', default: 64, min: 1, max: 4096, docs: 'Largest frame (MiB) any socket accepts; a peer sending a larger one is disconnected before the frame is read. Must cover the largest legitimate frame: a ring chunk (4 MiB) and the classifier exchange (4 bytes × rows of the global batch, twice that with occlusion adversarial); checked before training starts.' },
   // --- occlusion robustness (SPEC §6). Flat keys: `occlusion` itself is the mode, so the settings cannot be a dotted group under it.
   occlusion: { kind: 'enum', values: OCCLUSION_MODES, default: 'none', docs: 'Occlusion robustness: adversarial = adversarial feature masking plus occlusion segmentation (SPEC §6.3): a mask generator G learns which cells of the last feature map hurt recognition most, the network is trained on clean and masked features (both through the sharded classifier, as one batch of 2 × batch rows per worker) and a segmentation head S predicts the dropped cells. G and S are replicated like the backbone and saved in its checkpoint file.' },
   occlusionStartStep: { kind: 'int', default: 0, min: 0, docs: 'occlusion adversarial: train without occlusion up to and including this step, so the adversary is warmed up on a network that already recognises faces; 0 = from the first step.' },

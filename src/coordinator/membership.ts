@@ -16,6 +16,10 @@ export interface Member {
   dataAddress: string;
   device: string;
   backend: string;
+  /** The worker's CURVE public key ('' without CURVE). */
+  curveKey: string;
+  /** Secret handed out in welcome; binds the worker's heartbeat connection to its rank. */
+  session: string;
   lastSeen: number;
   lastStep: number;
   ready: boolean;
@@ -61,6 +65,8 @@ export class Membership {
       dataAddress: hello.dataAddress,
       device: hello.device,
       backend: hello.backend,
+      curveKey: hello.curveKey,
+      session: '',
       lastSeen: now,
       lastStep: 0,
       ready: false,

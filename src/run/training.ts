@@ -15,6 +15,7 @@ import { CheckpointManifests, type CheckpointFileEvent } from './manifests.js';
 import { stepRecord } from './step-record.js';
 import { summaryLines, type RunSummary, type Verification } from './summary.js';
 import type { TrainPlan } from './plan.js';
+import { KeyFileError, loadCoordinatorKeys, type Transport } from '../protocol/index.js';
 
 export interface TrainRunOptions {
   /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
@@ -61,7 +62,18 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
+  let transport: Transport;
+  try {
+    transport = { curve: cfg.curveKeys ? loadCoordinatorKeys(cfg.curveKeys) : null, maxFrameBytes: Math.floor(cfg.maxFrameMb * 2 ** 20) };
+  } catch (e) {
+    if (!(e instanceof KeyFileError)) throw e;
+    logger.log.error({ curveKeys: cfg.curveKeys }, e.message);
+    if (!opts.quiet) process.stderr.write(`shardface: curveKeys: ${e.message}\n`);
+    return 2;
+  }
+  const transportArgs = [...(cfg.curveKeys ? ['--curve-keys', cfg.curveKeys] : []), '--max-frame-mb', String(cfg.maxFrameMb), '--worker-timeout', String(cfg.workerTimeoutMs / 1000)];
   const coordinatorOptions: CoordinatorOptions = {
+    transport,
     bind: external?.bind ?? 'tcp://127.0.0.1:0',
     workers: cfg.workers,
     job: external?.job ?? newJobId(),
@@ -106,7 +118,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     ? await startExternal(coordinatorOptions)
     : await launchLocal({
         coordinator: coordinatorOptions,
-        workerArgs: ['--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', join(runDir, 'workers.log')],
+        workerArgs: [...transportArgs, '--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', join(runDir, 'workers.log')],
         out: (line, from, stream) => {
           // At a terminal only warnings and errors from workers reach the screen.
           if (opts.quiet) {

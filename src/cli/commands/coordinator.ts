@@ -1,7 +1,7 @@
 /** `shardface coordinator`: the job's single address; see ARCHITECTURE.md. */
 import { writeFileSync } from 'node:fs';
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
-import { LOG_OPTIONS, loggerFrom, readToken } from '../common.js';
+import { LOG_OPTIONS, loggerFrom, readToken, TRANSPORT_OPTIONS, transportFrom } from '../common.js';
 import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
@@ -22,6 +22,7 @@ export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   seed: { kind: 'int', default: 0, help: 'job seed' },
   'step-delay-ms': { kind: 'int', default: 0, help: 'empty jobs: milliseconds each step takes (for testing liveness)' },
   'address-file': { kind: 'string', help: 'write the bound address to this file once listening' },
+  ...TRANSPORT_OPTIONS,
   ...LOG_OPTIONS,
 };
 
@@ -34,11 +35,13 @@ export async function run(argv: string[]): Promise<number> {
   if (o.workers === undefined) throw new UsageError('--workers is required');
   const workers = o.workers as number;
   if (workers < 1) throw new UsageError(`--workers must be >= 1, got ${workers}`);
-  if (o.config !== undefined) return coordinateTraining(o, workers);
+  if (o.config !== undefined) return coordinateTraining(o, workers, argv);
   const kind = o.kind as string;
   if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
   const logger = loggerFrom(o, 'coordinator');
+  const transport = transportFrom(o, 'coordinator');
   const coordinator = new Coordinator({
+    transport,
     bind: o.bind as string,
     workers,
     job: (o.job as string | undefined) ?? newJobId(),
@@ -59,13 +62,15 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** `--config`: the training coordinator (metrics, checkpoints, summary) for external workers. */
-async function coordinateTraining(o: Record<string, unknown>, workers: number): Promise<number> {
+async function coordinateTraining(o: Record<string, unknown>, workers: number, argv: string[]): Promise<number> {
   const { resolveConfig, ConfigError } = await import('../../config/index.js');
   const [{ planTraining }, { runTraining }] = await Promise.all([import('../../run/plan.js'), import('../../run/training.js')]);
   let plan;
   try {
     const overrides: Record<string, string> = { workers: String(workers), logFormat: String(o['log-format']), heartbeatMs: String(o['heartbeat-ms']), workerTimeoutMs: String((o['worker-timeout'] as number) * 1000) };
     if (o['run-dir']) overrides.runDir = o['run-dir'] as string;
+    if (o['curve-keys']) overrides.curveKeys = o['curve-keys'] as string;
+    if (argv.some((a) => a.startsWith('--max-frame-mb'))) overrides.maxFrameMb = String(o['max-frame-mb']);
     plan = planTraining(resolveConfig({ file: o.config as string, overrides }));
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message);
