@@ -205,8 +205,10 @@ export class Ring {
     opts.signal?.addEventListener('abort', onAbort);
     try {
       if (opts.signal?.aborted) throw new CollectiveError('closed', `connect on rank ${rank}: stopped before connecting`);
+      // Listen before connecting: the socket's event observer starts when first asked for, and misses earlier events.
+      const up = ring.linkUp(link, connectTimeoutMs, opts.signal);
       link.connect(peers[right]!);
-      await ring.linkUp(link, connectTimeoutMs, opts.signal);
+      await up;
       await ring.run('connect', (seq) => ring.countRound('connect', seq, connectTimeoutMs));
     } catch (e) {
       link.close();

@@ -115,9 +115,21 @@ export class ControlChannel {
     return new Promise((resolve, reject) => this.waiters.push({ type, step, resolve: resolve as (m: Message) => void, reject }));
   }
 
-  /** Marks the job stopped from this side (coordinator silent, local failure). */
+  /** Marks the job stopped from this side (coordinator silent, local failure, a signal). */
   fail(reason: string): void {
+    if (!this.stopped) this.stoppedHere = true;
     this.deliverStop(new JobStopped(reason, false));
+  }
+
+  /** True when the stop came from this side, not from the coordinator (which then still needs to hear why). */
+  stoppedHere = false;
+
+  /** A last message after the stop (bye): best effort, given up after `ms`. */
+  async sendLast<T extends MessageType>(type: T, body: Bodies[T], ms = 500): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+    await Promise.race([this.socket.send(encode(type, { job: this.job, step: this.logger.ctx.step ?? 0, rank: this.rank }, body)).catch(() => undefined), late]);
+    clearTimeout(timer);
   }
 
   close(): void {

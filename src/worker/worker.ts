@@ -167,12 +167,14 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         return 0;
       }
       log.error({ reason: e.reason }, 'job stopped with an error');
+      // Stopped here (a signal, the coordinator unreachable): tell the coordinator, so it need not wait for the heartbeat timeout.
+      if (control.stoppedHere && control.rank >= 0) await control.sendLast('bye', { reason: e.reason, ok: false });
       await job?.close?.(false);
       return 1;
     }
     const err = e as Error;
     log.error({ err: { message: err.message, stack: err.stack } }, 'worker failed');
-    await control.send('bye', { reason: err.message, ok: false }).catch(() => undefined);
+    await control.sendLast('bye', { reason: err.message, ok: false });
     await job?.close?.(false);
     return 1;
   } finally {
