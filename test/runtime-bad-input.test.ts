@@ -34,6 +34,8 @@ describe('a live coordinator given bad input', () => {
     await s.send(frames);
     const reply = await s.receive();
     s.close();
+    // a peer that has not registered learns nothing about the job, not even its id
+    expect(Buffer.concat(reply).includes(JOB)).toBe(false);
     const r = decode(reply);
     if (!r.ok || r.msg.header.type !== 'error') throw new Error(`expected an error reply, got ${r.ok ? r.msg.header.type : r.error.message}`);
     return r.msg.header.body as { code: string; message: string };
