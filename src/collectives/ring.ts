@@ -226,8 +226,11 @@ export class Ring {
       const done = (e?: Error) => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', aborted);
-        link.events.off('handshake', ok);
-        link.events.off('handshake:error:auth', refused);
+        if (!link.closed) {
+          // a closed socket's observer is gone (ENOTSOCK)
+          link.events.off('handshake', ok);
+          link.events.off('handshake:error:auth', refused);
+        }
         if (e) reject(e);
         else resolve();
       };
