@@ -6,32 +6,12 @@
  * the checkpoint equals a clean run's, byte for byte.
  */
 import { describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as zmq from 'zeromq';
 import { encode } from '../src/protocol/index.js';
-import { freePort, startCli, type Proc } from './helpers/processes.js';
-
-/** A stranger's DEALER: sends queued one at a time (a socket allows one send in flight), replies drained. */
-function strangerSocket(addr: string, routingId?: string): { post(frames: Uint8Array[]): void; close(): void } {
-  const s = new zmq.Dealer({ linger: 0, ...(routingId ? { routingId } : {}) });
-  s.connect(addr);
-  void (async () => {
-    try {
-      for await (const _ of s);
-    } catch {
-      // closed
-    }
-  })();
-  let chain: Promise<unknown> = Promise.resolve();
-  return {
-    post: (frames) => {
-      chain = chain.then(() => s.send(frames))
-    },
-    close: () => s.close(),
-  };
-}
+import { freePort, startCli } from './helpers/processes.js';
+import { strangerSocket, trainWithExternalWorkers } from './helpers/strangers.js';
 
 describe('a stranger\'s heartbeats', () => {
   it('do not keep a dead rank alive', async () => {
@@ -61,33 +41,12 @@ describe('a stranger\'s heartbeats', () => {
   });
 });
 
-const CONFIG = { workers: 2, batch: 8, imageSize: 16, embeddingSize: 16, data: 'synthetic:20', imagesPerIdentity: 4, heldOutIdentities: 0, steps: 3, backend: 'cpu-native', backboneNorm: 'none', threads: 1 };
-
-/** A training run with external workers; `meddle` runs while they work, given their logs. */
-async function train(dir: string, name: string, meddle?: (job: string, addr: string, workers: Proc[]) => Promise<void>): Promise<{ runDir: string; workers: Proc[]; coord: Proc }> {
-  const config = join(dir, 'train.json');
-  writeFileSync(config, JSON.stringify(CONFIG));
-  const addr = `tcp://127.0.0.1:${await freePort()}`;
-  const runDir = join(dir, name);
-  const job = `job-${name}`;
-  writeFileSync(join(dir, 'token'), 'not-for-strangers');
-  const coord = startCli(['coordinator', '--config', config, '--workers', '2', '--bind', addr, '--token-file', join(dir, 'token'), '--job', job, '--run-dir', runDir]);
-  await coord.waitFor((l) => /waiting for 2 workers/.test(String(l.msg)));
-  const workers = [0, 1].map((r) => startCli(['worker', '--coordinator', addr, '--job', job, '--rank', String(r), '--token-file', join(dir, 'token')]));
-  const meddling = meddle ? meddle(job, addr, workers) : Promise.resolve();
-  const [c, ...w] = await Promise.all([coord.exit, ...workers.map((p) => p.exit)]);
-  await meddling;
-  expect(c.code, coord.lines.slice(-10).join('\n')).toBe(0);
-  w.forEach((x) => expect(x.code).toBe(0));
-  return { runDir, workers, coord };
-}
-
 describe('a stranger\'s ring messages and gradients', () => {
   it('are dropped: the run ends with the same checkpoint as a run without the stranger', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardface-stranger-'));
-    const clean = await train(dir, 'clean');
+    const clean = await trainWithExternalWorkers(dir, 'clean');
     let sent = 0;
-    const attacked = await train(dir, 'attacked', async (job, addr, workers) => {
+    const attacked = await trainWithExternalWorkers(dir, 'attacked', async (job, addr, workers) => {
       const inboxes = await Promise.all(workers.map((p) => p.waitFor((l) => l.msg === 'registering').then((l) => String(l.dataAddress))));
       // Guess the ring ids (the predictable defaults, and no id at all), and impersonate rank 0 on the control plane.
       const sockets = inboxes.flatMap((a, r) => [strangerSocket(a, `${job}/ring/${1 - r}`), strangerSocket(a)]);
