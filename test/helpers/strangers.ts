@@ -51,9 +51,17 @@ export interface TrainRun {
 /**
  * A training run (`coordinator --config` plus two `worker` processes, as on a
  * cluster); `meddle` runs alongside, given the job id, the coordinator's
- * address and the processes. Asserts that every process exits 0.
+ * address and the processes; `beforeSecond` runs once rank 0 has registered
+ * and waits (idle) for rank 1, which starts after it. Asserts that every
+ * process exits 0.
  */
-export async function trainWithExternalWorkers(dir: string, name: string, meddle?: (job: string, addr: string, workers: Proc[], coord: Proc) => Promise<void>, config: Record<string, unknown> = TINY_TRAINING): Promise<TrainRun> {
+export async function trainWithExternalWorkers(
+  dir: string,
+  name: string,
+  meddle?: (job: string, addr: string, workers: Proc[], coord: Proc) => Promise<void>,
+  opts: { config?: Record<string, unknown>; beforeSecond?: (job: string, addr: string, first: Proc, coord: Proc) => Promise<void> } = {},
+): Promise<TrainRun> {
+  const config = opts.config ?? TINY_TRAINING;
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
   const addr = `tcp://127.0.0.1:${await freePort()}`;
@@ -62,7 +70,14 @@ export async function trainWithExternalWorkers(dir: string, name: string, meddle
   writeFileSync(join(dir, 'token'), 'not-for-strangers');
   const coord = startCli(['coordinator', '--config', file, '--workers', '2', '--bind', addr, '--token-file', join(dir, 'token'), '--job', job, '--run-dir', runDir]);
   await coord.waitFor((l) => /waiting for 2 workers/.test(String(l.msg)));
-  const workers = [0, 1].map((r) => startCli(['worker', '--coordinator', addr, '--job', job, '--rank', String(r), '--token-file', join(dir, 'token')]));
+  const start = (r: number) => startCli(['worker', '--coordinator', addr, '--job', job, '--rank', String(r), '--token-file', join(dir, 'token')]);
+  const first = start(0);
+  if (opts.beforeSecond) {
+    await first.waitFor((l) => l.msg === 'registering');
+    await coord.waitFor((l) => l.msg === 'worker registered');
+    await opts.beforeSecond(job, addr, first, coord);
+  }
+  const workers = [first, start(1)];
   const meddling = meddle ? meddle(job, addr, workers, coord) : Promise.resolve();
   const [c, ...w] = await Promise.all([coord.exit, ...workers.map((p) => p.exit)]);
   await meddling;
