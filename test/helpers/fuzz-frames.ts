@@ -58,7 +58,7 @@ const headerMutation: fc.Arbitrary<(h: Header) => void> = fc.oneof(
     if (h.body && typeof h.body === 'object') (h.body as Record<string, unknown>)[k || 'x'] = v;
   }),
   // tensor descriptors: huge declared lengths, shapes that disagree, unknown dtypes, junk
-  fc.tuple(fc.constantFrom('bytes', 'shape', 'dtype', 'name'), fc.oneof(junkValue, fc.constantFrom(2 ** 40, 2 ** 31, -4, [2 ** 20, 2 ** 20], [-1], 'float16'))).map(([k, v]) => (h: Header) => {
+  fc.tuple(fc.constantFrom('bytes', 'shape', 'dtype', 'name'), fc.oneof(junkValue, fc.constantFrom(2 ** 40, 2 ** 31, -4, [2 ** 20, 2 ** 20], [-1], 'float16', '__proto__', 'constructor'))).map(([k, v]) => (h: Header) => {
     if (Array.isArray(h.tensors) && h.tensors.length) h.tensors[0]![k] = v;
     else h.tensors = [{ name: 'data', dtype: 'float32', shape: [1], bytes: 4, [k]: v }];
   }),
