@@ -5,7 +5,21 @@
  * coordinator's stop that follows).
  */
 import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { freePort, startCli } from './helpers/processes.js';
+
+/** Runs `ip` (root only); false if it is not available. */
+function ip(...args: string[]): boolean {
+  try {
+    execFileSync('ip', args, { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const NS = `shardface-test-${process.pid}`;
+const canNetns = process.getuid?.() === 0 && ip('netns', 'add', NS);
+if (canNetns) ip('netns', 'del', NS);
 
 async function twoWorkers(job: string, timeoutS: number) {
   const addr = `tcp://127.0.0.1:${await freePort()}`;
@@ -88,5 +102,38 @@ describe('an unreachable or dead coordinator', () => {
     expect(Date.now() - t0).toBeLessThan(2000 + 3000);
     expect(x.code).toBe(1);
     expect(w.json().find((l) => l.msg === 'job stopped with an error')?.reason).toMatch(new RegExp(`coordinator at ${addr.replace(/[.]/g, '\\.')} silent for \\d+\\.\\d s \\(timeout 2\\.0 s\\)`));
+  });
+});
+
+describe('a blackholed ring neighbour (198.18.0.0/15 inside a network namespace of this test)', () => {
+  // Where the previous cases get a TCP reset, here the SYN vanishes: connect() itself would hang for minutes.
+  it.skipIf(!canNetns)('fails within the worker timeout, naming rank and address', async () => {
+    ip('netns', 'add', NS);
+    try {
+      const inNs = (...args: string[]) => ip('netns', 'exec', NS, 'ip', ...args);
+      expect(inNs('link', 'set', 'lo', 'up')).toBe(true);
+      // a dummy interface swallows whatever is routed to it: 198.18.0.1 never answers
+      expect(inNs('link', 'add', 'sf0', 'type', 'dummy')).toBe(true);
+      expect(inNs('addr', 'add', '198.18.0.254/15', 'dev', 'sf0')).toBe(true);
+      expect(inNs('link', 'set', 'sf0', 'up')).toBe(true);
+      const prefix = ['ip', 'netns', 'exec', NS];
+      const addr = 'tcp://127.0.0.1:29517';
+      const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '5', '--heartbeat-ms', '200', '--worker-timeout', '3', '--job', 'blackhole'], {}, prefix);
+      await coord.waitFor((l) => l.msg === 'coordinator listening');
+      const w = [
+        startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', '0'], {}, prefix),
+        startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', '1', '--advertise', '198.18.0.1'], {}, prefix),
+      ];
+      await Promise.all(w.map((p) => p.waitFor((l) => l.msg === 'joined job', 30_000)));
+      const t0 = Date.now();
+      const [x0, , c] = await Promise.all([w[0]!.exit, w[1]!.exit, coord.exit]);
+      expect(Date.now() - t0).toBeLessThan(3000 + 4000);
+      expect(x0.code).toBe(1);
+      expect(c.code).toBe(1);
+      const failed = w[0]!.json().find((l) => l.msg === 'worker failed');
+      expect((failed?.err as { message?: string })?.message).toMatch(/rank 0: right neighbour rank 1 at tcp:\/\/198\.18\.0\.1:\d+ unreachable: no connection within 3000 ms/);
+    } finally {
+      ip('netns', 'del', NS);
+    }
   });
 });

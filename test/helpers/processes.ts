@@ -26,8 +26,10 @@ export interface Proc {
   waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
 }
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+/** `prefix`: a command to run the CLI under (e.g. `ip netns exec NS`), which must exec it in place. */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, prefix: string[] = []): Proc {
+  const [command, ...rest] = [...prefix, process.execPath, CLI, ...args];
+  const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const lines: string[] = [];
   const listeners: ((l: string) => void)[] = [];
   const onLine = (l: string) => {
