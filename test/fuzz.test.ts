@@ -40,9 +40,16 @@ async function blast(sockets: Stranger[], messages: Uint8Array[][]): Promise<voi
   await Promise.all(sockets.map((s) => s.flushed()));
 }
 
-async function settle(until: () => boolean, ms = 20_000): Promise<void> {
+/** Waits until `count()` has stopped growing for a second (at most `ms`). */
+async function settle(count: () => number, ms = 30_000): Promise<void> {
   const t0 = Date.now();
-  while (!until() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 50));
+  let last = -1;
+  while (Date.now() - t0 < ms) {
+    const n = count();
+    if (n === last) return;
+    last = n;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 describe('live processes under fuzzing', () => {
@@ -74,15 +81,14 @@ describe('live processes under fuzzing', () => {
           const toInbox = [strangerSocket(inbox), strangerSocket(inbox, `${job}/ring/1`)];
           await Promise.all([blast(toCoordinator, messages), blast(toInbox, messages)]);
           // the coordinator answers what it can decode as a message to it; wait until it has worked through the lot
-          await settle(() => toCoordinator.reduce((a, s) => a + s.replies, 0) >= FRAMES * 0.5);
+          await settle(() => toCoordinator.reduce((a, s) => a + s.replies, 0));
           replies = toCoordinator.reduce((a, s) => a + s.replies, 0);
-          await new Promise((r) => setTimeout(r, 500));
           for (const [k, pid] of Object.entries(pids)) rss[k]!.after = rssBytes(pid);
           [...toCoordinator, ...toInbox].forEach((s) => s.close());
         },
       },
     );
-    expect(replies).toBeGreaterThan(FRAMES * 0.5);
+    expect(replies).toBeGreaterThan(FRAMES * 0.8); // all but the heartbeats, which strangers never get answers to
     for (const [k, r] of Object.entries(rss)) expect(r.after - r.before, `${k} RSS ${(r.before / MiB).toFixed(1)} → ${(r.after / MiB).toFixed(1)} MiB`).toBeLessThan(64 * MiB);
     const ckpt = (run: string, f: string) => readFileSync(join(run, 'ckpt', 'step-000003', f));
     for (const f of ['backbone.safetensors', 'classifier-shard-0.safetensors', 'classifier-shard-1.safetensors']) expect(ckpt(fuzzed.runDir, f).equals(ckpt(clean.runDir, f)), f).toBe(true);

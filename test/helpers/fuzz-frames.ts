@@ -55,11 +55,12 @@ const headerMutation: fc.Arbitrary<(h: Header) => void> = fc.oneof(
   fc.oneof(junkValue, fc.integer({ min: -3, max: 5 })).map((v) => (h: Header) => void (h.rank = v)),
   junkValue.map((v) => (h: Header) => void (h.body = v as never)),
   fc.tuple(fc.string({ maxLength: 12 }), junkValue).map(([k, v]) => (h: Header) => {
-    if (h.body && typeof h.body === 'object') (h.body as Record<string, unknown>)[k || 'x'] = v;
+    if (h.body && typeof h.body === 'object' && !ArrayBuffer.isView(h.body)) (h.body as Record<string, unknown>)[k || 'x'] = v;
   }),
   // tensor descriptors: huge declared lengths, shapes that disagree, unknown dtypes, junk
   fc.tuple(fc.constantFrom('bytes', 'shape', 'dtype', 'name'), fc.oneof(junkValue, fc.constantFrom(2 ** 40, 2 ** 31, -4, [2 ** 20, 2 ** 20], [-1], 'float16', '__proto__', 'constructor'))).map(([k, v]) => (h: Header) => {
-    if (Array.isArray(h.tensors) && h.tensors.length) h.tensors[0]![k] = v;
+    const t0: unknown = Array.isArray(h.tensors) ? h.tensors[0] : undefined;
+    if (typeof t0 === 'object' && t0 !== null) (t0 as Record<string, unknown>)[k] = v;
     else h.tensors = [{ name: 'data', dtype: 'float32', shape: [1], bytes: 4, [k]: v }];
   }),
   junkValue.map((v) => (h: Header) => void (h.tensors = v as never)),
