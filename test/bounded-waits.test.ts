@@ -112,10 +112,13 @@ describe('a blackholed ring neighbour (198.18.0.0/15 inside a network namespace 
     try {
       const inNs = (...args: string[]) => ip('netns', 'exec', NS, 'ip', ...args);
       expect(inNs('link', 'set', 'lo', 'up')).toBe(true);
-      // a dummy interface swallows whatever is routed to it: 198.18.0.1 never answers
-      expect(inNs('link', 'add', 'sf0', 'type', 'dummy')).toBe(true);
+      // 198.18.0.1 sits behind a veth pair whose far end has no address, with a static neighbour entry:
+      // SYNs leave and are silently dropped, never answered, never refused
+      expect(inNs('link', 'add', 'sf0', 'type', 'veth', 'peer', 'name', 'sf1')).toBe(true);
       expect(inNs('addr', 'add', '198.18.0.254/15', 'dev', 'sf0')).toBe(true);
       expect(inNs('link', 'set', 'sf0', 'up')).toBe(true);
+      expect(inNs('link', 'set', 'sf1', 'up')).toBe(true);
+      expect(inNs('neigh', 'add', '198.18.0.1', 'lladdr', '02:00:00:00:00:01', 'dev', 'sf0')).toBe(true);
       const prefix = ['ip', 'netns', 'exec', NS];
       const addr = 'tcp://127.0.0.1:29517';
       const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '5', '--heartbeat-ms', '200', '--worker-timeout', '3', '--job', 'blackhole'], {}, prefix);
