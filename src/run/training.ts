@@ -62,16 +62,17 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
+  const curveOn = cfg.curveKeys !== 'none' && cfg.curveKeys !== '';
   let transport: Transport;
   try {
-    transport = { curve: cfg.curveKeys ? loadCoordinatorKeys(cfg.curveKeys) : null, maxFrameBytes: Math.floor(cfg.maxFrameMb * 2 ** 20) };
+    transport = { curve: curveOn ? loadCoordinatorKeys(cfg.curveKeys) : null, maxFrameBytes: Math.floor(cfg.maxFrameMb * 2 ** 20) };
   } catch (e) {
     if (!(e instanceof KeyFileError)) throw e;
     logger.log.error({ curveKeys: cfg.curveKeys }, e.message);
     if (!opts.quiet) process.stderr.write(`shardface: curveKeys: ${e.message}\n`);
     return 2;
   }
-  const transportArgs = [...(cfg.curveKeys ? ['--curve-keys', cfg.curveKeys] : []), '--max-frame-mb', String(cfg.maxFrameMb), '--worker-timeout', String(cfg.workerTimeoutMs / 1000)];
+  const transportArgs = [...(curveOn ? ['--curve-keys', cfg.curveKeys] : []), '--max-frame-mb', String(cfg.maxFrameMb), '--worker-timeout', String(cfg.workerTimeoutMs / 1000)];
   const coordinatorOptions: CoordinatorOptions = {
     transport,
     bind: external?.bind ?? 'tcp://127.0.0.1:0',
