@@ -161,6 +161,16 @@ describe('a coordinator with --curve-keys', () => {
   });
 });
 
+it('train --curve-keys: the coordinator and local workers (one key pair each, chosen by local rank) train over CURVE', async () => {
+  const runDir = join(dir, 'run');
+  const r = await runCli(['train', '--workers', '2', '--batch', '8', '--image-size', '16', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4', '--held-out-identities', '0', '--steps', '2', '--backend', 'cpu-native', '--run-dir', runDir, '--curve-keys', keys]);
+  expect(r.code, r.stderr.slice(-2000)).toBe(0);
+  expect(JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'))).toMatchObject({ ok: true, steps: 2 });
+  const joined = readFileSync(join(runDir, 'workers.log'), 'utf8').split('\n').filter((l) => l.includes('"joined job"'));
+  expect(joined).toHaveLength(2);
+  joined.forEach((l) => expect(JSON.parse(l).curve).toBe(true));
+});
+
 it('the README documents the key files', () => {
   const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
   expect(readme).toMatch(/shardface keys generate/);
