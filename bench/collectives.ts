@@ -30,7 +30,7 @@ import { bindInbox, Ring, DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_BYTES, MIN_CHUNK
 import { chunksOf } from '../src/collectives/split.js';
 import { Scavenger } from '../src/collectives/scavenge.js';
 import { decode, encode } from '../src/protocol/codec.js';
-import { dataLink, type DataInbox } from '../src/protocol/sockets.js';
+import { dataLink, PLAIN_TRANSPORT, type DataInbox } from '../src/protocol/sockets.js';
 
 export interface BenchCollectivesOptions {
   workers: number;
@@ -162,7 +162,7 @@ async function child(): Promise<void> {
   const data = new Float32Array(floats);
   for (let i = 0; i < floats; i++) data[i] = ((i * 7 + rank) % 1000) / 1000;
   const part = data.subarray(0, Math.floor(floats / world));
-  const p2pLink = world >= 2 && rank < 2 ? dataLink() : null;
+  const p2pLink = world >= 2 && rank < 2 ? dataLink(PLAIN_TRANSPORT, undefined) : null;
   p2pLink?.connect(start.p2p[1 - rank]!);
   const chunkBytes = start.chunkBytes ?? DEFAULT_CHUNK_BYTES;
 
@@ -206,7 +206,8 @@ async function p2p(rank: number, data: Float32Array, chunkBytes: number, inbox: 
   const scavenger = new Scavenger(DEFAULT_SCAVENGE_BYTES); // as the ring does, so GC costs the same
   if (rank === 0) pieces.forEach((p, k) => post(encode('ring', env, body(k), [{ name: 'data', data: data.subarray(p.offset, p.offset + p.length) }])));
   for (let k = 0; k < pieces.length; k++) {
-    const res = decode(await inbox.receive(), { job: 'bench' });
+    const [, ...frames] = await inbox.receive(); // the inbox is a ROUTER: frame 0 is the sender's routing id
+    const res = decode(frames, { job: 'bench' });
     if (!res.ok) throw res.error;
     scavenger.received(res.msg.tensors['data']!.byteLength);
     if (rank === 1) post(encode('ring', env, body(k), [{ name: 'data', data: res.msg.tensors['data']! }]));

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { bindInbox, Ring, type RingOptions } from '../src/collectives/ring.js';
 import { CollectiveError } from '../src/collectives/errors.js';
 import { decode, encode } from '../src/protocol/codec.js';
-import { dataLink, type DataInbox, type DataLink } from '../src/protocol/sockets.js';
+import { dataLink, PLAIN_TRANSPORT, type DataInbox, type DataLink } from '../src/protocol/sockets.js';
 
 const JOB = 'job-a';
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -20,16 +20,19 @@ afterEach(async () => {
 async function ringWithRogue(opts: Partial<RingOptions> = {}): Promise<{ ring: Ring; rogueInbox: DataInbox; rogueLink: DataLink }> {
   const mine = await bindInbox();
   const rogue = await bindInbox();
-  const rogueLink = dataLink({ linger: 0 });
+  // The rogue holds rank 1's routing id (the default ids: rank 0's inbox accepts only it).
+  const rogueLink = dataLink(PLAIN_TRANSPORT, undefined, { linger: 0, routingId: `${JOB}/ring/1` });
   rogueLink.connect(mine.address);
   cleanups.push(() => {
     rogueLink.close();
     rogue.inbox.close();
     mine.inbox.close();
+    mine.release();
+    rogue.release();
   });
   const connecting = Ring.connect({ job: JOB, rank: 0, world: 2, peers: [mine.address, rogue.address], inbox: mine.inbox, timeoutMs: 5000, ...opts });
   await rogueLink.send(encode('ring', { job: JOB, step: 0, rank: 1 }, { op: 'connect', seq: 0, chunk: 0, slot: 1 }));
-  const hello = decode(await rogue.inbox.receive(), { job: JOB });
+  const hello = decode((await rogue.inbox.receive()).slice(1), { job: JOB });
   expect(hello.ok).toBe(true);
   const ring = await connecting;
   cleanups.push(() => ring.close());
@@ -122,7 +125,7 @@ describe('a misbehaving left neighbour fails the op with a clear error', () => {
     await expectFailure(ring.barrier(), 'broken', /barrier #2 on rank 0: the ring is broken by an earlier failure \(allgather #1/);
     // The rogue (rank 0's right neighbour) got rank 0's data, then an error message saying why.
     for (;;) {
-      const res = decode(await rogueInbox.receive(), { job: JOB });
+      const res = decode((await rogueInbox.receive()).slice(1), { job: JOB });
       expect(res.ok).toBe(true);
       if (res.ok && res.msg.header.type === 'error') {
         expect(res.msg.header.body.message).toMatch(/allgather #1 on rank 0: bad message/);

@@ -3,7 +3,7 @@ import { Membership, hostOf } from '../src/coordinator/membership.js';
 import { parseTcpEndpoint } from '../src/protocol/endpoint.js';
 import { chooseAdvertised, localAddressToward } from '../src/worker/advertise.js';
 
-const hello = (ip: string, pid: number) => ({ host: 'same-name', pid, token: '', dataAddress: `tcp://${ip}:${40000 + pid}`, device: 'cpu', backend: 'cpu' });
+const hello = (ip: string, pid: number) => ({ host: 'same-name', pid, token: '', dataAddress: `tcp://${ip}:${40000 + pid}`, device: 'cpu', backend: 'cpu', curveKey: '' });
 
 function join(m: Membership, ip: string, pid: number, requested = -1) {
   const r = m.join(new Uint8Array([pid]), `k${pid}`, requested, hello(ip, pid), 0);

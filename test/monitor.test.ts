@@ -29,7 +29,10 @@ interface Status {
 async function status(url: string): Promise<Status> {
   const r = await fetch(`${url}api/status`);
   expect(r.status).toBe(200);
-  return (await r.json()) as Status;
+  const text = await r.text();
+  // the page has no authentication: it must never carry a worker's credentials
+  expect(text).not.toMatch(/"(session|curveKey|token)"/);
+  return JSON.parse(text) as Status;
 }
 
 describe('watching a training run', () => {

@@ -9,7 +9,7 @@ import { freePort, startCli, type Proc } from './helpers/processes.js';
 
 const packr = new Packr({ useRecords: false });
 const JOB = 'bad-input-test';
-const hello = (token: string) => ({ host: 'test', pid: 1, token, dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu' });
+const hello = (token: string) => ({ host: 'test', pid: 1, token, dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu', curveKey: '' });
 
 describe('a live coordinator given bad input', () => {
   let coord: Proc;
@@ -34,6 +34,8 @@ describe('a live coordinator given bad input', () => {
     await s.send(frames);
     const reply = await s.receive();
     s.close();
+    // a peer that has not registered learns nothing about the job, not even its id
+    expect(Buffer.concat(reply).includes(JOB)).toBe(false);
     const r = decode(reply);
     if (!r.ok || r.msg.header.type !== 'error') throw new Error(`expected an error reply, got ${r.ok ? r.msg.header.type : r.error.message}`);
     return r.msg.header.body as { code: string; message: string };

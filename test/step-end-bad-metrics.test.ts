@@ -34,7 +34,7 @@ describe('a step-end with a non-finite metric', () => {
       }
     };
     try {
-      await s.send(encode('hello', { job: JOB, step: 0, rank: -1 }, { host: 'test', pid: 1, token: 't0ken', dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu' }));
+      await s.send(encode('hello', { job: JOB, step: 0, rank: -1 }, { host: 'test', pid: 1, token: 't0ken', dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu', curveKey: '' }));
       await next('welcome');
       await s.send(encode('ready', { job: JOB, step: 0, rank: 0 }, { backend: 'cpu', device: 'cpu', threads: null, reason: 'test' }));
       const begin = await next('step-begin');

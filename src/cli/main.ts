@@ -12,6 +12,7 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   coordinator: { file: 'coordinator', summary: 'run the job coordinator' },
   worker: { file: 'worker', summary: 'run one worker (one device)' },
   launch: { file: 'launch', summary: 'start a coordinator and N local workers' },
+  keys: { file: 'keys', summary: 'generate CURVE keys for encrypted, authenticated connections' },
   train: { file: 'train', summary: 'train a model (coordinator + local workers)' },
   selftest: { file: 'selftest', summary: 'check the sharded classifier against one process' },
   bench: { file: 'bench', summary: 'benchmarks (collectives, classifier, kernels, train)' },

@@ -38,6 +38,18 @@
  * instead of leaving the others to time out. `barrier` (and the check in
  * `connect`) pass counts round the ring: n−1 hops.
  *
+ * Who may send: the inbox is a ROUTER and the link a DEALER with a routing id
+ * (`ids`): an inbox takes messages only from its left neighbour's id and drops
+ * anything else (reported through `onStranger`), so a stranger who reaches the
+ * port cannot inject chunks. The coordinator hands out unguessable ids; with
+ * CURVE the inbox also admits only authorised keys (protocol/sockets.ts).
+ *
+ * Bounded waits: `connect` must reach the right neighbour and hear the left
+ * one within `connectTimeoutMs`, else it fails naming that neighbour's rank
+ * and address; an `AbortSignal` (the worker's stop, SIGTERM) ends it at once.
+ * Within ops a receive waits at most `timeoutMs` (−1: no limit, liveness left
+ * to the coordinator's heartbeats), and closing the inbox ends it.
+ *
  * Tuning (2-core VM, see bench/collectives.ts): 4 MiB chunks, 4 in flight,
  * blocks cut into >= 4 chunks of >= 64 KiB; the sums run in WebAssembly SIMD
  * (simd.ts); a minor GC every 16 MiB received keeps V8 from running full
@@ -45,7 +57,7 @@
  */
 import { decode, encode, frameBytes, type Envelope } from '../protocol/codec.js';
 import { dtypeOf, type AnyTypedArray } from '../protocol/dtype.js';
-import { dataLink, type DataInbox, type DataLink } from '../protocol/sockets.js';
+import { dataLink, PLAIN_TRANSPORT, type DataInbox, type DataLink, type Transport } from '../protocol/sockets.js';
 import { CollectiveError } from './errors.js';
 import { Scavenger } from './scavenge.js';
 import { kernelsFor, type ReduceOp, type RingArray } from './reduce.js';
@@ -61,7 +73,7 @@ export interface RingOptions {
   world: number;
   /** Data-plane address of every rank (tcp://host:port), index = rank. */
   peers: string[];
-  /** This rank's PULL socket, already bound by the caller to peers[rank]. The ring sets its receiveTimeout and never closes it. */
+  /** This rank's inbox (ROUTER), already bound by the caller to peers[rank]. The ring sets its receiveTimeout and never closes it. */
   inbox: DataInbox;
   /** Pipelining granularity: the most bytes per message (blocks are also cut into at least 4 chunks of >= 64 KiB). Default 4 MiB. Must be equal on all ranks. */
   chunkBytes?: number;
@@ -71,6 +83,23 @@ export interface RingOptions {
   timeoutMs?: number;
   /** Run a minor GC after this many bytes received, so received buffers die young (see scavenge.ts); 0 = never. Default 16 MiB. */
   scavengeBytes?: number;
+  /** CURVE keys and frame limit of the link (the inbox was made with the same). Default: plain TCP. */
+  transport?: Transport;
+  /** CURVE public key of every rank's inbox, index = rank (CURVE only). */
+  peerKeys?: string[];
+  /** Routing ids: this rank's link, and the left neighbour's (the only one the inbox accepts). Default {@link defaultRingIds}. */
+  ids?: { send: string; accept: string };
+  /** `connect` fails when the right neighbour cannot be reached, or the left one is not heard from, within this. Default `timeoutMs`, else 60 s. */
+  connectTimeoutMs?: number;
+  /** Aborting ends a pending `connect` (with code 'closed'). */
+  signal?: AbortSignal;
+  /** Told about every message dropped because it came from another connection than the left neighbour's. */
+  onStranger?: (info: { from: string; frames: number; bytes: number }) => void;
+}
+
+/** Predictable ids, for rings whose members trust their network (tests, benchmarks); workers get random ones from the coordinator. */
+export function defaultRingIds(job: string, rank: number, world: number): { send: string; accept: string } {
+  return { send: `${job}/ring/${rank}`, accept: `${job}/ring/${mod(rank - 1, world)}` };
 }
 
 export const DEFAULT_CHUNK_BYTES = 4 << 20;
@@ -116,6 +145,11 @@ export class Ring {
   private readonly timeoutMs: number;
   private readonly env: Envelope;
   private readonly scavenger: Scavenger;
+  private readonly accept: string;
+  private readonly onStranger: RingOptions['onStranger'];
+  /** Rejects when close() is called, ending any pending receive at once. */
+  private readonly closing: Promise<never>;
+  private rejectClosing!: (e: Error) => void;
   private seq = 0;
   /** Ops run one at a time, in call order. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -143,6 +177,10 @@ export class Ring {
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.env = { job: opts.job, step: 0, rank: opts.rank };
     this.scavenger = new Scavenger(opts.world > 1 ? (opts.scavengeBytes ?? DEFAULT_SCAVENGE_BYTES) : 0);
+    this.accept = (opts.ids ?? defaultRingIds(opts.job, opts.rank, opts.world)).accept;
+    this.onStranger = opts.onStranger;
+    this.closing = new Promise<never>((_, reject) => (this.rejectClosing = reject));
+    this.closing.catch(() => undefined);
   }
 
   /**
@@ -159,17 +197,55 @@ export class Ring {
     if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= 1))
       throw new CollectiveError('usage', `Ring: inFlight must be an integer >= 1, got ${opts.inFlight}`);
     if (world === 1) return new Ring(opts, null);
-    const link = dataLink();
+    const transport = opts.transport ?? PLAIN_TRANSPORT;
+    const right = mod(rank + 1, world);
+    if (transport.curve && !opts.peerKeys?.[right]) throw new CollectiveError('usage', `Ring: CURVE is on but rank ${right}'s inbox key is unknown`);
+    const ids = opts.ids ?? defaultRingIds(opts.job, rank, world);
+    const link = dataLink(transport, opts.peerKeys?.[right], { routingId: ids.send });
     const ring = new Ring(opts, link);
-    opts.inbox.receiveTimeout = ring.timeoutMs;
+    const connectTimeoutMs = opts.connectTimeoutMs ?? (ring.timeoutMs > 0 ? ring.timeoutMs : DEFAULT_TIMEOUT_MS);
+    const onAbort = () => void ring.close();
+    opts.signal?.addEventListener('abort', onAbort);
     try {
-      link.connect(peers[ring.right]!);
-      await ring.run('connect', (seq) => ring.countRound('connect', seq));
+      if (opts.signal?.aborted) throw new CollectiveError('closed', `connect on rank ${rank}: stopped before connecting`);
+      // Listen before connecting: the socket's event observer starts when first asked for, and misses earlier events.
+      const up = ring.linkUp(link, connectTimeoutMs, opts.signal);
+      link.connect(peers[right]!);
+      await up;
+      await ring.run('connect', (seq) => ring.countRound('connect', seq, connectTimeoutMs));
     } catch (e) {
       link.close();
       throw e;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
     }
     return ring;
+  }
+
+  /** Resolves once the link to the right neighbour has completed its handshake; fails naming it after `ms`, on a refused key, or on abort. */
+  private linkUp(link: DataLink, ms: number, signal: AbortSignal | undefined): Promise<void> {
+    const who = `rank ${this.rank}: right neighbour rank ${this.right} at ${this.peers[this.right]}`;
+    return new Promise<void>((resolve, reject) => {
+      const done = (e?: Error) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', aborted);
+        if (!link.closed) {
+          // a closed socket's observer is gone (ENOTSOCK)
+          link.events.off('handshake', ok);
+          link.events.off('handshake:error:auth', refused);
+        }
+        if (e) reject(e);
+        else resolve();
+      };
+      const ok = () => done();
+      const refused = () => done(new CollectiveError('transport', `${who} refused this worker's CURVE key`));
+      const aborted = () => done(new CollectiveError('closed', `${who}: stopped while connecting`));
+      const timer = setTimeout(() => done(new CollectiveError('timeout', `${who} unreachable: no connection within ${ms} ms`)), ms);
+      link.events.on('handshake', ok);
+      link.events.on('handshake:error:auth', refused);
+      signal?.addEventListener('abort', aborted);
+      if (signal?.aborted) aborted();
+    });
   }
 
   /** Reduces `a` across all ranks, in place. 'mean' is for float32 only. */
@@ -322,6 +398,7 @@ export class Ring {
   /** Closes the link to the right neighbour (not the inbox, which belongs to the caller). Later ops fail with code 'closed'. */
   async close(): Promise<void> {
     if (this.failure?.code !== 'closed') this.failure = new CollectiveError('closed', `ring of rank ${this.rank} is closed`);
+    this.rejectClosing(this.failure);
     this.link?.close();
   }
 
@@ -424,11 +501,11 @@ export class Ring {
    * One round of counts: rank r sends 1; whoever receives k < n−1 sends k+1.
    * Receiving n−1 means the n−1 ranks to the left (that is, all) have arrived.
    */
-  private async countRound(op: 'connect' | 'barrier', seq: number): Promise<void> {
+  private async countRound(op: 'connect' | 'barrier', seq: number, timeoutMs = this.timeoutMs): Promise<void> {
     const n = this.world;
     this.post(encode('ring', this.env, { op, seq, chunk: 0, slot: 1 }));
     for (let k = 1; k < n; k++) {
-      const msg = await this.receiveControl(op, op, seq);
+      const msg = await this.receiveControl(op, op, seq, timeoutMs);
       if (msg.slot !== k) throw this.protocolError(op, seq, `expected count ${k} from rank ${this.left}, got ${msg.slot}`);
       if (k < n - 1) this.post(encode('ring', this.env, { op, seq, chunk: k, slot: k + 1 }));
     }
@@ -464,18 +541,38 @@ export class Ring {
     return new CollectiveError('protocol', `${op} #${seq} on rank ${this.rank}: ${what}`);
   }
 
-  /** The next message from the left neighbour, decoded and checked to be a `ring` message of this op. */
-  private async receiveRing(op: string, seq: number): Promise<{ body: { op: string; seq: number; chunk: number; slot: number }; tensors: Record<string, AnyTypedArray> }> {
-    let frames: Uint8Array[];
-    try {
-      frames = await this.inbox!.receive();
-      this.bytesReceived += frameBytes(frames);
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      if (code === 'EAGAIN')
-        throw new CollectiveError('timeout', `${op} #${seq} on rank ${this.rank}: nothing from left neighbour rank ${this.left} (${this.peers[this.left]}) for ${this.timeoutMs} ms`);
-      throw new CollectiveError('transport', `${op} #${seq} on rank ${this.rank}: receive failed: ${(e as Error).message}`);
+  /**
+   * The next message from the left neighbour's connection, within `timeoutMs`
+   * (−1: no limit). Messages from any other connection are dropped and reported.
+   */
+  private async receiveFromLeft(op: string, seq: number, timeoutMs: number): Promise<Uint8Array[]> {
+    const inbox = this.inbox!;
+    const deadline = timeoutMs >= 0 ? Date.now() + timeoutMs : Infinity;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0 && deadline !== Infinity) break;
+      let id: Uint8Array | undefined;
+      let frames: Uint8Array[];
+      try {
+        inbox.receiveTimeout = deadline === Infinity ? -1 : Math.max(1, Math.ceil(left));
+        [id, ...frames] = await Promise.race([inbox.receive(), this.closing]);
+      } catch (e) {
+        if (inbox.closed || this.failure?.code === 'closed') throw new CollectiveError('closed', `${op} #${seq} on rank ${this.rank}: the ring was closed while waiting for rank ${this.left}`);
+        if ((e as { code?: string }).code === 'EAGAIN') break;
+        throw new CollectiveError('transport', `${op} #${seq} on rank ${this.rank}: receive failed: ${(e as Error).message}`);
+      }
+      if (id !== undefined && Buffer.from(id).toString() === this.accept) {
+        this.bytesReceived += frameBytes(frames);
+        return frames;
+      }
+      this.onStranger?.({ from: id ? Buffer.from(id.subarray(0, 8)).toString('hex') : '', frames: frames.length, bytes: frames.reduce((a, f) => a + f.byteLength, 0) });
     }
+    throw new CollectiveError('timeout', `${op} #${seq} on rank ${this.rank}: nothing from left neighbour rank ${this.left} (${this.peers[this.left]}) for ${timeoutMs} ms`);
+  }
+
+  /** The next message from the left neighbour, decoded and checked to be a `ring` message of this op. */
+  private async receiveRing(op: string, seq: number, timeoutMs = this.timeoutMs): Promise<{ body: { op: string; seq: number; chunk: number; slot: number }; tensors: Record<string, AnyTypedArray> }> {
+    const frames = await this.receiveFromLeft(op, seq, timeoutMs);
     const res = decode(frames, { job: this.job, world: this.world });
     if (!res.ok) {
       const from = res.partial?.rank !== undefined ? `rank ${res.partial.rank}` : 'an unknown sender';
@@ -490,8 +587,8 @@ export class Ring {
     return { body, tensors };
   }
 
-  private async receiveControl(op: string, expectOp: string, seq: number): Promise<{ slot: number }> {
-    const { body } = await this.receiveRing(op, seq);
+  private async receiveControl(op: string, expectOp: string, seq: number, timeoutMs = this.timeoutMs): Promise<{ slot: number }> {
+    const { body } = await this.receiveRing(op, seq, timeoutMs);
     if (body.op !== expectOp) throw this.protocolError(op, seq, `rank ${this.left} sent '${body.op}' where '${expectOp}' was due (collectives called in a different order?)`);
     return body;
   }

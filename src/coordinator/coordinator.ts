@@ -4,13 +4,24 @@
  * user gives; workers learn everything else from it.
  *
  * Every received frame is decoded and validated; a bad message gets an
- * `error` reply naming what was wrong, plus a log line, and never stops the
- * loop. A worker that goes silent, or leaves, stops the job with an error
- * naming its rank, host and last step.
+ * `error` reply naming what was wrong, plus a rate-limited log line, and never
+ * stops the loop. A worker that goes silent, or leaves, stops the job with an
+ * error naming its rank, host and last step.
+ *
+ * Who may say what: a connection (ZeroMQ routing id) becomes a member only by
+ * a hello with the right token; from then on its messages are its rank's, and
+ * a header naming another rank is refused. A heartbeat thread's connection is
+ * bound to a rank by the session secret that rank got in its welcome.
+ * Anything from any other connection is a stranger's: it learns nothing about
+ * the job (error replies to it carry no job id, world size or config), and
+ * its heartbeats keep no one alive.
  */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import {
+  bindServer,
   controlServer,
   decode,
+  PLAIN_TRANSPORT,
   encode,
   ProtocolError,
   type Bodies,
@@ -19,8 +30,10 @@ import {
   type MessageType,
   type OutTensor,
   type StepKind,
+  type Transport,
 } from '../protocol/index.js';
 import type { ShardfaceLogger } from '../log/logger.js';
+import { RateLimitedLog } from '../log/rate-limit.js';
 import { Membership, memberView, type Member, type MemberView } from './membership.js';
 import { classRange } from '../ops/class-range.js';
 import { SoftmaxReduction } from './softmax-reduction.js';
@@ -56,6 +69,18 @@ export interface CoordinatorOptions {
    * step from the reduced quantities it reads and broadcast as `extras`.
    */
   jobState?: JobStateReducer;
+  /** CURVE keys and the frame size limit; default: plain TCP, default limit. */
+  transport?: Transport;
+}
+
+/** Longest error text sent back: enough for a reason, too short to echo a payload. */
+const MAX_REPLY_CHARS = 240;
+const clip = (s: string) => (s.length > MAX_REPLY_CHARS ? `${s.slice(0, MAX_REPLY_CHARS)}…` : s);
+
+/** Constant-time token comparison (the digests have equal length whatever was sent). */
+function tokenMatches(sent: string, expected: string): boolean {
+  const h = (x: string) => createHash('sha256').update(x).digest();
+  return timingSafeEqual(h(sent), h(expected));
 }
 
 export interface JobResult {
@@ -95,13 +120,21 @@ export class Coordinator {
   private readonly finished: Promise<JobResult>;
   private timers: NodeJS.Timeout[] = [];
   private boundAddress = '';
-  /** Routing ids of workers' heartbeat threads, answered with the coordinator's own heartbeats. */
-  private readonly heartbeatLinks = new Map<string, Uint8Array>();
+  /** Connections of workers' heartbeat threads (bound to a rank by its session), answered with the coordinator's own heartbeats. */
+  private readonly heartbeatLinks = new Map<string, { id: Uint8Array; rank: number }>();
+  private readonly transport: Transport;
+  private releaseZap: () => void = () => {};
+  /** Rejected messages and strangers' messages: rate-limited, never echoing payloads. */
+  private readonly rejects: RateLimitedLog;
+  private readonly strangers: RateLimitedLog;
 
   constructor(private readonly opts: CoordinatorOptions) {
-    this.socket = controlServer();
+    this.transport = opts.transport ?? PLAIN_TRANSPORT;
+    this.socket = controlServer(this.transport);
     this.members = new Membership(opts.workers);
     this.log = opts.logger.log;
+    this.rejects = new RateLimitedLog(this.log, 'rejected messages');
+    this.strangers = new RateLimitedLog(this.log, 'refused connections or messages from strangers');
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.jobState = opts.jobState?.initial ?? {};
   }
@@ -123,9 +156,15 @@ export class Coordinator {
   }
 
   async bind(): Promise<string> {
-    await this.socket.bind(this.opts.bind);
+    this.releaseZap = await bindServer(this.socket, this.opts.bind, this.transport, {
+      onRefused: (peer, why) => this.strangers.warn({ peer, why }, 'connection refused: CURVE key not authorised'),
+      onAccepted: (peer, name) => this.log.debug({ peer, key: name }, 'CURVE client accepted'),
+    });
     this.boundAddress = this.socket.lastEndpoint ?? this.opts.bind;
-    this.log.info({ bind: this.boundAddress, workers: this.opts.workers, job: this.opts.job, kind: this.opts.spec.kind, steps: this.opts.spec.steps }, 'coordinator listening');
+    const curve = this.transport.curve ? { curve: true, authorizedKeys: this.transport.curve.authorized.size } : { curve: false };
+    this.log.info({ bind: this.boundAddress, workers: this.opts.workers, job: this.opts.job, kind: this.opts.spec.kind, steps: this.opts.spec.steps, maxFrameBytes: this.transport.maxFrameBytes, ...curve }, 'coordinator listening');
+    if (!this.transport.curve && !/^tcp:\/\/(127\.|localhost|\[::1\])/.test(this.boundAddress))
+      this.log.warn({ bind: this.boundAddress }, 'control plane is not encrypted and reachable beyond this machine: use --curve-keys (see `shardface keys generate`)');
     return this.boundAddress;
   }
 
@@ -136,7 +175,7 @@ export class Coordinator {
     this.timers.push(
       setInterval(() => {
         void this.broadcast('heartbeat', {});
-        for (const id of this.heartbeatLinks.values()) void this.sendTo(id, 'heartbeat', {}, -1);
+        for (const l of this.heartbeatLinks.values()) void this.sendTo(l.id, 'heartbeat', {}, l.rank);
       }, this.opts.heartbeatMs),
     );
     this.timers.push(
@@ -156,6 +195,9 @@ export class Coordinator {
     const result = await this.finished;
     for (const t of this.timers) clearInterval(t);
     this.socket.close();
+    this.releaseZap();
+    this.rejects.flush();
+    this.strangers.flush();
     return result;
   }
 
@@ -200,6 +242,10 @@ export class Coordinator {
   private async handle(id: Uint8Array, frames: Uint8Array[]): Promise<void> {
     const key = Buffer.from(id).toString('hex');
     const member = this.members.get(key);
+    if (!member) {
+      const link = this.heartbeatLinks.get(key);
+      return link ? this.fromHeartbeatLink(link, frames) : this.fromStranger(id, key, frames);
+    }
     const res = decode(frames, { world: this.opts.workers });
     if (!res.ok) {
       await this.reject(id, member, res.error);
@@ -211,23 +257,19 @@ export class Coordinator {
     const h = msg.header;
     if (h.job !== this.opts.job && !(h.type === 'hello' && h.job === ''))
       return this.reject(id, member, new ProtocolError('wrong-job', `message for job ${JSON.stringify(h.job)}, this is job ${JSON.stringify(this.opts.job)}`));
-    if (h.type === 'heartbeat' && !member) return this.onSideHeartbeat(id, h.rank);
-    if (member) {
-      member.lastSeen = Date.now();
-      if (h.type !== 'hello' && member.rank !== null && h.rank !== member.rank)
-        return this.reject(id, member, new ProtocolError('bad-field', `header.rank ${h.rank} but this worker is rank ${member.rank}`));
-    }
+    member.lastSeen = Date.now();
+    if (h.type !== 'hello' && member.rank !== null && h.rank !== member.rank)
+      return this.reject(id, member, new ProtocolError('bad-field', `header.rank ${h.rank} but this worker is rank ${member.rank}`));
     switch (h.type) {
       case 'hello':
         return this.onHello(id, key, msg as MessageOf<'hello'>);
       case 'heartbeat':
         return;
       case 'error':
-        this.log.warn({ from: member?.rank, code: (msg as MessageOf<'error'>).header.body.code }, (msg as MessageOf<'error'>).header.body.message);
+        this.rejects.warn({ from: member.rank, code: clip((msg as MessageOf<'error'>).header.body.code) }, `worker reported: ${clip((msg as MessageOf<'error'>).header.body.message)}`);
         return;
     }
-    if (!member || member.rank === null)
-      return this.reject(id, member, new ProtocolError('unexpected-type', `${h.type} before registration: send hello first`));
+    if (member.rank === null) return this.reject(id, member, new ProtocolError('unexpected-type', `${h.type} before ranks are assigned`));
     switch (h.type) {
       case 'ready':
         return this.onReady(member, msg as MessageOf<'ready'>);
@@ -249,16 +291,34 @@ export class Coordinator {
     }
   }
 
+  /**
+   * A connection that is neither a member nor a bound heartbeat link: it may
+   * register (hello with the right token) or bind a heartbeat link (session);
+   * anything else is refused, telling it nothing about the job.
+   */
+  private async fromStranger(id: Uint8Array, key: string, frames: Uint8Array[]): Promise<void> {
+    const res = decode(frames);
+    if (!res.ok) return this.reject(id, undefined, res.error);
+    const msg = res.msg;
+    if (msg.header.type === 'hello') return this.onHello(id, key, msg as MessageOf<'hello'>);
+    if (msg.header.type === 'heartbeat') return this.onSideHeartbeat(id, key, msg as MessageOf<'heartbeat'>);
+    return this.reject(id, undefined, new ProtocolError('unexpected-type', `${msg.header.type} before registration: send hello first`));
+  }
+
+  /** Logged (rate-limited) and answered; replies to non-members carry no job id and no text of theirs beyond a clipped reason. */
   private async reject(id: Uint8Array, member: Member | undefined, err: ProtocolError): Promise<void> {
-    this.log.warn({ code: err.code, from: member ? { rank: member.rank, host: member.host, pid: member.pid } : Buffer.from(id).toString('hex') }, `rejected message: ${err.message}`);
-    await this.sendTo(id, 'error', { code: err.code, message: err.message }, member?.rank ?? -1);
+    if (member) this.rejects.warn({ code: err.code, from: { rank: member.rank, host: member.host, pid: member.pid } }, `rejected message: ${clip(err.message)}`);
+    else this.rejects.warn({ code: err.code, from: shortId(id) }, 'rejected message from an unregistered connection');
+    await this.sendTo(id, 'error', { code: err.code, message: clip(err.message) }, member?.rank ?? -1, [], member !== undefined);
   }
 
   private async onHello(id: Uint8Array, key: string, msg: MessageOf<'hello'>): Promise<void> {
     const hello = msg.header.body;
-    if (hello.token !== this.opts.token) {
-      return this.reject(id, undefined, new ProtocolError('bad-token', `worker ${hello.host}:${hello.pid} presented a wrong token`));
+    if (!tokenMatches(hello.token, this.opts.token)) {
+      return this.reject(id, undefined, new ProtocolError('bad-token', `worker ${clip(hello.host)}:${hello.pid} presented a wrong token`));
     }
+    if (msg.header.job !== '' && msg.header.job !== this.opts.job)
+      return this.reject(id, undefined, new ProtocolError('wrong-job', `message for job ${JSON.stringify(clip(msg.header.job))}, which this coordinator does not run`));
     if (this.phase !== 'joining') return this.reject(id, undefined, new ProtocolError('unexpected-type', `job already started; ${hello.host}:${hello.pid} cannot join`));
     const r = this.members.join(id, key, msg.header.rank, hello, Date.now());
     if (!r.ok) return this.reject(id, undefined, new ProtocolError(r.code, r.message));
@@ -271,6 +331,10 @@ export class Coordinator {
     const ranked = this.members.assignRanks();
     const peers = ranked.map((m) => m.dataAddress);
     const hosts = ranked.map((m) => m.host);
+    const peerKeys = ranked.map((m) => m.curveKey);
+    // Unguessable routing ids for the ring links: an inbox takes messages only from its left neighbour's.
+    const ringIds = ranked.map(() => `ring-${randomBytes(16).toString('hex')}`);
+    const n = this.opts.workers;
     const { spec } = this.opts;
     for (const m of ranked) {
       const range = classRange(spec.numClasses, this.opts.workers, m.rank!);
@@ -279,6 +343,9 @@ export class Coordinator {
         world: this.opts.workers,
         peers,
         hosts,
+        peerKeys,
+        session: (m.session = randomBytes(16).toString('hex')),
+        ringIds: { send: ringIds[m.rank!]!, accept: ringIds[(m.rank! + n - 1) % n]! },
         classRange: range,
         numClasses: spec.numClasses,
         heartbeatMs: this.opts.heartbeatMs,
@@ -291,14 +358,31 @@ export class Coordinator {
 
   /**
    * Heartbeats from a worker's heartbeat thread arrive on a socket of their own
-   * (so a long synchronous step cannot silence them); they name their rank.
+   * (so a long synchronous step cannot silence them). The first one carries
+   * the rank's session secret and binds the connection to the rank; one
+   * without it is dropped unanswered, so a stranger cannot keep a dead rank alive.
    */
-  private async onSideHeartbeat(id: Uint8Array, rank: number): Promise<void> {
+  private async onSideHeartbeat(id: Uint8Array, key: string, msg: MessageOf<'heartbeat'>): Promise<void> {
+    const { rank, job } = msg.header;
     const m = this.members.ranked().find((x) => x.rank === rank);
-    if (!m) return this.reject(id, undefined, new ProtocolError('unexpected-type', `heartbeat for rank ${rank}, which no registered worker holds`));
+    const session = msg.header.body.session;
+    if (!m || job !== this.opts.job || !m.session || session === undefined || !tokenMatches(session, m.session)) {
+      this.strangers.warn({ from: shortId(id), claimedRank: rank }, 'heartbeat dropped: not from the connection that holds the rank');
+      return;
+    }
+    this.heartbeatLinks.set(key, { id, rank });
     m.lastSeen = Date.now();
-    const key = Buffer.from(id).toString('hex');
-    if (!this.heartbeatLinks.has(key)) this.heartbeatLinks.set(key, id);
+  }
+
+  /** A bound heartbeat link may send heartbeats for its own rank, nothing else. */
+  private async fromHeartbeatLink(link: { id: Uint8Array; rank: number }, frames: Uint8Array[]): Promise<void> {
+    const res = decode(frames, { job: this.opts.job, world: this.opts.workers });
+    if (!res.ok || res.msg.header.type !== 'heartbeat' || res.msg.header.rank !== link.rank) {
+      this.strangers.warn({ from: shortId(link.id), rank: link.rank, code: res.ok ? 'unexpected-type' : res.error.code }, 'dropped a message on a heartbeat link');
+      return;
+    }
+    const m = this.members.ranked().find((x) => x.rank === link.rank);
+    if (m) m.lastSeen = Date.now();
   }
 
   private async onReady(m: Member, msg: MessageOf<'ready'>): Promise<void> {
@@ -403,9 +487,10 @@ export class Coordinator {
     }
   }
 
-  private async sendTo<T extends MessageType>(id: Uint8Array, type: T, body: Bodies[T], rank: number, tensors: OutTensor[] = []): Promise<void> {
+  /** `toMember` false: the peer has not registered, and the header carries no job id. */
+  private async sendTo<T extends MessageType>(id: Uint8Array, type: T, body: Bodies[T], rank: number, tensors: OutTensor[] = [], toMember = true): Promise<void> {
     try {
-      await this.socket.send([id, ...encode(type, { job: this.opts.job, step: this.step, rank }, body, tensors)]);
+      await this.socket.send([id, ...encode(type, { job: toMember ? this.opts.job : '', step: toMember ? this.step : 0, rank }, body, tensors)]);
     } catch (e) {
       this.log.warn({ type, err: (e as Error).message }, 'send failed');
     }
@@ -414,4 +499,9 @@ export class Coordinator {
   private async broadcast<T extends MessageType>(type: T, body: Bodies[T], tensors: OutTensor[] = []): Promise<void> {
     for (const m of this.members.members()) if (!m.gone) await this.sendTo(m.id, type, body, m.rank ?? -1, tensors);
   }
+}
+
+/** A routing id for logs: short, and never the peer's bytes verbatim beyond 8 of them. */
+function shortId(id: Uint8Array): string {
+  return Buffer.from(id.subarray(0, 8)).toString('hex');
 }

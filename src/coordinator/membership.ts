@@ -17,17 +17,25 @@ export interface Member {
   dataAddress: string;
   device: string;
   backend: string;
+  /** The worker's CURVE public key ('' without CURVE). */
+  curveKey: string;
+  /** Secret handed out in welcome; binds the worker's heartbeat connection to its rank. */
+  session: string;
   lastSeen: number;
   lastStep: number;
   ready: boolean;
   gone: boolean;
 }
 
-/** What monitoring (metrics, the status page) may see of a member: a copy, without the socket's routing id. */
-export type MemberView = Omit<Member, 'id' | 'key'>;
+/**
+ * What monitoring (metrics, the status page, which has no authentication) may
+ * see of a member: a copy without the socket's routing id and without the
+ * credentials (the heartbeat session secret, the CURVE key).
+ */
+export type MemberView = Omit<Member, 'id' | 'key' | 'session' | 'curveKey'>;
 
 export function memberView(m: Member): MemberView {
-  const { id: _id, key: _key, ...view } = m;
+  const { id: _id, key: _key, session: _session, curveKey: _curveKey, ...view } = m;
   return { ...view };
 }
 
@@ -70,6 +78,8 @@ export class Membership {
       dataAddress: hello.dataAddress,
       device: hello.device,
       backend: hello.backend,
+      curveKey: hello.curveKey,
+      session: '',
       lastSeen: now,
       lastStep: 0,
       ready: false,

@@ -83,7 +83,8 @@ export function decode(frames: Uint8Array[], ctx: DecodeContext = {}): DecodeRes
   if (bodyErr) return fail('bad-field', `${h.type}: ${bodyErr}`, partial);
   if (frames.length - 1 !== h.tensors.length)
     return fail('tensor-frame-count', `header describes ${h.tensors.length} tensors but ${frames.length - 1} frames follow`, partial);
-  const tensors: Record<string, AnyTypedArray> = {};
+  // No prototype: a tensor named "__proto__" or "constructor" is just a name.
+  const tensors: Record<string, AnyTypedArray> = Object.create(null) as Record<string, AnyTypedArray>;
   for (let i = 0; i < h.tensors.length; i++) {
     const d = h.tensors[i]!;
     const frame = frames[i + 1]!;

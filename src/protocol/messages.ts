@@ -34,6 +34,8 @@ export interface Bodies {
     dataAddress: string;
     device: string;
     backend: string;
+    /** The worker's CURVE public key (its ring inbox's server key), '' without CURVE. */
+    curveKey: string;
   };
   /** coordinator → worker: you are in; here is your place in the job. */
   welcome: {
@@ -42,6 +44,12 @@ export interface Bodies {
     /** Data-plane address of every rank, index = rank. */
     peers: string[];
     hosts: string[];
+    /** CURVE public key of every rank's ring inbox ('' without CURVE), index = rank. */
+    peerKeys: string[];
+    /** This member's secret: its heartbeat thread proves with it that its heartbeats are this rank's. */
+    session: string;
+    /** Routing ids on the ring: `send` is this rank's link to its right neighbour, `accept` the only id its inbox takes messages from. */
+    ringIds: { send: string; accept: string };
     classRange: ClassRange;
     numClasses: number;
     heartbeatMs: number;
@@ -51,7 +59,8 @@ export interface Bodies {
   };
   /** worker → coordinator: backend up, ring connected; ready for step 1. */
   ready: { backend: string; device: string; threads: number | null; reason: string };
-  heartbeat: Record<string, never>;
+  /** Both ways; a worker's heartbeat thread sends its `session` (from welcome) so the coordinator can bind its connection to the rank. */
+  heartbeat: { session?: string };
   /** coordinator → workers: run step `header.step`. */
   'step-begin': { kind: StepKind };
   /** worker → coordinator: per-row partial softmax statistics of its shard (tensors rowMax, sumExp, target, owned). */

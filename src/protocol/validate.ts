@@ -44,6 +44,10 @@ const record =
     }
     return null;
   };
+const optional =
+  (check: Check): Check =>
+  (v, p) =>
+    v === undefined ? null : check(v, p);
 const anyObj: Check = (v, p) => (isObj(v) ? null : `${p} must be an object`);
 const any: Check = () => null;
 const shape =
@@ -58,12 +62,15 @@ const shape =
   };
 
 const bodyChecks: Record<MessageType, Check> = {
-  hello: shape({ host: str, pid: int(0), token: str, dataAddress: str, device: str, backend: str }),
+  hello: shape({ host: str, pid: int(0), token: str, dataAddress: str, device: str, backend: str, curveKey: str }),
   welcome: shape({
     rank: int(0),
     world: int(1),
     peers: arrayOf(str),
     hosts: arrayOf(str),
+    peerKeys: arrayOf(str),
+    session: str,
+    ringIds: shape({ send: str, accept: str }),
     classRange: shape({ start: int(0), count: int(0) }),
     numClasses: int(0),
     heartbeatMs: int(1),
@@ -71,7 +78,7 @@ const bodyChecks: Record<MessageType, Check> = {
     config: anyObj,
   }),
   ready: shape({ backend: str, device: str, threads: (v, p) => (v === null ? null : int(1)(v, p)), reason: str }),
-  heartbeat: anyObj,
+  heartbeat: shape({ session: optional(str) }),
   'step-begin': shape({ kind: oneOf(...STEP_KINDS) }),
   'softmax-stats': shape({ rows: int(0), batch: int(0) }),
   'softmax-reduced': shape({ loss: float, extras: record(float) }),

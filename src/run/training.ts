@@ -33,6 +33,7 @@ export function outputMode(progress: ProgressBar, quiet = false, stdout: { isTTY
   if (quiet) return 'quiet';
   return progress.enabled && stdout.isTTY ? 'terminal' : 'piped';
 }
+import { KeyFileError, loadCoordinatorKeys, type Transport } from '../protocol/index.js';
 
 export interface TrainRunOptions {
   /** No progress bar, no summary, no forwarded worker logs (benchmarks). */
@@ -105,7 +106,19 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
 
   const external = opts.workers === 'local' ? null : opts.workers;
   const jobState = methodJobState(cfg);
+  const curveOn = cfg.curveKeys !== 'none' && cfg.curveKeys !== '';
+  let transport: Transport;
+  try {
+    transport = { curve: curveOn ? loadCoordinatorKeys(cfg.curveKeys) : null, maxFrameBytes: Math.floor(cfg.maxFrameMb * 2 ** 20) };
+  } catch (e) {
+    if (!(e instanceof KeyFileError)) throw e;
+    logger.log.error({ curveKeys: cfg.curveKeys }, e.message);
+    if (mode === 'terminal') process.stderr.write(`shardface: curveKeys: ${e.message}\n`);
+    return 2;
+  }
+  const transportArgs = [...(curveOn ? ['--curve-keys', cfg.curveKeys] : []), '--max-frame-mb', String(cfg.maxFrameMb), '--worker-timeout', String(cfg.workerTimeoutMs / 1000)];
   const coordinatorOptions: CoordinatorOptions = {
+    transport,
     bind: external?.bind ?? 'tcp://127.0.0.1:0',
     workers: cfg.workers,
     job: external?.job ?? newJobId(),
@@ -170,7 +183,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     ? await startExternal(coordinatorOptions, (waiting) => (mode === 'terminal' ? progress.status(waiting) : undefined))
     : await launchLocal({
         coordinator: coordinatorOptions,
-        workerArgs: ['--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', workersLog],
+        workerArgs: [...transportArgs, '--backend', cfg.backend, ...(cfg.threads > 0 ? ['--threads', String(cfg.threads)] : []), '--log-format', 'json', '--log-file', workersLog],
         out: (raw, from, stream) => {
           const f = forwarder.forward(raw, from, stream);
           if (mode === 'terminal') {

@@ -1,9 +1,16 @@
 /**
  * The worker's end of the control plane: one DEALER socket to the coordinator,
  * a receive loop that validates every message, and typed waits for the few
- * messages a step expects. A `stop` from the coordinator (or its silence)
- * rejects whatever is pending, so no step hangs on a dead job.
+ * messages a step expects. A `stop` from the coordinator (or its silence, or a
+ * signal) rejects whatever is pending — sends included — so no step hangs on a
+ * dead job.
+ *
+ * Until the heartbeat thread takes over (after welcome), the channel watches
+ * the coordinator itself: no connection within `timeoutMs`, or silence for
+ * that long once registered (a registered worker hears the coordinator's
+ * heartbeats), stops the worker with an error naming the address.
  */
+import { randomBytes } from 'node:crypto';
 import {
   controlClient,
   decode,
@@ -15,8 +22,10 @@ import {
   type MessageOf,
   type MessageType,
   type OutTensor,
+  type Transport,
 } from '../protocol/index.js';
 import type { ShardfaceLogger } from '../log/logger.js';
+import { RateLimitedLog } from '../log/rate-limit.js';
 
 export class JobStopped extends Error {
   constructor(
@@ -35,7 +44,12 @@ export class ControlChannel {
   private readonly queue: Message[] = [];
   private waiters: Waiter[] = [];
   private stopped: JobStopped | null = null;
+  private readonly stoppedPromise: Promise<never>;
+  private rejectStopped!: (e: JobStopped) => void;
   private lastHeard = Date.now();
+  private connected = false;
+  private watchdog: NodeJS.Timeout | null = null;
+  private readonly badFrames: RateLimitedLog;
   job = '';
   rank = -1;
   /** Bytes of every message sent to / received from the coordinator on this channel (for metrics). */
@@ -46,8 +60,17 @@ export class ControlChannel {
   constructor(
     private readonly address: string,
     private readonly logger: ShardfaceLogger,
+    private readonly transport: Transport,
   ) {
-    this.socket = controlClient();
+    // A random routing id: the coordinator binds this worker's rank to it, so it must not be guessable.
+    this.socket = controlClient(transport, { routingId: `w-${randomBytes(16).toString('hex')}` });
+    this.badFrames = new RateLimitedLog(logger.log, 'bad messages from the coordinator');
+    this.stoppedPromise = new Promise<never>((_, reject) => (this.rejectStopped = reject));
+    this.stoppedPromise.catch(() => undefined);
+    this.socket.events.on('handshake', () => {
+      this.connected = true;
+    });
+    this.socket.events.on('handshake:error:auth', () => this.fail(`the coordinator at ${this.address} refused this worker's CURVE key (not in its authorized_keys?)`));
   }
 
   get silenceMs(): number {
@@ -59,10 +82,35 @@ export class ControlChannel {
     void this.receiveLoop();
   }
 
+  /** Stops the worker if the coordinator is unreachable or silent for `timeoutMs`; ends with {@link stopWatching}. */
+  watch(timeoutMs: number): void {
+    const started = Date.now();
+    this.lastHeard = started;
+    this.watchdog = setInterval(
+      () => {
+        const silent = this.silenceMs;
+        if (silent <= timeoutMs) return;
+        const secs = (timeoutMs / 1000).toFixed(1);
+        if (!this.connected)
+          this.fail(`cannot reach the coordinator at ${this.address}: no ${this.transport.curve ? 'CURVE handshake' : 'connection'} within ${secs} s${this.transport.curve ? ' (unreachable, or a wrong coordinator.pub)' : ''}`);
+        else this.fail(`coordinator at ${this.address} silent for ${(silent / 1000).toFixed(1)} s (timeout ${secs} s)`);
+      },
+      Math.max(50, Math.min(1000, timeoutMs / 4)),
+    );
+    this.watchdog.unref();
+  }
+
+  stopWatching(): void {
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+  }
+
+  /** Sends, or rejects with the stop if the job stops first (a send to an unreachable coordinator never completes). */
   async send<T extends MessageType>(type: T, body: Bodies[T], tensors: OutTensor[] = [], step = this.logger.ctx.step ?? 0): Promise<void> {
+    if (this.stopped) throw this.stopped;
     const frames = encode(type, { job: this.job, step, rank: this.rank }, body, tensors);
     this.bytesSent += frameBytes(frames);
-    await this.socket.send(frames);
+    await Promise.race([this.socket.send(frames), this.stoppedPromise]);
   }
 
   /** Next message of `type` (optionally for `step`); rejects with JobStopped on stop. */
@@ -73,12 +121,26 @@ export class ControlChannel {
     return new Promise((resolve, reject) => this.waiters.push({ type, step, resolve: resolve as (m: Message) => void, reject }));
   }
 
-  /** Marks the job stopped from this side (coordinator silent, local failure). */
+  /** Marks the job stopped from this side (coordinator silent, local failure, a signal). */
   fail(reason: string): void {
+    if (!this.stopped) this.stoppedHere = true;
     this.deliverStop(new JobStopped(reason, false));
   }
 
+  /** True when the stop came from this side, not from the coordinator (which then still needs to hear why). */
+  stoppedHere = false;
+
+  /** A last message after the stop (bye): best effort, given up after `ms`. */
+  async sendLast<T extends MessageType>(type: T, body: Bodies[T], ms = 500): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+    await Promise.race([this.socket.send(encode(type, { job: this.job, step: this.logger.ctx.step ?? 0, rank: this.rank }, body)).catch(() => undefined), late]);
+    clearTimeout(timer);
+  }
+
   close(): void {
+    this.stopWatching();
+    this.badFrames.flush();
     this.socket.close();
   }
 
@@ -93,7 +155,9 @@ export class ControlChannel {
   private deliverStop(s: JobStopped): void {
     if (this.stopped) return;
     this.stopped = s;
+    this.stopWatching();
     this.onStop?.(s);
+    this.rejectStopped(s);
     for (const w of this.waiters) w.reject(s);
     this.waiters = [];
   }
@@ -105,13 +169,13 @@ export class ControlChannel {
         this.bytesReceived += frameBytes(frames);
         const res = decode(frames, { world: this.world });
         if (!res.ok) {
-          this.logger.log.warn({ code: res.error.code }, `bad message from coordinator: ${res.error.message}`);
+          this.badFrames.warn({ code: res.error.code, frames: frames.length }, 'bad message from the coordinator');
           continue;
         }
         const msg = res.msg;
         const h = msg.header;
-        if (this.job && h.job !== this.job) {
-          this.logger.log.warn({ code: 'wrong-job' }, `message for job ${h.job}, this worker is in job ${this.job}`);
+        if (this.job && h.job !== this.job && !(h.type === 'error' && h.job === '')) {
+          this.badFrames.warn({ code: 'wrong-job' }, 'message for another job');
           continue;
         }
         if (h.type === 'heartbeat') continue;

@@ -12,7 +12,8 @@ import { applyPin, choosePin, describeDevice, localRankFromEnv } from './device.
 import { chooseAdvertised } from './advertise.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { JOB_MODULES, type JobFactory, type WorkerContext, type WorkerJob } from './job.js';
-import type { StepKind } from '../protocol/index.js';
+import { PLAIN_TRANSPORT, type StepKind, type Transport } from '../protocol/index.js';
+import { RateLimitedLog } from '../log/rate-limit.js';
 
 export interface WorkerOptions {
   coordinator: string;
@@ -27,6 +28,10 @@ export interface WorkerOptions {
   /** Host name or address other workers use to reach this one's data plane. */
   advertise?: string;
   logger: ShardfaceLogger;
+  /** CURVE keys and frame limit; default plain TCP. */
+  transport?: Transport;
+  /** Until the job's workerTimeoutMs is known (welcome): how long the coordinator may be unreachable or silent. Default 30 s. */
+  timeoutMs?: number;
 }
 
 /** Returns the process exit code. */
@@ -46,21 +51,37 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     log.error({ coordinator: opts.coordinator }, (e as Error).message);
     return 1;
   }
-  const { inbox, address: dataAddress } = await bindInbox(advertised.bind, advertised.host);
+  const transport = opts.transport ?? PLAIN_TRANSPORT;
+  const strangers = new RateLimitedLog(log, 'refused connections or messages from strangers on the ring inbox');
+  const {
+    inbox,
+    address: dataAddress,
+    release: releaseInbox,
+  } = await bindInbox(advertised.bind, advertised.host, transport, {
+    onRefused: (peer, why) => strangers.warn({ peer, why }, 'ring inbox refused a connection: CURVE key not authorised'),
+  });
 
-  const control = new ControlChannel(opts.coordinator, opts.logger);
+  const control = new ControlChannel(opts.coordinator, opts.logger, transport);
   control.job = opts.job ?? '';
   control.rank = opts.rank ?? -1;
   control.connect();
+  control.watch(opts.timeoutMs ?? 30_000);
   let ring: Ring | null = null;
   let job: WorkerJob | null = null;
   let heartbeat: Heartbeat | null = null;
+  // A stop (coordinator's, its silence, a signal) ends whatever this worker waits on, connecting included.
+  const stopConnecting = new AbortController();
+  control.onStop = () => {
+    stopConnecting.abort();
+    void ring?.close();
+    inbox.close();
+  };
   const onSignal = (sig: string) => control.fail(`received ${sig}`);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
   try {
-    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device, backend: opts.backend ?? 'job default' }, [], 0);
+    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device, backend: opts.backend ?? 'job default', curveKey: transport.curve?.own.publicKey ?? '' }, [], 0);
     log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device, deviceSource: pin.source, dataAddress, advertised: advertised.how }, 'registering');
     const welcome = (await control.waitFor('welcome')).header;
     const w = welcome.body;
@@ -68,11 +89,12 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     control.rank = w.rank;
     control.world = w.world;
     logCtx.rank = w.rank;
-    log.info({ world: w.world, classRange: w.classRange, peers: w.peers }, 'joined job');
+    log.info({ world: w.world, classRange: w.classRange, peers: w.peers, curve: transport.curve !== null }, 'joined job');
 
     const timeoutMs = Number(w.config.workerTimeoutMs ?? 30000);
-    heartbeat = startHeartbeat({ coordinator: opts.coordinator, job: welcome.job, rank: w.rank, periodMs: w.heartbeatMs, timeoutMs }, (ms) =>
-      control.fail(`coordinator silent for ${(ms / 1000).toFixed(1)} s`),
+    control.stopWatching();
+    heartbeat = startHeartbeat({ coordinator: opts.coordinator, job: welcome.job, rank: w.rank, session: w.session, periodMs: w.heartbeatMs, timeoutMs, transport }, (ms) =>
+      control.fail(`coordinator at ${opts.coordinator} silent for ${(ms / 1000).toFixed(1)} s`),
     );
 
     const cfgThreads = Number(w.config.threads ?? 0);
@@ -84,15 +106,24 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     log[dev.level]({ gpu: dev.gpu, cudaVisibleDevices: pin.cudaVisibleDevices, deviceSource: pin.source }, `device: ${dev.message}`);
     if (dev.level === 'error') throw new Error(dev.message);
 
-    // No collective timeout: a slow peer is not a dead one. Liveness is the
+    // Connecting is bounded by the job's worker timeout (an unreachable neighbour is named).
+    // Within steps no collective timeout: a slow peer is not a dead one. Liveness is the
     // coordinator's job (heartbeats); when it stops the job, closing the inbox
     // ends whatever collective is waiting.
-    // Set before connecting: a stop while the ring is still connecting (a peer unreachable) must end the wait too.
-    control.onStop = () => {
-      void ring?.close();
-      inbox.close();
-    };
-    ring = await Ring.connect({ job: welcome.job, rank: w.rank, world: w.world, peers: w.peers, inbox, timeoutMs: -1 });
+    ring = await Ring.connect({
+      job: welcome.job,
+      rank: w.rank,
+      world: w.world,
+      peers: w.peers,
+      inbox,
+      timeoutMs: -1,
+      connectTimeoutMs: timeoutMs,
+      signal: stopConnecting.signal,
+      transport,
+      peerKeys: w.peerKeys,
+      ids: w.ringIds,
+      onStranger: (info) => strangers.warn(info, 'ring inbox dropped a message from a connection other than the left neighbour\'s'),
+    });
     const kind = String(w.config.kind ?? 'empty') as StepKind;
     const ctx: WorkerContext = {
       rank: w.rank,
@@ -151,12 +182,14 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         return 0;
       }
       log.error({ reason: e.reason }, 'job stopped with an error');
+      // Stopped here (a signal, the coordinator unreachable): tell the coordinator, so it need not wait for the heartbeat timeout.
+      if (control.stoppedHere && control.rank >= 0) await control.sendLast('bye', { reason: e.reason, ok: false });
       await job?.close?.(false);
       return 1;
     }
     const err = e as Error;
     log.error({ err: { message: err.message, stack: err.stack } }, 'worker failed');
-    await control.send('bye', { reason: err.message, ok: false }).catch(() => undefined);
+    await control.sendLast('bye', { reason: err.message, ok: false });
     await job?.close?.(false);
     return 1;
   } finally {
@@ -165,6 +198,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     process.off('SIGTERM', onSignal);
     await ring?.close().catch(() => undefined);
     if (!inbox.closed) inbox.close();
+    releaseInbox();
+    strangers.flush();
     // Let a final message (bye) leave before closing the socket.
     await new Promise((r) => setTimeout(r, 50));
     control.close();

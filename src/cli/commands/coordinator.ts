@@ -1,7 +1,7 @@
 /** `shardface coordinator`: the job's single address; see ARCHITECTURE.md. */
 import { writeFileSync } from 'node:fs';
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
-import { LOG_OPTIONS, loggerFrom, readToken } from '../common.js';
+import { LOG_OPTIONS, loggerFrom, readToken, TRANSPORT_OPTIONS, transportFrom } from '../common.js';
 import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { Coordinator } from '../../coordinator/coordinator.js';
 import { STEP_KINDS, type StepKind } from '../../protocol/index.js';
@@ -26,6 +26,7 @@ export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   'address-file': { kind: 'string', help: 'write the bound address to this file once listening' },
   'metrics-port': { kind: 'int', help: 'port of the metrics and status page endpoint; 0 = any free port, -1 = off (default: the config\'s metricsPort, 0)' },
   'metrics-host': { kind: 'string', help: 'address the metrics endpoint listens on (default: the config\'s metricsHost, 127.0.0.1)' },
+  ...TRANSPORT_OPTIONS,
   ...LOG_OPTIONS,
 };
 
@@ -38,7 +39,7 @@ export async function run(argv: string[]): Promise<number> {
   if (o.workers === undefined) throw new UsageError('--workers is required');
   const workers = o.workers as number;
   if (workers < 1) throw new UsageError(`--workers must be >= 1, got ${workers}`);
-  if (o.config !== undefined) return coordinateTraining(o, workers);
+  if (o.config !== undefined) return coordinateTraining(o, workers, argv);
   const kind = o.kind as string;
   if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
   const logger = loggerFrom(o, 'coordinator');
@@ -53,7 +54,9 @@ export async function run(argv: string[]): Promise<number> {
   if (monitor === 'failed') return 2;
   if (monitor) logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, `status page ${monitor.url}`);
   let lastEnd = Date.now();
+  const transport = transportFrom(o, 'coordinator');
   const coordinator = new Coordinator({
+    transport,
     bind: o.bind as string,
     workers,
     job: (o.job as string | undefined) ?? newJobId(),
@@ -82,7 +85,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** `--config`: the training coordinator (metrics, checkpoints, summary) for external workers. */
-async function coordinateTraining(o: Record<string, unknown>, workers: number): Promise<number> {
+async function coordinateTraining(o: Record<string, unknown>, workers: number, argv: string[]): Promise<number> {
   const { resolveConfig, ConfigError } = await import('../../config/index.js');
   const [{ planTraining }, { runTraining }] = await Promise.all([import('../../run/plan.js'), import('../../run/training.js')]);
   let plan;
@@ -91,6 +94,8 @@ async function coordinateTraining(o: Record<string, unknown>, workers: number): 
     if (o['run-dir']) overrides.runDir = o['run-dir'] as string;
     if (o['metrics-port'] !== undefined) overrides.metricsPort = String(o['metrics-port']);
     if (o['metrics-host'] !== undefined) overrides.metricsHost = o['metrics-host'] as string;
+    if (o['curve-keys']) overrides.curveKeys = o['curve-keys'] as string;
+    if (argv.some((a) => a.startsWith('--max-frame-mb'))) overrides.maxFrameMb = String(o['max-frame-mb']);
     plan = planTraining(resolveConfig({ file: o.config as string, overrides }));
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message);

@@ -1,6 +1,6 @@
 /** `shardface launch --workers N [coordinator options] -- [worker options]`: a whole job on this machine. */
 import { parseArgs, usage, UsageError } from '../args.js';
-import { loggerFrom, readToken } from '../common.js';
+import { loggerFrom, readToken, transportFrom } from '../common.js';
 import { newJobId, onTermination } from '../../run/lifecycle.js';
 import { COORDINATOR_OPTIONS } from './coordinator.js';
 import { launchLocal } from '../../launcher/launch.js';
@@ -20,10 +20,15 @@ export async function run(argv: string[]): Promise<number> {
   if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
   const logger = loggerFrom(o, 'launcher');
   const token = readToken(o['token-file']);
+  const transport = transportFrom(o, 'coordinator');
   const workerArgs = [...rest];
   if (o['log-format'] && !rest.includes('--log-format')) workerArgs.push('--log-format', o['log-format'] as string);
+  if (o['curve-keys'] && !rest.includes('--curve-keys')) workerArgs.push('--curve-keys', o['curve-keys'] as string);
+  if (!rest.includes('--max-frame-mb')) workerArgs.push('--max-frame-mb', String(o['max-frame-mb']));
+  if (!rest.includes('--worker-timeout')) workerArgs.push('--worker-timeout', String(o['worker-timeout']));
   const launched = await launchLocal({
     coordinator: {
+      transport,
       bind: o.bind === COORDINATOR_OPTIONS.bind!.default ? 'tcp://127.0.0.1:0' : (o.bind as string),
       workers,
       job: (o.job as string | undefined) ?? newJobId(),

@@ -1,6 +1,6 @@
 /** `shardface worker`: one process per device; everything else comes from the coordinator. */
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
-import { LOG_OPTIONS, loggerFrom, readToken } from '../common.js';
+import { LOG_OPTIONS, loggerFrom, readToken, TRANSPORT_OPTIONS, transportFrom } from '../common.js';
 import { runWorker } from '../../worker/worker.js';
 import { rankFromEnv } from '../../worker/device.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../../ops/backend.js';
@@ -14,6 +14,9 @@ export const WORKER_OPTIONS: Record<string, OptionSpec> = {
   job: { kind: 'string', help: 'job id to join (default: whatever the coordinator runs)' },
   'token-file': { kind: 'string', help: 'file holding the shared token' },
   advertise: { kind: 'string', help: 'host name or IP other workers use to reach this one' },
+  'worker-timeout': { kind: 'number', default: 30, help: 'seconds the coordinator may be unreachable or silent before this worker gives up (until the job\'s own timeout arrives with welcome)' },
+  'curve-name': { kind: 'string', help: 'with --curve-keys: this worker\'s key pair, DIR/NAME.key (default: worker.key, else the only worker*.key, else worker-$SHARDFACE_LOCAL_RANK.key)' },
+  ...TRANSPORT_OPTIONS,
   ...LOG_OPTIONS,
 };
 
@@ -28,7 +31,12 @@ export async function run(argv: string[]): Promise<number> {
   const threads = o.threads as number | undefined;
   if (threads !== undefined && threads < 1) throw new UsageError('--threads must be >= 1');
   const rank = (o.rank as number | undefined) ?? rankFromEnv();
+  const timeout = o['worker-timeout'] as number;
+  if (!(timeout > 0)) throw new UsageError('--worker-timeout must be > 0');
+  const transport = transportFrom(o, 'worker', o['curve-name'] as string | undefined);
   return runWorker({
+    transport,
+    timeoutMs: timeout * 1000,
     coordinator: o.coordinator as string,
     rank,
     device: o.device as string | undefined,
