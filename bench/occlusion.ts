@@ -1,5 +1,5 @@
 /**
- * `shardface bench occlusion`: does adversarial feature masking (SPEC §6.3,
+ * `shardface bench occlusion`: does adversarial feature masking (docs/methods.md#adversarial-training,
  * `--occlusion adversarial`) make verification more robust to occluders?
  *
  * For each seed, two training runs with the same config, `occlusion: none`

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { classRange, localiseLabels, numSampled } from '../src/ops/class-range.js';
 
 describe('classRange', () => {
-  it('gives the remainder to the lowest ranks (SPEC 2.1)', () => {
+  it('gives the remainder to the lowest ranks (docs/methods.md#class-ranges)', () => {
     expect([0, 1, 2].map((r) => classRange(7, 3, r))).toEqual([
       { start: 0, count: 3 },
       { start: 3, count: 2 },

@@ -33,7 +33,7 @@ const errorOf = (f: () => unknown): ConfigError => {
 };
 
 describe('defaults', () => {
-  it('follow arcface_torch (SPEC §2.4) and the brief', () => {
+  it('follow arcface_torch (docs/methods.md#training-defaults) and the brief', () => {
     const c = resolveConfig();
     expect(c).toMatchObject({
       workers: 2,

@@ -8,14 +8,14 @@ import { runShardsInProcess } from './helpers/in-process-shards.js';
 
 const spec = CURRICULAR_DEFAULTS;
 const close = (a: number, b: number, rtol = 1e-6, atol = 1e-7) => expect(Math.abs(a - b), `${a} vs ${b}`).toBeLessThanOrEqual(atol + rtol * Math.abs(b));
-// SPEC §4.3
+// docs/methods.md#curricularface-test-vectors
 const C = [[0.7, 0.5, 0.1, -0.2], [0.3, 0.65, 0.2, 0.05], [0.1, -0.3, 0.2, 0.4]];
 const Y = [0, 1, 2];
 /** Embeddings and weight whose cosines are exactly C: W = [I₄ | 0], e_i = (c_i, sqrt(1 − ‖c_i‖²)). */
 const E = C.map((row) => [...row, Math.sqrt(1 - row.reduce((a, c) => a + c * c, 0))]);
 const W = [0, 1, 2, 3].map((j) => [0, 1, 2, 3, 4].map((d) => (d === j ? 1 : 0)));
 
-describe('CurricularFace (SPEC §4)', () => {
+describe('CurricularFace (docs/methods.md#curricularface)', () => {
   it('step 1 (t from 0): t, hard mask, modulated logits, loss and ∂L/∂c', () => {
     const r = curricularLossOnCosF64(C, Y, 0, spec);
     close(r.t, 0.0051666667, 1e-7);
@@ -73,7 +73,7 @@ describe('CurricularFace (SPEC §4)', () => {
     }
   });
 
-  it('the sharded step (1 shard, and 3 shards over 4 classes) gives the SPEC loss and t, the same t on every shard, and the reference gradients', async () => {
+  it('the sharded step (1 shard, and 3 shards over 4 classes) gives the reference loss and t (docs/methods.md#curricularface-test-vectors), the same t on every shard, and the reference gradients', async () => {
     for (const [tPrev, loss] of [[0, 9.991516780800707], [0.0051666666666666675, 10.048240182625298], [0.6, 22.093566342079214]] as const) {
       const ref = tf.tidy(() => referenceHeadLossAndGrads(tf.tensor2d(E), tf.tensor2d(W), Y, { kind: 'curricular', ...spec, t: tPrev }));
       const gE = ref.gradEmb.arraySync();

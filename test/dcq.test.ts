@@ -1,5 +1,5 @@
 /**
- * DCQ, the Dynamic Class Queue (SPEC §5): the §5.6 vector, the sharded queue
+ * DCQ, the Dynamic Class Queue (docs/methods.md#dynamic-class-queue): the test vector of docs/methods.md#dcq-test-vector, the sharded queue
  * softmax against a float64 reference and finite differences, the enqueue,
  * the EMA, the reference-image draw, and real multi-process runs (the queue
  * assembled from n = 1, 2, 3 workers' checkpoints is the same; a 2-worker run
@@ -127,7 +127,7 @@ async function runSharded(o: { q: number[][]; k: number[][]; y: number[]; queue:
 }
 
 /**
- * SPEC §5.2 in plain float64 JS: mean over rows of logsumexp([s(q̂·k − m), s q̂·Q_j (j unmasked)]) − s(q̂·k − m),
+ * docs/methods.md#dcq-step in plain float64 JS: mean over rows of logsumexp([s(q̂·k − m), s q̂·Q_j (j unmasked)]) − s(q̂·k − m),
  * each row capped at `cap` (the reported loss caps at −ln 1e-30 as arcface_torch does; finite differences use no cap).
  */
 function referenceLoss(q: number[][], k: number[][], y: number[], queue: number[][], queueLabels: number[], s: number, m: number, cap = Infinity): number {
@@ -146,9 +146,9 @@ function referenceLoss(q: number[][], k: number[][], y: number[], queue: number[
 }
 
 
-// ---------------------------------------------------------------- SPEC §5.6
+// ---------------------------------------------------------------- docs/methods.md#dcq-test-vector
 
-describe('SPEC §5.6 test vector (s = 50, m = 0.3, K = 4, D = 3, B = 2)', () => {
+describe('DCQ test vector (docs/methods.md#dcq-test-vector) (s = 50, m = 0.3, K = 4, D = 3, B = 2)', () => {
   const qRaw = [
     [1.0, 0.2, -0.3],
     [0.1, 0.9, 0.4],

@@ -3,11 +3,11 @@ import { distillLoss } from '../src/ops/distill.js';
 import { Rng } from '../src/common/random.js';
 
 const close = (a: number, b: number, rtol = 1e-6, atol = 1e-8) => expect(Math.abs(a - b), `${a} vs ${b}`).toBeLessThanOrEqual(atol + rtol * Math.abs(b));
-// SPEC §7.5
+// docs/methods.md#distillation-test-vector
 const FT = [3, 4, 0, 1, -2, 2];
 const FS = [2, 5, 1, 0.5, -1, 2.5];
 
-describe('distillation losses (SPEC §7.3, §7.5)', () => {
+describe('distillation losses (docs/methods.md#distillation, docs/methods.md#distillation-test-vector)', () => {
   it('angular (VarGFaceNet eq. 5): loss and gradient', () => {
     const r = distillLoss('angular', FT, FS, 3);
     close(r.loss, 0.13774330448, 1e-9);

@@ -1,4 +1,4 @@
-/** insightface .bin packs (SPEC §9.1): the two hex vectors, py2 byte strings, and packs we refuse. */
+/** insightface .bin packs (docs/methods.md#validation-packs): the two hex vectors, py2 byte strings, and packs we refuse. */
 import { describe, expect, it } from 'vitest';
 import { parseBinPack, BinPackError } from '../src/eval/bin-pack.js';
 import { hex, picklePy2 } from './helpers/eval-fixtures.js';
@@ -9,7 +9,7 @@ const EXPECTED = { bins: [Uint8Array.from([0xff, 0xd8, 0xff, 0xe0]), Uint8Array.
 
 const plain = (p: { bins: Uint8Array[]; issame: boolean[] }) => ({ bins: p.bins.map((b) => Array.from(b)), issame: p.issame });
 
-describe('.bin pack reader (SPEC §9.1 vectors)', () => {
+describe('.bin pack reader (docs/methods.md#validation-packs vectors)', () => {
   it('reads the Python-2 protocol-2 vector (SHORT_BINSTRING as bytes)', () => {
     expect(plain(parseBinPack(hex(PY2)))).toEqual(plain(EXPECTED));
   });
@@ -18,7 +18,7 @@ describe('.bin pack reader (SPEC §9.1 vectors)', () => {
     expect(plain(parseBinPack(hex(PY3_P4)))).toEqual(plain(EXPECTED));
   });
 
-  it('our py2 writer reproduces the SPEC bytes exactly', () => {
+  it('our py2 writer reproduces the reference bytes (docs/methods.md#validation-packs) exactly', () => {
     expect(Array.from(picklePy2(EXPECTED.bins, EXPECTED.issame))).toEqual(Array.from(hex(PY2)));
   });
 

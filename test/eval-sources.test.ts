@@ -69,7 +69,7 @@ describe('three sources, one internal form', () => {
     expect(r.roc).not.toBeNull();
   });
 
-  it('matches the §9.2 protocol computed by hand from the same embeddings', async () => {
+  it('matches the docs/methods.md#ten-fold-accuracy protocol computed by hand from the same embeddings', async () => {
     const s = loadVerificationSet({ kind: 'pair-list', file: fx.pairList });
     const { embeddings, flipped } = await embedImageSources(backbone, s.images, { imageSize: 32 });
     const direct = scorePairs(embeddings, flipped, 16, s.pairs);

@@ -25,7 +25,7 @@ describe('config: loss heads and distillation', () => {
     expect(c).toMatchObject({ loss: 'magface', teacher: 'none', distill: 'angular', distillWeight: 1, initFrom: 'none' });
   });
 
-  it('an infeasible MagFace λ_g (SPEC §3.2) is an error naming magface.lambdaG and the bound', () => {
+  it('an infeasible MagFace λ_g (docs/methods.md#magface-regulariser-bound) is an error naming magface.lambdaG and the bound', () => {
     const e = configError({ loss: 'magface', 'magface.lambda-g': 20 });
     expect(e.key).toBe('magface.lambdaG');
     expect(e.message).toMatch(/magface\.lambdaG.*20 is below the MagFace feasibility bound .*22\.5867/);

@@ -20,7 +20,7 @@ function caseFile(name: string, content: unknown): string {
   return file;
 }
 
-// SPEC §4.3's cosines as embeddings against W = [I₄ | 0]
+// the cosines of docs/methods.md#curricularface-test-vectors as embeddings against W = [I₄ | 0]
 const C = [[0.7, 0.5, 0.1, -0.2], [0.3, 0.65, 0.2, 0.05], [0.1, -0.3, 0.2, 0.4]];
 const E = C.map((row) => [...row, Math.sqrt(1 - row.reduce((a, c) => a + c * c, 0))]);
 const W = [0, 1, 2, 3].map((j) => [0, 1, 2, 3, 4].map((d) => (d === j ? 1 : 0)));
@@ -53,7 +53,7 @@ describe('shardface selftest: MagFace and CurricularFace sharded (real processes
     expect(r.out!.ok).toBe(true);
   });
 
-  it('a curricular case file with the incoming t reproduces SPEC §4.3 step 2 on 3 workers (4 classes: 1 + 1 + 2)', async () => {
+  it('a curricular case file with the incoming t reproduces docs/methods.md#curricularface-test-vectors step 2 on 3 workers (4 classes: 1 + 1 + 2)', async () => {
     const file = caseFile('curricular-step2', { embeddings: E, labels: [0, 1, 2], weight: W, margin: { type: 'curricular', s: 64, m: 0.5, t: 0.0051666666666666675 } });
     const r = await selftest(['--workers', '3', '--case', file]);
     expect(r.code, r.text).toBe(0);
@@ -62,7 +62,7 @@ describe('shardface selftest: MagFace and CurricularFace sharded (real processes
     expect(r.out!.t as number).toBeCloseTo(0.0102816667, 8);
   });
 
-  it('a magface case file reproduces SPEC §3.5 vector 3 on 2 workers', async () => {
+  it('a magface case file reproduces docs/methods.md#magface-test-vectors vector 3 on 2 workers', async () => {
     const file = caseFile('magface-v3', { embeddings: [[30, 40], [3, 4]], labels: [0, 1], weight: [[1, 0], [0, 1], [-0.6, 0.8]], margin: { type: 'magface', l_a: 10, u_a: 110, l_m: 0.45, u_m: 0.8, lambda_g: 35 } });
     const r = await selftest(['--workers', '2', '--case', file, '--dump']);
     expect(r.code, r.text).toBe(0);

@@ -15,19 +15,19 @@ import { Rng } from '../src/common/random.js';
 import { runShardsInProcess } from './helpers/in-process-shards.js';
 
 const spec = MAGFACE_DEFAULTS;
-// SPEC §3.5: three unit class centres (rows)
+// docs/methods.md#magface-test-vectors: three unit class centres (rows)
 const W = [[1, 0], [0, 1], [-0.6, 0.8]];
 const close = (a: number, b: number, rtol = 1e-6, atol = 1e-7) => expect(Math.abs(a - b), `${a} vs ${b}`).toBeLessThanOrEqual(atol + rtol * Math.abs(b));
 
-/** SPEC §3.5 vectors 1–3: [x, labels, targets, L_id, mean g, total, ∂L/∂x]. */
+/** docs/methods.md#magface-test-vectors vectors 1–3: [x, labels, targets, L_id, mean g, total, ∂L/∂x]. */
 const VECTORS: [number[][], number[], number[], number, number, number, number[][]][] = [
   [[[30, 40]], [0], [0.05347559], 47.7775623, 0.02413223, 48.62219039, [[-1.50939158, 1.39775876]]],
   [[[3, 4]], [0], [0.19229583], 38.89306662, 0.10082645, 42.42199224, [[-16.1928909, 12.14466818]]],
   [[[30, 40], [3, 4]], [0, 1], [0.05347559, 0.45937836], 28.3887353, 0.06247934, 30.57551216, [[-0.75469579, 0.69887938], [8.64272549, -6.48204412]]],
 ];
 
-describe('MagFace (SPEC §3)', () => {
-  it('margin and regulariser table of SPEC §3.5', () => {
+describe('MagFace (docs/methods.md#magface)', () => {
+  it('margin and regulariser table of docs/methods.md#magface-test-vectors', () => {
     for (const [a, m, g, lg, gp] of [[10, 0.45, 0.10082645, 3.528926, -0.00991736], [50, 0.59, 0.02413223, 0.844628, -0.00031736], [110, 0.8, 0.01818182, 0.636364, 0]] as const) {
       close(magMargin(a, spec), m);
       close(magRegulariser(a, spec), g, 1e-6);
@@ -36,7 +36,7 @@ describe('MagFace (SPEC §3)', () => {
     }
   });
 
-  it('the λ_g feasibility bound (SPEC §3.2): 22.5867 for the defaults; 35 passes, 20 is a clear error naming the field', () => {
+  it('the λ_g feasibility bound (docs/methods.md#magface-regulariser-bound): 22.5867 for the defaults; 35 passes, 20 is a clear error naming the field', () => {
     close(magfaceLambdaMin(spec), 22.5866667, 1e-7);
     expect(() => validateMagFace(spec)).not.toThrow();
     expect(() => validateMagFace({ ...spec, lambdaG: 20 })).toThrow(/^magface\.lambdaG: 20 is below the MagFace feasibility bound .* = 22\.5867/);

@@ -14,7 +14,7 @@ beforeAll(async () => {
   await tf.setBackend('cpu');
 });
 
-// SPEC §1.5: s = 64, B = 2, C = 4
+// docs/methods.md#margin-test-vectors: s = 64, B = 2, C = 4
 const COS = [
   [0.8, 0.1, -0.2, 0.3],
   [-0.95, 0.2, 0.05, 0.6],
@@ -83,7 +83,7 @@ const TABLE: Row[] = [
   { name: 'm1 = 1.35 mxnet', margin: resolveMargin({ type: 'combined', m1: 1.35, m2: 0, m3: 0 }), variant: 'exact', target: [0.6457994, -0.78329302], perRow: [2.44658e-10, 88.5307531], loss: 44.26537654, grad: [[-1.34495e-8, 0, 0, 7.82904e-9], [86.0060984, 2.439e-10, 0, 32.0]] },
 ];
 
-describe('margin heads reproduce SPEC §1.5', () => {
+describe('margin heads reproduce docs/methods.md#margin-test-vectors', () => {
   for (const row of TABLE) {
     it(`${row.name}: target, per-sample loss, mean loss, ∂L/∂c`, () => {
       // float64 scalar path (used by the sharded softmax)
@@ -92,7 +92,7 @@ describe('margin heads reproduce SPEC §1.5', () => {
       row.perRow.forEach((l, i) => expectClose(r64.perRow[i]!, l, 1e-6, 1e-12, `per-sample loss row ${i}`));
       expectClose(r64.loss, row.loss, 1e-8, 0, 'mean loss');
       row.grad.forEach((g, i) => g.forEach((v, j) => expectClose(r64.grad[i]![j]!, v, 1e-5, 1e-10, `dL/dc[${i}][${j}]`)));
-      // float32 tensor path (customGrad; used by the reference) — SPEC §0 tolerances
+      // float32 tensor path (customGrad; used by the reference) — docs/methods.md#tolerances tolerances
       const rtf = ceTf(COS, LABELS, row.margin, row.variant);
       expectClose(rtf.loss, row.loss, 1e-5, 0, 'mean loss (tf)');
       row.grad.forEach((g, i) => g.forEach((v, j) => expectClose(rtf.grad[i]![j]!, v, 1e-4, 1e-5, `dL/dc[${i}][${j}] (tf)`)));
@@ -153,11 +153,11 @@ describe('margin gradients', () => {
     const r = ce64(COS, LABELS, arcface, 'straight-through');
     const exact = ce64(COS, LABELS, arcface, 'exact');
     expect(r.loss).toBe(exact.loss); // same forward
-    // exact target gradient = straight-through × ∂f/∂c (SPEC §1.5 "checks you can derive by hand")
+    // exact target gradient = straight-through × ∂f/∂c (docs/methods.md#margin-test-vectors "checks you can derive by hand")
     expectClose(exact.grad[0]![0]!, r.grad[0]![0]! * 1.5168166, 1e-6, 0, 'chain factor');
   });
 
-  it('exact equals the legacy derivative wherever c > th (SPEC 2.8-A note)', () => {
+  it('exact equals the legacy derivative wherever c > th (docs/methods.md#partial-fc-test-vectors, vector A note)', () => {
     for (const c of grid) if (c > -Math.cos(0.5)) expect(targetCosGrad(c, arcface, 'exact')).toBe(targetCosGrad(c, arcface, 'legacy'));
   });
 

@@ -1,5 +1,5 @@
 /**
- * Backbone architectures: parameter and MAC counts against SPEC §7.2/§8 (from
+ * Backbone architectures: parameter and MAC counts against docs/methods.md#cost-counting (from
  * the shape trace, at 112×112), layer shapes, and real forward passes where the
  * stock JavaScript CPU backend allows.
  */
@@ -21,8 +21,8 @@ function layer(info: ReturnType<typeof modelInfo>, name: string) {
   return l;
 }
 
-describe('cost against SPEC (112×112, within 2%)', () => {
-  // [backbone, params, MACs] as SPEC quotes them; `params` counts every parameter
+describe('cost against the published counts (docs/methods.md#backbones; 112×112, within 2%)', () => {
+  // [backbone, params, MACs] as docs/methods.md#backbones quotes them; `params` counts every parameter
   // (conv/FC + BN γ,β + PReLU) except for MobileFaceNet, quoted as conv/FC only.
   const table: [BackboneName, number, number][] = [
     ['iresnet18', 24.0e6, 2.61e9],
@@ -37,7 +37,7 @@ describe('cost against SPEC (112×112, within 2%)', () => {
       const info = modelInfo(name);
       within(info.params, params, 0.02);
       within(info.macs, macs, 0.02);
-      // and to SPEC's printed precision
+      // and to the printed precision of docs/methods.md#backbones
       within(info.params, params, 0.005);
       within(info.macs, macs, 0.005);
     });
@@ -51,7 +51,7 @@ describe('cost against SPEC (112×112, within 2%)', () => {
     expect(info.params).toBe(info.paramsByKind.convFc + info.paramsByKind.batchNorm + info.paramsByKind.prelu);
   });
 
-  it('vargfacenet: the SPEC split (5.14M conv/FC + 0.04M BN + 0.02M PReLU) and the no-SE variant', () => {
+  it('vargfacenet: the split of docs/methods.md#vargfacenet (5.14M conv/FC + 0.04M BN + 0.02M PReLU) and the no-SE variant', () => {
     const info = modelInfo('vargfacenet');
     within(info.paramsByKind.convFc, 5.14e6, 0.005);
     within(info.paramsByKind.batchNorm, 0.04e6, 0.1);

@@ -190,7 +190,7 @@ describe('native classifier: fused forward/backward equal the composite', () => 
     );
   });
 
-  it('reproduces SPEC 2.8-A (two shards, straight-through and exact) on cpu-native', () => {
+  it('reproduces docs/methods.md#partial-fc-test-vectors, vector A (two shards, straight-through and exact) on cpu-native', () => {
     const X = [[1.0, 2.0, 0.5], [-0.5, 0.3, 1.2], [0.2, -1.0, 0.4], [0.9, 0.1, -0.3]];
     const Y = Int32Array.from([1, 4, 5, 0]);
     const W = [[0.8, 0.6, 0.2], [0.9, 2.1, 0.3], [0.2, -0.3, 0.5], [0.05, 0.2, 0.1], [-0.1, 0.8, 1.0], [0.3, -0.9, 0.2]];

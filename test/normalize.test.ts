@@ -17,7 +17,7 @@ const G = [
   [1.5, 0.25, -0.6],
 ];
 
-/** SPEC §0 backward in float64: (g − (g·v̂)v̂)/‖v‖. */
+/** docs/methods.md#normalisation backward in float64: (g − (g·v̂)v̂)/‖v‖. */
 function spec64(x: number[], g: number[]): number[] {
   const n = Math.hypot(...x);
   const u = x.map((v) => v / n);
@@ -32,7 +32,7 @@ describe('l2Normalize', () => {
     for (const row of y) expect(Math.hypot(...row)).toBeCloseTo(1, 6);
   });
 
-  it('its gradient is the SPEC §0 formula, matches plain autograd and finite differences', () => {
+  it('its gradient is the docs/methods.md#normalisation formula, matches plain autograd and finite differences', () => {
     const [custom, auto] = tf.tidy(() => {
       const x = tf.tensor2d(X);
       const g = tf.tensor2d(G);

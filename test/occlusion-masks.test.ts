@@ -1,4 +1,4 @@
-/** The feature-map masks and the adversary's rules of SPEC §6.2–6.4 (src/ops/occlusion-masks.ts). */
+/** The feature-map masks and the adversary's rules of docs/methods.md#feature-masks, docs/methods.md#adversarial-training, docs/methods.md#occlusion-test-vector (src/ops/occlusion-masks.ts). */
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/common/random.js';
 import {
@@ -31,7 +31,7 @@ function box(r0: number, r1: number, c0: number, c1: number): string[] {
   return out;
 }
 
-describe('landmark windows (SPEC §6.2, 7×7 reference values)', () => {
+describe('landmark windows (docs/methods.md#feature-masks, 7×7 reference values)', () => {
   it('maps the five template landmarks to their cells', () => {
     expect(landmarkCell('leftEye', 7, 7)).toEqual([3, 2]);
     expect(landmarkCell('rightEye', 7, 7)).toEqual([3, 4]);
@@ -103,7 +103,7 @@ describe('random half', () => {
   });
 });
 
-describe('the adversary (SPEC §6.3–6.4)', () => {
+describe('the adversary (docs/methods.md#adversarial-training, docs/methods.md#occlusion-test-vector)', () => {
   it('pre-training target: the candidate with the lowest p_y — {eyes 0.31, lower half 0.12, random half 0.47} → lower half', () => {
     const names = ['eyes', 'lower half', 'random half'];
     expect(names[hardestCandidate([0.31, 0.12, 0.47])]).toBe('lower half');

@@ -89,7 +89,7 @@ describe('mask generator G and segmentation head S', () => {
   });
 });
 
-describe('segmentation-gated inference (SPEC §6.3: f ⊙ (1 − σ(S(f))) before the head)', () => {
+describe('segmentation-gated inference (docs/methods.md#adversarial-training: f ⊙ (1 − σ(S(f))) before the head)', () => {
   it('scales every cell of the feature map by 1 − σ of its S logit, and is the plain backbone when S finds nothing', () => {
     const b = createBackbone('tiny', { seed: 4, embeddingSize: 16, inputSize: 32 });
     const seg = OcclusionNet.segmentation({ channels: 32, width: 8, seed: 2 });

@@ -1,6 +1,6 @@
 /**
  * `--occlusion adversarial` end to end: a 2-worker training run through
- * adversary pre-training and joint training (SPEC §6.3), then `shardface eval
+ * adversary pre-training and joint training (docs/methods.md#adversarial-training), then `shardface eval
  * --occlude` on its checkpoint. Uses dist/: compile with `npx tsc -p .` first.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

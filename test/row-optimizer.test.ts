@@ -15,7 +15,7 @@ function bits(t: tf.Tensor): Uint32Array {
   return new Uint32Array(Float32Array.from(t.dataSync()).buffer);
 }
 
-describe('SGD row update (SPEC 2.8-C, v1 semantics)', () => {
+describe('SGD row update (docs/methods.md#partial-fc-test-vectors, vector C, v1 semantics)', () => {
   it('sampled row: v = 0.480250, w = 0.451975; unsampled row: unchanged', () => {
     const state = createShardState(2, 1, 'sgd', Float32Array.from([0.5, 0.5]));
     state.momentum!.assign(tf.tensor2d([[0.2], [0.2]]));

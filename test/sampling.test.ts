@@ -20,7 +20,7 @@ function checkSample(localLabels: Int32Array, count: number, numSample: number, 
   });
 }
 
-describe('sampleClassesFromUniforms (SPEC 2.8-B)', () => {
+describe('sampleClassesFromUniforms (docs/methods.md#partial-fc-test-vectors, vector B)', () => {
   it('keeps the positives and the largest u', () => {
     const u = [0.91, 0.15, 0.42, 0.77, 0.05, 0.63, 0.38, 0.29, 0.88, 0.51];
     const r = sampleClassesFromUniforms(Int32Array.from([7, -1, 2, 7, -1]), 10, 4, u);
@@ -35,13 +35,13 @@ describe('sampleClassesFromUniforms (SPEC 2.8-B)', () => {
 });
 
 describe('sampleClasses (seeded)', () => {
-  it('SPEC 2.8-B second case: more positives than numSample', () => {
+  it('docs/methods.md#partial-fc-test-vectors, vector B second case: more positives than numSample', () => {
     const r = sampleClasses(Int32Array.from([0, 3, 5, 9, 1]), 10, 4, new Rng(1));
     expect(Array.from(r.index)).toEqual([0, 1, 3, 5, 9]);
     expect(Array.from(r.labels)).toEqual([0, 2, 3, 4, 1]);
   });
 
-  it('SPEC 2.8-B first case: positives kept, max(numSample, |P|) rows, labels remapped', () => {
+  it('docs/methods.md#partial-fc-test-vectors, vector B first case: positives kept, max(numSample, |P|) rows, labels remapped', () => {
     const y = Int32Array.from([7, -1, 2, 7, -1]);
     for (let seed = 0; seed < 50; seed++) {
       const r = sampleClasses(y, 10, 4, new Rng(seed));

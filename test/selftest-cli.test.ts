@@ -39,7 +39,7 @@ describe('shardface selftest: sharded classifier (real processes) = one process'
     expect(r.out!.ok).toBe(true);
   });
 
-  it('reproduces SPEC §2.8-A from a case file (--dump)', async () => {
+  it('reproduces docs/methods.md#partial-fc-test-vectors, vector A from a case file (--dump)', async () => {
     const file = join(dir, 'spec-2.8a.json');
     writeFileSync(
       file,
@@ -61,7 +61,7 @@ describe('shardface selftest: sharded classifier (real processes) = one process'
     dW.forEach((row, i) => row.forEach((v, d) => expect(gw[i]![d]!).toBeCloseTo(v, 3)));
   });
 
-  it("takes arcface_torch's names: margin_list (and the type it implies) and scale give the same SPEC §2.8-A result", async () => {
+  it("takes arcface_torch's names: margin_list (and the type it implies) and scale give the same docs/methods.md#partial-fc-test-vectors, vector A result", async () => {
     const file = join(dir, 'spec-2.8a-official.json');
     writeFileSync(
       file,

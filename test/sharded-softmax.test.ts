@@ -98,7 +98,7 @@ function randomCase(seed: number, n: number, c: number, d: number) {
   return { emb, weight, labels };
 }
 
-// SPEC 2.8-A
+// docs/methods.md#partial-fc-test-vectors, vector A
 const X = [
   [1.0, 2.0, 0.5],
   [-0.5, 0.3, 1.2],
@@ -150,7 +150,7 @@ function expectMatrix(actual: ArrayLike<number>, expected: number[][], what: str
   });
 }
 
-describe('SPEC 2.8-A: two shards equal the full computation', () => {
+describe('docs/methods.md#partial-fc-test-vectors, vector A: two shards equal the full computation', () => {
   const arcface = MARGIN_PRESETS.arcface;
 
   it('straight-through (arcface_torch HEAD): loss, per-rank statistics, dL/dW, dL/dX', () => {
@@ -164,7 +164,7 @@ describe('SPEC 2.8-A: two shards equal the full computation', () => {
       const m = Math.max(r.stats[0]!.rowMax[i]!, r.stats[1]!.rowMax[i]!);
       const s = r.stats.reduce((a, p) => a + p.sumExp[i]! * Math.exp(p.rowMax[i]! - m), 0);
       const owner = r.stats.find((p) => p.owned[i])!;
-      // SPEC §0 tolerances (rtol 1e-4, atol 1e-5): the printed values are rounded to 6 decimals
+      // docs/methods.md#tolerances tolerances (rtol 1e-4, atol 1e-5): the printed values are rounded to 6 decimals
       expect(Math.abs(m - M[i]!)).toBeLessThan(1e-4 * M[i]!);
       expect(Math.abs(s - S[i]!)).toBeLessThan(1e-5 + 1e-4 * S[i]!);
       expect(Math.abs(Math.exp(owner.target[i]! - m) / s - q[i]!)).toBeLessThan(1e-5 + 1e-4 * q[i]!);

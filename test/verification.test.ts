@@ -13,14 +13,14 @@ import {
   verifyEmbeddings,
 } from '../src/eval/verification.js';
 
-// SPEC §9.2 test vector
+// docs/methods.md#ten-fold-accuracy test vector
 const DIST = [
   1.492, 0.737, 1.7205, 1.324, 0.624, 0.901, 1.665, 2.224, 1.256, 1.1105, 2.124, 1.621, 1.077, 0.809, 1.5105, 1.457, 1.094, 0.943, 1.522, 1.908, 1.478, 0.954,
   1.5205, 2.0605, 0.884, 0.392, 1.192, 1.235, 1.267, 0.754, 1.999, 1.465, 0.322, 1.087, 2.001, 1.486, 0.479, 1.412, 1.492, 1.017,
 ];
 const ISSAME = Array.from({ length: 40 }, (_, i) => i % 4 < 2);
 
-describe('10-fold accuracy (SPEC §9.2)', () => {
+describe('10-fold accuracy (docs/methods.md#ten-fold-accuracy)', () => {
   it('reproduces the 40-pair test vector exactly', () => {
     const r = tenFoldAccuracy(DIST, ISSAME);
     expect(r.thresholds).toEqual([1.42, 1.12, 1.1, 1.12, 1.12, 1.12, 1.27, 1.12, 1.12, 1.12].map((t) => DEFAULT_THRESHOLDS[Math.round(t * 100)]));
@@ -113,11 +113,11 @@ describe('embeddings and distances', () => {
   });
 });
 
-// SPEC §9.3 test vector
+// docs/methods.md#roc-and-tar-at-far test vector
 const SCORES = [0.91, 0.85, 0.8, 0.78, 0.74, 0.7, 0.66, 0.62, 0.6, 0.55, 0.52, 0.5, 0.45, 0.4, 0.38, 0.35, 0.3, 0.2, 0.15, 0.1];
 const LABELS = [1, 1, 0, 1, 1, 0, 1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0];
 
-describe('ROC and TAR@FAR (SPEC §9.3)', () => {
+describe('ROC and TAR@FAR (docs/methods.md#roc-and-tar-at-far)', () => {
   it('reproduces the drop-intermediate ROC points', () => {
     const roc = rocCurve(SCORES, LABELS, { dropIntermediate: true });
     expect([...roc.fpr]).toEqual([0, 0, 0, 1, 1, 2, 2, 3, 3, 5, 5, 7, 7, 12].map((k) => k / 12));

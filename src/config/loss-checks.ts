@@ -22,7 +22,7 @@ export function checkLossAndDistillation(cfg: TrainConfig, fail: Fail, explicit:
   } else {
     if (cfg.classifier === 'dcq') fail('loss', `loss ${cfg.loss} is a head of the sharded classifier (classifier fc); DCQ has its own queue softmax`);
     if (cfg.margin.type !== 'arcface') fail('margin.type', `loss ${cfg.loss} uses the legacy ArcFace target, so margin.type must be "arcface" (got "${cfg.margin.type}")`);
-    if (explicit('marginGrad')) fail('marginGrad', `does not apply to loss ${cfg.loss}, whose target gradient is the analytic one of the legacy head (SPEC §1.3)`);
+    if (explicit('marginGrad')) fail('marginGrad', `does not apply to loss ${cfg.loss}, whose target gradient is the analytic one of the legacy head (docs/methods.md#legacy-closed-form)`);
     const other = cfg.loss === 'magface' ? 'curricular' : 'magface';
     const k = groupSet(other);
     if (k) fail(k, `only used with loss ${other} (loss is "${cfg.loss}")`);

@@ -75,12 +75,12 @@ const KEY_TABLE = {
   classifierInitStd: { kind: 'number', default: 0.01, min: 0, minExclusive: true, max: 100, docs: 'Standard deviation of the normal initial classifier rows (arcface_torch: 0.01). The rows are normalised, so their length only sets how fast they turn: the angular step of a row is about lr × gradient / length, and rows of length 0.01·sqrt(embeddingSize) spin fast in the first steps. A larger value (e.g. 1/sqrt(embeddingSize)) calms the start on thin data; see "Small real datasets" in the README.' },
   sampleRate: { kind: 'number', default: 1, min: 0, minExclusive: true, max: 1, docs: 'Partial FC: fraction of each shard\'s classes used per step (positives always kept); 1 = all.' },
   chunkRows: { kind: 'int', default: 0, min: 0, docs: 'Classifier rows per logits chunk, to bound memory on huge shards; 0 = the whole shard at once.' },
-  // --- loss heads (SPEC §3, §4) and distillation (SPEC §7.3)
+  // --- loss heads (docs/methods.md#magface, docs/methods.md#curricularface) and distillation (docs/methods.md#distillation)
   loss: {
     kind: 'enum',
     values: LOSSES,
     default: 'margin',
-    docs: 'Loss of the sharded classifier: margin = the margin family (margin.*, marginGrad); magface = MagFace (SPEC §3): margin m(‖x‖) growing linearly with the clamped embedding magnitude, legacy ArcFace target (easy margin unless magface.easyMargin is false), plus λ_g·mean g(a) (magface.*, scale margin.s; the loss reported includes the regulariser); curricular = CurricularFace (SPEC §4): legacy ArcFace target with margin margin.m2, hard negatives re-weighted as c·(t + c) by the job-wide stage indicator t (curricular.*; t is logged as curricular_t and saved in checkpoint manifests as lossState.curricularT). magface and curricular need margin.type arcface and use the analytic gradient (marginGrad does not apply).',
+    docs: 'Loss of the sharded classifier: margin = the margin family (margin.*, marginGrad); magface = MagFace (docs/methods.md#magface): margin m(‖x‖) growing linearly with the clamped embedding magnitude, legacy ArcFace target (easy margin unless magface.easyMargin is false), plus λ_g·mean g(a) (magface.*, scale margin.s; the loss reported includes the regulariser); curricular = CurricularFace (docs/methods.md#curricularface): legacy ArcFace target with margin margin.m2, hard negatives re-weighted as c·(t + c) by the job-wide stage indicator t (curricular.*; t is logged as curricular_t and saved in checkpoint manifests as lossState.curricularT). magface and curricular need margin.type arcface and use the analytic gradient (marginGrad does not apply).',
   },
   'magface.la': { kind: 'number', default: 10, min: 0, minExclusive: true, max: 1e6, docs: 'magface: lower bound l_a of the magnitude clamp a = clamp(‖x‖, l_a, u_a); the margin is l_m there. Outside [l_a, u_a] the magnitude gets no gradient.' },
   'magface.ua': { kind: 'number', default: 110, min: 0, minExclusive: true, max: 1e6, docs: 'magface: upper bound u_a of the magnitude clamp; the margin is u_m there, and g(a) = 1/a + a/u_a² is smallest there.' },
@@ -90,7 +90,7 @@ const KEY_TABLE = {
     kind: 'number',
     default: 35,
     min: 0,
-    docs: 'magface: weight λ_g of the magnitude regulariser λ_g·mean g(a) (official scripts: 35). Must satisfy λ_g ≥ s·k·u_a²·l_a²/(u_a² − l_a²), k = (u_m − l_m)/(u_a − l_a) (SPEC §3.2; 22.59 for the defaults), checked before training starts.',
+    docs: 'magface: weight λ_g of the magnitude regulariser λ_g·mean g(a) (official scripts: 35). Must satisfy λ_g ≥ s·k·u_a²·l_a²/(u_a² − l_a²), k = (u_m − l_m)/(u_a − l_a) (docs/methods.md#magface-regulariser-bound; 22.59 for the defaults), checked before training starts.',
   },
   'magface.easyMargin': { kind: 'boolean', default: true, docs: 'magface: easy_margin of the official code (default true): the margin applies only where the target cosine c > 0, else the target is c. false = the ArcFace threshold: the margin applies where c > cos(π − m(a)), i.e. θ + m < π, else the target is c − m(a)·sin m(a).' },
   'curricular.t': { kind: 'number', default: 0, min: -1, max: 1, docs: 'curricular: the stage indicator t before the first step (0 for a new run; a checkpoint manifest\'s lossState.curricularT to continue one). Each step t ← emaWeight·(mean target cosine of the global batch) + (1 − emaWeight)·t, before it is used.' },
@@ -98,22 +98,22 @@ const KEY_TABLE = {
   teacher: {
     kind: 'string',
     default: 'none',
-    docs: 'Distillation (SPEC §7.3): a checkpoint (RUN_DIR/ckpt or RUN_DIR/ckpt/step-N, readable by every worker) whose frozen backbone runs on every batch; the student is pulled towards its embeddings by distill, weighted by distillWeight, reported as distill_loss. Its embeddingSize and imageSize must match this run\'s. none = no teacher.',
+    docs: 'Distillation (docs/methods.md#distillation): a checkpoint (RUN_DIR/ckpt or RUN_DIR/ckpt/step-N, readable by every worker) whose frozen backbone runs on every batch; the student is pulled towards its embeddings by distill, weighted by distillWeight, reported as distill_loss. Its embeddingSize and imageSize must match this run\'s. none = no teacher.',
   },
   distill: { kind: 'enum', values: DISTILL_LOSSES, default: 'angular', docs: 'teacher: the distillation loss, mean over the global batch: angular = ‖n(F_t) − n(F_s)‖² = 2 − 2cos (VarGFaceNet eq. 5); l2 = ‖F_t − F_s‖² on the raw embeddings.' },
   distillWeight: { kind: 'number', default: 1, min: 0, docs: 'teacher: weight of the distillation loss added to the classifier loss (the paper: 1).' },
   initFrom: {
     kind: 'string',
     default: 'none',
-    docs: 'Start the backbone from this checkpoint\'s weights (RUN_DIR/ckpt or RUN_DIR/ckpt/step-N; same backbone and embeddingSize) with a fresh optimizer state and the LR schedule from its start: the next generation of recursive knowledge distillation (SPEC §7.3). The classifier starts fresh. none = random initialisation.',
+    docs: 'Start the backbone from this checkpoint\'s weights (RUN_DIR/ckpt or RUN_DIR/ckpt/step-N; same backbone and embeddingSize) with a fresh optimizer state and the LR schedule from its start: the next generation of recursive knowledge distillation (docs/methods.md#distillation). The classifier starts fresh. none = random initialisation.',
   },
   // --- end loss heads and distillation
-  // --- DCQ (SPEC §5)
+  // --- DCQ (docs/methods.md#dynamic-class-queue)
   classifier: {
     kind: 'enum',
     values: CLASSIFIERS,
     default: 'fc',
-    docs: 'fc = the sharded margin-softmax classifier (a C×D weight matrix split over the workers; margin.*, sampleRate). dcq = Dynamic Class Queue (SPEC §5): no stored classifier; each image is classified against the class weight generated from a same-identity reference image by an EMA copy of the backbone (the key encoder), plus a FIFO queue of earlier keys sharded over the workers. Memory and time depend on dcq.queueSize, not on the number of classes. Checkpoints and the end-of-training verification use the key encoder.',
+    docs: 'fc = the sharded margin-softmax classifier (a C×D weight matrix split over the workers; margin.*, sampleRate). dcq = Dynamic Class Queue (docs/methods.md#dynamic-class-queue): no stored classifier; each image is classified against the class weight generated from a same-identity reference image by an EMA copy of the backbone (the key encoder), plus a FIFO queue of earlier keys sharded over the workers. Memory and time depend on dcq.queueSize, not on the number of classes. Checkpoints and the end-of-training verification use the key encoder.',
   },
   'dcq.queueSize': { kind: 'int', default: 8192, min: 1, max: 1 << 30, docs: 'dcq: queue size K (slots over all workers, each worker holds a contiguous block of K / workers); must be a multiple of the global batch workers × batch. 8192 in the official scripts (about 10% of MS1MV2\'s identities).' },
   'dcq.momentum': { kind: 'number', default: 0.999, min: 0, max: 1, docs: 'dcq: EMA momentum μ of the key encoder, θ_k ← μ·θ_k + (1 − μ)·θ_q, applied to the parameters before each step\'s keys are computed.' },
@@ -144,15 +144,15 @@ const KEY_TABLE = {
   metricsHost: { kind: 'string', default: '127.0.0.1', docs: 'Address the monitoring endpoint listens on: 127.0.0.1 = this machine only; 0.0.0.0 = every interface (it has no authentication: expose it only on a trusted network).' },
   curveKeys: { kind: 'string', default: 'none', docs: 'Directory written by `shardface keys generate`: every connection (coordinator and ring) is encrypted and authenticated with ZeroMQ CURVE, and only keys listed in its authorized_keys may connect. none = plain TCP (loopback use).' },
   maxFrameMb: { kind: 'number', default: 64, min: 1, max: 4096, docs: 'Largest frame (MiB) any socket accepts; a peer sending a larger one is disconnected before the frame is read. Must cover the largest legitimate frame: a ring chunk (4 MiB) and the classifier exchange (4 bytes × rows of the global batch, twice that with occlusion adversarial); checked before training starts.' },
-  // --- occlusion robustness (SPEC §6). Flat keys: `occlusion` itself is the mode, so the settings cannot be a dotted group under it.
-  occlusion: { kind: 'enum', values: OCCLUSION_MODES, default: 'none', docs: 'Occlusion robustness: adversarial = adversarial feature masking plus occlusion segmentation (SPEC §6.3): a mask generator G learns which cells of the last feature map hurt recognition most, the network is trained on clean and masked features (both through the sharded classifier, as one batch of 2 × batch rows per worker) and a segmentation head S predicts the dropped cells. G and S are replicated like the backbone and saved in its checkpoint file.' },
+  // --- occlusion robustness (docs/methods.md#occlusion-robust-adversarial-masking). Flat keys: `occlusion` itself is the mode, so the settings cannot be a dotted group under it.
+  occlusion: { kind: 'enum', values: OCCLUSION_MODES, default: 'none', docs: 'Occlusion robustness: adversarial = adversarial feature masking plus occlusion segmentation (docs/methods.md#adversarial-training): a mask generator G learns which cells of the last feature map hurt recognition most, the network is trained on clean and masked features (both through the sharded classifier, as one batch of 2 × batch rows per worker) and a segmentation head S predicts the dropped cells. G and S are replicated like the backbone and saved in its checkpoint file.' },
   occlusionStartStep: { kind: 'int', default: 0, min: 0, docs: 'occlusion adversarial: train without occlusion up to and including this step, so the adversary is warmed up on a network that already recognises faces; 0 = from the first step.' },
-  occlusionPretrainSteps: { kind: 'int', default: 20, min: 0, docs: 'occlusion adversarial: steps of adversary pre-training (SPEC §6.3 stage 1) after occlusionStartStep: backbone and classifier frozen, G trained towards the hardest of the candidate masks (landmark windows, halves, random halves). Then joint training.' },
+  occlusionPretrainSteps: { kind: 'int', default: 20, min: 0, docs: 'occlusion adversarial: steps of adversary pre-training (docs/methods.md#adversarial-training stage 1) after occlusionStartStep: backbone and classifier frozen, G trained towards the hardest of the candidate masks (landmark windows, halves, random halves). Then joint training.' },
   occlusionSegWeight: { kind: 'number', default: 0.1, min: 0, docs: 'occlusion adversarial: λ_seg, weight of the segmentation loss (per-cell BCE of S on the masked features against the mask, mean over cells) in the backbone\'s loss ½(L_clean + L_masked) + λ_seg·L_seg.' },
   occlusionAdversaryWeight: { kind: 'number', default: 0.0025, min: 0, docs: 'occlusion adversarial: weight of the adversary loss BCE(π, M) in joint training (A-Fast-RCNN: 0.0025), applied to the samples passing occlusionGate.' },
   occlusionGate: { kind: 'number', default: 0.1, min: 0, max: 1, docs: 'occlusion adversarial: the adversary learns from a sample\'s sampled mask only when it lowered the target probability by more than this: p_before[y] − p_after[y] > gate.' },
-  occlusionWidth: { kind: 'int', default: 256, min: 1, max: 4096, docs: 'occlusion adversarial: hidden channels of the mask generator and the segmentation head (SPEC: 256).' },
-  occlusionStructuredShare: { kind: 'number', default: 0.5, min: 0, max: 1, docs: 'occlusion adversarial, joint training: share of the samples masked with one of the SPEC §6.2 candidates (landmark window, half, random half; "mixed in as data augmentation") instead of a mask sampled from G. 0 = every mask is G\'s; 1 = G is never sampled (pure structured feature dropout).' },
+  occlusionWidth: { kind: 'int', default: 256, min: 1, max: 4096, docs: 'occlusion adversarial: hidden channels of the mask generator and the segmentation head (256 in the reference design; docs/methods.md#adversarial-training).' },
+  occlusionStructuredShare: { kind: 'number', default: 0.5, min: 0, max: 1, docs: 'occlusion adversarial, joint training: share of the samples masked with one of the docs/methods.md#feature-masks candidates (landmark window, half, random half; "mixed in as data augmentation") instead of a mask sampled from G. 0 = every mask is G\'s; 1 = G is never sampled (pure structured feature dropout).' },
   occlusionRandomHalves: { kind: 'int', default: 3, min: 0, max: 64, docs: 'occlusion adversarial: random-half masks among the pre-training candidates (besides the 7 landmark windows and the 4 halves).' },
   // --- end occlusion
 } as const satisfies Record<string, KeySpec>;
@@ -186,7 +186,7 @@ export type CurricularConfig = TrainConfig['curricular'];
 /** Dynamic Class Queue settings. */
 export type DcqConfig = TrainConfig['dcq'];
 
-/** Margin presets: the m1/m2/m3 defaults of each margin.type (SPEC §1.1). */
+/** Margin presets: the m1/m2/m3 defaults of each margin.type (docs/methods.md#margin-presets). */
 export const MARGIN_PRESETS: Readonly<Record<MarginType, { m1: number; m2: number; m3: number }>> = {
   arcface: { m1: 1, m2: 0.5, m3: 0 },
   cosface: { m1: 1, m2: 0, m3: 0.4 },

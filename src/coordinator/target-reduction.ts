@@ -1,5 +1,5 @@
 /**
- * CurricularFace's preliminary exchange on the coordinator (SPEC §4.1 step 5):
+ * CurricularFace's preliminary exchange on the coordinator (docs/methods.md#curricularface-forward step 5):
  * collects one step's target cosines from every shard (each row from the shard
  * that owns its label), and advances the job-wide stage indicator
  *

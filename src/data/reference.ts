@@ -1,5 +1,5 @@
 /**
- * DCQ's reference images (SPEC §5.2 step 1): every query image gets a
+ * DCQ's reference images (docs/methods.md#dcq-step step 1): every query image gets a
  * reference image of the same identity, drawn uniformly among that identity's
  * images (it may be the query itself; a single-image identity always reuses
  * it). The draw depends only on (seed, epoch, query index), never on the rank

@@ -1,7 +1,7 @@
 /**
  * insightface `.bin` validation packs (lfw.bin, cfp_fp.bin, agedb_30.bin, …):
  * a Python pickle of `(bins, issame_list)`, `bins` = 2N encoded image files,
- * pair i = (bins[2i], bins[2i+1]) (SPEC §9.1).
+ * pair i = (bins[2i], bins[2i+1]) (docs/methods.md#validation-packs).
  *
  * Parsed with the `pickleparser` library, with two adjustments:
  *  - Python-2 `str` (BINSTRING `T`, SHORT_BINSTRING `U`) is a byte string, but

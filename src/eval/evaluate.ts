@@ -1,7 +1,7 @@
 /**
  * Verification of a backbone on a labelled image set, as the field reports it:
  * embeddings of each image and its horizontal flip summed, L2-normalised,
- * squared distances of the pairs, 10-fold accuracy (SPEC §9.2).
+ * squared distances of the pairs, 10-fold accuracy (docs/methods.md#ten-fold-accuracy).
  */
 import { tf } from '../ops/tf.js';
 import type { Backbone } from '../models/index.js';

@@ -14,8 +14,8 @@ export { CheckpointError, resolveCheckpointDir };
 
 export interface LoadBackboneOptions {
   /**
-   * Wrap the backbone in the run's occlusion segmentation head (SPEC §6.3's
-   * optional inference, models/occlusion-nets.ts segmentationGated): the
+   * Wrap the backbone in the run's occlusion segmentation head (the optional inference of
+   * docs/methods.md#adversarial-training, models/occlusion-nets.ts segmentationGated): the
    * checkpoint must come from an `occlusion: adversarial` run.
    */
   segGate?: boolean;

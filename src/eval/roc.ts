@@ -1,7 +1,7 @@
 /**
  * ROC curve and TAR@FAR for 1:1 verification, reproducing sklearn's
  * `roc_curve` (default drop_intermediate=True) and insightface `eval_ijbc.py`'s
- * "nearest FPR" read-out (SPEC §9.3).
+ * "nearest FPR" read-out (docs/methods.md#roc-and-tar-at-far).
  */
 
 export interface RocCurve {

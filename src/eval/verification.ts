@@ -1,9 +1,9 @@
 /**
  * Face verification on pairs, exactly as insightface `eval/verification.py`
- * (SPEC §9.2): flip-fused unit embeddings, squared Euclidean distances, and
+ * (docs/methods.md#ten-fold-accuracy): flip-fused unit embeddings, squared Euclidean distances, and
  * 10-fold accuracy with the threshold chosen on the other nine folds.
  *
- * ROC and TAR@FAR (SPEC §9.3) live in ./roc.ts and are re-exported here.
+ * ROC and TAR@FAR (docs/methods.md#roc-and-tar-at-far) live in ./roc.ts and are re-exported here.
  */
 export { rocCurve, tarAtFar, type RocCurve, type TarAtFar } from './roc.js';
 
@@ -134,7 +134,7 @@ export function l2Normalize(v: Float32Array | number[]): Float32Array {
   return out;
 }
 
-/** The flip-fused embedding n(e + e_flip) of one image (SPEC §9.2 step 1). */
+/** The flip-fused embedding n(e + e_flip) of one image (docs/methods.md#ten-fold-accuracy step 1). */
 export function flipFusedEmbedding(e: Float32Array | number[], eFlip: Float32Array | number[]): Float32Array {
   if (e.length !== eFlip.length) throw new RangeError(`verification: embedding lengths differ (${e.length} vs ${eFlip.length})`);
   const sum = new Float32Array(e.length);
@@ -154,7 +154,7 @@ export function flipFuseRows(e: Float32Array, eFlip: Float32Array | null, dim: n
   return out;
 }
 
-/** dist_i = ‖emb[a_i] − emb[b_i]‖² (float64), rows of `dim`; pass unit vectors for SPEC §9.2 distances in [0, 4]. */
+/** dist_i = ‖emb[a_i] − emb[b_i]‖² (float64), rows of `dim`; pass unit vectors for docs/methods.md#ten-fold-accuracy distances in [0, 4]. */
 export function pairDistances(emb: Float32Array, dim: number, pairs: VerificationPairs): Float64Array {
   if (pairs.a.length !== pairs.b.length) throw new RangeError(`verification: pair lists differ in length (${pairs.a.length} vs ${pairs.b.length})`);
   const rows = emb.length / dim;
@@ -174,7 +174,7 @@ export function pairDistances(emb: Float32Array, dim: number, pairs: Verificatio
 }
 
 /**
- * The whole §9.2 protocol from raw embeddings: flip-fuse and normalise each
+ * The whole docs/methods.md#ten-fold-accuracy protocol from raw embeddings: flip-fuse and normalise each
  * row, take pair distances, 10-fold accuracy.
  */
 export function verifyEmbeddings(

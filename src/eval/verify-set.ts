@@ -1,11 +1,11 @@
 /**
  * Scoring a backbone on a verification set (see verification-set.ts), as
- * insightface reports it (SPEC §9.2): every distinct image is decoded,
+ * insightface reports it (docs/methods.md#ten-fold-accuracy): every distinct image is decoded,
  * embedded with its horizontal flip, the two summed and L2-normalised; pair
  * distances are squared Euclidean; accuracy is the 10-fold mean ± std with the
  * threshold chosen on the other nine folds. On the same pairs we also give the
  * ROC (score = −distance) and TAR at FAR = 1e-3 and 1e-4, read at the ROC
- * point of nearest FPR (SPEC §9.3), where there are enough negative pairs for
+ * point of nearest FPR (docs/methods.md#roc-and-tar-at-far), where there are enough negative pairs for
  * that FAR to mean something (at least 1/FAR of them), else null.
  */
 import { readFile } from 'node:fs/promises';
@@ -53,7 +53,7 @@ export async function verifySet(backbone: Backbone, set: VerificationSet, opts: 
   return { ...scorePairs(embeddings, flipped, backbone.embeddingSize, set.pairs, opts.fars), images: set.images.length };
 }
 
-/** The §9.2 protocol and the ROC from raw embeddings (rows = images) and their flipped twins. */
+/** The docs/methods.md#ten-fold-accuracy protocol and the ROC from raw embeddings (rows = images) and their flipped twins. */
 export function scorePairs(
   embeddings: Float32Array,
   flipped: Float32Array | null,

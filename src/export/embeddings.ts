@@ -1,9 +1,9 @@
 /**
  * Embeddings of single images for `shardface embed`, as verification computes
- * them (SPEC §9.2, eval/evaluate.ts): the raw embeddings e of the image and
+ * them (docs/methods.md#ten-fold-accuracy, eval/evaluate.ts): the raw embeddings e of the image and
  * e_f of its horizontal mirror, summed and L2-normalised, n(e + e_f). Beside
  * it, the magnitude ‖e‖ of the raw embedding of the image itself: MagFace
- * (SPEC §3.4) trains this norm to grow with face quality, so for a MagFace
+ * (docs/methods.md#magnitude-as-quality) trains this norm to grow with face quality, so for a MagFace
  * model it is a quality score (for other losses it is reported but carries
  * little meaning).
  */

@@ -63,7 +63,7 @@ export interface Backbone {
    * uses batch statistics and updates its running statistics.
    */
   apply(x: tf.Tensor4D, training: boolean, opts?: ApplyOptions): tf.Tensor2D;
-  // --- feature-map / head split (SPEC §6.3 F and R; occlusion training): apply(x) = head(features(x))
+  // --- feature-map / head split (docs/methods.md#adversarial-training F and R; occlusion training): apply(x) = head(features(x))
   /** The last spatial feature map f = F(x), NHWC [B, H, W, C]. */
   features(x: tf.Tensor4D, training: boolean, opts?: ApplyOptions): tf.Tensor4D;
   /** The rest of the network R on a feature map (masked or not) → raw embeddings [B, embeddingSize]. */

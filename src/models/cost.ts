@@ -8,7 +8,7 @@
  *    (frozen γ included), PReLU slopes. BN running statistics are not
  *    parameters (`buffers`).
  *  - `paramsByKind`: the same split into conv/FC (weights + biases), BatchNorm
- *    (γ, β) and PReLU, because SPEC quotes MobileFaceNet without BN/PReLU
+ *    (γ, β) and PReLU, because docs/methods.md#mobilefacenet quotes MobileFaceNet without BN/PReLU
  *    ("2.03M (+0.03M BN/PReLU)") and the others with everything.
  *  - `macs`: multiply-accumulates of one image, conv and FC only (trace.ts);
  *    one MAC = 2 FLOPs. arcface_torch's README "FLOPs" are these MACs.

@@ -1,5 +1,5 @@
 /**
- * IResNet (SPEC §8.1; insightface arcface_torch `backbones/iresnet.py`).
+ * IResNet (docs/methods.md#iresnet; insightface arcface_torch `backbones/iresnet.py`).
  *
  *   stem: conv3×3 s1 (3→64) → BN → PReLU
  *   4 stages, widths 64/128/256/512, the first block of each with stride 2

@@ -1,5 +1,5 @@
 /**
- * MobileFaceNet as arcface_torch `mbf` (SPEC §8.2): scale 2, blocks (1, 4, 6, 2).
+ * MobileFaceNet as arcface_torch `mbf` (docs/methods.md#mobilefacenet): scale 2, blocks (1, 4, 6, 2).
  *
  *   ConvBlock 3×3 s2 (3→128) → ConvBlock 3×3 grouped (128→128, 64 groups)
  *   → DepthWise(128→128, s2, g128) → 4 × residual DepthWise(128, g128)

@@ -243,7 +243,7 @@ export function chain<T>(r: Runner<T>, blocks: readonly Block[], x: T): T {
 }
 
 /**
- * A whole network split at its last spatial feature map (SPEC §6.3: F and R):
+ * A whole network split at its last spatial feature map (docs/methods.md#adversarial-training: F and R):
  * `forward(x) = head(features(x))`, features NHWC [B, H, W, C], head → [B, D].
  */
 export interface FeatureHeadBlock extends Block {

@@ -1,12 +1,12 @@
 /**
- * The two small networks of occlusion training (SPEC §6.3), on the backbone's
+ * The two small networks of occlusion training (docs/methods.md#adversarial-training), on the backbone's
  * last feature map f [B, H, W, C]:
  *
  *   mask generator G:     conv3×3 (C→w) → PReLU → conv3×3 (w→w) → PReLU → conv3×3 (w→1)
  *                         → drop-probability logit per cell (π = sigmoid)
  *   segmentation head S:  conv3×3 (C→w) → PReLU → conv1×1 (w→1) → occlusion logit per cell
  *
- * SPEC says ReLU; the module system's activation is PReLU (slope learnt from
+ * The reference design (docs/methods.md#adversarial-training) uses ReLU; the module system's activation is PReLU (slope learnt from
  * 0.25), which keeps these nets inside the same layer kinds, runners and
  * checkpoint format as the backbones. Convs carry biases (no BatchNorm here,
  * so the nets are per-sample and their replicas stay exact under data
@@ -63,7 +63,7 @@ class SegmentationHead implements Block {
 export interface OcclusionNetOptions {
   /** Channels C of the backbone's feature map. */
   channels: number;
-  /** Hidden width w of the convs (SPEC: 256 for G). */
+  /** Hidden width w of the convs (256 for G in the reference design; docs/methods.md#adversarial-training). */
   width: number;
   seed: number;
 }
@@ -146,7 +146,7 @@ export class OcclusionNet {
 export const SEGMENTATION_FIRST_WEIGHT = 'occlusion.segmentation.conv0.conv.weight';
 
 /**
- * SPEC §6.3's optional inference: the backbone with each cell of its feature
+ * the optional inference of docs/methods.md#adversarial-training: the backbone with each cell of its feature
  * map down-weighted by S's occlusion probability, f ⊙ (1 − σ(S(f))), before
  * the head. Trained with occlusion adversarial (and drawn occluders), the head
  * has learnt to do without dropped cells and S to find occluded ones, so an

@@ -1,5 +1,5 @@
 /**
- * `tiny`: a small, fast CPU backbone for the demo and the tests, not a SPEC
+ * `tiny`: a small, fast CPU backbone for the demo and the tests, not a published
  * architecture. About 210k parameters and 2–5M MACs per 32–48 px image.
  *
  *   stage1: conv3×3 s2 (3→16)                    → BN → PReLU
@@ -11,7 +11,7 @@
  * Global pooling makes it work at any input size ≥ 16 (16 px leaves a 1×1
  * map).
  *
- * Feature map / head split (occlusion training, SPEC §6.3): features() ends
+ * Feature map / head split (occlusion training, docs/methods.md#adversarial-training): features() ends
  * after stage2: [⌈S/4⌉², 32], 10×10 at 40 px, 14×14 at 56 px. A cell there
  * sees a 15-px window, so a drawn occluder lands on a few cells and leaves
  * the others clean, and dropping cells resembles occluding pixels. After

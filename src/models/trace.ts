@@ -4,7 +4,7 @@
  * channels, computes every output shape, and records, per layer, the
  * parameters and the multiply-accumulates (MACs) of one sample.
  *
- * MAC convention (the one SPEC §7.2/§8 and arcface_torch's README use):
+ * MAC convention (the one docs/methods.md#cost-counting and arcface_torch's README use):
  *  - Conv2d: H_out·W_out·C_out·k²·(C_in/groups); Linear: in·out;
  *  - biases, BatchNorm, PReLU, additions, sigmoid, pooling: 0 (they are
  *    element-wise, not multiply-accumulates).

@@ -1,5 +1,5 @@
 /**
- * VarGFaceNet (SPEC §7.1–7.2; zma-c-137/VarGFaceNet, insightface
+ * VarGFaceNet (docs/methods.md#vargfacenet; zma-c-137/VarGFaceNet, insightface
  * `arcface_mxnet/symbol/vargfacenet.py`), multiplier 1.25, factor 2, 8
  * channels per group, units [3, 7, 4], last channels 1024.
  *

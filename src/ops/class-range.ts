@@ -1,6 +1,6 @@
 /**
- * Which classifier rows a worker owns (SPEC §2.1) and how many of them it
- * samples per step (SPEC §2.5).
+ * Which classifier rows a worker owns (docs/methods.md#class-ranges) and how many of them it
+ * samples per step (docs/methods.md#partial-fc-sampling).
  *
  * Worker r of n owns a contiguous block of classes; the C mod n left-over
  * classes go one each to the lowest ranks:
@@ -32,7 +32,7 @@ export function classRange(numClasses: number, world: number, rank: number): Cla
 
 /**
  * Global labels → positions inside the shard's block: `label − start` when the
- * shard owns the label, −1 otherwise (SPEC §2.2 step 2).
+ * shard owns the label, −1 otherwise (docs/methods.md#shard-forward step 2).
  */
 export function localiseLabels(labels: Int32Array, range: ClassRange): Int32Array {
   const out = new Int32Array(labels.length);
@@ -48,7 +48,7 @@ export function localiseLabels(labels: Int32Array, range: ClassRange): Int32Arra
  * Number of rows a shard samples per step: `min(count, ceil(sampleRate · count))`.
  *
  * Difference from the reference: arcface_torch uses `int(sample_rate · num_local)`
- * (truncation, SPEC §2.1). shardface's product requirement is the ceiling, so a
+ * (truncation, docs/methods.md#class-ranges). shardface's product requirement is the ceiling, so a
  * small shard never samples zero rows for a positive rate. The product is taken
  * in double precision and 1e-9 is subtracted before the ceiling so float noise
  * cannot add a row: 0.3·10 = 3.0000000000000004 gives 3 (not 4), 0.29·100 =

@@ -1,5 +1,5 @@
 /**
- * Initial classifier rows, N(0, 0.01²) (SPEC §2.1), drawn so that row j's value
+ * Initial classifier rows, N(0, 0.01²) (docs/methods.md#class-ranges), drawn so that row j's value
  * depends only on (seed, j): any sharding of the same job starts from the same
  * matrix, and "n workers" can be compared with "1 worker" exactly. Rows come in
  * blocks of BLOCK from one stream each, so a shard draws only the blocks it

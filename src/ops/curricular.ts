@@ -1,5 +1,5 @@
 /**
- * CurricularFace (SPEC §4), exactly as the official head:
+ * CurricularFace (docs/methods.md#curricularface), exactly as the official head:
  *
  *   c    = clamp(n(x)·n(W), −1, 1)
  *   φ_i  = c_y·cos m − sqrt(1 − c_y²)·sin m          (cos(θ_y + m), no threshold)
@@ -9,7 +9,7 @@
  *   N(c) = c·(t + c) where H, else c;   target column ← T
  *   L    = CE_mean(s·N)
  *
- * Gradients (SPEC §4.2): ∂N/∂c = t + 2c on hard negatives, 1 on easy ones;
+ * Gradients (docs/methods.md#curricularface-gradients): ∂N/∂c = t + 2c on hard negatives, 1 on easy ones;
  * ∂T/∂c_y = cos m + sin m·c_y/sinθ on the φ branch (guarded sinθ), 1 else.
  *
  * `t` is one job-wide value: the batch mean runs over the GLOBAL batch (all
@@ -17,7 +17,7 @@
  * (src/coordinator/target-reduction.ts) and every worker uses the value it
  * returns. This file holds the float64 scalar formulas and
  * `curricularLossOnCosF64`, a dense float64 computation on a cosine matrix
- * (SPEC §4.3 vectors, finite-difference tests).
+ * (docs/methods.md#curricularface-test-vectors vectors, finite-difference tests).
  */
 
 import { tf } from './tf.js';

@@ -1,5 +1,5 @@
 /**
- * DCQ, the Dynamic Class Queue (SPEC §5): the math of one worker's share of
+ * DCQ, the Dynamic Class Queue (docs/methods.md#dynamic-class-queue): the math of one worker's share of
  * the queue softmax, the FIFO enqueue and the key encoder's EMA.
  *
  * There is no stored C×D classifier. Each row i of the global batch (G rows)
@@ -21,7 +21,7 @@
  * does not own, reports sumExp 0 and is skipped by the reduction.
  *
  * Conventions, named where they happen:
- *  - Queue layout: slot-major K_r×D rows (SPEC stores Q as D×K columns; same
+ *  - Queue layout: slot-major K_r×D rows (the official code stores Q as D×K columns; same
  *    numbers, transposed).
  *  - No clamp on the cosines (the official code has none: q·k of unit vectors).
  *  - Gradient of the GLOBAL-batch mean: ∂L/∂z_ij = (p_ij − [j = 0])/G. The
@@ -29,7 +29,7 @@
  *    average the gradients over the n GPUs: (1/n)·Σ_gpus (1/B)Σ_local = (1/G)Σ_all,
  *    the same gradient. shardface sums the backbone gradients over workers
  *    (grad-buckets), so the 1/G here is the only scale factor.
- *  - k and Q are stop-gradient: only q gets a gradient (SPEC §5.4). The
+ *  - k and Q are stop-gradient: only q gets a gradient (docs/methods.md#dcq-gradient). The
  *    backward returns this shard's PARTIAL ∂L/∂q_raw for all G rows, already
  *    taken through n(·); the reduce-scatter sums the shards.
  *  - Per chunk of rows, only the logits GEMM (and, backward, ∂q̂ = P·Q) run as
@@ -44,7 +44,7 @@ import { l2NormalizeGrad, l2NormalizeWithNorm, NORM_EPS } from './normalize.js';
 import type { ClassRange } from './class-range.js';
 import type { SoftmaxStats } from './softmax-shard.js';
 
-/** The DCQ head: logit scale s and CosFace margin m on the positive (SPEC §5.3: 50, 0.3). */
+/** The DCQ head: logit scale s and CosFace margin m on the positive (docs/methods.md#dcq-defaults: 50, 0.3). */
 export interface DcqHead {
   s: number;
   m: number;
@@ -205,7 +205,7 @@ export function dcqShardForward(rows: DcqRows, block: QueueBlock, head: DcqHead,
  * Backward on one shard: this shard's partial ∂L/∂q_raw (G×D) of the mean
  * loss over `rowsTotal` rows, given the coordinator's per-row log-sum-exp.
  *   ∂L/∂q̂_i = (s/G)·[ Σ_{j unmasked} p_ij·Q_j + owned_i·(p_i0 − 1)·k_i ],  p_ij = exp(z_ij − lse_i)
- * then through n(·) (SPEC §5.4, §0).
+ * then through n(·) (docs/methods.md#dcq-gradient, docs/methods.md#normalisation).
  */
 export function dcqShardBackward(rows: DcqRows, block: QueueBlock, head: DcqHead, logSumExp: Float32Array, rowsTotal: number, opts: DcqOptions = {}): tf.Tensor2D {
   const { g, d, k, chunk } = check(rows, block, head, opts);

@@ -1,5 +1,5 @@
 /**
- * Feature distillation from a frozen teacher (SPEC §7.3), on raw embeddings
+ * Feature distillation from a frozen teacher (docs/methods.md#distillation), on raw embeddings
  * F_t (teacher) and F_s (student), B rows of D values each:
  *
  *   l2:      L = (1/R) Σ_i ‖F_t,i − F_s,i‖²,             ∂L/∂F_s,i = −(2/R)(F_t,i − F_s,i)

@@ -1,5 +1,5 @@
 /**
- * Learning rate per iteration (SPEC §2.4, arcface_torch PolyScheduler): linear
+ * Learning rate per iteration (docs/methods.md#learning-rate-schedule, arcface_torch PolyScheduler): linear
  * warm-up from 0 to `base` over `warmupSteps`, then polynomial decay (power 1 =
  * linear to 0 at `totalSteps`). Stepped per iteration, `step` counting from 1.
  */

@@ -1,5 +1,5 @@
 /**
- * MagFace (SPEC §3): a margin that grows with the embedding's magnitude, plus
+ * MagFace (docs/methods.md#magface): a margin that grows with the embedding's magnitude, plus
  * a regulariser that rewards large magnitudes, so that ‖x‖ becomes a quality
  * score.
  *
@@ -13,15 +13,15 @@
  *   (hard: arcface's threshold; past it θ + m > π, where cos(θ + m) would turn back up)
  *   L    = CE_mean(z, y) + λ_g · mean_i g(a_i)
  *
- * Gradients (SPEC §3.3): through the target, ∂f/∂c = cos m + sin m·c/sinθ
- * (sinθ = sqrt(max(1 − c², 1e-12)), SPEC §1.3) on the margin branch, 1 else;
+ * Gradients (docs/methods.md#magface-gradients): through the target, ∂f/∂c = cos m + sin m·c/sinθ
+ * (sinθ = sqrt(max(1 − c², 1e-12)), docs/methods.md#legacy-closed-form) on the margin branch, 1 else;
  * through the magnitude, ∂f/∂m = −sin(θ + m) on the margin branch, 0 on the
  * easy fallback and −(sin m + m·cos m) on the hard one (c − m·sin m), times k,
  * and λ_g·g'(a); both radial (along x/‖x‖) and only inside the clamp.
  *
  * This file holds the float64 scalar formulas the sharded step uses, the
  * λ_g feasibility check, and `magfaceLossF64`, a dense single-process float64
- * computation of loss and gradients (SPEC vectors, finite-difference tests).
+ * computation of loss and gradients (the reference vectors of docs/methods.md, finite-difference tests).
  */
 
 import type { ShardHead } from './shard-heads.js';
@@ -41,7 +41,7 @@ export interface MagFaceSpec {
   easyMargin?: boolean;
 }
 
-/** The official defaults (run/run.sh, run_dist.sh; SPEC §3.1). */
+/** The official defaults (run/run.sh, run_dist.sh; docs/methods.md#magface-definitions). */
 export const MAGFACE_DEFAULTS: Readonly<MagFaceSpec> = { s: 64, la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35 };
 
 /** Slope k of the linear margin. */
@@ -49,7 +49,7 @@ export function magfaceSlope(spec: MagFaceSpec): number {
   return (spec.um - spec.lm) / (spec.ua - spec.la);
 }
 
-/** The smallest λ_g for which the optimum magnitude is unique (SPEC §3.2): s·k·u_a²·l_a²/(u_a² − l_a²). */
+/** The smallest λ_g for which the optimum magnitude is unique (docs/methods.md#magface-regulariser-bound): s·k·u_a²·l_a²/(u_a² − l_a²). */
 export function magfaceLambdaMin(spec: MagFaceSpec): number {
   const { la, ua } = spec;
   return (spec.s * magfaceSlope(spec) * ua * ua * la * la) / (ua * ua - la * la);
@@ -69,7 +69,7 @@ export class MagFaceSpecError extends Error {
 /**
  * Throws a MagFaceSpecError naming the field (`magface.la`, …, or the names
  * given in `names`: config keys, case-file fields) if the spec is unusable,
- * including the λ_g condition of SPEC §3.2.
+ * including the λ_g condition of docs/methods.md#magface-regulariser-bound.
  */
 export function validateMagFace(spec: MagFaceSpec, names: Partial<Record<keyof MagFaceSpec, string>> = {}): void {
   const name = (k: keyof MagFaceSpec) => names[k] ?? `magface.${k}`;
@@ -91,7 +91,7 @@ export function validateMagFace(spec: MagFaceSpec, names: Partial<Record<keyof M
     fail(
       'lambdaG',
       `${spec.lambdaG} is below the MagFace feasibility bound λ_g ≥ s·k·u_a²·l_a²/(u_a² − l_a²) = ${min.toPrecision(6)} ` +
-        `(s = ${spec.s}, k = (u_m − l_m)/(u_a − l_a) = ${magfaceSlope(spec).toPrecision(6)}, SPEC §3.2); below it the optimal magnitude is not unique and ‖x‖ is no quality score. ` +
+        `(s = ${spec.s}, k = (u_m − l_m)/(u_a − l_a) = ${magfaceSlope(spec).toPrecision(6)}, docs/methods.md#magface-regulariser-bound); below it the optimal magnitude is not unique and ‖x‖ is no quality score. ` +
         `Raise ${name('lambdaG')} (35 is the official value for the defaults), or lower ${name('s')} or the margin range`,
     );
 }
@@ -128,7 +128,7 @@ export function magTargetCos(c: number, m: number, easy = true): number {
   return c * Math.cos(m) - Math.sqrt(Math.max(0, 1 - c * c)) * Math.sin(m);
 }
 
-/** ∂f/∂c (guarded sinθ, SPEC §1.3); 1 on either fallback. */
+/** ∂f/∂c (guarded sinθ, docs/methods.md#legacy-closed-form); 1 on either fallback. */
 export function magTargetCosGrad(c: number, m: number, easy = true): number {
   if (!onMarginBranch(c, m, easy)) return 1;
   return Math.cos(m) + (Math.sin(m) * c) / Math.sqrt(Math.max(1 - c * c, 1e-12));
@@ -263,7 +263,7 @@ export function magfaceShardHead(spec: MagFaceSpec, mags: MagnitudeRows): ShardH
 /**
  * ∂L_CE/∂a_i on the shard that owns row i's label (0 elsewhere and outside
  * the clamp): (p_y − 1)/rowsTotal · s · ∂f/∂m · k, with p_y = exp(target − lse).
- * Times x_i/‖x_i‖ it is the radial part of ∂L_CE/∂x_i (SPEC §3.3).
+ * Times x_i/‖x_i‖ it is the radial part of ∂L_CE/∂x_i (docs/methods.md#magface-gradients).
  */
 export function magfaceMarginRadial(spec: MagFaceSpec, mags: MagnitudeRows, targetCos: Float32Array, owned: Uint8Array, targetLogit: Float32Array, logSumExp: Float32Array, rowsTotal: number): Float32Array {
   const k = magfaceSlope(spec);

@@ -1,5 +1,5 @@
 /**
- * Margin heads of the combined-margin family (SPEC §1): only the target logit
+ * Margin heads of the combined-margin family (docs/methods.md#margin-heads): only the target logit
  * of each row changes, then every logit is scaled by s:
  *   target z = s · f(c),  non-target z = s · c,  c = clamped cosine.
  *
@@ -10,19 +10,19 @@
  *
  * Variants (how the target's derivative ∂f/∂c is taken, and for the legacy
  * ones also the forward):
- *  - 'straight-through' — arcface_torch HEAD (SPEC §1.2): backward is the
+ *  - 'straight-through' — arcface_torch HEAD (docs/methods.md#straight-through-gradient): backward is the
  *    identity, ∂f/∂c := 1, because HEAD applies the margin under no_grad.
  *    For ArcFace (m1 = 1, m3 = 0) and CosFace (m1 = 1, m2 = 0) the forward is
  *    exactly HEAD's. HEAD *silently drops m2* when m3 > 0 and rejects m1 ≠ 1;
  *    shardface instead applies the full combined formula in both cases.
- *  - 'exact' — the mxnet combined margin of the ArcFace paper (SPEC §1.4):
+ *  - 'exact' — the mxnet combined margin of the ArcFace paper (docs/methods.md#exact-gradient):
  *    the true derivative ∂f/∂c = m1·sin(m1θ + m2)/sinθ, with
  *    sinθ = sqrt(max(1 − c², 1e-12)). With m1 = 1, m2 = 0 it is CosFace with
- *    derivative 1. For ArcFace it equals the legacy (§1.3) derivative
+ *    derivative 1. For ArcFace it equals the legacy (docs/methods.md#legacy-closed-form) derivative
  *    cos m + sin m·c/sinθ wherever the legacy head takes its φ branch (c > th),
- *    so SPEC 2.8-A's "legacy" vectors are reproduced by 'exact' too.
+ *    so the "legacy" gradients of vector A (docs/methods.md#partial-fc-test-vectors) are reproduced by 'exact' too.
  *  - 'legacy' / 'legacy-easy' — the pre-Dec-2022 arcface_torch / CurricularFace
- *    / MagFace closed form (SPEC §1.3), ArcFace only (m1 = 1, m3 = 0, m = m2):
+ *    / MagFace closed form (docs/methods.md#legacy-closed-form), ArcFace only (m1 = 1, m3 = 0, m = m2):
  *    f = φ if c > th (th = −cos m) else c − m·sin m; easy_margin: f = φ if
  *    c > 0 else c. Analytic gradient: φ' on the φ branch, 1 elsewhere.
  *
@@ -48,13 +48,13 @@ export interface MarginSpec {
 
 /** How the target logit's gradient is taken (see the file comment). */
 export type MarginGrad = 'straight-through' | 'exact';
-/** MarginGrad plus the legacy ArcFace heads of SPEC §1.3. */
+/** MarginGrad plus the legacy ArcFace heads of docs/methods.md#legacy-closed-form. */
 export type MarginVariant = MarginGrad | 'legacy' | 'legacy-easy';
 
 export const MARGIN_VARIANTS: readonly MarginVariant[] = ['straight-through', 'exact', 'legacy', 'legacy-easy'];
 
 /**
- * Presets (SPEC §1.1): ArcFace and CosFace as in arcface_torch, combined as in
+ * Presets (docs/methods.md#margin-presets): ArcFace and CosFace as in arcface_torch, combined as in
  * mxnet `loss.combined`. All with s = 64.
  */
 export const MARGIN_PRESETS: Readonly<Record<MarginType, Readonly<MarginSpec>>> = {
@@ -109,7 +109,7 @@ function isLegacy(variant: MarginVariant): variant is 'legacy' | 'legacy-easy' {
   return variant === 'legacy' || variant === 'legacy-easy';
 }
 
-/** sinθ guarded for division (SPEC §1.3). */
+/** sinθ guarded for division (docs/methods.md#legacy-closed-form). */
 function sinThetaGuarded(c: number): number {
   return Math.sqrt(Math.max(1 - c * c, 1e-12));
 }

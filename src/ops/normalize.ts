@@ -1,5 +1,5 @@
 /**
- * Row-wise L2 normalisation, PyTorch `F.normalize` semantics (SPEC §0):
+ * Row-wise L2 normalisation, PyTorch `F.normalize` semantics (docs/methods.md#normalisation):
  *   n(v) = v / max(‖v‖₂, 1e-12)
  *   ∂L/∂v = (g − (g·v̂) v̂) / ‖v‖            when ‖v‖ > 1e-12
  *   ∂L/∂v = g / 1e-12                          when ‖v‖ ≤ 1e-12 (the max picks the constant)
@@ -68,7 +68,7 @@ const l2NormalizeOp = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) =
   };
 });
 
-/** n(x) row by row, differentiable (SPEC §0 backward). */
+/** n(x) row by row, differentiable (docs/methods.md#normalisation backward). */
 export function l2Normalize(x: tf.Tensor2D): tf.Tensor2D {
   if (x.rank !== 2) throw new Error(`l2Normalize: expected a 2-D tensor, got shape [${x.shape.join(',')}]`);
   return l2NormalizeOp(x) as tf.Tensor2D;

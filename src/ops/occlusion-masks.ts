@@ -1,5 +1,5 @@
 /**
- * The feature-map masks of SPEC §6.2 and the adversary's rules of §6.3–6.4,
+ * The feature-map masks of docs/methods.md#feature-masks and the adversary's rules of docs/methods.md#adversarial-training, docs/methods.md#occlusion-test-vector,
  * as pure functions on an H×W grid of cells.
  *
  * A mask is a Uint8Array of H·W cells in row-major order (cell (row, col) at
@@ -148,7 +148,7 @@ export function countCells(m: CellMask): number {
 }
 
 /**
- * The landmark window for an H×W map: 3 at 7×7 (SPEC §6.2), scaled with the
+ * The landmark window for an H×W map: 3 at 7×7 (docs/methods.md#feature-masks), scaled with the
  * map (the odd size nearest 3·min(H, W)/7, at least 1), so a window covers
  * about the same part of the face at any resolution.
  */
@@ -164,7 +164,7 @@ export interface NamedMask {
 }
 
 /**
- * The candidates of the adversary's pre-training (SPEC §6.3 stage 1): every
+ * The candidates of the adversary's pre-training (docs/methods.md#adversarial-training stage 1): every
  * landmark group (5 single landmarks, eyes, mouth), the 4 halves, and
  * `randomHalves` random halves drawn from `rng`.
  */
@@ -177,7 +177,7 @@ export function candidateMasks(h: number, w: number, o: { k?: number; randomHalv
 }
 
 /**
- * The pre-training target (SPEC §6.3 stage 1, §6.4): the candidate with the
+ * The pre-training target (docs/methods.md#adversarial-training stage 1, docs/methods.md#occlusion-test-vector): the candidate with the
  * lowest p_y after masking, i.e. the highest loss; the first one on ties.
  */
 export function hardestCandidate(pY: ArrayLike<number>): number {
@@ -190,7 +190,7 @@ export function hardestCandidate(pY: ArrayLike<number>): number {
 /** The adversary's gate threshold on p_before[y] − p_after[y] (A-Fast-RCNN). */
 export const ADVERSARY_GATE = 0.1;
 
-/** Whether a sampled mask "really hurt" (SPEC §6.3 stage 2, step 4): p_before − p_after > threshold, strictly. */
+/** Whether a sampled mask "really hurt" (docs/methods.md#adversarial-training stage 2, step 4): p_before − p_after > threshold, strictly. */
 export function adversaryGate(pBefore: number, pAfter: number, threshold = ADVERSARY_GATE): boolean {
   return pBefore - pAfter > threshold;
 }
@@ -208,8 +208,7 @@ export function topKDropCounts(h: number, w: number): { top: number; drop: numbe
 }
 
 /**
- * The binary mask sampled from the generator's drop probabilities π (SPEC
- * §6.3 stage 2, step 2): rank the cells by π (most drop-worthy first; ties by
+ * The binary mask sampled from the generator's drop probabilities π (docs/methods.md#adversarial-training stage 2, step 2): rank the cells by π (most drop-worthy first; ties by
  * cell index), keep the top `top`, and drop `drop` of them chosen uniformly.
  */
 export function sampleTopKMask(pi: ArrayLike<number>, top: number, drop: number, rng: Rng): CellMask {

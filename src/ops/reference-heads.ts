@@ -36,7 +36,7 @@ function detached(x: tf.Tensor): tf.Tensor {
   return tf.tensor(x.dataSync(), x.shape, x.dtype);
 }
 
-/** sqrt(1 − c²), guarded for the gradient as SPEC §1.3. */
+/** sqrt(1 − c²), guarded for the gradient as docs/methods.md#legacy-closed-form. */
 function sinTheta(c: tf.Tensor): tf.Tensor {
   return tf.sqrt(tf.maximum(tf.sub(1, tf.square(c)), 1e-12));
 }

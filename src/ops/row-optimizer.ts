@@ -1,6 +1,6 @@
 /**
  * A classifier shard's weight and optimizer state, and the sparse update of
- * the rows that were active in a step (SPEC §2.6, "v1" semantics).
+ * the rows that were active in a step (docs/methods.md#sparse-row-updates, "v1" semantics).
  *
  * v1 (arcface_torch partial_fc.py, mxnet memory bank): only the sampled rows
  * and their optimizer state change. An unsampled row gets no weight decay and
@@ -88,7 +88,7 @@ export interface ShardState {
   step: number;
 }
 
-/** Standard deviation of the classifier initialisation, N(0, 0.01²) (SPEC §2.1). */
+/** Standard deviation of the classifier initialisation, N(0, 0.01²) (docs/methods.md#class-ranges). */
 export const INIT_STD = 0.01;
 
 /**

@@ -1,5 +1,5 @@
 /**
- * Partial FC class sampling on one shard (SPEC §2.5).
+ * Partial FC class sampling on one shard (docs/methods.md#partial-fc-sampling).
  *
  * Every positive class (a local class that is the label of some row of the
  * gathered batch) is always kept, even when there are more positives than
@@ -13,7 +13,7 @@
  * has the same distribution, so the seeded path (`sampleClasses`) draws the
  * negatives directly with Floyd's algorithm in O(numSample) random numbers:
  * no per-class draws and no sort of a million values. `sampleClassesFromUniforms`
- * is the literal top-k rule with caller-supplied u, for the SPEC 2.8-B vector.
+ * is the literal top-k rule with caller-supplied u, for test vector B of docs/methods.md#partial-fc-test-vectors.
  */
 import type { Rng } from '../common/random.js';
 
@@ -141,7 +141,7 @@ export function sampleClasses(localLabels: Int32Array, count: number, numSample:
 }
 
 /**
- * The reference rule with explicit uniforms (SPEC §2.5 / test 2.8-B): u_j for
+ * The reference rule with explicit uniforms (docs/methods.md#partial-fc-sampling, test vector B of docs/methods.md#partial-fc-test-vectors): u_j for
  * every local class, u = 2 on positives, indices of the `numSample` largest u
  * (ties to the lower index), sorted ascending. With more positives than
  * `numSample`, all positives and nothing else.

@@ -1,7 +1,7 @@
 /**
  * The sharded softmax for loss heads that change more than one fixed margin
- * on the target: MagFace (a per-row margin, SPEC §3) and CurricularFace
- * (modulated hard negatives, SPEC §4). Same contract as softmax-shard.ts —
+ * on the target: MagFace (a per-row margin, docs/methods.md#magface) and CurricularFace
+ * (modulated hard negatives, docs/methods.md#curricularface). Same contract as softmax-shard.ts —
  * per-row max / Σexp / target logit to the coordinator, the global
  * log-sum-exp back, then this shard's partial ∂L/∂E and ∂L/∂W of the mean
  * loss over `rowsTotal` rows — with the head's math supplied per row:

@@ -1,7 +1,7 @@
 /**
  * The sharded margin softmax: what one worker computes over its slice of the
  * classifier, and what the coordinator computes from every worker's summary
- * (SPEC §2.2–2.3, ARCHITECTURE "one training step", steps 3–6).
+ * (docs/methods.md#shard-forward, docs/methods.md#shard-backward, docs/architecture.md#the-training-step, steps 3–6).
  *
  *   worker:       shardForward  → per row: local max, local Σexp, target logit
  *   coordinator:  reduceSoftmaxStats → per row: global log-sum-exp; the loss

@@ -1,5 +1,5 @@
 /**
- * What `classifier: dcq` adds to a worker's training (SPEC §5.2), in the
+ * What `classifier: dcq` adds to a worker's training (docs/methods.md#dcq-step), in the
  * order of one step: the reference batch (a second loader over the same
  * data), the key encoder's EMA update, the keys, the sharded queue softmax
  * and enqueue. train.ts calls `step` where the fc path calls the sharded
@@ -8,7 +8,7 @@
  *
  * Checkpoints (checkpoint/checkpoint.ts layout, manifest unchanged):
  *  - backbone.safetensors (rank 0) holds the network to run at inference
- *    under the plain tensor names, which for DCQ is the KEY encoder (SPEC §5.2
+ *    under the plain tensor names, which for DCQ is the KEY encoder (docs/methods.md#dcq-step
  *    "Inference"), so `shardface eval`, `embed` and `export` use it as they
  *    are; the trained query encoder rides along under `query.<name>`
  *    (metadata `network: dcq-key-encoder`, `queryPrefix`).

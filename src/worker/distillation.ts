@@ -1,5 +1,5 @@
 /**
- * Knowledge distillation on the worker (SPEC §7.3): a frozen teacher backbone
+ * Knowledge distillation on the worker (docs/methods.md#distillation): a frozen teacher backbone
  * runs (inference mode) on this worker's batch, and the distillation loss's
  * gradient with respect to the student's embeddings joins the classifier's
  * ∂L/∂e before the backbone backward. Also `initFrom`: the next generation of

@@ -1,11 +1,11 @@
 /**
- * DCQ's weight generator f_k (SPEC §5.2 steps 3–4): an EMA copy of the
+ * DCQ's weight generator f_k (docs/methods.md#dcq-step steps 3–4): an EMA copy of the
  * backbone that turns each reference image into its class weight
  * k = n(f_k(x_ref)). No gradient ever flows into it. It runs in training mode,
  * so its BatchNorm normalises with batch statistics and updates ITS OWN
  * running statistics (no MoCo shuffle-BN: each worker's keys use that
  * worker's reference batch). At inference the key encoder is the network to
- * use (SPEC §5.2 "Inference").
+ * use (docs/methods.md#dcq-step "Inference").
  */
 import { tf } from '../ops/tf.js';
 import type { Backbone } from '../models/index.js';

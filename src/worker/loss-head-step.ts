@@ -1,6 +1,6 @@
 /**
  * The distributed step for the loss heads beyond the margin family —
- * MagFace (SPEC §3) and CurricularFace (SPEC §4) — once the batch is gathered
+ * MagFace (docs/methods.md#magface) and CurricularFace (docs/methods.md#curricularface) — once the batch is gathered
  * and this shard's classes are sampled. Same conventions as
  * sharded-classifier.ts: gradients of the loss averaged over the global batch
  * of N = n·B rows, partial ∂L/∂E summed by the reduce-scatter.

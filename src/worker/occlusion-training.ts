@@ -1,6 +1,6 @@
 /**
  * `occlusion: adversarial`: adversarial feature masking plus occlusion
- * segmentation (SPEC §6.3), as one worker's step. The backbone is split at its
+ * segmentation (docs/methods.md#adversarial-training), as one worker's step. The backbone is split at its
  * last feature map, f = F(x), embeddings R(f) (Backbone.features / head); a
  * mask generator G proposes which cells of f to drop and a segmentation head S
  * learns to find the dropped cells (src/models/occlusion-nets.ts).
@@ -9,7 +9,7 @@
  *
  * Stage 1, adversary pre-training (occlusionPretrainSteps steps): F, R and the
  * classifier are frozen (no update, no BatchNorm statistics). Every sample's
- * feature map is masked with every candidate of SPEC §6.2 (7 landmark windows,
+ * feature map is masked with every candidate of docs/methods.md#feature-masks (7 landmark windows,
  * 4 halves, occlusionRandomHalves random halves); all B·K masked embeddings
  * go through the sharded classifier as ONE batch of B·K rows per worker (the
  * coordinator takes one softmax exchange per step and checks rows = batch ×
@@ -21,13 +21,13 @@
  * Stage 2, joint training: π = G(stopgrad f); each sample's mask ranks its
  * cells by π and drops `drop` of the top `top` at random (P = 20, K = 15 of
  * 49, scaled with H·W). A share `structuredShare` (default ½) of the samples
- * instead takes one of the §6.2 candidates (landmark window, half, random
- * half) drawn uniformly: SPEC §6.3 step 2's "structured families mixed in as
+ * instead takes one of the docs/methods.md#feature-masks candidates (landmark window, half, random
+ * half) drawn uniformly: docs/methods.md#adversarial-training step 2's "structured families mixed in as
  * data augmentation". They train F, R and S like G's masks, but G learns only
  * from its own samples. The clean and the masked embeddings go through the
  * sharded classifier as ONE batch of 2B rows per worker, [clean B; masked B],
  * both labelled y. Its loss is the mean over those 2N rows, ½(L_clean +
- * L_masked): every term of SPEC's L_FR is halved (the backbone's step size
+ * L_masked): every term of the reference's L_FR (docs/methods.md#adversarial-training) is halved (the backbone's step size
  * then matches a run without occlusion), so the backbone minimises
  *
  *   ½(L_clean + L_masked) + λ_seg·L_seg,   L_seg = BCE(S(f ⊙ (1 − M)), M),
@@ -69,7 +69,7 @@ export interface OcclusionSettings {
   gate: number;
   width: number;
   randomHalves: number;
-  /** Stage 2: share of the masks drawn from the §6.2 candidates instead of G (default STRUCTURED_SHARE). */
+  /** Stage 2: share of the masks drawn from the docs/methods.md#feature-masks candidates instead of G (default STRUCTURED_SHARE). */
   structuredShare?: number;
   seed: number;
   imageSize: number;
@@ -98,7 +98,7 @@ const NEGATIVE_CELL_SHARE = 0.4;
 /** R on masked features uses the masked batch's BatchNorm statistics; see the top of the file. */
 const MASKED_HEAD_TRAINING = true;
 
-/** Stage 2: share of the samples masked with a structured §6.2 candidate rather than G's sample. */
+/** Stage 2: share of the samples masked with a structured docs/methods.md#feature-masks candidate rather than G's sample. */
 export const STRUCTURED_SHARE = 0.5;
 
 export class OcclusionTrainer {

@@ -1,6 +1,6 @@
 /**
  * This worker's block of the DCQ class queue and the distributed step through
- * it (SPEC §5.2 steps 5–7), the DCQ counterpart of sharded-classifier.ts:
+ * it (docs/methods.md#dcq-step steps 5–7), the DCQ counterpart of sharded-classifier.ts:
  *
  *   all-gather [q | k] and labels → per-row stats over this block (+ the
  *   positives of this worker's own rows) → coordinator exchangeSoftmax →
@@ -43,7 +43,7 @@ export interface QueueStepResult {
   gradEmbeddings: Float32Array;
 }
 
-/** Checks that K is a positive multiple of the global batch (SPEC §5.2: "K must be divisible by the global batch"). */
+/** Checks that K is a positive multiple of the global batch (docs/methods.md#dcq-step: "K must be divisible by the global batch"). */
 export function checkQueueSize(queueSize: number, globalBatch: number): string | null {
   if (!Number.isSafeInteger(queueSize) || queueSize < 1) return `dcq.queueSize must be a positive integer, got ${queueSize}`;
   if (queueSize % globalBatch !== 0)

@@ -1,6 +1,6 @@
 /**
  * This worker's slice of the classifier and the distributed step through it
- * (ARCHITECTURE.md steps 2–6). Communication hides behind three named
+ * (docs/architecture.md#the-training-step steps 2–6). Communication hides behind three named
  * operations — all-gather, softmax exchange, reduce-scatter — so the step reads
  * like single-process code.
  *
@@ -61,7 +61,7 @@ export interface ShardStepResult {
    * Per gathered row (all N rows, in all-gather order): the target probability
    * p_y = exp(targetLogit − logSumExp), margin included, where this shard owns
    * the row's label, else 0. A reduce-scatter (sum) of it gives every worker
-   * p_y of its own rows (occlusion training, SPEC §6.3).
+   * p_y of its own rows (occlusion training, docs/methods.md#adversarial-training).
    */
   ownedTargetProbability: Float32Array;
   /** Job-wide loss state after this step (CurricularFace: { curricularT }); absent for the margin family. */

@@ -3,7 +3,7 @@
  * lossHeadStep with a ShardComm whose exchanges meet at a barrier and are
  * reduced with the coordinator's own arithmetic (reduceSoftmaxStats,
  * reduceTargetCosines, CurricularStage), so the math can be checked against
- * SPEC vectors without processes or sockets.
+ * the reference vectors of docs/methods.md without processes or sockets.
  */
 import { tf } from '../../src/ops/tf.js';
 import { classRange, localiseLabels } from '../../src/ops/class-range.js';

@@ -2,7 +2,7 @@
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../../ops/backend.js';
 
-const SPECS: Record<string, Record<string, OptionSpec>> = {
+const COMMAND_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   collectives: {
     workers: { kind: 'int', default: 2, help: 'processes in the ring' },
     floats: { kind: 'int', default: 10_000_000, help: 'float32 elements per tensor' },
@@ -81,18 +81,18 @@ const SPECS: Record<string, Record<string, OptionSpec>> = {
 
 export async function run(argv: string[]): Promise<number> {
   const [what, ...rest] = argv;
-  if (!what || what === '--help' || !(what in SPECS)) {
-    const list = Object.entries(SPECS)
+  if (!what || what === '--help' || !(what in COMMAND_OPTIONS)) {
+    const list = Object.entries(COMMAND_OPTIONS)
       .map(([k, s]) => usage(`bench ${k}`, s))
       .join('\n\n');
     if (what && what !== '--help') throw new UsageError(`unknown benchmark ${JSON.stringify(what)}\n\n${list}`);
     console.log(list);
     return 0;
   }
-  const spec = { ...SPECS[what]!, help: { kind: 'boolean' } } as Record<string, OptionSpec>;
+  const spec = { ...COMMAND_OPTIONS[what]!, help: { kind: 'boolean' } } as Record<string, OptionSpec>;
   const { options: o } = parseArgs(rest, spec);
   if (o.help) {
-    console.log(usage(`bench ${what}`, SPECS[what]!));
+    console.log(usage(`bench ${what}`, COMMAND_OPTIONS[what]!));
     return 0;
   }
   switch (what) {

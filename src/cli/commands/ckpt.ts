@@ -11,7 +11,7 @@ import { checkpointProblems, readManifest, stepDirs } from '../../checkpoint/che
 import { mergeClassifier } from '../../checkpoint/merge.js';
 import { resolveCheckpointDir, CheckpointError } from '../../eval/checkpoint-dir.js';
 
-const SPEC: Record<string, OptionSpec> = {
+const OPTIONS: Record<string, OptionSpec> = {
   out: { kind: 'string', help: 'merge: the safetensors file to write' },
   json: { kind: 'boolean', default: false, help: 'info: one JSON object instead of a table' },
   help: { kind: 'boolean', default: false, help: 'show this help' },
@@ -21,9 +21,9 @@ const HELP = `usage: shardface ckpt info DIR [--json]        checkpoints under D
        shardface ckpt merge DIR --out FILE    the whole classifier of DIR's newest complete checkpoint (or step-N) as one safetensors file`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { options, positional } = parseArgs(argv, SPEC, { allowPositional: true });
+  const { options, positional } = parseArgs(argv, OPTIONS, { allowPositional: true });
   if (options.help) {
-    console.log(`${HELP}\n\n${usage('ckpt', SPEC)}`);
+    console.log(`${HELP}\n\n${usage('ckpt', OPTIONS)}`);
     return 0;
   }
   const [verb, dir, ...extra] = positional;

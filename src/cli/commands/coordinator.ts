@@ -1,4 +1,4 @@
-/** `shardface coordinator`: the job's single address; see ARCHITECTURE.md. */
+/** `shardface coordinator`: the job's single address; see docs/architecture.md. */
 import { writeFileSync } from 'node:fs';
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
 import { LOG_OPTIONS, loggerFrom, readToken, TRANSPORT_OPTIONS, transportFrom } from '../common.js';

@@ -7,7 +7,7 @@
  *
  * `embedding` is n(e + e_flip), the flip-fused embedding verification uses;
  * `magnitude` is ‖e‖ of the raw embedding of the image itself, the quality
- * score of MagFace-trained models (SPEC §3.4). Each image is decoded to S×S
+ * score of MagFace-trained models (docs/methods.md#magnitude-as-quality). Each image is decoded to S×S
  * (short side resized, centre square kept; default S: the checkpoint's
  * imageSize). An image that cannot be read is reported on stderr and the
  * command exits 1 after embedding the others.
@@ -20,7 +20,7 @@ import { decodeImage } from '../../data/decode.js';
 import { embedImages } from '../../export/embeddings.js';
 import { tf } from '../../ops/tf.js';
 
-const SPEC: Record<string, OptionSpec> = {
+const OPTIONS: Record<string, OptionSpec> = {
   checkpoint: { kind: 'string', help: 'RUN_DIR/ckpt (latest complete step) or RUN_DIR/ckpt/step-N' },
   'image-size': { kind: 'int', help: "decode images to S×S (default: the checkpoint's imageSize; only tiny accepts another size)" },
   json: { kind: 'boolean', default: false, help: 'one JSON line per image: {image, embedding, magnitude}' },
@@ -33,9 +33,9 @@ const SPEC: Record<string, OptionSpec> = {
 };
 
 export async function run(argv: string[]): Promise<number> {
-  const { options: o, positional: images } = parseArgs(argv, SPEC, { allowPositional: true });
+  const { options: o, positional: images } = parseArgs(argv, OPTIONS, { allowPositional: true });
   if (o.help) {
-    console.log(`${usage('embed', SPEC)}\n  IMAGES…  image files (JPEG, PNG, PGM, PPM)`);
+    console.log(`${usage('embed', OPTIONS)}\n  IMAGES…  image files (JPEG, PNG, PGM, PPM)`);
     return 0;
   }
   const checkpoint = o.checkpoint as string | undefined;

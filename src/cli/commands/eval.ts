@@ -1,6 +1,6 @@
 /**
  * `shardface eval --checkpoint RUN_DIR/ckpt[/step-N] (--bin FILE | --pairs FILE --images DIR | --pair-list FILE)`:
- * verification accuracy of a checkpoint's backbone (SPEC §9.2), printed as
+ * verification accuracy of a checkpoint's backbone (docs/methods.md#ten-fold-accuracy), printed as
  * one JSON line:
  *
  *   {"accuracy":…, "accuracy_std":…, "threshold":…, "tar_at_far":{"1e-3":…|null, "1e-4":…|null},
@@ -20,7 +20,7 @@ import type { BackendChoice } from '../../ops/backend.js';
 import type { CropBox } from '../../data/decode.js';
 import type { OccluderKind } from '../../eval/occluders.js'; // --- occlusion
 
-const SPEC: Record<string, OptionSpec> = {
+const OPTIONS: Record<string, OptionSpec> = {
   checkpoint: { kind: 'string', help: 'RUN_DIR/ckpt (latest complete step) or RUN_DIR/ckpt/step-N' },
   bin: { kind: 'string', help: 'insightface .bin pack (pickle of encoded images and issame labels)' },
   pairs: { kind: 'string', help: 'LFW-style pairs.txt (with --images)' },
@@ -34,14 +34,14 @@ const SPEC: Record<string, OptionSpec> = {
   'roc-csv': { kind: 'string', help: 'write the ROC (fpr,tpr,thresholds) to this CSV file' },
   occlude: { kind: 'string', help: 'draw synthetic occluders on every image first: eyes | mouth | half | random (src/eval/occluders.ts)' }, // --- occlusion
   'occlude-seed': { kind: 'int', default: 0, help: 'seed of the occluders (which half, colours, the random block), per image' }, // --- occlusion
-  'seg-gate': { kind: 'boolean', default: false, help: 'occlusion adversarial checkpoints: scale each feature-map cell by 1 − σ(S(f)), the segmentation head\'s occlusion probability, before the head (SPEC §6.3 inference)' }, // --- occlusion
+  'seg-gate': { kind: 'boolean', default: false, help: 'occlusion adversarial checkpoints: scale each feature-map cell by 1 − σ(S(f)), the segmentation head\'s occlusion probability, before the head (docs/methods.md#adversarial-training inference)' }, // --- occlusion
   help: { kind: 'boolean', default: false, help: 'show this help' },
 };
 
 export async function run(argv: string[]): Promise<number> {
-  const { options: o } = parseArgs(argv, SPEC);
+  const { options: o } = parseArgs(argv, OPTIONS);
   if (o.help) {
-    console.log(usage('eval', SPEC));
+    console.log(usage('eval', OPTIONS));
     return 0;
   }
   const checkpoint = o.checkpoint as string | undefined;

@@ -10,7 +10,7 @@ import { initBackend } from '../../ops/backend.js';
 import { CheckpointError, resolveCheckpointDir } from '../../eval/load-backbone.js';
 import { EXPORT_FORMATS, exportCheckpoint, type ExportFormat } from '../../export/export-checkpoint.js';
 
-const SPEC: Record<string, OptionSpec> = {
+const OPTIONS: Record<string, OptionSpec> = {
   checkpoint: { kind: 'string', help: 'RUN_DIR/ckpt (latest complete step) or RUN_DIR/ckpt/step-N' },
   out: { kind: 'string', help: 'output directory (created; model.json, weight shards, shardface.json, README.md)' },
   format: {
@@ -22,9 +22,9 @@ const SPEC: Record<string, OptionSpec> = {
 };
 
 export async function run(argv: string[]): Promise<number> {
-  const { options: o } = parseArgs(argv, SPEC);
+  const { options: o } = parseArgs(argv, OPTIONS);
   if (o.help) {
-    console.log(usage('export', SPEC));
+    console.log(usage('export', OPTIONS));
     return 0;
   }
   const checkpoint = o.checkpoint as string | undefined;

@@ -6,7 +6,7 @@
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
 import { BACKBONE_NAMES, humanCount, isBackboneName, modelInfo, type ModelInfo } from '../../models/index.js';
 
-const SPEC: Record<string, OptionSpec> = {
+const OPTIONS: Record<string, OptionSpec> = {
   backbone: { kind: 'string', help: `one of ${BACKBONE_NAMES.join(', ')}` },
   'image-size': { kind: 'int', help: 'square input side in pixels (default 112)' },
   'embedding-size': { kind: 'int', default: 512, help: 'embedding size D' },
@@ -17,9 +17,9 @@ const SPEC: Record<string, OptionSpec> = {
 };
 
 export async function run(argv: string[]): Promise<number> {
-  const { options } = parseArgs(argv, SPEC);
+  const { options } = parseArgs(argv, OPTIONS);
   if (options.help) {
-    console.log(usage('model-info', SPEC));
+    console.log(usage('model-info', OPTIONS));
     return 0;
   }
   const name = options.backbone as string | undefined;
