@@ -42,7 +42,13 @@ export async function benchClassifier(o: BenchClassifierOptions): Promise<Record
       heartbeatMs: 2000,
       workerTimeoutMs: 300_000,
       joinTimeoutMs: 300_000,
-      spec: { kind: 'bench', steps: o.steps, numClasses: o.classes, seed: 1, config: { dim: o.dim, batch: o.batch, sampleRate: o.sampleRate, chunkRows: o.chunkRows, classifier: o.classifier ?? 'fc', queueSize: o.queueSize ?? 8192 } },
+      spec: {
+        kind: 'bench',
+        steps: o.steps,
+        numClasses: o.classes,
+        seed: 1,
+        config: { dim: o.dim, batch: o.batch, sampleRate: o.sampleRate, chunkRows: o.chunkRows, classifier: o.classifier ?? 'fc', queueSize: o.queueSize ?? 8192 },
+      },
       logger,
       onStepEnd: (_step, metrics) => {
         perStep.push({ seconds: metrics.map((m) => m.seconds!), activeRows: metrics.map((m) => m.activeRows!), maxRssMb: metrics.map((m) => m.maxRssMb!) });

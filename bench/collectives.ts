@@ -231,11 +231,9 @@ if (isMain()) {
       const i = process.argv.indexOf(`--${name}`);
       return i > 0 ? Number(process.argv[i + 1]) : undefined;
     };
-    benchCollectives({ workers: arg('workers') ?? 2, floats: arg('floats') ?? 1_000_000, reps: arg('reps'), chunkBytes: arg('chunk-bytes'), inFlight: arg('in-flight') }).catch(
-      (e: Error) => {
-        console.error(e.message);
-        process.exit(1);
-      },
-    );
+    benchCollectives({ workers: arg('workers') ?? 2, floats: arg('floats') ?? 1_000_000, reps: arg('reps'), chunkBytes: arg('chunk-bytes'), inFlight: arg('in-flight') }).catch((e: Error) => {
+      console.error(e.message);
+      process.exit(1);
+    });
   }
 }

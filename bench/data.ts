@@ -39,7 +39,11 @@ export async function buildSyntheticRec(n: number, imageSize: number, root: stri
     if (i < ids) mkdirSync(dir, { recursive: true });
     if (i < 400) {
       const rgb = renderSyntheticFace(7, id, Math.floor(i / ids), imageSize);
-      unique.push(await sharp(rgb, { raw: { width: imageSize, height: imageSize, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+      unique.push(
+        await sharp(rgb, { raw: { width: imageSize, height: imageSize, channels: 3 } })
+          .jpeg({ quality: 90 })
+          .toBuffer(),
+      );
     }
     writeFileSync(join(dir, `${String(i).padStart(7, '0')}.jpg`), unique[i % unique.length]!);
   }

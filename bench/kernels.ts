@@ -74,7 +74,8 @@ function round(v: number): number {
 }
 
 function matMulCase(m: number, k: number, n: number, transposeA: boolean, transposeB: boolean): Case {
-  const a = transposeA ? [k, m] : [m, k], b = transposeB ? [n, k] : [k, n];
+  const a = transposeA ? [k, m] : [m, k],
+    b = transposeB ? [n, k] : [k, n];
   return {
     kernel: 'BatchMatMul',
     gemmBound: true,
@@ -90,7 +91,8 @@ function matMulCase(m: number, k: number, n: number, transposeA: boolean, transp
 type Shape4 = [number, number, number, number];
 
 function convFlops(x: Shape4, k: Shape4, stride: number, outPerInput = 1): number {
-  const oh = Math.ceil(x[1] / stride), ow = Math.ceil(x[2] / stride); // 'same'
+  const oh = Math.ceil(x[1] / stride),
+    ow = Math.ceil(x[2] / stride); // 'same'
   return 2 * x[0] * oh * ow * k[0] * k[1] * k[2] * k[3] * outPerInput;
 }
 
@@ -235,7 +237,9 @@ function elementwiseCases(): Case[] {
 function peakGemm(reps: number): number | null {
   const addon = nativeAddon();
   if (!addon) return null;
-  const m = 2048, n = 2048, k = 2048;
+  const m = 2048,
+    n = 2048,
+    k = 2048;
   const a = new Float32Array(m * k).map((_, i) => ((i % 13) - 6) / 13);
   const b = new Float32Array(k * n).map((_, i) => ((i % 7) - 3) / 7);
   const c = new Float32Array(m * n);

@@ -11,25 +11,23 @@
  *    "verification_std":…,"pairs":…,"loss_by_epoch":[…],"train_seconds":…,"settings":{…},…}
  *   {"bench":"thin-summary","recommended":…,"defaults":…,"gain":…}
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { resolveConfig } from "../src/config/index.js";
-import { planTraining } from "../src/run/plan.js";
-import { trainWithPlan } from "../src/run/training.js";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveConfig } from '../src/config/index.js';
+import { planTraining } from '../src/run/plan.js';
+import { trainWithPlan } from '../src/run/training.js';
 
-export const THIN_RECIPES = ["recommended", "defaults"] as const;
+export const THIN_RECIPES = ['recommended', 'defaults'] as const;
 export type ThinRecipe = (typeof THIN_RECIPES)[number];
 
 /**
  * The settings each recipe changes over the config defaults. `recommended` is
  * the README's "Small real datasets" recipe; `defaults` changes nothing.
  */
-export const THIN_RECIPE_SETTINGS: Readonly<
-  Record<ThinRecipe, Readonly<Record<string, unknown>>>
-> = {
+export const THIN_RECIPE_SETTINGS: Readonly<Record<ThinRecipe, Readonly<Record<string, unknown>>>> = {
   recommended: {
-    margin: { type: "arcface", s: 16, m2: 0.5 },
+    margin: { type: 'arcface', s: 16, m2: 0.5 },
     marginWarmupEpochs: 2,
     warmupEpochs: 1,
     classifierInitStd: 0.1,
@@ -55,7 +53,7 @@ export interface BenchThinOptions {
 }
 
 export const BENCH_THIN_DEFAULTS: BenchThinOptions = {
-  recipes: ["recommended", "defaults"],
+  recipes: ['recommended', 'defaults'],
   workers: 2,
   batch: 64,
   imageSize: 32,
@@ -66,24 +64,16 @@ export const BENCH_THIN_DEFAULTS: BenchThinOptions = {
   pairs: 900,
   epochs: 20,
   seed: 1,
-  backend: "auto",
+  backend: 'auto',
 };
 
 /** The last lines of a failed run's logs (the run directory is removed afterwards). */
 function logTail(runDir: string): string {
-  return ["train.log", "workers.log"]
-    .flatMap((f) =>
-      existsSync(join(runDir, f))
-        ? readFileSync(join(runDir, f), "utf8").trim().split("\n").slice(-5)
-        : [],
-    )
-    .join("\n");
+  return ['train.log', 'workers.log'].flatMap((f) => (existsSync(join(runDir, f)) ? readFileSync(join(runDir, f), 'utf8').trim().split('\n').slice(-5) : [])).join('\n');
 }
 
 /** Mean step loss of each epoch, from the run's metrics.jsonl. */
-export function lossByEpoch(
-  steps: readonly { epoch: number; loss: number }[],
-): number[] {
+export function lossByEpoch(steps: readonly { epoch: number; loss: number }[]): number[] {
   const sum: number[] = [];
   const count: number[] = [];
   for (const s of steps) {
@@ -93,18 +83,16 @@ export function lossByEpoch(
   return sum.map((x, e) => x / count[e]!);
 }
 
-export async function benchThin(
-  opts: Partial<BenchThinOptions> = {},
-): Promise<Record<string, unknown>[]> {
+export async function benchThin(opts: Partial<BenchThinOptions> = {}): Promise<Record<string, unknown>[]> {
   const o = { ...BENCH_THIN_DEFAULTS, ...opts };
-  if (o.recipes.length === 0) throw new Error("bench thin: no recipe to run");
+  if (o.recipes.length === 0) throw new Error('bench thin: no recipe to run');
   const lines: Record<string, unknown>[] = [];
   const emit = (line: Record<string, unknown>) => {
     lines.push(line);
     if (o.print !== false) console.log(JSON.stringify(line));
   };
   const accuracy: Partial<Record<ThinRecipe, number>> = {};
-  const root = mkdtempSync(join(tmpdir(), "shardface-bench-thin-"));
+  const root = mkdtempSync(join(tmpdir(), 'shardface-bench-thin-'));
   try {
     for (const recipe of o.recipes) {
       const runDir = join(root, recipe);
@@ -112,7 +100,7 @@ export async function benchThin(
       const cfg = resolveConfig({
         values: {
           workers: o.workers,
-          backbone: "tiny",
+          backbone: 'tiny',
           embeddingSize: o.embeddingSize,
           imageSize: o.imageSize,
           data: `synthetic:${o.identities}`,
@@ -124,21 +112,16 @@ export async function benchThin(
           seed: o.seed,
           backend: o.backend,
           runDir,
-          logFormat: "json",
+          logFormat: 'json',
           workerTimeoutMs: 3_600_000,
           ...settings,
         },
       });
       const t0 = Date.now();
       const code = await trainWithPlan(planTraining(cfg), { quiet: true });
-      if (code !== 0)
-        throw new Error(
-          `bench thin: ${recipe} training exited with ${code}; the run's log ends:\n${logTail(runDir)}`,
-        );
+      if (code !== 0) throw new Error(`bench thin: ${recipe} training exited with ${code}; the run's log ends:\n${logTail(runDir)}`);
       const trainSeconds = (Date.now() - t0) / 1000;
-      const summary = JSON.parse(
-        readFileSync(join(runDir, "summary.json"), "utf8"),
-      ) as {
+      const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as {
         steps: number;
         final_loss: number;
         images_per_s: number;
@@ -148,25 +131,20 @@ export async function benchThin(
           pairs: number;
         } | null;
       };
-      if (!summary.verification)
-        throw new Error(
-          `bench thin: ${recipe} run reported no verification (held-out identities ${o.heldOutIdentities}, pairs ${o.pairs})`,
-        );
-      const steps = readFileSync(join(runDir, "metrics.jsonl"), "utf8")
+      if (!summary.verification) throw new Error(`bench thin: ${recipe} run reported no verification (held-out identities ${o.heldOutIdentities}, pairs ${o.pairs})`);
+      const steps = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
         .trim()
-        .split("\n")
+        .split('\n')
         .map((l) => JSON.parse(l) as { epoch: number; loss: number });
       accuracy[recipe] = summary.verification.accuracy;
       emit({
-        bench: "thin",
+        bench: 'thin',
         recipe,
         verification_accuracy: summary.verification.accuracy,
         verification_std: summary.verification.accuracy_std,
         pairs: summary.verification.pairs,
         final_loss: summary.final_loss,
-        loss_by_epoch: lossByEpoch(steps).map(
-          (l) => Math.round(l * 1000) / 1000,
-        ),
+        loss_by_epoch: lossByEpoch(steps).map((l) => Math.round(l * 1000) / 1000),
         steps: summary.steps,
         epochs: o.epochs,
         train_seconds: trainSeconds,
@@ -195,7 +173,7 @@ export async function benchThin(
   }
   if (accuracy.recommended !== undefined && accuracy.defaults !== undefined)
     emit({
-      bench: "thin-summary",
+      bench: 'thin-summary',
       recommended: accuracy.recommended,
       defaults: accuracy.defaults,
       gain: accuracy.recommended - accuracy.defaults,

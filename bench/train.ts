@@ -52,9 +52,12 @@ export async function benchTrain(o: BenchTrainOptions): Promise<Record<string, u
   try {
     const code = await trainWithPlan(planTraining(cfg), { quiet: true });
     if (code !== 0) throw new Error(`bench train: training exited with ${code}; see ${runDir}/workers.log`);
-    const steps = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const steps = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number>);
     const timed = steps.length > 1 ? steps.slice(1) : steps; // the first step warms up
-    const stepSeconds = median(timed.map((s) => o.workers * o.batch / s.images_per_s!));
+    const stepSeconds = median(timed.map((s) => (o.workers * o.batch) / s.images_per_s!));
     const comm = median(timed.map((s) => s.comm_seconds!));
     return {
       bench: 'train',

@@ -97,10 +97,16 @@ while (queue.length > 0) {
   definitions[name] = SPECIAL[name] ?? clean(all[name]);
   queue.push(...refsIn(definitions[name], []));
 }
-const sorted = Object.fromEntries(Object.keys(definitions).sort().map((k) => [k, definitions[k]]));
+const sorted = Object.fromEntries(
+  Object.keys(definitions)
+    .sort()
+    .map((k) => [k, definitions[k]]),
+);
 const out = join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'kubernetes-schema.json');
 // One definition per line: small, and a regeneration diffs by definition.
-const body = Object.entries(sorted).map(([k, v]) => `      ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n');
+const body = Object.entries(sorted)
+  .map(([k, v]) => `      ${JSON.stringify(k)}: ${JSON.stringify(v)}`)
+  .join(',\n');
 const head = {
   source: `Kubernetes ${release} OpenAPI v2 definitions (The Kubernetes Authors, Apache-2.0), pruned and made strict by scripts/kubernetes-schema.mjs`,
   release,

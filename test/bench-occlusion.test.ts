@@ -18,7 +18,10 @@ describe('bench occlusion', () => {
     args.push('--pairs', '60', '--epochs', '3', '--start-fraction', '0.3', '--pretrain-steps', '1', '--width', '8', '--train-occluders', '0.5', '--seeds', '4');
     const { code, stdout, stderr } = await runCli(args, 170_000);
     expect(code, stderr.slice(-3000)).toBe(0);
-    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => [l.bench, l.occlusion])).toEqual([
       ['occlusion', 'none'],
       ['occlusion', 'adversarial'],

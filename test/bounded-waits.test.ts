@@ -35,7 +35,7 @@ async function twoWorkers(job: string, timeoutS: number) {
 }
 
 describe('an unreachable ring neighbour', () => {
-  it('fails the worker within the worker timeout, naming the neighbour\'s rank and address', async () => {
+  it("fails the worker within the worker timeout, naming the neighbour's rank and address", async () => {
     const { coord, w, joinedAt } = await twoWorkers('unreachable', 3);
     const [x0, x1, c] = await Promise.all([w[0]!.exit, w[1]!.exit, coord.exit]);
     expect(Date.now() - joinedAt).toBeLessThan(3000 + 4000);
@@ -47,7 +47,7 @@ describe('an unreachable ring neighbour', () => {
     expect(coord.json().find((l) => l.msg === 'stopping job')?.reason).toMatch(/worker rank [01] .* left at step 0: .*(unreachable|nothing from left neighbour)/);
   });
 
-  it('SIGTERM to a worker stuck connecting ends it at once; the coordinator\'s stop then ends the other', async () => {
+  it("SIGTERM to a worker stuck connecting ends it at once; the coordinator's stop then ends the other", async () => {
     const { coord, w } = await twoWorkers('stuck-connecting', 120);
     await new Promise((r) => setTimeout(r, 500)); // both are now inside the ring's connect
     const t0 = Date.now();

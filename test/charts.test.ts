@@ -31,7 +31,18 @@ const seriesPaths = (svg: XmlElement) => descendants(svg).filter((e) => e.name =
 function rows(n: number): Row[] {
   return Array.from({ length: n }, (_, i) => {
     const step = i + 1;
-    const r: Row = { step, loss: 10 / step, lr: 0.1 * (1 - i / n), images_per_s: 100 + i, data_seconds: 0.01, forward_seconds: 0.02, classifier_seconds: 0.03, backward_seconds: 0.04, comm_seconds: 0.05, optimizer_seconds: 0.06 };
+    const r: Row = {
+      step,
+      loss: 10 / step,
+      lr: 0.1 * (1 - i / n),
+      images_per_s: 100 + i,
+      data_seconds: 0.01,
+      forward_seconds: 0.02,
+      classifier_seconds: 0.03,
+      backward_seconds: 0.04,
+      comm_seconds: 0.05,
+      optimizer_seconds: 0.06,
+    };
     if (step % 10 === 0) Object.assign(r, { val_accuracy: 0.5 + step / 1000, val_lfw_accuracy: 0.6, val_lfw_accuracy_std: 0.01 });
     return r;
   });
@@ -39,7 +50,13 @@ function rows(n: number): Row[] {
 
 describe('ticks and labels', () => {
   it('niceTicks covers the range with 1/2/5 × 10^k steps', () => {
-    for (const [lo, hi] of [[0, 1], [0.0979, 0.1001], [-3, 17], [1, 36000], [2.5e-5, 7.5e-5]] as const) {
+    for (const [lo, hi] of [
+      [0, 1],
+      [0.0979, 0.1001],
+      [-3, 17],
+      [1, 36000],
+      [2.5e-5, 7.5e-5],
+    ] as const) {
       const t = niceTicks(lo, hi, 5);
       expect(t.length).toBeGreaterThanOrEqual(3);
       expect(t.length).toBeLessThanOrEqual(11);
@@ -47,7 +64,10 @@ describe('ticks and labels', () => {
       expect(t.at(-1)!).toBeLessThanOrEqual(hi + 1e-12);
       const step = t[1]! - t[0]!;
       const mantissa = step / 10 ** Math.floor(Math.log10(step) + 1e-9);
-      expect([1, 2, 5].some((k) => Math.abs(mantissa - k) < 1e-6), `step ${step}`).toBe(true);
+      expect(
+        [1, 2, 5].some((k) => Math.abs(mantissa - k) < 1e-6),
+        `step ${step}`,
+      ).toBe(true);
       // the first tick is within one step of lo, the last within one step of hi
       expect(t[0]! - lo).toBeLessThan(step);
       expect(hi - t.at(-1)!).toBeLessThan(step);
@@ -66,7 +86,10 @@ describe('ticks and labels', () => {
 
 describe('decimate', () => {
   it('returns short series as they are and long ones as at most max bucket means', () => {
-    const short: [number, number][] = [[1, 2], [2, 3]];
+    const short: [number, number][] = [
+      [1, 2],
+      [2, 3],
+    ];
     expect(decimate(short, 10)).toBe(short);
     const line = Array.from({ length: 10_001 }, (_, i): [number, number] => [i, 3 * i + 1]);
     const d = decimate(line, 100);
@@ -105,13 +128,31 @@ describe('runCharts', () => {
 });
 
 describe('chartSvg', () => {
-  const spec: ChartSpec = { id: 't', title: 'Loss <&> "quoted"', yLabel: 'loss', kind: 'line', series: [{ name: 'a & b', points: [[0, 0], [10, 5], [20, 10]] }, { name: 'one', points: [[5, 7]] }] };
+  const spec: ChartSpec = {
+    id: 't',
+    title: 'Loss <&> "quoted"',
+    yLabel: 'loss',
+    kind: 'line',
+    series: [
+      {
+        name: 'a & b',
+        points: [
+          [0, 0],
+          [10, 5],
+          [20, 10],
+        ],
+      },
+      { name: 'one', points: [[5, 7]] },
+    ],
+  };
 
   it('is well-formed XML with an <svg> root, escaped text and one path per series', () => {
     const svg = parseXml(chartSvg(spec, 640, 300));
     expect(svg.name).toBe('svg');
     expect(svg.attrs).toMatchObject({ xmlns: 'http://www.w3.org/2000/svg', width: '640', height: '300' });
-    const texts = descendants(svg).filter((e) => e.name === 'text').map((e) => e.text);
+    const texts = descendants(svg)
+      .filter((e) => e.name === 'text')
+      .map((e) => e.text);
     expect(texts).toContain('Loss <&> "quoted"');
     expect(texts).toContain('a & b');
     expect(seriesPaths(svg).map((p) => p.attrs['data-series'])).toEqual(['a & b', 'one']);
@@ -135,7 +176,28 @@ describe('chartSvg', () => {
   });
 
   it('stacks areas: each upper edge is the running sum', () => {
-    const stacked: ChartSpec = { id: 's', title: 's', yLabel: 's', kind: 'stacked', series: [{ name: 'a', points: [[1, 1], [2, 1]] }, { name: 'b', points: [[1, 2], [2, 3]] }] };
+    const stacked: ChartSpec = {
+      id: 's',
+      title: 's',
+      yLabel: 's',
+      kind: 'stacked',
+      series: [
+        {
+          name: 'a',
+          points: [
+            [1, 1],
+            [2, 1],
+          ],
+        },
+        {
+          name: 'b',
+          points: [
+            [1, 2],
+            [2, 3],
+          ],
+        },
+      ],
+    };
     const svg = parseXml(chartSvg(stacked, 640, 300));
     const frame = descendants(svg).find((e) => e.name === 'rect' && e.attrs.fill === 'none')!;
     const fy = Number(frame.attrs.y);
@@ -194,7 +256,20 @@ describe('RunHistory', () => {
 });
 
 describe('workerState', () => {
-  const w = (o: Partial<MemberView>): MemberView => ({ rank: 0, requestedRank: null, host: 'h', pid: 1, dataAddress: 'tcp://x:1', device: 'cpu', backend: 'cpu', lastSeen: 1000, lastStep: 3, ready: true, gone: false, ...o });
+  const w = (o: Partial<MemberView>): MemberView => ({
+    rank: 0,
+    requestedRank: null,
+    host: 'h',
+    pid: 1,
+    dataAddress: 'tcp://x:1',
+    device: 'cpu',
+    backend: 'cpu',
+    lastSeen: 1000,
+    lastStep: 3,
+    ready: true,
+    gone: false,
+    ...o,
+  });
   const job = { phase: 'running' as const, step: 4, heartbeatMs: 100 };
   it('names what the coordinator knows', () => {
     expect(workerState(w({}), job, 1100)).toBe('training');

@@ -24,8 +24,31 @@ describe('training onto a disk that fills up', () => {
     const runDir = join(mnt, 'run');
     mkdirSync(runDir);
     const p = startCli([
-      'train', '--workers', '2', '--batch', '16', '--image-size', '16', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4',
-      '--held-out-identities', '0', '--verification-pairs', '0', '--epochs', '3', '--checkpoint-every', '2', '--run-dir', runDir, '--log-format', 'json',
+      'train',
+      '--workers',
+      '2',
+      '--batch',
+      '16',
+      '--image-size',
+      '16',
+      '--embedding-size',
+      '16',
+      '--data',
+      'synthetic:20',
+      '--images-per-identity',
+      '4',
+      '--held-out-identities',
+      '0',
+      '--verification-pairs',
+      '0',
+      '--epochs',
+      '3',
+      '--checkpoint-every',
+      '2',
+      '--run-dir',
+      runDir,
+      '--log-format',
+      'json',
     ]);
     const { code } = await p.exit;
     const out = p.lines.join('\n');

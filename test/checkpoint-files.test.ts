@@ -30,7 +30,19 @@ function fakeCheckpoint(ckptRoot: string, step: number): { dir: string; weight: 
     return { ...f, rank, classStart: rank * 5, classCount: 5 };
   });
   const bb = writeCheckpointFile(dir, BACKBONE_FILE, { 'conv.w': { data: ramp(12), shape: [3, 4] } }, {});
-  const m: Manifest = { format: 'shardface-checkpoint', version: 1, step, epoch: 0, world: 2, numClasses: 10, embeddingSize: 4, backbone: { ...bb, name: 'tiny' }, shards, config: {}, createdAt: new Date(0).toISOString() };
+  const m: Manifest = {
+    format: 'shardface-checkpoint',
+    version: 1,
+    step,
+    epoch: 0,
+    world: 2,
+    numClasses: 10,
+    embeddingSize: 4,
+    backbone: { ...bb, name: 'tiny' },
+    shards,
+    config: {},
+    createdAt: new Date(0).toISOString(),
+  };
   writeManifest(dir, m);
   return { dir, weight };
 }
@@ -42,7 +54,13 @@ describe('tensor files: streamed, checksummed, atomic', () => {
     const pieces = [ramp(6), ramp(6, 2)];
     const r = writeTensorFile(
       p,
-      { f32: { data: f32, shape: [10, 100] }, i32: { data: Int32Array.from([1, -2, 3]), shape: [3] }, u8: { data: Uint8Array.from([7, 8]), shape: [2] }, f64: { data: Float64Array.from([Math.PI]), shape: [1] }, joined: { dtype: 'F32', shape: [3, 4], pieces: () => pieces } },
+      {
+        f32: { data: f32, shape: [10, 100] },
+        i32: { data: Int32Array.from([1, -2, 3]), shape: [3] },
+        u8: { data: Uint8Array.from([7, 8]), shape: [2] },
+        f64: { data: Float64Array.from([Math.PI]), shape: [1] },
+        joined: { dtype: 'F32', shape: [3, 4], pieces: () => pieces },
+      },
       { hello: 'world' },
     );
     expect(r.sha256).toBe(fileSha(p));
@@ -167,9 +185,12 @@ describe('checkpoints: verification, newest usable, pruning, merge', () => {
     expect(o.code, o.stderr).toBe(0);
     const info = JSON.parse(o.stdout);
     expect(info.newestVerified).toBe(stepDir(ck, 3));
-    expect(info.checkpoints.map((c: { step: number; verified: boolean }) => [c.step, c.verified])).toEqual([[6, false], [3, true]]);
+    expect(info.checkpoints.map((c: { step: number; verified: boolean }) => [c.step, c.verified])).toEqual([
+      [6, false],
+      [3, true],
+    ]);
     o = await runCli(['ckpt', 'info', run]);
-    expect(o.stdout).toMatch(/step       6  CORRUPT[\s\S]*shard 0 \(classes 0\.\.4\): classifier-shard-0\.safetensors checksum mismatch[\s\S]*newest that verifies: .*step-000003/);
+    expect(o.stdout).toMatch(/step {7}6 {2}CORRUPT[\s\S]*shard 0 \(classes 0\.\.4\): classifier-shard-0\.safetensors checksum mismatch[\s\S]*newest that verifies: .*step-000003/);
     const out = join(root, 'cli-merged.safetensors');
     o = await runCli(['ckpt', 'merge', stepDir(ck, 3), '--out', out]);
     expect(o.code, o.stderr).toBe(0);

@@ -17,7 +17,13 @@ describe('classRange', () => {
   });
 
   it('tiles [0, C) exactly, with empty shards when C < n', () => {
-    for (const [c, n] of [[1, 1], [5, 5], [3, 5], [100, 7], [1_000_003, 8]] as const) {
+    for (const [c, n] of [
+      [1, 1],
+      [5, 5],
+      [3, 5],
+      [100, 7],
+      [1_000_003, 8],
+    ] as const) {
       let next = 0;
       for (let r = 0; r < n; r++) {
         const { start, count } = classRange(c, n, r);

@@ -27,8 +27,7 @@ async function runWorkers(world: number, chunkBytes?: number): Promise<Result[][
           child.on('message', (m: { kind: string; address?: string; results?: Result[] }) => {
             if (m.kind === 'address') {
               addresses[rank] = m.address!;
-              if (addresses.filter(Boolean).length === world)
-                children.forEach((c, r) => c.send({ rank: r, world, peers: addresses, job: 'test-job', chunkBytes }));
+              if (addresses.filter(Boolean).length === world) children.forEach((c, r) => c.send({ rank: r, world, peers: addresses, job: 'test-job', chunkBytes }));
             } else if (m.kind === 'results') {
               results[rank] = m.results!;
               resolve();
@@ -59,8 +58,7 @@ describe('ring collectives across processes', () => {
           expect(got!.sha, `${c.name} on rank ${r}`).toBe(want ? sha256(want) : null);
         }
         // Ops whose result is the same everywhere must also agree across ranks (implied above; said explicitly).
-        if (c.op === 'allreduce' || c.op === 'allgather' || c.op === 'broadcast')
-          expect(new Set(results.map((rs) => rs[i]!.sha)).size, c.name).toBe(1);
+        if (c.op === 'allreduce' || c.op === 'allgather' || c.op === 'broadcast') expect(new Set(results.map((rs) => rs[i]!.sha)).size, c.name).toBe(1);
       }
       expect(results.every((rs) => rs.length === cases.length)).toBe(true);
     });

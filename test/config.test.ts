@@ -3,18 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import {
-  CONFIG_KEYS,
-  ConfigError,
-  configHelp,
-  configReference,
-  configWarnings,
-  formatConfig,
-  loadConfig,
-  parseConfigArgv,
-  resolveConfig,
-  trainFacts,
-} from '../src/config/index.js';
+import { CONFIG_KEYS, ConfigError, configHelp, configReference, configWarnings, formatConfig, loadConfig, parseConfigArgv, resolveConfig, trainFacts } from '../src/config/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sf-config-'));
 const file = (name: string, text: string) => {

@@ -13,7 +13,9 @@ beforeAll(async () => {
   for (let id = 0; id < 3; id++) {
     mkdirSync(join(root, 'faces', `p${id}`), { recursive: true });
     for (let k = 0; k < 2; k++) {
-      const jpg = await sharp(renderSyntheticFace(2, id, k, 24), { raw: { width: 24, height: 24, channels: 3 } }).jpeg().toBuffer();
+      const jpg = await sharp(renderSyntheticFace(2, id, k, 24), { raw: { width: 24, height: 24, channels: 3 } })
+        .jpeg()
+        .toBuffer();
       writeFileSync(join(root, 'faces', `p${id}`, `${k}.jpg`), jpg);
     }
   }

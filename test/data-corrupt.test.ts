@@ -23,7 +23,9 @@ beforeAll(async () => {
   const w = new RecordIOWriter(join(dir, 'train.rec'), join(dir, 'train.idx'));
   for (let k = 0; k < 7; k++) {
     if (k === 5) continue; // written below as an index entry past the end
-    const png = await sharp(renderSyntheticFace(1, k, 0, S), { raw: { width: S, height: S, channels: 3 } }).png().toBuffer();
+    const png = await sharp(renderSyntheticFace(1, k, 0, S), { raw: { width: S, height: S, channels: 3 } })
+      .png()
+      .toBuffer();
     const image = k === 3 ? png.subarray(0, 40) : png; // undecodable: a PNG cut after its header
     w.write(k, packRecord({ label: LABELS[k]!, id: k }, image));
   }
@@ -31,7 +33,10 @@ beforeAll(async () => {
   appendFileSync(join(dir, 'train.idx'), `5\t${statSync(join(dir, 'train.rec')).size + 1000}\n`);
   writeFileSync(join(dir, 'property'), `3,${S},${S}\n`);
   // bad magic on record 2, truncate record 6 (the last one)
-  const idx = readFileSync(join(dir, 'train.idx'), 'utf8').trim().split('\n').map((l) => l.split('\t').map(Number));
+  const idx = readFileSync(join(dir, 'train.idx'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split('\t').map(Number));
   const off2 = idx.find(([k]) => k === 2)![1]!;
   const rec = readFileSync(join(dir, 'train.rec'));
   rec.writeUInt32LE(0xdeadbeef, off2);
@@ -86,7 +91,10 @@ describe('corrupt RecordIO data', () => {
 
   it('checkRecordIO names each broken record (bad magic at its offset, past the end, truncated) and counts the readable ones', () => {
     const layout = scanRecordIO(join(dir, 'train.rec'));
-    const idx = readFileSync(join(dir, 'train.idx'), 'utf8').trim().split('\n').map((l) => l.split('\t').map(Number));
+    const idx = readFileSync(join(dir, 'train.idx'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t').map(Number));
     const at = (k: number) => idx.find(([key]) => key === k)![1]!;
     const c = checkRecordIO(layout);
     expect(c.records).toBe(7);
@@ -112,7 +120,9 @@ describe('corrupt RecordIO data', () => {
 
   it('strictData turns the first bad record into a clear error', async () => {
     const ds = (await openDataset(dir, { imageSize: S })) as AsyncDataset;
-    const e = await loader(ds, { strictData: true }).batch(0, 0).catch((x: unknown) => x);
+    const e = await loader(ds, { strictData: true })
+      .batch(0, 0)
+      .catch((x: unknown) => x);
     expect(e).toBeInstanceOf(DataError);
     expect((e as Error).message).toContain(join(dir, 'train.rec'));
     expect((e as Error).message).toMatch(/image \d( \(record \d\))?: (bad magic|cannot decode|index offset .* past the end|truncated record)/);
@@ -123,7 +133,9 @@ describe('corrupt RecordIO data', () => {
     const folder = join(dir, 'folder');
     mkdirSync(join(folder, 'a'), { recursive: true });
     mkdirSync(join(folder, 'b'), { recursive: true });
-    const png = await sharp(renderSyntheticFace(1, 0, 0, S), { raw: { width: S, height: S, channels: 3 } }).png().toBuffer();
+    const png = await sharp(renderSyntheticFace(1, 0, 0, S), { raw: { width: S, height: S, channels: 3 } })
+      .png()
+      .toBuffer();
     writeFileSync(join(folder, 'a', '1.png'), png);
     writeFileSync(join(folder, 'a', '2.jpg'), Buffer.from('not a jpeg at all'));
     writeFileSync(join(folder, 'b', '1.png'), png);

@@ -20,7 +20,9 @@ let folder: string;
 const truth = new Map<string, { label: number; rgb: Uint8Array }>();
 
 async function png(rgb: Uint8Array, size = S): Promise<Buffer> {
-  return sharp(rgb, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
+  return sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function async(ds: unknown): Promise<AsyncDataset> {
@@ -233,9 +235,13 @@ describe('list files, PGM, grey-scale', () => {
       expect(r.source).toMatchObject({ format: 'pgm', channels: 1 });
       expect(r.data).toEqual(want);
     }
-    const greyPng = await sharp(Buffer.from(grey), { raw: { width: S, height: S, channels: 1 } }).png().toBuffer();
+    const greyPng = await sharp(Buffer.from(grey), { raw: { width: S, height: S, channels: 1 } })
+      .png()
+      .toBuffer();
     expect((await decodeImage(greyPng, { size: S })).data).toEqual(want);
-    const greyJpeg = await sharp(Buffer.from(grey), { raw: { width: S, height: S, channels: 1 } }).jpeg({ quality: 95 }).toBuffer();
+    const greyJpeg = await sharp(Buffer.from(grey), { raw: { width: S, height: S, channels: 1 } })
+      .jpeg({ quality: 95 })
+      .toBuffer();
     const j = (await decodeImage(greyJpeg, { size: S })).data;
     for (let i = 0; i < j.length; i += 3) expect(j[i]).toBe(j[i + 2]);
     // a PGM folder, resized from 24×20 (short side → 16, centre crop)

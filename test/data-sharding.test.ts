@@ -3,8 +3,7 @@ import { DistributedSampler } from '../src/data/sampler.js';
 import { Loader, fillBatch, flipDecision, flipHorizontal } from '../src/data/loader.js';
 import { createSyntheticDataset } from '../src/data/synthetic.js';
 
-const sampler = (o: Partial<ConstructorParameters<typeof DistributedSampler>[0]> = {}) =>
-  new DistributedSampler({ size: 103, world: 3, rank: 0, batchPerWorker: 4, seed: 7, ...o });
+const sampler = (o: Partial<ConstructorParameters<typeof DistributedSampler>[0]> = {}) => new DistributedSampler({ size: 103, world: 3, rank: 0, batchPerWorker: 4, seed: 7, ...o });
 
 describe('DistributedSampler: epochs and global batches', () => {
   it('has floor(size / (world·B)) global batches per epoch, dropping the last incomplete one', () => {

@@ -26,7 +26,9 @@ beforeAll(async () => {
   for (let id = 0; id < IDS; id++) {
     mkdirSync(join(root, 'faces', `p${id}`), { recursive: true });
     for (let k = 0; k < PER_ID; k++) {
-      const jpg = await sharp(renderSyntheticFace(6, id, k, 32), { raw: { width: 32, height: 32, channels: 3 } }).jpeg().toBuffer();
+      const jpg = await sharp(renderSyntheticFace(6, id, k, 32), { raw: { width: 32, height: 32, channels: 3 } })
+        .jpeg()
+        .toBuffer();
       writeFileSync(join(root, 'faces', `p${id}`, `${k}.jpg`), jpg);
     }
   }
@@ -34,7 +36,10 @@ beforeAll(async () => {
   const c = startCli(['data', 'convert', '--from', 'folder', join(root, 'faces'), '--to', 'rec', rec]);
   expect((await c.exit).code, c.lines.join('\n')).toBe(0);
   const size = statSync(join(rec, 'train.rec')).size;
-  const offsets = readFileSync(join(rec, 'train.idx'), 'utf8').trim().split('\n').map((l) => Number(l.split('\t')[1]));
+  const offsets = readFileSync(join(rec, 'train.idx'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => Number(l.split('\t')[1]));
   const sorted = [...offsets].sort((a, b) => a - b);
   const cut = Math.floor(size / 2);
   entries = offsets.length;
@@ -82,14 +87,40 @@ describe('a RecordIO file cut in half', () => {
   });
 
   const train = (runDir: string, extra: string[] = []) =>
-    startCli(['train', '--data', rec, '--workers', '2', '--batch', '8', '--image-size', '32', '--embedding-size', '16', '--epochs', '2', '--warmup-epochs', '0', '--margin.s', '16', '--run-dir', runDir, '--log-format', 'json', ...extra]);
+    startCli([
+      'train',
+      '--data',
+      rec,
+      '--workers',
+      '2',
+      '--batch',
+      '8',
+      '--image-size',
+      '32',
+      '--embedding-size',
+      '16',
+      '--epochs',
+      '2',
+      '--warmup-epochs',
+      '0',
+      '--margin.s',
+      '16',
+      '--run-dir',
+      runDir,
+      '--log-format',
+      'json',
+      ...extra,
+    ]);
 
   it('training counts the skipped images in metrics.jsonl and summary.json (under maxBadImageShare)', async () => {
     const runDir = join(root, 'run-ok');
     const p = train(runDir, ['--max-bad-image-share', '0.9']);
     const { code } = await p.exit;
     expect(code, p.lines.slice(-15).join('\n')).toBe(0);
-    const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
     expect(summary.ok).toBe(true);
     const perStep = metrics.map((m) => m.skipped_images as number);

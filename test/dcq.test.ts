@@ -145,7 +145,6 @@ function referenceLoss(q: number[][], k: number[][], y: number[], queue: number[
   return total / q.length;
 }
 
-
 // ---------------------------------------------------------------- docs/methods.md#dcq-test-vector
 
 describe('DCQ test vector (docs/methods.md#dcq-test-vector) (s = 50, m = 0.3, K = 4, D = 3, B = 2)', () => {
@@ -258,7 +257,7 @@ describe('the sharded queue softmax', () => {
 // ---------------------------------------------------------------- reference images
 
 describe('reference images', () => {
-  const labels = Int32Array.from({ length: 60 }, (_, i) => (i * 7) % 9 === 0 ? 8 : i % 8); // identity 8 is rarer
+  const labels = Int32Array.from({ length: 60 }, (_, i) => ((i * 7) % 9 === 0 ? 8 : i % 8)); // identity 8 is rarer
   labels[59] = 9; // a single-image identity
   const ids = new IdentityIndex(labels);
 
@@ -317,7 +316,28 @@ function assembledQueue(runDir: string, step: number) {
 
 describe('DCQ training (real processes)', () => {
   // tiny without BatchNorm: n workers × B and 1 worker × n·B compute the same keys (to float rounding)
-  const exact = ['--backbone-norm', 'none', '--embedding-size', '16', '--held-out-identities', '0', '--data', 'synthetic:24', '--images-per-identity', '8', '--steps', '5', '--lr', '0.2', '--seed', '5', '--dcq.queue-size', '24', '--dcq.momentum', '0.9'];
+  const exact = [
+    '--backbone-norm',
+    'none',
+    '--embedding-size',
+    '16',
+    '--held-out-identities',
+    '0',
+    '--data',
+    'synthetic:24',
+    '--images-per-identity',
+    '8',
+    '--steps',
+    '5',
+    '--lr',
+    '0.2',
+    '--seed',
+    '5',
+    '--dcq.queue-size',
+    '24',
+    '--dcq.momentum',
+    '0.9',
+  ];
 
   it('fills the same queue on 1, 2 and 3 workers, and it holds the global batches in FIFO order', async () => {
     const [one, two, three] = await Promise.all([
@@ -357,11 +377,37 @@ describe('DCQ training (real processes)', () => {
 
   it('lowers the loss on 2 workers, exits 0 and verifies with the key encoder', async () => {
     const run = await train('loss', [
-      '--workers', '2', '--batch', '16', '--embedding-size', '32', '--data', 'synthetic:40', '--images-per-identity', '8',
-      '--held-out-identities', '10', '--verification-pairs', '100', '--steps', '30', '--lr', '0.2', '--seed', '3',
-      '--dcq.queue-size', '64', '--dcq.s', '20', '--dcq.momentum', '0.99',
+      '--workers',
+      '2',
+      '--batch',
+      '16',
+      '--embedding-size',
+      '32',
+      '--data',
+      'synthetic:40',
+      '--images-per-identity',
+      '8',
+      '--held-out-identities',
+      '10',
+      '--verification-pairs',
+      '100',
+      '--steps',
+      '30',
+      '--lr',
+      '0.2',
+      '--seed',
+      '3',
+      '--dcq.queue-size',
+      '64',
+      '--dcq.s',
+      '20',
+      '--dcq.momentum',
+      '0.99',
     ]);
-    const losses = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss as number);
+    const losses = readFileSync(join(run, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).loss as number);
     expect(losses).toHaveLength(30);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     // the queue is full of real keys from step 3 on (K = 2 global batches)

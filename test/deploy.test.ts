@@ -97,7 +97,10 @@ describe('the Slurm script under a stand-in srun', () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardface-sbatch-'));
     const bin = fakeSlurm(dir);
     const config = join(dir, 'train.json');
-    writeFileSync(config, JSON.stringify({ batch: 16, imageSize: 16, embeddingSize: 32, data: 'synthetic:20', imagesPerIdentity: 8, heldOutIdentities: 0, steps: 3, backend: 'cpu-native', threads: 1 }));
+    writeFileSync(
+      config,
+      JSON.stringify({ batch: 16, imageSize: 16, embeddingSize: 32, data: 'synthetic:20', imagesPerIdentity: 8, heldOutIdentities: 0, steps: 3, backend: 'cpu-native', threads: 1 }),
+    );
     const tokenFile = join(dir, 'keys', 'token');
     const env = {
       PATH: `${bin}:${process.env.PATH}`,
@@ -115,7 +118,10 @@ describe('the Slurm script under a stand-in srun', () => {
     expect(r.status, r.out.split('\n').slice(-20).join('\n')).toBe(0);
     const summary = JSON.parse(readFileSync(join(dir, 'run', 'summary.json'), 'utf8'));
     expect(summary).toMatchObject({ ok: true, steps: 3 });
-    const joined = r.out.split('\n').filter((l) => l.includes('"joined job"')).map((l) => JSON.parse(l) as { rank: number });
+    const joined = r.out
+      .split('\n')
+      .filter((l) => l.includes('"joined job"'))
+      .map((l) => JSON.parse(l) as { rank: number });
     expect(joined.map((l) => l.rank).sort()).toEqual([0, 1]);
     expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
     expect(readFileSync(tokenFile, 'utf8').trim().length).toBeGreaterThanOrEqual(40); // 32 random bytes, base64
@@ -217,10 +223,19 @@ describe('Kubernetes manifests', () => {
   it('commands are shardface coordinator/worker with options that exist', () => {
     expect(coord.args[0]).toBe('coordinator');
     expect(worker.args[0]).toBe('worker');
-    for (const [c, args] of [['coordinator', coord.args], ['worker', worker.args]] as const)
+    for (const [c, args] of [
+      ['coordinator', coord.args],
+      ['worker', worker.args],
+    ] as const)
       for (const a of (args as string[]).filter((x) => x.startsWith('--'))) expect(OPTIONS[c], `${c} ${a}`).toHaveProperty(a.slice(2));
     // $(VAR) in args is expanded by Kubernetes only from the container's env.
-    for (const c of [coord, worker]) for (const a of c.args as string[]) for (const m of a.matchAll(/\$\((\w+)\)/g)) expect((c.env ?? []).map((e: K8s) => e.name), `${c.name}: ${a}`).toContain(m[1]);
+    for (const c of [coord, worker])
+      for (const a of c.args as string[])
+        for (const m of a.matchAll(/\$\((\w+)\)/g))
+          expect(
+            (c.env ?? []).map((e: K8s) => e.name),
+            `${c.name}: ${a}`,
+          ).toContain(m[1]);
   });
 
   it('workers: an Indexed Job of one-GPU pods, as many as the coordinator waits for', () => {
@@ -259,7 +274,10 @@ describe('Kubernetes manifests', () => {
 
   it('credentials come from the Secret, mounted as a directory holding the token', () => {
     const secret = find('Secret', 'shardface-keys');
-    for (const [pod, c] of [[coordPod, coord], [workerPod, worker]]) {
+    for (const [pod, c] of [
+      [coordPod, coord],
+      [workerPod, worker],
+    ]) {
       const file = argValue(c.args, 'token-file');
       const { mountPath, volume } = volumeHolding(pod, c, file);
       expect(volume.secret?.secretName, `${c.name}: ${file}`).toBe(secret.metadata.name);
@@ -291,7 +309,11 @@ describe('Kubernetes manifests', () => {
     expect(cfg.backend).toBe(argValue(worker.args, 'backend'));
     const paths = [values.data, ...values.val.split(',').map((e) => e.split('=')[1]!)];
     expect(paths.length).toBeGreaterThan(1);
-    for (const [pod, c] of [[coordPod, coord], [workerPod, worker]]) for (const p of paths) expect(volumeHolding(pod, c, p).volume.persistentVolumeClaim?.claimName, `${c.name}: ${p}`).toBe('shardface-data');
+    for (const [pod, c] of [
+      [coordPod, coord],
+      [workerPod, worker],
+    ])
+      for (const p of paths) expect(volumeHolding(pod, c, p).volume.persistentVolumeClaim?.claimName, `${c.name}: ${p}`).toBe('shardface-data');
     expect(() => resolveConfig({ values: { ...here, backbon: 'iresnet50' } })).toThrow(/backbon/); // the check above can fail
   });
 });
@@ -337,7 +359,13 @@ describe('Dockerfiles', () => {
           expect(s.from, `FROM ${s.from}`).toMatch(/^[a-z0-9./_-]+:[A-Za-z0-9._-]+$/);
           expect(s.from).not.toMatch(/:latest$/);
         });
-        for (const s of stages) for (const c of copies(s)) if (c.from) expect(stages.map((x) => x.name), `COPY --from=${c.from}`).toContain(c.from);
+        for (const s of stages)
+          for (const c of copies(s))
+            if (c.from)
+              expect(
+                stages.map((x) => x.name),
+                `COPY --from=${c.from}`,
+              ).toContain(c.from);
       });
 
       it('copies only files that exist in the repository and are in the build context', () => {
@@ -370,7 +398,10 @@ describe('Dockerfiles', () => {
 
       it('checks its install with deploy/docker/check-install.cjs in the build stage', () => {
         const build = stages.find((s) => s.name === 'build')!;
-        const runs = build.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join('\n');
+        const runs = build.instructions
+          .filter((i) => i.keyword === 'RUN')
+          .map((i) => i.args)
+          .join('\n');
         expect(runs).toMatch(file.endsWith('.cpu') ? /check-install\.cjs native/ : /check-install\.cjs gpu/);
         expect(copies(build).some((c) => c.sources.includes('deploy/docker/check-install.cjs'))).toBe(true);
         expect(runs).toMatch(/npm prune --omit=dev/);

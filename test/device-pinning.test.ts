@@ -69,7 +69,9 @@ describe('choosePin', () => {
 
 describe('the GPU a worker really got', () => {
   const SMI = '0, NVIDIA H200, GPU-11111111-aaaa\n1, NVIDIA H200, GPU-22222222-bbbb\n';
-  const smi = (out: string, status = 0) => () => ({ status, stdout: out });
+  const smi =
+    (out: string, status = 0) =>
+    () => ({ status, stdout: out });
   const pin = (cudaVisibleDevices: string | null, source: DevicePin['source'] = 'local rank'): DevicePin => ({ cudaVisibleDevices, source, why: 'LOCAL_RANK=1' });
 
   it('parses nvidia-smi query output (names may hold commas)', () => {
@@ -84,7 +86,10 @@ describe('the GPU a worker really got', () => {
     expect(lookupGpu('1', smi(SMI))).toEqual({ found: true, index: 1, name: 'NVIDIA H200', uuid: 'GPU-22222222-bbbb' });
     expect(lookupGpu('GPU-11111111', smi(SMI))).toMatchObject({ found: true, index: 0 });
     expect(lookupGpu('3', smi(SMI))).toEqual({ found: false, why: 'nvidia-smi lists 2 GPUs (0, 1), not 3' });
-    expect(lookupGpu('0', () => ({ status: null, stdout: '', error: new Error('spawnSync nvidia-smi ENOENT') }))).toMatchObject({ found: false, why: expect.stringMatching(/^nvidia-smi not available/) });
+    expect(lookupGpu('0', () => ({ status: null, stdout: '', error: new Error('spawnSync nvidia-smi ENOENT') }))).toMatchObject({
+      found: false,
+      why: expect.stringMatching(/^nvidia-smi not available/),
+    });
   });
 
   it('on the tensorflow backend names the GPU, and refuses a pin to a GPU the host lacks', () => {
@@ -94,9 +99,11 @@ describe('the GPU a worker really got', () => {
   });
 
   it('on a CPU backend says there is none, whatever was pinned', () => {
-    expect(describeDevice('cpu-native', pin('1'), () => {
-      throw new Error('not consulted');
-    })).toEqual({ level: 'info', gpu: null, message: 'no GPU: the cpu-native backend runs on the CPU' });
+    expect(
+      describeDevice('cpu-native', pin('1'), () => {
+        throw new Error('not consulted');
+      }),
+    ).toEqual({ level: 'info', gpu: null, message: 'no GPU: the cpu-native backend runs on the CPU' });
   });
 });
 
@@ -139,6 +146,8 @@ describe('pinning in real worker processes', () => {
 
     const beyond = startCli(['worker', '--coordinator', addr], { SLURM_LOCALID: '2', CUDA_VISIBLE_DEVICES: '6,7' });
     expect((await beyond.exit).code).toBe(1);
-    expect(beyond.json().find((l) => l.level === 50)?.msg).toBe('SLURM_LOCALID=2 but CUDA_VISIBLE_DEVICES=6,7 lists 2 devices: start at most 2 workers on this host, or give each an explicit --device');
+    expect(beyond.json().find((l) => l.level === 50)?.msg).toBe(
+      'SLURM_LOCALID=2 but CUDA_VISIBLE_DEVICES=6,7 lists 2 devices: start at most 2 workers on this host, or give each an explicit --device',
+    );
   });
 });

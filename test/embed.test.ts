@@ -42,7 +42,19 @@ async function writeTinyCheckpoint(root: string): Promise<string> {
   const dir = stepDir(join(root, 'ckpt'), 12);
   const file = writeCheckpointFile(dir, BACKBONE_FILE, tensors, {});
   const cfg = { backbone: 'tiny', embeddingSize: 64, imageSize: 32, seed: 9 };
-  writeManifest(dir, { format: 'shardface-checkpoint', version: 1, step: 12, epoch: 0, world: 1, numClasses: 10, embeddingSize: 64, backbone: { ...file, name: 'tiny' }, shards: [], config: cfg, createdAt: new Date().toISOString() });
+  writeManifest(dir, {
+    format: 'shardface-checkpoint',
+    version: 1,
+    step: 12,
+    epoch: 0,
+    world: 1,
+    numClasses: 10,
+    embeddingSize: 64,
+    backbone: { ...file, name: 'tiny' },
+    shards: [],
+    config: cfg,
+    createdAt: new Date().toISOString(),
+  });
   return join(root, 'ckpt');
 }
 

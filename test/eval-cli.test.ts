@@ -13,8 +13,6 @@ import { loadBackboneFromCheckpoint, resolveCheckpointDir, CheckpointError } fro
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { createBackbone } from '../src/models/index.js';
 
-
-
 let dir: string;
 let run: string;
 let fx: PairFixture;
@@ -32,7 +30,10 @@ describe('shardface eval on a trained checkpoint', () => {
   it('training wrote a checkpoint and val_NAME_* metrics at valEvery and the last step', () => {
     expect(train.code, train.stderr.slice(-2000)).toBe(0);
     expect(existsSync(join(run, 'ckpt', 'step-000003', 'manifest.json'))).toBe(true);
-    const rows = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const rows = readFileSync(join(run, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number>);
     expect(rows.map((r) => r.step)).toEqual([1, 2, 3]);
     expect(rows[0]!.val_syn_accuracy).toBeUndefined();
     for (const r of rows.slice(1)) {

@@ -149,9 +149,7 @@ describe('bad inputs get clear errors', () => {
     mkdirSync(join(sub, 'Zed'), { recursive: true });
     writeFileSync(join(sub, 'pairs.txt'), '1\nZed 1 2\nZed 1 Zed 2\n');
     writeFileSync(join(sub, 'Zed', 'Zed_0001.png'), 'x');
-    expect(() => loadVerificationSet({ kind: 'lfw-pairs', pairs: join(sub, 'pairs.txt'), images: sub })).toThrow(
-      /pairs\.txt:2: no image Zed #2: looked for .*Zed_0002\{\.jpg,\.jpeg,\.png,\.pgm\}/,
-    );
+    expect(() => loadVerificationSet({ kind: 'lfw-pairs', pairs: join(sub, 'pairs.txt'), images: sub })).toThrow(/pairs\.txt:2: no image Zed #2: looked for .*Zed_0002\{\.jpg,\.jpeg,\.png,\.pgm\}/);
 
     // an undecodable image is named
     writeFileSync(join(sub, 'Zed', 'Zed_0002.jpg'), 'not an image');

@@ -35,7 +35,9 @@ describe('frame size limit', () => {
     await sendOnce(addr, [encode('hello', { job: '', step: 0, rank: -1 }, { host: 'x', pid: 1, token: '', dataAddress: '', device: '', backend: '', curveKey: '' })[0]!, big]);
     await sendOnce(String(reg.dataAddress), [big]);
     const after = { coord: rssBytes(coord.child.pid!), worker: rssBytes(w.child.pid!) };
-    console.log(`256 MiB frames refused: coordinator RSS ${(before.coord / MiB).toFixed(1)} → ${(after.coord / MiB).toFixed(1)} MiB, worker ${(before.worker / MiB).toFixed(1)} → ${(after.worker / MiB).toFixed(1)} MiB`);
+    console.log(
+      `256 MiB frames refused: coordinator RSS ${(before.coord / MiB).toFixed(1)} → ${(after.coord / MiB).toFixed(1)} MiB, worker ${(before.worker / MiB).toFixed(1)} → ${(after.worker / MiB).toFixed(1)} MiB`,
+    );
     expect(after.coord - before.coord).toBeLessThan(32 * MiB);
     expect(after.worker - before.worker).toBeLessThan(32 * MiB);
     const [c, x] = await Promise.all([coord.exit, w.exit]);

@@ -27,7 +27,12 @@ describe('decode() under fuzzing', () => {
         const r = decode(frames, { world, job: world === undefined ? undefined : 'fuzz-job' });
         if (!r.ok) return typeof r.error.code === 'string';
         const h = r.msg.header;
-        return (MESSAGE_TYPES as readonly string[]).includes(h.type) && h.tensors.length === frames.length - 1 && Object.keys(r.msg.tensors).length <= h.tensors.length && (world === undefined || h.rank < world);
+        return (
+          (MESSAGE_TYPES as readonly string[]).includes(h.type) &&
+          h.tensors.length === frames.length - 1 &&
+          Object.keys(r.msg.tensors).length <= h.tensors.length &&
+          (world === undefined || h.rank < world)
+        );
       }),
       { numRuns: FRAMES, seed: 20261203 },
     );
@@ -95,6 +100,8 @@ describe('live processes under fuzzing', () => {
     // logs stayed bounded: a burst per interval plus counted summaries
     const rejected = fuzzed.coord.json().filter((l) => /rejected message/.test(String(l.msg))).length;
     expect(rejected).toBeLessThanOrEqual(10 * 6);
-    console.log(`fuzz: ${FRAMES} messages per target; coordinator RSS ${(rss.coordinator!.before / MiB).toFixed(1)} → ${(rss.coordinator!.after / MiB).toFixed(1)} MiB, worker ${(rss.worker!.before / MiB).toFixed(1)} → ${(rss.worker!.after / MiB).toFixed(1)} MiB; ${replies} error replies; ${rejected} log lines`);
+    console.log(
+      `fuzz: ${FRAMES} messages per target; coordinator RSS ${(rss.coordinator!.before / MiB).toFixed(1)} → ${(rss.coordinator!.after / MiB).toFixed(1)} MiB, worker ${(rss.worker!.before / MiB).toFixed(1)} → ${(rss.worker!.after / MiB).toFixed(1)} MiB; ${replies} error replies; ${rejected} log lines`,
+    );
   });
 });

@@ -17,7 +17,21 @@ function configError(overrides: Record<string, string | number | boolean>): Conf
 
 describe('config: loss heads and distillation', () => {
   it('documents every new key, with the official defaults', () => {
-    for (const k of ['loss', 'magface.la', 'magface.ua', 'magface.lm', 'magface.um', 'magface.lambdaG', 'magface.easyMargin', 'curricular.t', 'curricular.emaWeight', 'teacher', 'distill', 'distillWeight', 'initFrom'])
+    for (const k of [
+      'loss',
+      'magface.la',
+      'magface.ua',
+      'magface.lm',
+      'magface.um',
+      'magface.lambdaG',
+      'magface.easyMargin',
+      'curricular.t',
+      'curricular.emaWeight',
+      'teacher',
+      'distill',
+      'distillWeight',
+      'initFrom',
+    ])
       expect(CONFIG_KEYS[k]?.docs.length, k).toBeGreaterThan(20);
     const c = resolveConfig({ overrides: { loss: 'magface' } });
     expect(c.magface).toEqual({ la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35, easyMargin: true }); // easy_margin: MagFace's official default

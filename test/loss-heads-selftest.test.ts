@@ -21,7 +21,11 @@ function caseFile(name: string, content: unknown): string {
 }
 
 // the cosines of docs/methods.md#curricularface-test-vectors as embeddings against W = [I₄ | 0]
-const C = [[0.7, 0.5, 0.1, -0.2], [0.3, 0.65, 0.2, 0.05], [0.1, -0.3, 0.2, 0.4]];
+const C = [
+  [0.7, 0.5, 0.1, -0.2],
+  [0.3, 0.65, 0.2, 0.05],
+  [0.1, -0.3, 0.2, 0.4],
+];
 const E = C.map((row) => [...row, Math.sqrt(1 - row.reduce((a, c) => a + c * c, 0))]);
 const W = [0, 1, 2, 3].map((j) => [0, 1, 2, 3, 4].map((d) => (d === j ? 1 : 0)));
 
@@ -63,19 +67,39 @@ describe('shardface selftest: MagFace and CurricularFace sharded (real processes
   });
 
   it('a magface case file reproduces docs/methods.md#magface-test-vectors vector 3 on 2 workers', async () => {
-    const file = caseFile('magface-v3', { embeddings: [[30, 40], [3, 4]], labels: [0, 1], weight: [[1, 0], [0, 1], [-0.6, 0.8]], margin: { type: 'magface', l_a: 10, u_a: 110, l_m: 0.45, u_m: 0.8, lambda_g: 35 } });
+    const file = caseFile('magface-v3', {
+      embeddings: [
+        [30, 40],
+        [3, 4],
+      ],
+      labels: [0, 1],
+      weight: [
+        [1, 0],
+        [0, 1],
+        [-0.6, 0.8],
+      ],
+      margin: { type: 'magface', l_a: 10, u_a: 110, l_m: 0.45, u_m: 0.8, lambda_g: 35 },
+    });
     const r = await selftest(['--workers', '2', '--case', file, '--dump']);
     expect(r.code, r.text).toBe(0);
     expect(r.out!.loss as number).toBeCloseTo(30.57551216, 3);
     const g = r.out!.grad_embeddings as number[][];
-    [[-0.75469579, 0.69887938], [8.64272549, -6.48204412]].forEach((row, i) => row.forEach((v, d) => expect(g[i]![d]!).toBeCloseTo(v, 3)));
+    [
+      [-0.75469579, 0.69887938],
+      [8.64272549, -6.48204412],
+    ].forEach((row, i) => row.forEach((v, d) => expect(g[i]![d]!).toBeCloseTo(v, 3)));
   });
 
-  it("a magface case in the official names with easy_margin false runs sharded on 2 workers and matches the float64 computation", async () => {
+  it('a magface case in the official names with easy_margin false runs sharded on 2 workers and matches the float64 computation', async () => {
     const dir3 = (v: number[], norm: number) => v.map((a) => (a / Math.hypot(...v)) * norm);
     // target cosines 0.6, −0.3 (hard margin only), −0.95 (the c − m·sin m fallback), and a row outside the clamp
     const x = [dir3([0.6, 0.8, 0], 50), dir3([-0.3, 0.954, 0], 60), dir3([-0.95, 0, 0.312], 100), dir3([-0.9, 0.436, 0], 130)];
-    const w = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-0.6, 0, 0.8]];
+    const w = [
+      [1, 0, 0],
+      [0, 1, 0],
+      [0, 0, 1],
+      [-0.6, 0, 0.8],
+    ];
     const margin = { type: 'magface', arc_scale: 16, l_a: 10, u_a: 110, l_margin: 0.45, u_margin: 0.8, lambda_g: 35, easy_margin: false };
     const file = caseFile('magface-hard-official', { embeddings: x, labels: [0, 0, 0, 0], weight: w, margin });
     const r = await selftest(['--workers', '2', '--case', file, '--dump']);
@@ -101,7 +125,18 @@ describe('shardface selftest: MagFace and CurricularFace sharded (real processes
   ];
   for (const [what, margin, msg] of bad) {
     it(`a case file with ${what} gets a clear error naming the field`, async () => {
-      const file = caseFile(what.replace(/\W+/g, '-'), { embeddings: [[1, 2], [3, 4]], labels: [0, 1], weight: [[1, 0], [0, 1]], margin });
+      const file = caseFile(what.replace(/\W+/g, '-'), {
+        embeddings: [
+          [1, 2],
+          [3, 4],
+        ],
+        labels: [0, 1],
+        weight: [
+          [1, 0],
+          [0, 1],
+        ],
+        margin,
+      });
       const r = await selftest(['--workers', '2', '--case', file]);
       expect(r.code).toBe(2);
       expect(r.text).toMatch(msg);

@@ -8,14 +8,36 @@ import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { maxRelDiff } from './helpers/compare.js';
 
 const root = mkdtempSync(join(tmpdir(), 'shardface-heads-train-'));
-const TINY = ['--backbone', 'tiny', '--embedding-size', '16', '--image-size', '16', '--held-out-identities', '0', '--data', 'synthetic:24', '--images-per-identity', '8', '--warmup-steps', '0', '--seed', '5', '--log-format', 'json'];
+const TINY = [
+  '--backbone',
+  'tiny',
+  '--embedding-size',
+  '16',
+  '--image-size',
+  '16',
+  '--held-out-identities',
+  '0',
+  '--data',
+  'synthetic:24',
+  '--images-per-identity',
+  '8',
+  '--warmup-steps',
+  '0',
+  '--seed',
+  '5',
+  '--log-format',
+  'json',
+];
 
 async function train(name: string, args: string[]): Promise<{ runDir: string; metrics: Record<string, number>[] }> {
   const runDir = join(root, name);
   const p = startCli(['train', ...TINY, ...args, '--run-dir', runDir]);
   const { code } = await p.exit;
   expect(code, p.lines.slice(-20).join('\n')).toBe(0);
-  const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+  const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number>);
   return { runDir, metrics };
 }
 
@@ -24,7 +46,6 @@ function backboneTensors(runDir: string, step: number) {
   const m = readManifest(dir);
   return readTensorFile(join(dir, m.backbone.file), m.backbone.sha256).tensors;
 }
-
 
 describe('training with the loss heads and with a teacher', () => {
   it('CurricularFace: t is one value on every worker each step, equals the 1-worker run, and is saved in the manifest', async () => {
@@ -48,7 +69,7 @@ describe('training with the loss heads and with a teacher', () => {
     for (const m of r.metrics) expect(m.loss).toBeGreaterThan(3.5);
   });
 
-  it('--teacher: a 3-step run\'s checkpoint distils into a student that reports distill_loss; --init-from starts the next generation from the student', async () => {
+  it("--teacher: a 3-step run's checkpoint distils into a student that reports distill_loss; --init-from starts the next generation from the student", async () => {
     const teacher = await train('teacher', ['--workers', '2', '--batch', '8', '--steps', '3', '--lr', '0.2']);
     const student = await train('student', ['--workers', '2', '--batch', '8', '--steps', '3', '--lr', '0.2', '--teacher', join(teacher.runDir, 'ckpt'), '--distill', 'angular']);
     for (const m of student.metrics) {
@@ -59,7 +80,22 @@ describe('training with the loss heads and with a teacher', () => {
     expect(student.metrics.at(-1)!.replicas_identical).toBe(1);
 
     // generation 2, with a learning rate too small to move anything: its weights are the student's
-    const gen2 = await train('gen2', ['--workers', '2', '--batch', '8', '--steps', '1', '--lr', '1e-12', '--teacher', join(teacher.runDir, 'ckpt'), '--distill', 'l2', '--init-from', join(student.runDir, 'ckpt')]);
+    const gen2 = await train('gen2', [
+      '--workers',
+      '2',
+      '--batch',
+      '8',
+      '--steps',
+      '1',
+      '--lr',
+      '1e-12',
+      '--teacher',
+      join(teacher.runDir, 'ckpt'),
+      '--distill',
+      'l2',
+      '--init-from',
+      join(student.runDir, 'ckpt'),
+    ]);
     expect(gen2.metrics[0]!.distill_loss).toBeGreaterThan(0);
     const from = backboneTensors(student.runDir, 3);
     const to = backboneTensors(gen2.runDir, 1);

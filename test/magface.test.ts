@@ -1,34 +1,47 @@
 import { describe, expect, it } from 'vitest';
 import { tf } from '../src/ops/tf.js';
-import {
-  MAGFACE_DEFAULTS,
-  magMargin,
-  magRegulariser,
-  magRegulariserGrad,
-  magfaceLambdaMin,
-  magfaceLossF64,
-  validateMagFace,
-  type MagFaceSpec,
-} from '../src/ops/magface.js';
+import { MAGFACE_DEFAULTS, magMargin, magRegulariser, magRegulariserGrad, magfaceLambdaMin, magfaceLossF64, validateMagFace, type MagFaceSpec } from '../src/ops/magface.js';
 import { referenceHeadLossAndGrads } from '../src/ops/reference-heads.js';
 import { Rng } from '../src/common/random.js';
 import { runShardsInProcess } from './helpers/in-process-shards.js';
 
 const spec = MAGFACE_DEFAULTS;
 // docs/methods.md#magface-test-vectors: three unit class centres (rows)
-const W = [[1, 0], [0, 1], [-0.6, 0.8]];
+const W = [
+  [1, 0],
+  [0, 1],
+  [-0.6, 0.8],
+];
 const close = (a: number, b: number, rtol = 1e-6, atol = 1e-7) => expect(Math.abs(a - b), `${a} vs ${b}`).toBeLessThanOrEqual(atol + rtol * Math.abs(b));
 
 /** docs/methods.md#magface-test-vectors vectors 1–3: [x, labels, targets, L_id, mean g, total, ∂L/∂x]. */
 const VECTORS: [number[][], number[], number[], number, number, number, number[][]][] = [
   [[[30, 40]], [0], [0.05347559], 47.7775623, 0.02413223, 48.62219039, [[-1.50939158, 1.39775876]]],
   [[[3, 4]], [0], [0.19229583], 38.89306662, 0.10082645, 42.42199224, [[-16.1928909, 12.14466818]]],
-  [[[30, 40], [3, 4]], [0, 1], [0.05347559, 0.45937836], 28.3887353, 0.06247934, 30.57551216, [[-0.75469579, 0.69887938], [8.64272549, -6.48204412]]],
+  [
+    [
+      [30, 40],
+      [3, 4],
+    ],
+    [0, 1],
+    [0.05347559, 0.45937836],
+    28.3887353,
+    0.06247934,
+    30.57551216,
+    [
+      [-0.75469579, 0.69887938],
+      [8.64272549, -6.48204412],
+    ],
+  ],
 ];
 
 describe('MagFace (docs/methods.md#magface)', () => {
   it('margin and regulariser table of docs/methods.md#magface-test-vectors', () => {
-    for (const [a, m, g, lg, gp] of [[10, 0.45, 0.10082645, 3.528926, -0.00991736], [50, 0.59, 0.02413223, 0.844628, -0.00031736], [110, 0.8, 0.01818182, 0.636364, 0]] as const) {
+    for (const [a, m, g, lg, gp] of [
+      [10, 0.45, 0.10082645, 3.528926, -0.00991736],
+      [50, 0.59, 0.02413223, 0.844628, -0.00031736],
+      [110, 0.8, 0.01818182, 0.636364, 0],
+    ] as const) {
       close(magMargin(a, spec), m);
       close(magRegulariser(a, spec), g, 1e-6);
       close(spec.lambdaG * magRegulariser(a, spec), lg, 1e-6);
@@ -97,7 +110,10 @@ describe('MagFace (docs/methods.md#magface)', () => {
     const y = [0, 3, 5, 1, 2];
     const r = magfaceLossF64(x, w, y, s);
     const h = 1e-6;
-    for (const [mat, grad] of [[x, r.gradX], [w, r.gradW]] as const) {
+    for (const [mat, grad] of [
+      [x, r.gradX],
+      [w, r.gradW],
+    ] as const) {
       for (let i = 0; i < mat.length; i++)
         for (let j = 0; j < d; j++) {
           const orig = mat[i]![j]!;
@@ -114,7 +130,12 @@ describe('MagFace (docs/methods.md#magface)', () => {
 
 describe('MagFace without easy margin (magface.easyMargin false: the official easy_margin = False)', () => {
   const hard: MagFaceSpec = { ...spec, s: 16, easyMargin: false };
-  const W4 = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-0.6, 0, 0.8]];
+  const W4 = [
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [-0.6, 0, 0.8],
+  ];
   const dir = (v: number[], norm: number) => {
     const n = Math.hypot(...v);
     return v.map((a) => (a / n) * norm);
@@ -160,7 +181,10 @@ describe('MagFace without easy margin (magface.easyMargin false: the official ea
     const w = W4.map((r) => r.slice());
     const r = magfaceLossF64(x, w, Y, hard);
     const h = 1e-6;
-    for (const [mat, grad] of [[x, r.gradX], [w, r.gradW]] as const) {
+    for (const [mat, grad] of [
+      [x, r.gradX],
+      [w, r.gradW],
+    ] as const) {
       for (let i = 0; i < mat.length; i++)
         for (let j = 0; j < 3; j++) {
           const orig = mat[i]![j]!;

@@ -1,14 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/ops/tf.js';
-import {
-  MARGIN_PRESETS,
-  marginLogits,
-  resolveMargin,
-  targetCos,
-  targetCosGrad,
-  type MarginSpec,
-  type MarginVariant,
-} from '../src/ops/margin.js';
+import { MARGIN_PRESETS, marginLogits, resolveMargin, targetCos, targetCosGrad, type MarginSpec, type MarginVariant } from '../src/ops/margin.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -73,14 +65,84 @@ interface Row {
 const arcface = MARGIN_PRESETS.arcface;
 const ROW2 = [-32.0, 2.439e-10, 0, 32.0];
 const TABLE: Row[] = [
-  { name: 'legacy, non-easy', margin: arcface, variant: 'legacy', target: [0.41441073, -1.18971277], perRow: [6.60433606e-4, 114.541617], loss: 57.27113883, grad: [[-3.20456301e-2, 5.83264e-8, 0, 2.11268398e-2], ROW2] },
-  { name: 'legacy, easy_margin', margin: arcface, variant: 'legacy-easy', target: [0.41441073, -0.95], perRow: [6.60433606e-4, 99.2], loss: 49.60033022, grad: [[-3.20456301e-2, 5.83264e-8, 0, 2.11268398e-2], ROW2] },
-  { name: 'arcface_torch HEAD', margin: arcface, variant: 'straight-through', target: [0.41441073, -0.98340401], perRow: [6.60433606e-4, 101.337857], loss: 50.66925854, grad: [[-2.11268982e-2, 5.83264e-8, 0, 2.11268398e-2], ROW2] },
-  { name: 'CosFace 0.4 (straight-through)', margin: MARGIN_PRESETS.cosface, variant: 'straight-through', target: [0.4, -1.35], perRow: [1.66018299e-3, 124.8], loss: 62.40083009, grad: [[-5.30817809e-2, 1.46546e-7, 0, 5.30816343e-2], ROW2] },
-  { name: 'CosFace 0.4 (exact)', margin: MARGIN_PRESETS.cosface, variant: 'exact', target: [0.4, -1.35], perRow: [1.66018299e-3, 124.8], loss: 62.40083009, grad: [[-5.30817809e-2, 1.46546e-7, 0, 5.30816343e-2], ROW2] },
-  { name: 'CosFace 0.35', margin: resolveMargin({ type: 'cosface', m3: 0.35 }), variant: 'exact', target: [0.45, -1.3], perRow: [6.772663e-5, 121.6], loss: 60.80003386, grad: [[-2.16717877e-3, 5.98307e-9, 0, 2.16717279e-3], ROW2] },
-  { name: 'combined (1, 0.3, 0.2) mxnet', margin: MARGIN_PRESETS.combined, variant: 'exact', target: [0.38695707, -1.19984582], perRow: [3.82131447e-3, 115.190132], loss: 57.59697689, grad: [[-0.164688081, 3.36948e-7, 0, 0.122048384], [-1.79953575, 2.439e-10, 0, 32.0]] },
-  { name: 'm1 = 1.35 mxnet', margin: resolveMargin({ type: 'combined', m1: 1.35, m2: 0, m3: 0 }), variant: 'exact', target: [0.6457994, -0.78329302], perRow: [2.44658e-10, 88.5307531], loss: 44.26537654, grad: [[-1.34495e-8, 0, 0, 7.82904e-9], [86.0060984, 2.439e-10, 0, 32.0]] },
+  {
+    name: 'legacy, non-easy',
+    margin: arcface,
+    variant: 'legacy',
+    target: [0.41441073, -1.18971277],
+    perRow: [6.60433606e-4, 114.541617],
+    loss: 57.27113883,
+    grad: [[-3.20456301e-2, 5.83264e-8, 0, 2.11268398e-2], ROW2],
+  },
+  {
+    name: 'legacy, easy_margin',
+    margin: arcface,
+    variant: 'legacy-easy',
+    target: [0.41441073, -0.95],
+    perRow: [6.60433606e-4, 99.2],
+    loss: 49.60033022,
+    grad: [[-3.20456301e-2, 5.83264e-8, 0, 2.11268398e-2], ROW2],
+  },
+  {
+    name: 'arcface_torch HEAD',
+    margin: arcface,
+    variant: 'straight-through',
+    target: [0.41441073, -0.98340401],
+    perRow: [6.60433606e-4, 101.337857],
+    loss: 50.66925854,
+    grad: [[-2.11268982e-2, 5.83264e-8, 0, 2.11268398e-2], ROW2],
+  },
+  {
+    name: 'CosFace 0.4 (straight-through)',
+    margin: MARGIN_PRESETS.cosface,
+    variant: 'straight-through',
+    target: [0.4, -1.35],
+    perRow: [1.66018299e-3, 124.8],
+    loss: 62.40083009,
+    grad: [[-5.30817809e-2, 1.46546e-7, 0, 5.30816343e-2], ROW2],
+  },
+  {
+    name: 'CosFace 0.4 (exact)',
+    margin: MARGIN_PRESETS.cosface,
+    variant: 'exact',
+    target: [0.4, -1.35],
+    perRow: [1.66018299e-3, 124.8],
+    loss: 62.40083009,
+    grad: [[-5.30817809e-2, 1.46546e-7, 0, 5.30816343e-2], ROW2],
+  },
+  {
+    name: 'CosFace 0.35',
+    margin: resolveMargin({ type: 'cosface', m3: 0.35 }),
+    variant: 'exact',
+    target: [0.45, -1.3],
+    perRow: [6.772663e-5, 121.6],
+    loss: 60.80003386,
+    grad: [[-2.16717877e-3, 5.98307e-9, 0, 2.16717279e-3], ROW2],
+  },
+  {
+    name: 'combined (1, 0.3, 0.2) mxnet',
+    margin: MARGIN_PRESETS.combined,
+    variant: 'exact',
+    target: [0.38695707, -1.19984582],
+    perRow: [3.82131447e-3, 115.190132],
+    loss: 57.59697689,
+    grad: [
+      [-0.164688081, 3.36948e-7, 0, 0.122048384],
+      [-1.79953575, 2.439e-10, 0, 32.0],
+    ],
+  },
+  {
+    name: 'm1 = 1.35 mxnet',
+    margin: resolveMargin({ type: 'combined', m1: 1.35, m2: 0, m3: 0 }),
+    variant: 'exact',
+    target: [0.6457994, -0.78329302],
+    perRow: [2.44658e-10, 88.5307531],
+    loss: 44.26537654,
+    grad: [
+      [-1.34495e-8, 0, 0, 7.82904e-9],
+      [86.0060984, 2.439e-10, 0, 32.0],
+    ],
+  },
 ];
 
 describe('margin heads reproduce docs/methods.md#margin-test-vectors', () => {
@@ -166,7 +228,17 @@ describe('margin gradients', () => {
       expect(Number.isFinite(targetCosGrad(1, arcface, v))).toBe(true);
       expect(Number.isFinite(targetCosGrad(-1, arcface, 'exact'))).toBe(true);
     }
-    const g = tf.tidy(() => tf.grad((x: tf.Tensor) => tf.sum(marginLogits(x as tf.Tensor2D, [0, 0], arcface, 'exact')))(tf.tensor2d([[1, 0.2], [-1, 0.3]])).arraySync() as number[][]);
+    const g = tf.tidy(
+      () =>
+        tf
+          .grad((x: tf.Tensor) => tf.sum(marginLogits(x as tf.Tensor2D, [0, 0], arcface, 'exact')))(
+            tf.tensor2d([
+              [1, 0.2],
+              [-1, 0.3],
+            ]),
+          )
+          .arraySync() as number[][],
+    );
     for (const row of g) for (const x of row) expect(Number.isFinite(x)).toBe(true);
   });
 });

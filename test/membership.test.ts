@@ -14,7 +14,14 @@ describe('rank assignment', () => {
   it('gives the workers of one host consecutive ranks, hosts in order of first arrival', () => {
     const m = new Membership(6);
     // arrivals interleave hosts A, B, C
-    [['10.0.0.2', 1], ['10.0.0.3', 2], ['10.0.0.2', 3], ['10.0.0.4', 4], ['10.0.0.3', 5], ['10.0.0.2', 6]].forEach(([ip, pid]) => join(m, ip as string, pid as number));
+    [
+      ['10.0.0.2', 1],
+      ['10.0.0.3', 2],
+      ['10.0.0.2', 3],
+      ['10.0.0.4', 4],
+      ['10.0.0.3', 5],
+      ['10.0.0.2', 6],
+    ].forEach(([ip, pid]) => join(m, ip as string, pid as number));
     const ranked = m.assignRanks();
     expect(ranked.map((x) => [x.rank, hostOf(x), x.pid])).toEqual([
       [0, '10.0.0.2', 1],

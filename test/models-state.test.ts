@@ -171,7 +171,10 @@ describe('tensor hygiene', () => {
     const x = input(4, 32, 4);
     const vars = net.trainableVariables();
     const before = tf.memory().numTensors;
-    const { value, grads } = tf.variableGrads(() => tf.sum(tf.square(net.apply(x, true))) as tf.Scalar, vars.map((v) => v.variable));
+    const { value, grads } = tf.variableGrads(
+      () => tf.sum(tf.square(net.apply(x, true))) as tf.Scalar,
+      vars.map((v) => v.variable),
+    );
     expect(Object.keys(grads).length).toBe(vars.length);
     for (const v of vars) expect(grads[v.variable.name]!.shape, v.name).toEqual(v.variable.shape);
     tf.dispose([value, ...Object.values(grads)]);
@@ -192,7 +195,10 @@ describe('gradients', () => {
     const proj = tf.tensor2d(new Rng(11).fillNormal(new Float32Array(4 * net.embeddingSize)), [4, net.embeddingSize]);
     const loss = (): tf.Scalar => tf.tidy(() => tf.sum(tf.mul(net.apply(x, training), proj)) as tf.Scalar);
     const vars = net.trainableVariables();
-    const { value, grads } = tf.variableGrads(loss, vars.map((v) => v.variable));
+    const { value, grads } = tf.variableGrads(
+      loss,
+      vars.map((v) => v.variable),
+    );
     value.dispose();
     const hasBn = vars.some((v) => v.name === 'stage2.block0.bn.gamma');
     const picks = ['stage1.down.conv.weight', 'stage2.block0.conv.weight', 'stage3.down.prelu.alpha', 'stage2.block0.prelu.alpha', 'fc.weight', 'fc.bias'].concat(

@@ -43,9 +43,31 @@ describe('watching a training run', () => {
 
   beforeAll(async () => {
     p = startCli([
-      'train', '--workers', '2', '--batch', '16', '--image-size', '24', '--embedding-size', '32', '--data', 'synthetic:40',
-      '--images-per-identity', '10', '--held-out-identities', '10', '--verification-pairs', '100', '--epochs', '1000',
-      '--eval-every', '4', '--run-dir', runDir, '--log-format', 'json',
+      'train',
+      '--workers',
+      '2',
+      '--batch',
+      '16',
+      '--image-size',
+      '24',
+      '--embedding-size',
+      '32',
+      '--data',
+      'synthetic:40',
+      '--images-per-identity',
+      '10',
+      '--held-out-identities',
+      '10',
+      '--verification-pairs',
+      '100',
+      '--epochs',
+      '1000',
+      '--eval-every',
+      '4',
+      '--run-dir',
+      runDir,
+      '--log-format',
+      'json',
     ]);
     const line = await p.waitFor((l) => l.msg === 'status page and metrics', 30_000);
     url = line.url as string;
@@ -78,9 +100,16 @@ describe('watching a training run', () => {
       return x!;
     };
     for (const [name, type] of [
-      ['shardface_step', 'gauge'], ['shardface_loss', 'gauge'], ['shardface_lr', 'gauge'], ['shardface_images_per_second', 'gauge'],
-      ['shardface_worker_phase_seconds_total', 'counter'], ['shardface_worker_bytes_sent_total', 'counter'], ['shardface_restarts_total', 'counter'],
-      ['shardface_skipped_steps_total', 'counter'], ['shardface_step_duration_seconds', 'histogram'], ['shardface_worker_rss_bytes', 'gauge'],
+      ['shardface_step', 'gauge'],
+      ['shardface_loss', 'gauge'],
+      ['shardface_lr', 'gauge'],
+      ['shardface_images_per_second', 'gauge'],
+      ['shardface_worker_phase_seconds_total', 'counter'],
+      ['shardface_worker_bytes_sent_total', 'counter'],
+      ['shardface_restarts_total', 'counter'],
+      ['shardface_skipped_steps_total', 'counter'],
+      ['shardface_step_duration_seconds', 'histogram'],
+      ['shardface_worker_rss_bytes', 'gauge'],
     ])
       expect(m.families.get(name!)?.type, name).toBe(type);
 
@@ -88,7 +117,11 @@ describe('watching a training run', () => {
     expect(step).toBeGreaterThanOrEqual(8);
     expect(v('shardface_steps_planned')).toBe(12_000); // 40 identities × 10 images / 32 per step = 12 steps per epoch, × 1000 epochs
     // the scraped loss and lr are those of the same step in metrics.jsonl, to the last digit
-    const rec = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).find((r) => r.step === step);
+    const rec = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .find((r) => r.step === step);
     expect(rec, `step ${step} in metrics.jsonl`).toBeDefined();
     expect(v('shardface_loss')).toBe(rec.loss);
     expect(v('shardface_lr')).toBe(rec.lr);
@@ -160,7 +193,9 @@ describe('watching a training run', () => {
         expect(r[6]).toMatch(/^\d+\.\d s ago$/);
       }
       // every curve has a path with points (M… L…); the loss path has as many points as the history has steps
-      const charts = await page.evaluate<Record<string, { name: string; points: number }[]>>(`Object.fromEntries([...document.querySelectorAll('#charts > div')].map((d) => [d.id, [...d.querySelectorAll('path.series')].map((p) => ({ name: p.dataset.series, points: (p.getAttribute('d').match(/[ML]/g) || []).length }))]))`);
+      const charts = await page.evaluate<Record<string, { name: string; points: number }[]>>(
+        `Object.fromEntries([...document.querySelectorAll('#charts > div')].map((d) => [d.id, [...d.querySelectorAll('path.series')].map((p) => ({ name: p.dataset.series, points: (p.getAttribute('d').match(/[ML]/g) || []).length }))]))`,
+      );
       expect(Object.keys(charts).sort()).toEqual(['chart-accuracy', 'chart-loss', 'chart-lr', 'chart-step-time', 'chart-throughput']);
       for (const id of ['chart-loss', 'chart-lr', 'chart-throughput']) expect(charts[id]![0]!.points, id).toBeGreaterThanOrEqual(8);
       expect(charts['chart-accuracy']![0]!.points).toBeGreaterThanOrEqual(1);
@@ -188,8 +223,19 @@ describe('watching a training run', () => {
     expect(code).toBe(1);
     const html = join(runDir, 'report', 'index.html');
     // piped, the summary is the final JSON record, and it names the report
-    const last = p.lines.map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter((r) => r?.msg === 'training failed');
-    expect(last.map((r) => r.report), p.lines.slice(-12).join('\n')).toEqual([html]);
+    const last = p.lines
+      .map((l) => {
+        try {
+          return JSON.parse(l);
+        } catch {
+          return null;
+        }
+      })
+      .filter((r) => r?.msg === 'training failed');
+    expect(
+      last.map((r) => r.report),
+      p.lines.slice(-12).join('\n'),
+    ).toEqual([html]);
     for (const id of ['loss', 'lr', 'throughput', 'accuracy', 'step-time']) {
       expect(existsSync(join(runDir, 'report', `${id}.svg`)), id).toBe(true);
       expect(readFileSync(join(runDir, 'report', `${id}.png`)).subarray(0, 8)).toEqual(PNG_SIGNATURE);

@@ -28,12 +28,43 @@ describe.skipIf(unavailable !== null)(`multi-host job over network namespaces${u
     const dir = mkdtempSync(join(tmpdir(), 'shardface-netns-'));
     const config = join(dir, 'train.json');
     const timeoutS = 3;
-    writeFileSync(config, JSON.stringify({ workers: 3, batch: 8, imageSize: 16, embeddingSize: 16, data: 'synthetic:30', imagesPerIdentity: 4, heldOutIdentities: 0, steps: 100_000, logEvery: 1, backend: 'cpu-native', threads: 1 }));
+    writeFileSync(
+      config,
+      JSON.stringify({
+        workers: 3,
+        batch: 8,
+        imageSize: 16,
+        embeddingSize: 16,
+        data: 'synthetic:30',
+        imagesPerIdentity: 4,
+        heldOutIdentities: 0,
+        steps: 100_000,
+        logEvery: 1,
+        backend: 'cpu-native',
+        threads: 1,
+      }),
+    );
     writeFileSync(join(dir, 'token'), 'netns-secret');
     const runDir = join(dir, 'run');
     const coordinator = `tcp://${head.ip}:29500`;
     const coord = startCli(
-      ['coordinator', '--config', config, '--workers', '3', '--bind', coordinator, '--token-file', join(dir, 'token'), '--run-dir', runDir, '--heartbeat-ms', '250', '--worker-timeout', String(timeoutS)],
+      [
+        'coordinator',
+        '--config',
+        config,
+        '--workers',
+        '3',
+        '--bind',
+        coordinator,
+        '--token-file',
+        join(dir, 'token'),
+        '--run-dir',
+        runDir,
+        '--heartbeat-ms',
+        '250',
+        '--worker-timeout',
+        String(timeoutS),
+      ],
       {},
       ['ip', 'netns', 'exec', head.ns],
     );

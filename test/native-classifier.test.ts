@@ -51,7 +51,8 @@ function expectClose(got: ArrayLike<number>, want: ArrayLike<number>, what: stri
   let err = 0;
   let at = -1;
   for (let i = 0; i < want.length; i++) {
-    const w = want[i]!, g = got[i]!;
+    const w = want[i]!,
+      g = got[i]!;
     if (w === g) continue; // includes matching ±Infinity
     const e = Math.abs(g - w);
     if (!(e <= err)) {
@@ -165,7 +166,11 @@ describe('native classifier: fused forward/backward equal the composite', () => 
 
   it('empty shard and empty batch', () => {
     const margin = MARGIN_PRESETS.arcface;
-    for (const [n, k] of [[4, 0], [0, 5], [0, 0]] as const) {
+    for (const [n, k] of [
+      [4, 0],
+      [0, 5],
+      [0, 0],
+    ] as const) {
       const both = (['cpu', 'cpu-native'] as const).map((b) =>
         on(b, () =>
           tidyAny(() => {
@@ -183,7 +188,9 @@ describe('native classifier: fused forward/backward equal the composite', () => 
     // the kernels themselves accept an empty shard
     on('cpu-native', () =>
       tf.tidy(() => {
-        const outs = tf.engine().runKernel('SfShardForward', { emb: tf.ones([3, 2]), weight: tf.zeros([0, 2]), labels: tf.tensor1d([-1, -1, -1], 'int32') }, { margin: [64, 1, 0.5, 0, 0], chunk: 2 }) as tf.Tensor[];
+        const outs = tf
+          .engine()
+          .runKernel('SfShardForward', { emb: tf.ones([3, 2]), weight: tf.zeros([0, 2]), labels: tf.tensor1d([-1, -1, -1], 'int32') }, { margin: [64, 1, 0.5, 0, 0], chunk: 2 }) as tf.Tensor[];
         expect(Array.from(outs[0]!.dataSync())).toEqual([-Infinity, -Infinity, -Infinity]);
         expect(Array.from(outs[1]!.dataSync())).toEqual([0, 0, 0]);
       }),
@@ -191,9 +198,21 @@ describe('native classifier: fused forward/backward equal the composite', () => 
   });
 
   it('reproduces docs/methods.md#partial-fc-test-vectors, vector A (two shards, straight-through and exact) on cpu-native', () => {
-    const X = [[1.0, 2.0, 0.5], [-0.5, 0.3, 1.2], [0.2, -1.0, 0.4], [0.9, 0.1, -0.3]];
+    const X = [
+      [1.0, 2.0, 0.5],
+      [-0.5, 0.3, 1.2],
+      [0.2, -1.0, 0.4],
+      [0.9, 0.1, -0.3],
+    ];
     const Y = Int32Array.from([1, 4, 5, 0]);
-    const W = [[0.8, 0.6, 0.2], [0.9, 2.1, 0.3], [0.2, -0.3, 0.5], [0.05, 0.2, 0.1], [-0.1, 0.8, 1.0], [0.3, -0.9, 0.2]];
+    const W = [
+      [0.8, 0.6, 0.2],
+      [0.9, 2.1, 0.3],
+      [0.2, -0.3, 0.5],
+      [0.05, 0.2, 0.1],
+      [-0.1, 0.8, 1.0],
+      [0.3, -0.9, 0.2],
+    ];
     const margin = resolveMargin({ type: 'arcface' });
     const run = (variant: MarginVariant) =>
       on('cpu-native', () =>
@@ -212,13 +231,18 @@ describe('native classifier: fused forward/backward equal the composite', () => 
         }),
       );
     const st = run('straight-through');
-    expect(st.loss).toBeCloseTo(4.354028061670, 4);
+    expect(st.loss).toBeCloseTo(4.35402806167, 4);
     expectClose(st.dX, [-0.946823, -0.064612, 2.152095, 0.75445, -0.634694, 0.473028, 0.640269, 3.720135, 8.980203, -1.58644, 5.961708, -2.772083], 'dX', 2e-5);
     expectClose(st.dW.slice(0, 9), [-5.812512, 5.34455, 7.2164, 5.058118, -1.713945, -3.176739, -3.452982, -11.052287, -5.250179], 'dW rank0', 2e-5);
     expectClose(st.dW.slice(9), [8.646099, -0.245758, -3.831534, 1.214911, 1.252653, -0.880631, 1.822605, 0.058794, -2.469336], 'dW rank1', 2e-5);
     const ex = run('exact');
     expectClose(ex.dX, [0.374779, -1.386214, 4.795299, 0.073149, -1.808646, 0.48264, -3.196437, 4.729794, 13.422704, -2.171074, 2.497748, -5.68064], 'legacy dX', 2e-5);
-    expectClose(ex.dW, [-8.114511, 7.441926, 10.132265, 3.602116, -0.705944, -5.864743, -3.452982, -11.052287, -5.250179, 8.646099, -0.245758, -3.831534, 2.091182, 2.156145, -1.515798, 5.818279, 0.187686, -7.88283], 'legacy dW', 2e-5);
+    expectClose(
+      ex.dW,
+      [-8.114511, 7.441926, 10.132265, 3.602116, -0.705944, -5.864743, -3.452982, -11.052287, -5.250179, 8.646099, -0.245758, -3.831534, 2.091182, 2.156145, -1.515798, 5.818279, 0.187686, -7.88283],
+      'legacy dW',
+      2e-5,
+    );
   });
 });
 
@@ -262,20 +286,24 @@ describe('native classifier: in-place row updates', () => {
   for (const kind of ['sgd', 'adamw'] as const)
     it(`${kind}: bit-identical to the composite; unsampled rows untouched`, async () => {
       const rng = new Rng(7);
-      const count = 300, dim = 24;
+      const count = 300,
+        dim = 24;
       const steps = [subset(count, 0.1, rng), Int32Array.from({ length: count }, (_, i) => i), new Int32Array(0), subset(count, 0.5, rng)];
       const want = on('cpu', () => runUpdates(kind, count, dim, steps, 11));
       const kernel = kind === 'sgd' ? 'SfRowSgdUpdate' : 'SfRowAdamWUpdate';
       const got = await ranNatively([kernel], () => on('cpu-native', () => runUpdates(kind, count, dim, steps, 11)));
-      for (let s = 0; s < steps.length; s++)
-        for (let b = 0; b < want[s]!.length; b++) expectBitEqual(got[s]![b]!, want[s]![b]!, `${kind} step ${s} buffer ${b}`);
+      for (let s = 0; s < steps.length; s++) for (let b = 0; b < want[s]!.length; b++) expectBitEqual(got[s]![b]!, want[s]![b]!, `${kind} step ${s} buffer ${b}`);
       // step 0 touched only its rows: compare every other row with the initial values
       const init = new Rng(11).fillNormal(new Float32Array(count * dim), 0, 0.1);
       const touched = new Set(steps[0]);
       for (let j = 0; j < count; j++) {
         if (touched.has(j)) continue;
         expectBitEqual(got[0]![0]!.subarray(j * dim, (j + 1) * dim), init.subarray(j * dim, (j + 1) * dim), `untouched weight row ${j}`);
-        for (let b = 1; b < got[0]!.length; b++) expect(got[0]![b]!.subarray(j * dim, (j + 1) * dim).every((v) => v === 0), `untouched state row ${j}`).toBe(true);
+        for (let b = 1; b < got[0]!.length; b++)
+          expect(
+            got[0]![b]!.subarray(j * dim, (j + 1) * dim).every((v) => v === 0),
+            `untouched state row ${j}`,
+          ).toBe(true);
       }
     });
 
@@ -302,7 +330,7 @@ describe('native classifier: in-place row updates', () => {
       g2.dispose();
       expectBitEqual(clone.dataSync() as Float32Array, before, 'clone after update');
       expect(backendValues(state.weight)).not.toBe(buffer); // the variable got a private copy
-      expect(state.weight.dataSync()[4]).toBeCloseTo(before[4]! - 0.1 * (0.9 + 1) , 6);
+      expect(state.weight.dataSync()[4]).toBeCloseTo(before[4]! - 0.1 * (0.9 + 1), 6);
       clone.dispose();
       // and with the clone gone, in place again
       const mine = backendValues(state.weight);
@@ -315,7 +343,8 @@ describe('native classifier: in-place row updates', () => {
   });
 
   it('gatherRows: native gather equals tf.gather; every row in order shares the buffer', async () => {
-    const count = 50, dim = 6;
+    const count = 50,
+      dim = 6;
     const init = new Rng(3).fillNormal(new Float32Array(count * dim));
     const idx = Int32Array.from([0, 3, 4, 10, 49]);
     const want = on('cpu', () => {
@@ -332,7 +361,10 @@ describe('native classifier: in-place row updates', () => {
         const r = gatherRows(st, idx);
         const v = (r.dataSync() as Float32Array).slice();
         r.dispose();
-        const all = gatherRows(st, Int32Array.from({ length: count }, (_, i) => i));
+        const all = gatherRows(
+          st,
+          Int32Array.from({ length: count }, (_, i) => i),
+        );
         expect(all.dataId, 'identity gather is a reference, not a copy').toBe(st.weight.dataId);
         all.dispose();
         disposeShardState(st);
@@ -345,7 +377,8 @@ describe('native classifier: in-place row updates', () => {
 
 describe('classifier init', () => {
   it('is the same matrix for any number of workers', () => {
-    const dim = 5, classes = 3000;
+    const dim = 5,
+      classes = 3000;
     const whole = initialShardWeights(classRange(classes, 1, 0), dim, 9);
     for (const world of [2, 3, 7]) {
       const parts = Array.from({ length: world }, (_, r) => initialShardWeights(classRange(classes, world, r), dim, 9));
@@ -357,12 +390,14 @@ describe('classifier init', () => {
       }
       expectBitEqual(joined, whole, `world ${world}`);
     }
-    let sum = 0, sq = 0;
+    let sum = 0,
+      sq = 0;
     for (const v of whole) {
       sum += v;
       sq += v * v;
     }
-    const mean = sum / whole.length, std = Math.sqrt(sq / whole.length - mean * mean);
+    const mean = sum / whole.length,
+      std = Math.sqrt(sq / whole.length - mean * mean);
     expect(Math.abs(mean)).toBeLessThan(0.001);
     expect(std).toBeGreaterThan(0.0097);
     expect(std).toBeLessThan(0.0103);

@@ -26,7 +26,8 @@ async function compare(f: () => tf.Tensor | tf.Tensor[], ref: () => tf.Tensor | 
   expect(got.length).toBe(want.length);
   for (let i = 0; i < want.length; i++) {
     expect(got[i]!.shape).toEqual(want[i]!.shape);
-    const w = want[i]!.values, g = got[i]!.values;
+    const w = want[i]!.values,
+      g = got[i]!.values;
     let scale = 1e-30;
     for (const v of w) scale = Math.max(scale, Math.abs(v));
     let err = 0;
@@ -49,7 +50,11 @@ function gradsOf(f: (...xs: tf.Tensor[]) => tf.Tensor, xs: tf.Tensor[]): () => t
   return () => {
     const y = f(...xs);
     const r = tf.randomUniform(y.shape, -1, 1, 'float32', cotangentSeed);
-    return tf.grads((...args: tf.Tensor[]) => f(...args).mul(r).sum())(xs);
+    return tf.grads((...args: tf.Tensor[]) =>
+      f(...args)
+        .mul(r)
+        .sum(),
+    )(xs);
   };
 }
 
@@ -88,7 +93,8 @@ describe('native kernels: matMul', () => {
   for (const [sa, sb, ta, tb] of cases) {
     const broadcast = sa.length !== sb.length;
     it(`${JSON.stringify(sa)}${ta ? 'ᵀ' : ''} · ${JSON.stringify(sb)}${tb ? 'ᵀ' : ''}${broadcast ? '' : ' with gradients'}`, async () => {
-      const a = rand(sa), b = rand(sb);
+      const a = rand(sa),
+        b = rand(sb);
       const f = (x: tf.Tensor, y: tf.Tensor): tf.Tensor => tf.matMul(x, y, ta, tb);
       await ranNatively(['BatchMatMul'], async () => {
         await compare(() => f(a, b));
@@ -99,17 +105,19 @@ describe('native kernels: matMul', () => {
 
   for (const activation of ['linear', 'relu', 'relu6', 'prelu', 'leakyrelu', 'elu', 'sigmoid'] as const) {
     it(`fused matMul + bias + ${activation}`, async () => {
-      const a = rand([6, 11]), b = rand([7, 11]), bias = rand([7]), alpha = rand([7], 0.1, 0.3);
-      await ranNatively(['_FusedMatMul'], () =>
-        compare(() => tf.fused.matMul({ a, b, transposeB: true, bias, activation, preluActivationWeights: alpha, leakyreluAlpha: 0.15 })),
-      );
+      const a = rand([6, 11]),
+        b = rand([7, 11]),
+        bias = rand([7]),
+        alpha = rand([7], 0.1, 0.3);
+      await ranNatively(['_FusedMatMul'], () => compare(() => tf.fused.matMul({ a, b, transposeB: true, bias, activation, preluActivationWeights: alpha, leakyreluAlpha: 0.15 })));
     });
   }
 
   it('fused matMul gradients (bias + relu)', async () => {
-    const a = rand([6, 11]), b = rand([11, 7]), bias = rand([7]);
-    const f = (x: tf.Tensor, w: tf.Tensor, c: tf.Tensor): tf.Tensor =>
-      tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: c, activation: 'relu' });
+    const a = rand([6, 11]),
+      b = rand([11, 7]),
+      bias = rand([7]);
+    const f = (x: tf.Tensor, w: tf.Tensor, c: tf.Tensor): tf.Tensor => tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: c, activation: 'relu' });
     await compare(gradsOf(f, [a, b, bias]));
   });
 });
@@ -120,7 +128,17 @@ describe('native kernels: conv2d', () => {
     { x: [1, 7, 9, 3], k: [3, 3, 3, 5], s: 1, pad: 'same' },
     { x: [2, 9, 8, 5], k: [3, 3, 5, 7], s: 2, pad: 'same' },
     { x: [2, 9, 8, 5], k: [3, 3, 5, 7], s: 2, pad: 'valid' },
-    { x: [1, 8, 7, 4], k: [3, 2, 4, 6], s: 1, pad: [[0, 0], [1, 2], [2, 0], [0, 0]] },
+    {
+      x: [1, 8, 7, 4],
+      k: [3, 2, 4, 6],
+      s: 1,
+      pad: [
+        [0, 0],
+        [1, 2],
+        [2, 0],
+        [0, 0],
+      ],
+    },
     { x: [2, 6, 5, 3], k: [3, 3, 3, 4], s: 1, pad: 1 },
     { x: [2, 5, 7, 6], k: [1, 1, 6, 9], s: 1, pad: 'valid' }, // pointwise: plain GEMM
     { x: [1, 7, 7, 6], k: [1, 1, 6, 5], s: 2, pad: 'same' },
@@ -128,7 +146,8 @@ describe('native kernels: conv2d', () => {
   ];
   for (const { x: xs, k: ks, s, pad } of cases) {
     it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${JSON.stringify(pad)}: forward and gradients`, async () => {
-      const x = rand(xs), k = rand(ks);
+      const x = rand(xs),
+        k = rand(ks);
       const f = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad);
       await ranNatively(['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'], async () => {
         await compare(() => f(x, k));
@@ -139,17 +158,19 @@ describe('native kernels: conv2d', () => {
 
   for (const activation of ['linear', 'relu', 'prelu', 'leakyrelu', 'relu6'] as const) {
     it(`fused conv2d + bias + ${activation}`, async () => {
-      const x = rand([2, 7, 6, 5]), k = rand([3, 3, 5, 6]), bias = rand([6]), alpha = rand([6], 0.1, 0.3);
+      const x = rand([2, 7, 6, 5]),
+        k = rand([3, 3, 5, 6]),
+        bias = rand([6]),
+        alpha = rand([6], 0.1, 0.3);
       await ranNatively(['FusedConv2D'], () =>
-        compare(() =>
-          tf.fused.conv2d({ x: x as tf.Tensor4D, filter: k as tf.Tensor4D, strides: 2, pad: 'same', bias, activation, preluActivationWeights: alpha, leakyreluAlpha: 0.1 }),
-        ),
+        compare(() => tf.fused.conv2d({ x: x as tf.Tensor4D, filter: k as tf.Tensor4D, strides: 2, pad: 'same', bias, activation, preluActivationWeights: alpha, leakyreluAlpha: 0.1 })),
       );
     });
   }
 
   it('falls back to the stock kernel for dilation 2', async () => {
-    const x = rand([1, 9, 9, 3]), k = rand([3, 3, 3, 4]);
+    const x = rand([1, 9, 9, 3]),
+      k = rand([3, 3, 3, 4]);
     const before = nativeKernelCounts().Conv2D!.stock;
     await compare(() => tf.conv2d(x as tf.Tensor4D, k as tf.Tensor4D, 1, 'same', 'NHWC', 2));
     expect(nativeKernelCounts().Conv2D!.stock).toBe(before + 1);
@@ -162,18 +183,39 @@ describe('native kernels: depthwise conv2d', () => {
     { x: [1, 7, 9, 5], k: [3, 3, 5, 1], s: 1, pad: 'same' },
     { x: [2, 9, 8, 13], k: [3, 3, 13, 1], s: 2, pad: 'same' },
     { x: [2, 9, 8, 6], k: [3, 3, 6, 2], s: 2, pad: 'valid' },
-    { x: [1, 8, 7, 3], k: [3, 3, 3, 3], s: 1, pad: [[0, 0], [2, 1], [0, 2], [0, 0]] },
+    {
+      x: [1, 8, 7, 3],
+      k: [3, 3, 3, 3],
+      s: 1,
+      pad: [
+        [0, 0],
+        [2, 1],
+        [0, 2],
+        [0, 0],
+      ],
+    },
     { x: [2, 5, 5, 4], k: [5, 5, 4, 1], s: 1, pad: 'valid' },
     { x: [1, 1, 3, 4], k: [3, 3, 4, 1], s: 2, pad: 'same' }, // window wider than the input
     // the vectorised 3×3 / stride 1 / multiplier 1 / channels % 8 == 0 path
     { x: [2, 9, 13, 64], k: [3, 3, 64, 1], s: 1, pad: 'same' },
     { x: [1, 6, 3, 16], k: [3, 3, 16, 1], s: 1, pad: 'valid' },
-    { x: [1, 5, 2, 8], k: [3, 3, 8, 1], s: 1, pad: [[0, 0], [2, 0], [1, 2], [0, 0]] },
+    {
+      x: [1, 5, 2, 8],
+      k: [3, 3, 8, 1],
+      s: 1,
+      pad: [
+        [0, 0],
+        [2, 0],
+        [1, 2],
+        [0, 0],
+      ],
+    },
     { x: [1, 4, 1, 24], k: [3, 3, 24, 1], s: 1, pad: 'same' },
   ];
   for (const { x: xs, k: ks, s, pad } of cases) {
     it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${JSON.stringify(pad)}: forward and gradients`, async () => {
-      const x = rand(xs), k = rand(ks);
+      const x = rand(xs),
+        k = rand(ks);
       const f = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => tf.depthwiseConv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad);
       await ranNatively(['DepthwiseConv2dNative', 'DepthwiseConv2dNativeBackpropInput', 'DepthwiseConv2dNativeBackpropFilter'], async () => {
         await compare(() => f(x, k));
@@ -183,10 +225,10 @@ describe('native kernels: depthwise conv2d', () => {
   }
 
   it('fused depthwise + bias + relu', async () => {
-    const x = rand([2, 7, 6, 5]), k = rand([3, 3, 5, 2]), bias = rand([10]);
-    await ranNatively(['FusedDepthwiseConv2D'], () =>
-      compare(() => tf.fused.depthwiseConv2d({ x: x as tf.Tensor4D, filter: k as tf.Tensor4D, strides: 1, pad: 'same', bias, activation: 'relu' })),
-    );
+    const x = rand([2, 7, 6, 5]),
+      k = rand([3, 3, 5, 2]),
+      bias = rand([10]);
+    await ranNatively(['FusedDepthwiseConv2D'], () => compare(() => tf.fused.depthwiseConv2d({ x: x as tf.Tensor4D, filter: k as tf.Tensor4D, strides: 1, pad: 'same', bias, activation: 'relu' })));
   });
 });
 
@@ -200,14 +242,18 @@ describe('native kernels: grouped conv2d (SfGroupedConv2D)', () => {
   ];
   for (const { x: xs, k: ks, s, pad, groups } of cases) {
     it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${pad} groups ${groups}: matches one conv per group`, async () => {
-      const x = rand(xs), k = rand(ks);
+      const x = rand(xs),
+        k = rand(ks);
       const args = { strides: s, pad, groups };
       const native = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => groupedConv2d(a as tf.Tensor4D, b as tf.Tensor4D, args);
       const reference = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => groupedConv2dPerGroup(a as tf.Tensor4D, b as tf.Tensor4D, args);
       await ranNatively(['SfGroupedConv2D', 'SfGroupedConv2DBackpropInput', 'SfGroupedConv2DBackpropFilter'], async () => {
-        await compare(() => native(x, k), () => reference(x, k));
+        await compare(
+          () => native(x, k),
+          () => reference(x, k),
+        );
         const cotangentSeed = seed;
-        await compare(gradsOf(native, [x, k]), (seed = cotangentSeed, gradsOf(reference, [x, k])));
+        await compare(gradsOf(native, [x, k]), ((seed = cotangentSeed), gradsOf(reference, [x, k])));
       });
     });
   }
@@ -215,20 +261,36 @@ describe('native kernels: grouped conv2d (SfGroupedConv2D)', () => {
 
 describe('native kernels: element-wise and reductions', () => {
   const pairs: Array<[number[], number[]]> = [
-    [[2, 3, 4, 5], [2, 3, 4, 5]],
+    [
+      [2, 3, 4, 5],
+      [2, 3, 4, 5],
+    ],
     [[2, 3, 4, 5], []],
     [[], [2, 3, 4, 5]],
     [[2, 3, 4, 5], [5]],
     [[5], [2, 3, 4, 5]],
-    [[2, 3, 4, 5], [2, 1, 1, 5]],
-    [[2, 3, 4, 5], [2, 3, 4, 1]],
-    [[2, 1, 1, 5], [2, 3, 4, 5]],
-    [[2, 1, 5], [1, 3, 1]], // both broadcast: stock fallback
+    [
+      [2, 3, 4, 5],
+      [2, 1, 1, 5],
+    ],
+    [
+      [2, 3, 4, 5],
+      [2, 3, 4, 1],
+    ],
+    [
+      [2, 1, 1, 5],
+      [2, 3, 4, 5],
+    ],
+    [
+      [2, 1, 5],
+      [1, 3, 1],
+    ], // both broadcast: stock fallback
   ];
   for (const name of ['add', 'sub', 'mul', 'div', 'maximum', 'minimum', 'squaredDifference'] as const) {
     it(`${name} over common broadcasts, with gradients`, async () => {
       for (const [sa, sb] of pairs) {
-        const a = rand(sa), b = name === 'div' ? rand(sb, 0.5, 2) : rand(sb);
+        const a = rand(sa),
+          b = name === 'div' ? rand(sb, 0.5, 2) : rand(sb);
         const f = (x: tf.Tensor, y: tf.Tensor): tf.Tensor => tf[name](x, y);
         await compare(() => f(a, b));
         // tfjs's own Maximum/Minimum/SquaredDifference gradients do not reduce broadcasts.
@@ -248,7 +310,9 @@ describe('native kernels: element-wise and reductions', () => {
   });
 
   it('prelu and relu, with gradients', async () => {
-    const x = rand([2, 5, 4, 7]), alpha = rand([7], 0.1, 0.3), alpha2 = rand([5, 4, 7], 0.1, 0.3);
+    const x = rand([2, 5, 4, 7]),
+      alpha = rand([7], 0.1, 0.3),
+      alpha2 = rand([5, 4, 7], 0.1, 0.3);
     await ranNatively(['Prelu', 'Relu'], async () => {
       await compare(() => [tf.prelu(x, alpha), tf.prelu(x, alpha2), tf.relu(x)]);
       await compare(gradsOf((a: tf.Tensor, b: tf.Tensor) => tf.prelu(a, b), [x, alpha]));
@@ -264,7 +328,10 @@ describe('native kernels: element-wise and reductions', () => {
     [[2, 3, 4, 5], [2, 3], 'native'],
     [[2, 3, 4, 5], undefined, 'native'],
     [[2, 1, 4, 5], [0, 1], 'native'],
-    [[2, 3, 4, 5], [0, 2]], // not contiguous: stock fallback
+    [
+      [2, 3, 4, 5],
+      [0, 2],
+    ], // not contiguous: stock fallback
     [[64, 7, 9, 33], [0, 1, 2], 'native'], // long reduction split across threads
   ];
   for (const [shape, axis, native] of reductions) {

@@ -24,7 +24,8 @@ type Got = { shape: number[]; values: Float32Array };
 
 function relErr(want: Got, got: Got): { err: number; scale: number } {
   expect(got.shape).toEqual(want.shape);
-  let scale = 1e-30, err = 0;
+  let scale = 1e-30,
+    err = 0;
   for (const v of want.values) scale = Math.max(scale, Math.abs(v));
   for (let j = 0; j < want.values.length; j++) err = Math.max(err, Math.abs(got.values[j]! - want.values[j]!));
   return { err: err / scale, scale };
@@ -65,7 +66,15 @@ beforeAll(() => {
 
 // [B, C] (BatchNorm1d), NHWC, odd channel counts, batch 1 with spatial > 1, and one
 // large enough (> 64K elements) for the kernels to split rows across threads.
-const SHAPES: number[][] = [[8, 5], [3, 512], [1, 3, 4, 7], [3, 5, 6, 16], [2, 9, 9, 33], [4, 1, 1, 3], [4, 40, 40, 48]];
+const SHAPES: number[][] = [
+  [8, 5],
+  [3, 512],
+  [1, 3, 4, 7],
+  [3, 5, 6, 16],
+  [2, 9, 9, 33],
+  [4, 1, 1, 3],
+  [4, 40, 40, 48],
+];
 
 describe('native BatchNorm (training mode) against the composite', () => {
   for (const shape of SHAPES) {
@@ -74,10 +83,13 @@ describe('native BatchNorm (training mode) against the composite', () => {
       it(`${JSON.stringify(shape)}${withPrelu ? ' + PReLU' : ''}: y, mean, variance and gradients w.r.t. x, γ, β${withPrelu ? ', α' : ''} (also through mean and variance)`, async () => {
         // An offset and a scale per tensor, so the statistics are not the trivial ones.
         const x = tf.tidy(() => rand(shape, -2, 2).mul(1.5).add(0.7));
-        const gamma = rand([c], 0.5, 1.5), beta = rand([c], -0.5, 0.5), alpha = rand([c], 0, 0.5);
-        const ry = rand(shape), rm = rand([c]), rv = rand([c]);
-        const fwd = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor, a: tf.Tensor) =>
-          withPrelu ? batchNormPrelu(xx, g, b, a, 1e-5) : batchNormTrain(xx, g, b, 1e-3);
+        const gamma = rand([c], 0.5, 1.5),
+          beta = rand([c], -0.5, 0.5),
+          alpha = rand([c], 0, 0.5);
+        const ry = rand(shape),
+          rm = rand([c]),
+          rv = rand([c]);
+        const fwd = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor, a: tf.Tensor) => (withPrelu ? batchNormPrelu(xx, g, b, a, 1e-5) : batchNormTrain(xx, g, b, 1e-3));
         // A loss that reaches y, mean and variance: every input to the backward kernel matters.
         const loss = (xx: tf.Tensor, g: tf.Tensor, b: tf.Tensor, a: tf.Tensor): tf.Tensor => {
           const { y, mean, variance } = fwd(xx, g, b, a);
@@ -137,7 +149,10 @@ describe('native PReLU against tf.prelu', () => {
     [[8, 5], [5]],
     [[1, 3, 4, 7], [7]],
     [[2, 9, 9, 33], [33]],
-    [[2, 9, 9, 33], [1, 1, 33]],
+    [
+      [2, 9, 9, 33],
+      [1, 1, 33],
+    ],
     [[3, 5, 6, 16], [1]],
     [[4, 40, 40, 48], [48]],
   ];
@@ -147,9 +162,7 @@ describe('native PReLU against tf.prelu', () => {
       const x = tf.tidy(() => rand(shape, -2, 2).mul(4).round().div(4));
       const alpha = rand(aShape, 0, 0.5);
       const r = rand(shape);
-      await ranNatively(['SfPrelu', 'SfPreluBackprop'], () =>
-        compare(() => [prelu(x, alpha), ...tf.grads((xx: tf.Tensor, a: tf.Tensor) => prelu(xx, a).mul(r).sum())([x, alpha])]),
-      );
+      await ranNatively(['SfPrelu', 'SfPreluBackprop'], () => compare(() => [prelu(x, alpha), ...tf.grads((xx: tf.Tensor, a: tf.Tensor) => prelu(xx, a).mul(r).sum())([x, alpha])]));
       tf.dispose([x, alpha, r]);
     });
   }
@@ -157,8 +170,10 @@ describe('native PReLU against tf.prelu', () => {
   it('α that is not per channel runs tf.prelu', async () => {
     await tf.setBackend('cpu-native');
     const before = nativeKernelCounts()['SfPrelu']!.native;
-    const x = rand([2, 3, 4]), alpha = rand([3, 4], 0, 0.5);
-    const y = prelu(x, alpha), want = tf.prelu(x, alpha);
+    const x = rand([2, 3, 4]),
+      alpha = rand([3, 4], 0, 0.5);
+    const y = prelu(x, alpha),
+      want = tf.prelu(x, alpha);
     expect(Array.from(y.dataSync())).toEqual(Array.from(want.dataSync()));
     expect(nativeKernelCounts()['SfPrelu']!.native).toBe(before);
     tf.dispose([x, alpha, y, want]);
@@ -197,7 +212,10 @@ describe('whole backbones: native BatchNorm/PReLU against the composite', () => 
       const emb = net.apply(x, true, { updateStats: false });
       const r = tf.tidy(() => tf.randomUniform(emb.shape, -1, 1, 'float32', 5));
       keep('embedding', emb);
-      const { value, grads } = tf.variableGrads(() => net.apply(x, true).mul(r).sum() as tf.Scalar, vars.map((v) => v.variable));
+      const { value, grads } = tf.variableGrads(
+        () => net.apply(x, true).mul(r).sum() as tf.Scalar,
+        vars.map((v) => v.variable),
+      );
       for (const v of vars) keep(`grad ${v.name}`, grads[v.variable.name]!);
       for (const [k, v] of net.state()) if (k.endsWith('.runningMean') || k.endsWith('.runningVar')) keep(k, v);
       const evalEmb = net.apply(x, false);

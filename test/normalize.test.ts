@@ -65,10 +65,18 @@ describe('l2Normalize', () => {
 
   it('an all-zero row stays finite: value 0, gradient g / 1e-12 (PyTorch F.normalize)', () => {
     const [y, g] = tf.tidy(() => {
-      const x = tf.tensor2d([[0, 0], [3, 4]]);
-      const up = tf.tensor2d([[1e-13, -2e-13], [1, 1]]);
+      const x = tf.tensor2d([
+        [0, 0],
+        [3, 4],
+      ]);
+      const up = tf.tensor2d([
+        [1e-13, -2e-13],
+        [1, 1],
+      ]);
       const y = l2Normalize(x).arraySync();
-      const g = tf.grad((v: tf.Tensor) => tf.sum(tf.mul(l2Normalize(v as tf.Tensor2D), up)))(x).arraySync() as number[][];
+      const g = tf
+        .grad((v: tf.Tensor) => tf.sum(tf.mul(l2Normalize(v as tf.Tensor2D), up)))(x)
+        .arraySync() as number[][];
       return [y, g];
     });
     expect(y[0]).toEqual([0, 0]);

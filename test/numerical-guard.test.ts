@@ -16,7 +16,26 @@ import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { readManifest } from '../src/checkpoint/checkpoint.js';
 import { faultAt, parseFaults } from '../src/worker/faults.js';
 
-const TINY = ['--workers', '2', '--backbone', 'tiny', '--image-size', '16', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4', '--held-out-identities', '0', '--batch', '8', '--log-format', 'json'];
+const TINY = [
+  '--workers',
+  '2',
+  '--backbone',
+  'tiny',
+  '--image-size',
+  '16',
+  '--embedding-size',
+  '16',
+  '--data',
+  'synthetic:20',
+  '--images-per-identity',
+  '4',
+  '--held-out-identities',
+  '0',
+  '--batch',
+  '8',
+  '--log-format',
+  'json',
+];
 
 function train(args: string[], fault: string | null, timeout = 120_000): Promise<{ code: number; out: string; runDir: string }> {
   const runDir = mkdtempSync(join(tmpdir(), 'shardface-guard-'));
@@ -29,8 +48,17 @@ function train(args: string[], fault: string | null, timeout = 120_000): Promise
   });
 }
 
-const metricsOf = (runDir: string) => readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | null>);
-const stepDirs = (runDir: string) => (existsSync(join(runDir, 'ckpt')) ? readdirSync(join(runDir, 'ckpt')).filter((d) => d.startsWith('step-')).sort() : []);
+const metricsOf = (runDir: string) =>
+  readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, number | null>);
+const stepDirs = (runDir: string) =>
+  existsSync(join(runDir, 'ckpt'))
+    ? readdirSync(join(runDir, 'ckpt'))
+        .filter((d) => d.startsWith('step-'))
+        .sort()
+    : [];
 
 /** Every tensor of every file of a checkpoint, by file/name. */
 function tensorsOf(dir: string): Map<string, Float32Array | Int32Array | Uint8Array | Float64Array> {
@@ -47,7 +75,10 @@ describe('SHARDFACE_FAULT', () => {
     expect(parseFaults(undefined)).toEqual([]);
     expect(parseFaults('')).toEqual([]);
     const f = parseFaults('nan:rank=1:step=12,kill:step=30:rank=0');
-    expect(f).toEqual([{ kind: 'nan', rank: 1, step: 12 }, { kind: 'kill', rank: 0, step: 30 }]);
+    expect(f).toEqual([
+      { kind: 'nan', rank: 1, step: 12 },
+      { kind: 'kill', rank: 0, step: 30 },
+    ]);
     expect(faultAt(f, 'nan', 1, 12)).toBe(true);
     expect(faultAt(f, 'nan', 0, 12)).toBe(false);
     expect(faultAt(f, 'kill', 0, 12)).toBe(false);
@@ -69,8 +100,14 @@ describe('numerical guard (real processes)', () => {
     expect(rows.map((x) => x.skipped ?? 0)).toEqual([0, 0, 1, 0, 1]);
     expect(rows[2]!.grad_norm).toBeNull();
     expect(rows[3]!.grad_norm).toBeGreaterThan(0);
-    const warns = readFileSync(join(r.runDir, 'train.log'), 'utf8').split('\n').filter((l) => l.includes('skipped on every rank')).map((l) => JSON.parse(l) as { level: number; step: number; ranks: number[] });
-    expect(warns.map((w) => [w.level, w.step, w.ranks])).toEqual([[40, 3, [1]], [40, 5, [1]]]);
+    const warns = readFileSync(join(r.runDir, 'train.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('skipped on every rank'))
+      .map((l) => JSON.parse(l) as { level: number; step: number; ranks: number[] });
+    expect(warns.map((w) => [w.level, w.step, w.ranks])).toEqual([
+      [40, 3, [1]],
+      [40, 5, [1]],
+    ]);
     // a skipped step writes no periodic checkpoint; the final one holds the state the skip left alone
     expect(stepDirs(r.runDir)).toEqual(['step-000001', 'step-000002', 'step-000004', 'step-000005']);
     const s2 = tensorsOf(join(r.runDir, 'ckpt', 'step-000002'));
@@ -99,7 +136,32 @@ describe('numerical guard (real processes)', () => {
 
   it("the issue's lr-100 run ends in bounded time (trained through skips or stopped by the guard) and never saves non-finite weights", async () => {
     const t0 = Date.now();
-    const r = await train(['--data', 'synthetic:40', '--image-size', '32', '--batch', '8', '--epochs', '2', '--embedding-size', '64', '--lr', '100', '--weight-decay', '1', '--clip-grad-norm', '0', '--checkpoint-every', '5', '--log-format', 'json'], null, 150_000);
+    const r = await train(
+      [
+        '--data',
+        'synthetic:40',
+        '--image-size',
+        '32',
+        '--batch',
+        '8',
+        '--epochs',
+        '2',
+        '--embedding-size',
+        '64',
+        '--lr',
+        '100',
+        '--weight-decay',
+        '1',
+        '--clip-grad-norm',
+        '0',
+        '--checkpoint-every',
+        '5',
+        '--log-format',
+        'json',
+      ],
+      null,
+      150_000,
+    );
     expect(Date.now() - t0).toBeLessThan(150_000);
     const summary = JSON.parse(readFileSync(join(r.runDir, 'summary.json'), 'utf8')) as { ok: boolean; error?: string };
     if (r.code === 0) expect(summary.ok).toBe(true);

@@ -45,7 +45,12 @@ describe('boxCells: the feature-map cells an occluder covers (at least half of a
     for (const kind of OCCLUDERS)
       for (let i = 0; i < 6; i++) {
         const { box } = occluderFor(kind, Rng.derive(3, 'test', kind, i));
-        for (const [h, w] of [[5, 5], [7, 7], [10, 10], [14, 14]] as const) {
+        for (const [h, w] of [
+          [5, 5],
+          [7, 7],
+          [10, 10],
+          [14, 14],
+        ] as const) {
           const cells = boxCells(h, w, box);
           bruteCoverage(h, w, box).forEach((cover, k) => {
             if (Math.abs(cover - 0.5) < 0.04) return; // within the grid estimate's error of the threshold

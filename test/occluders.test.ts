@@ -66,7 +66,14 @@ describe('synthetic occluders', () => {
     for (let i = 0; i < ds.size; i++) {
       const a = new Float32Array(px);
       occludedDataset(ds, 'random', 3).read(i, a, 0);
-      const diff = changed((() => { const c = new Float32Array(px); ds.read(i, c, 0); return c; })(), a);
+      const diff = changed(
+        (() => {
+          const c = new Float32Array(px);
+          ds.read(i, c, 0);
+          return c;
+        })(),
+        a,
+      );
       colours.add(diff.n);
     }
     expect(colours.size).toBeGreaterThan(3); // block sizes differ from image to image

@@ -120,8 +120,17 @@ describe('the adversary (docs/methods.md#adversarial-training, docs/methods.md#o
     const c = candidateMasks(7, 7, { randomHalves: 3, rng: new Rng(1) });
     expect(c).toHaveLength(14);
     expect(c.map((x) => x.name).slice(0, 11)).toEqual([
-      'landmark:leftEye', 'landmark:rightEye', 'landmark:nose', 'landmark:leftMouth', 'landmark:rightMouth', 'landmark:eyes', 'landmark:mouth',
-      'half:left', 'half:right', 'half:upper', 'half:lower',
+      'landmark:leftEye',
+      'landmark:rightEye',
+      'landmark:nose',
+      'landmark:leftMouth',
+      'landmark:rightMouth',
+      'landmark:eyes',
+      'landmark:mouth',
+      'half:left',
+      'half:right',
+      'half:upper',
+      'half:lower',
     ]);
     expect(countCells(c[0]!.mask)).toBe(9);
     expect(c.slice(11).map((x) => countCells(x.mask))).toEqual([24, 24, 24]);
@@ -132,7 +141,11 @@ describe('the adversary (docs/methods.md#adversarial-training, docs/methods.md#o
     expect(topKDropCounts(3, 3)).toEqual({ top: 4, drop: 3 });
     expect(topKDropCounts(1, 1)).toEqual({ top: 1, drop: 1 });
     const pi = Float32Array.from({ length: 49 }, (_, i) => ((i * 17) % 49) / 49);
-    const top20 = new Set(Array.from({ length: 49 }, (_, i) => i).sort((a, b) => pi[b]! - pi[a]!).slice(0, 20));
+    const top20 = new Set(
+      Array.from({ length: 49 }, (_, i) => i)
+        .sort((a, b) => pi[b]! - pi[a]!)
+        .slice(0, 20),
+    );
     const m = sampleTopKMask(pi, 20, 15, new Rng(3));
     expect(countCells(m)).toBe(15);
     m.forEach((v, i) => {

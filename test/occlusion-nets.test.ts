@@ -51,7 +51,10 @@ describe('mask generator G and segmentation head S', () => {
     const g = OcclusionNet.generator({ channels: 32, width: 16, seed: 1 });
     const s = OcclusionNet.segmentation({ channels: 32, width: 16, seed: 1 });
     try {
-      for (const [h, w] of [[7, 7], [3, 3]]) {
+      for (const [h, w] of [
+        [7, 7],
+        [3, 3],
+      ]) {
         const f = tf.randomNormal([2, h!, w!, 32], 0, 1, 'float32', 2) as tf.Tensor4D;
         const pi = tf.sigmoid(g.apply(f));
         expect(pi.shape).toEqual([2, h, w, 1]);
@@ -110,7 +113,10 @@ describe('segmentation-gated inference (docs/methods.md#adversarial-training: f 
       // S's output bias far below 0: σ ≈ 0 everywhere, the gate is the identity
       const bias = seg.state().get('occlusion.segmentation.out.bias')!;
       bias.assign(tf.fill([1], -60));
-      gated.apply(x, false).dataSync().forEach((v, i) => expect(v).toBeCloseTo(plain[i]!, 5));
+      gated
+        .apply(x, false)
+        .dataSync()
+        .forEach((v, i) => expect(v).toBeCloseTo(plain[i]!, 5));
       expect([...gated.state().keys()].filter((k) => k.startsWith('occlusion.segmentation.'))).toHaveLength(5);
       f.dispose();
     } finally {

@@ -28,7 +28,15 @@ function changed(a: Map<string, Float32Array>, b: Map<string, Float32Array>): bo
 /** A 1-worker trainer on a fresh tiny backbone, the communication stubbed; `batches` records the rows of each softmax exchange. */
 function setup(settings: Partial<OcclusionSettings>) {
   const backbone = createBackbone('tiny', { seed: 1, embeddingSize: D, inputSize: S });
-  const classifier = new ShardedClassifier({ start: 0, count: C }, 0, { dim: D, margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }), marginGrad: 'straight-through', sampleRate: 1, chunkRows: 1 << 30, optimizer: 'sgd', seed: 1 });
+  const classifier = new ShardedClassifier({ start: 0, count: C }, 0, {
+    dim: D,
+    margin: resolveMargin({ type: 'arcface', s: 16, m1: 1, m2: 0.2, m3: 0 }),
+    marginGrad: 'straight-through',
+    sampleRate: 1,
+    chunkRows: 1 << 30,
+    optimizer: 'sgd',
+    seed: 1,
+  });
   const batches: number[] = [];
   const comm: ShardComm = {
     allGatherFloat: async (a) => a,
@@ -41,7 +49,20 @@ function setup(settings: Partial<OcclusionSettings>) {
     reduceScatter: async (a) => a,
   };
   const ring = { allReduce: async () => {}, reduceScatter: async (a: Float32Array) => a };
-  const base: OcclusionSettings = { startStep: 0, pretrainSteps: 2, segWeight: 0.1, adversaryWeight: 0.0025, gate: 0.1, width: 8, randomHalves: 3, seed: 1, imageSize: S, clipGradNorm: 5, bucketMb: 16, optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 } };
+  const base: OcclusionSettings = {
+    startStep: 0,
+    pretrainSteps: 2,
+    segWeight: 0.1,
+    adversaryWeight: 0.0025,
+    gate: 0.1,
+    width: 8,
+    randomHalves: 3,
+    seed: 1,
+    imageSize: S,
+    clipGradNorm: 5,
+    bucketMb: 16,
+    optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 5e-4 },
+  };
   const params = backbone.trainableVariables();
   const trainer = new OcclusionTrainer({ ...base, ...settings }, backbone, params, 1, 0, ring);
   const x = tf.randomNormal([B, S, S, 3], 0, 1, 'float32', 4) as tf.Tensor4D;
@@ -147,7 +168,15 @@ describe('OcclusionTrainer.step (1 worker)', () => {
     const whole = { top: 0, bottom: 1, left: 0, right: 1 };
     try {
       const before = snapshot(trainer.generator.state());
-      const r = await trainer.step(1, x, labels, classifier, comm, 0.1, Array.from({ length: B }, () => whole));
+      const r = await trainer.step(
+        1,
+        x,
+        labels,
+        classifier,
+        comm,
+        0.1,
+        Array.from({ length: B }, () => whole),
+      );
       expect(r.metrics.occludedShare).toBe(1);
       expect(r.metrics.generatorMaskShare).toBe(0); // the masks are G's, but occluded samples never teach G
       expect(r.metrics.adversaryShare).toBe(0);

@@ -12,8 +12,6 @@ import { writePairFixture, type PairFixture } from './helpers/eval-fixtures.js';
 import { readManifest } from '../src/checkpoint/checkpoint.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 
-
-
 const START = 6;
 const PRETRAIN = 4;
 let dir: string;
@@ -26,11 +24,47 @@ beforeAll(async () => {
   run = join(dir, 'run');
   fx = writePairFixture(join(dir, 'fixture'), { identities: 12, perIdentity: 5, size: 32, folds: 10, perFold: 8 });
   train = await cli([
-    'train', '--workers', '2', '--batch', '32', '--image-size', '32', '--embedding-size', '64', '--data', 'synthetic:60',
-    '--images-per-identity', '10', '--held-out-identities', '20', '--verification-pairs', '200', '--epochs', '5',
-    '--warmup-epochs', '0', '--margin.s', '32', '--margin.m2', '0.3', '--run-dir', run, '--log-format', 'json', '--log-every', '1',
-    '--occlusion', 'adversarial', '--occlusion-start-step', String(START), '--occlusion-pretrain-steps', String(PRETRAIN), '--occlusion-width', '16',
-    '--augment.occluders', '0.5',
+    'train',
+    '--workers',
+    '2',
+    '--batch',
+    '32',
+    '--image-size',
+    '32',
+    '--embedding-size',
+    '64',
+    '--data',
+    'synthetic:60',
+    '--images-per-identity',
+    '10',
+    '--held-out-identities',
+    '20',
+    '--verification-pairs',
+    '200',
+    '--epochs',
+    '5',
+    '--warmup-epochs',
+    '0',
+    '--margin.s',
+    '32',
+    '--margin.m2',
+    '0.3',
+    '--run-dir',
+    run,
+    '--log-format',
+    'json',
+    '--log-every',
+    '1',
+    '--occlusion',
+    'adversarial',
+    '--occlusion-start-step',
+    String(START),
+    '--occlusion-pretrain-steps',
+    String(PRETRAIN),
+    '--occlusion-width',
+    '16',
+    '--augment.occluders',
+    '0.5',
   ]);
 }, 120_000);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -38,7 +72,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('shardface train --occlusion adversarial (2 workers)', () => {
   it('exits 0, goes through plain, pre-training and joint steps, and lowers the loss', () => {
     expect(train.code, train.stderr.slice(-3000)).toBe(0);
-    const rows = readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number>);
+    const rows = readFileSync(join(run, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, number>);
     expect(rows).toHaveLength(45);
     for (const r of rows) expect(Number.isFinite(r.loss)).toBe(true);
     // pre-training steps freeze the backbone: no backbone gradient (grad_norm 0)
@@ -50,7 +87,11 @@ describe('shardface train --occlusion adversarial (2 workers)', () => {
     expect(rows.at(-1)!.replicas_identical).toBe(1);
 
     // rank 0 logs the occlusion metrics of every step (--log-every 1)
-    const logs = readFileSync(join(run, 'workers.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'occlusion step');
+    const logs = readFileSync(join(run, 'workers.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === 'occlusion step');
     const stage1 = logs.filter((l) => l.occlusionStage === 1);
     const stage2 = logs.filter((l) => l.occlusionStage === 2);
     expect(stage1.map((l) => l.step)).toEqual([7, 8, 9, 10]);
@@ -62,7 +103,7 @@ describe('shardface train --occlusion adversarial (2 workers)', () => {
     expect(stage2).toHaveLength(45 - START - PRETRAIN);
     for (const l of stage2) {
       for (const k of ['lossClean', 'lossMasked', 'segLoss', 'generatorLoss']) expect(Number.isFinite(l[k] as number), k).toBe(true);
-      expect((l.lossClean as number + (l.lossMasked as number)) / 2).toBeCloseTo(l.loss as number, 3);
+      expect(((l.lossClean as number) + (l.lossMasked as number)) / 2).toBeCloseTo(l.loss as number, 3);
       expect(l.adversaryShare).toBeGreaterThanOrEqual(0);
       expect(l.adversaryShare).toBeLessThanOrEqual(1);
     }
@@ -123,7 +164,29 @@ describe('shardface eval --seg-gate', () => {
     expect(r.occlude).toBe('half');
     expect(r.accuracy).toBeGreaterThan(0.4);
     const plainRun = join(dir, 'plain');
-    const t = await cli(['train', '--workers', '2', '--batch', '16', '--image-size', '32', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4', '--held-out-identities', '0', '--epochs', '1', '--run-dir', plainRun, '--log-format', 'json']);
+    const t = await cli([
+      'train',
+      '--workers',
+      '2',
+      '--batch',
+      '16',
+      '--image-size',
+      '32',
+      '--embedding-size',
+      '16',
+      '--data',
+      'synthetic:20',
+      '--images-per-identity',
+      '4',
+      '--held-out-identities',
+      '0',
+      '--epochs',
+      '1',
+      '--run-dir',
+      plainRun,
+      '--log-format',
+      'json',
+    ]);
     expect(t.code, t.stderr.slice(-2000)).toBe(0);
     const refused = await cli([...base, '--checkpoint', join(plainRun, 'ckpt'), '--seg-gate']);
     expect(refused.code).toBe(1);

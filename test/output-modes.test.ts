@@ -13,7 +13,29 @@ import { join } from 'node:path';
 import { CLI } from './helpers/processes.js';
 import { LineForwarder } from '../src/log/forward.js';
 
-const TRAIN = ['train', '--workers', '2', '--steps', '3', '--batch', '8', '--imageSize', '16', '--embeddingSize', '16', '--data', 'synthetic:20', '--imagesPerIdentity', '4', '--heldOutIdentities', '0', '--backend', 'cpu-native', '--logEvery', '1'];
+const TRAIN = [
+  'train',
+  '--workers',
+  '2',
+  '--steps',
+  '3',
+  '--batch',
+  '8',
+  '--imageSize',
+  '16',
+  '--embeddingSize',
+  '16',
+  '--data',
+  'synthetic:20',
+  '--imagesPerIdentity',
+  '4',
+  '--heldOutIdentities',
+  '0',
+  '--backend',
+  'cpu-native',
+  '--logEvery',
+  '1',
+];
 const RAW = 'a library printing to stderr';
 
 function rawHook(dir: string): string {
@@ -81,12 +103,23 @@ describe('train output', () => {
       .replace(/\x1b\[2K/g, '')
       .split(/[\r\n]+/)
       .filter((p) => p.trim() !== '');
-    const bar = pieces.filter((p) => /^[█░]+ +\d+\/3  loss \d+\.\d{3}  lr \S+  \d+ img\/s  ETA \d+:\d\d$/.test(p));
+    const bar = pieces.filter((p) => /^[█░]+ +\d+\/3 {2}loss \d+\.\d{3} {2}lr \S+ {2}\d+ img\/s {2}ETA \d+:\d\d$/.test(p));
     expect(bar.map((p) => /(\d+)\/3/.exec(p)![1])).toEqual(['1', '2', '3']);
     const summaryStart = pieces.indexOf('shardface: training finished');
     expect(summaryStart).toBeGreaterThan(0);
     const summary = pieces.slice(summaryStart);
-    expect(summary.map((p) => p.trim().split(/\s{2,}/)[0])).toEqual(['shardface: training finished', 'steps', 'throughput', 'final loss', 'skipped', 'verification', 'checkpoint', 'run directory', 'report', 'logs']);
+    expect(summary.map((p) => p.trim().split(/\s{2,}/)[0])).toEqual([
+      'shardface: training finished',
+      'steps',
+      'throughput',
+      'final loss',
+      'skipped',
+      'verification',
+      'checkpoint',
+      'run directory',
+      'report',
+      'logs',
+    ]);
     const before = pieces.slice(0, summaryStart);
     for (const p of before) expect(bar.includes(p) || /^starting 2 workers: /.test(p) || /^shardface: status page http:\/\/127.0.0.1:\d+\/ /.test(p), `unexpected on the terminal: ${p}`).toBe(true);
     expect(r.stdout).not.toContain(RAW);

@@ -15,7 +15,10 @@ describe('protocol codec', () => {
     ]);
     expect(frames).toHaveLength(3);
     expect(frames[1]!.buffer).toBe(data.buffer); // no copy
-    const r = decode(frames.map((f) => Buffer.from(f)), { job: 'j1', world: 2 });
+    const r = decode(
+      frames.map((f) => Buffer.from(f)),
+      { job: 'j1', world: 2 },
+    );
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     expect(r.msg.header.type).toBe('softmax-stats');
@@ -41,11 +44,7 @@ describe('protocol codec', () => {
     ['negative step', () => [packr.pack({ v: PROTOCOL_VERSION, type: 'heartbeat', job: 'j1', step: -1, rank: 0, tensors: [], body: {} })], 'bad-field'],
     ['wrong job', () => encode('heartbeat', { ...env, job: 'other' }, {}), 'wrong-job'],
     ['rank out of range', () => encode('heartbeat', { ...env, rank: 5 }, {}), 'rank-out-of-range'],
-    [
-      'missing tensor frame',
-      () => encode('ring', env, { op: 'x', seq: 0, chunk: 0, slot: 0 }, [{ name: 'data', data: new Float32Array(3) }]).slice(0, 1),
-      'tensor-frame-count',
-    ],
+    ['missing tensor frame', () => encode('ring', env, { op: 'x', seq: 0, chunk: 0, slot: 0 }, [{ name: 'data', data: new Float32Array(3) }]).slice(0, 1), 'tensor-frame-count'],
     [
       'frame shorter than descriptor',
       () => {
@@ -57,7 +56,15 @@ describe('protocol codec', () => {
     [
       'descriptor bytes disagree with shape',
       () => [
-        packr.pack({ v: PROTOCOL_VERSION, type: 'ring', job: 'j1', step: 0, rank: 0, tensors: [{ name: 'data', dtype: 'float32', shape: [3], bytes: 8 }], body: { op: 'x', seq: 0, chunk: 0, slot: 0 } }),
+        packr.pack({
+          v: PROTOCOL_VERSION,
+          type: 'ring',
+          job: 'j1',
+          step: 0,
+          rank: 0,
+          tensors: [{ name: 'data', dtype: 'float32', shape: [3], bytes: 8 }],
+          body: { op: 'x', seq: 0, chunk: 0, slot: 0 },
+        }),
         new Uint8Array(8),
       ],
       'tensor-length',
@@ -65,7 +72,15 @@ describe('protocol codec', () => {
     [
       'unknown dtype',
       () => [
-        packr.pack({ v: PROTOCOL_VERSION, type: 'ring', job: 'j1', step: 0, rank: 0, tensors: [{ name: 'data', dtype: 'complex64', shape: [1], bytes: 8 }], body: { op: 'x', seq: 0, chunk: 0, slot: 0 } }),
+        packr.pack({
+          v: PROTOCOL_VERSION,
+          type: 'ring',
+          job: 'j1',
+          step: 0,
+          rank: 0,
+          tensors: [{ name: 'data', dtype: 'complex64', shape: [1], bytes: 8 }],
+          body: { op: 'x', seq: 0, chunk: 0, slot: 0 },
+        }),
         new Uint8Array(8),
       ],
       'bad-field',

@@ -25,8 +25,19 @@ function records(n: number): string[] {
   return Array.from({ length: n }, (_, i) => {
     const step = i + 1;
     return JSON.stringify({
-      step, epoch: Math.floor(i / 10), loss: 20 * Math.exp(-step / 30) + 1, lr: 0.1, images_per_s: 400 + (i % 7), step_seconds: 0.2, grad_norm: 3,
-      data_seconds: 0.01, forward_seconds: 0.03, classifier_seconds: 0.02, backward_seconds: 0.08, comm_seconds: 0.04, optimizer_seconds: 0.02,
+      step,
+      epoch: Math.floor(i / 10),
+      loss: 20 * Math.exp(-step / 30) + 1,
+      lr: 0.1,
+      images_per_s: 400 + (i % 7),
+      step_seconds: 0.2,
+      grad_norm: 3,
+      data_seconds: 0.01,
+      forward_seconds: 0.03,
+      classifier_seconds: 0.02,
+      backward_seconds: 0.08,
+      comm_seconds: 0.04,
+      optimizer_seconds: 0.02,
       ...(step % 20 === 0 ? { val_accuracy: 0.6 + step / 1000, val_accuracy_std: 0.02, val_threshold: 1.2 } : {}),
     });
   });

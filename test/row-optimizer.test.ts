@@ -130,8 +130,16 @@ describe('shard state', () => {
 
   it('gatherRows returns the active rows; bad indices are rejected', () => {
     const state = createShardState(4, 2, 'sgd', Float32Array.from([0, 1, 2, 3, 4, 5, 6, 7]));
-    expect(gatherRows(state, Int32Array.from([1, 3])).arraySync()).toEqual([[2, 3], [6, 7]]);
-    expect(gatherRows(state, Int32Array.from([0, 1, 2, 3])).arraySync()).toEqual([[0, 1], [2, 3], [4, 5], [6, 7]]);
+    expect(gatherRows(state, Int32Array.from([1, 3])).arraySync()).toEqual([
+      [2, 3],
+      [6, 7],
+    ]);
+    expect(gatherRows(state, Int32Array.from([0, 1, 2, 3])).arraySync()).toEqual([
+      [0, 1],
+      [2, 3],
+      [4, 5],
+      [6, 7],
+    ]);
     expect(() => gatherRows(state, Int32Array.from([3, 1]))).toThrow(/ascending/);
     expect(() => gatherRows(state, Int32Array.from([4]))).toThrow(/outside/);
     expect(() => updateRows(state, Int32Array.from([0]), tf.zeros([2, 2]) as tf.Tensor2D, SGD)).toThrow(/gradient/);

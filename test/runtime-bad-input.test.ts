@@ -78,7 +78,7 @@ describe('a live coordinator given bad input', () => {
 });
 
 describe('a worker the coordinator refuses', () => {
-  it('exits non-zero with the coordinator\'s reason', async () => {
+  it("exits non-zero with the coordinator's reason", async () => {
     const addr = `tcp://127.0.0.1:${await freePort()}`;
     const dir = mkdtempSync(join(tmpdir(), 'shardface-'));
     writeFileSync(join(dir, 't'), 'right');

@@ -15,7 +15,10 @@ describe('SIGINT / SIGTERM', () => {
     it(`${sig} to the launcher stops the coordinator and every worker cleanly`, async () => {
       const launch = startCli(['launch', '--workers', '2', '--steps', '100000', '--step-delay-ms', '20', '--job', `signal-${sig}`]);
       await launch.waitFor((l) => l.msg === 'all workers ready; starting', 30_000);
-      const workerPids = launch.json().filter((l) => l.msg === 'joined job').map((l) => l.pid as number);
+      const workerPids = launch
+        .json()
+        .filter((l) => l.msg === 'joined job')
+        .map((l) => l.pid as number);
       expect(workerPids).toHaveLength(2);
       launch.child.kill(sig);
       const t0 = Date.now();

@@ -21,7 +21,8 @@ const foreign = join(dir, 'foreign');
 const tokenFile = join(dir, 'token');
 writeFileSync(tokenFile, 'curve-secret\n');
 
-const hello = (token: string, curveKey = '') => encode('hello', { job: '', step: 0, rank: -1 }, { host: 'stranger', pid: 1, token, dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu', curveKey });
+const hello = (token: string, curveKey = '') =>
+  encode('hello', { job: '', step: 0, rank: -1 }, { host: 'stranger', pid: 1, token, dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu', curveKey });
 
 /** Sends `frames` from a DEALER with the given socket options; resolves with the reply, or null if none came within `ms`. */
 async function ask(addr: string, frames: Uint8Array[], opts: Partial<zmq.Dealer>, ms = 1500): Promise<Uint8Array[] | null> {
@@ -137,17 +138,21 @@ describe('a coordinator with --curve-keys', () => {
     expect(w.json().find((l) => l.msg === 'job stopped with an error')?.reason).toMatch(/coordinator at tcp:\/\/127\.0\.0\.1:\d+ refused this worker's CURVE key/);
   });
 
-  it('a worker holding another coordinator\'s public key gives up after --worker-timeout, saying why', async () => {
+  it("a worker holding another coordinator's public key gives up after --worker-timeout, saying why", async () => {
     const w = startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--token-file', tokenFile, '--curve-keys', foreign, '--worker-timeout', '2']);
     const t0 = Date.now();
     const x = await w.exit;
     expect(x.code).toBe(1);
     expect(Date.now() - t0).toBeLessThan(8000);
-    expect(w.json().find((l) => l.msg === 'job stopped with an error')?.reason).toMatch(/cannot reach the coordinator at tcp:\/\/127\.0\.0\.1:\d+: no CURVE handshake within 2\.0 s \(unreachable, or a wrong coordinator\.pub\)/);
+    expect(w.json().find((l) => l.msg === 'job stopped with an error')?.reason).toMatch(
+      /cannot reach the coordinator at tcp:\/\/127\.0\.0\.1:\d+: no CURVE handshake within 2\.0 s \(unreachable, or a wrong coordinator\.pub\)/,
+    );
   });
 
-  it('workers with their own authorised keys run the job; a stranger\'s key is refused at their ring inboxes', async () => {
-    const workers = [0, 1].map((i) => startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--token-file', tokenFile, '--curve-keys', keys, '--curve-name', `worker-${i}`, '--rank', String(i)]));
+  it("workers with their own authorised keys run the job; a stranger's key is refused at their ring inboxes", async () => {
+    const workers = [0, 1].map((i) =>
+      startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--token-file', tokenFile, '--curve-keys', keys, '--curve-name', `worker-${i}`, '--rank', String(i)]),
+    );
     const reg = await workers[0]!.waitFor((l) => l.msg === 'registering');
     await workers[0]!.waitFor((l) => l.msg === 'joined job' && l.curve === true);
     const k = stranger();
@@ -163,10 +168,36 @@ describe('a coordinator with --curve-keys', () => {
 
 it('train --curve-keys: the coordinator and local workers (one key pair each, chosen by local rank) train over CURVE', async () => {
   const runDir = join(dir, 'run');
-  const r = await runCli(['train', '--workers', '2', '--batch', '8', '--image-size', '16', '--embedding-size', '16', '--data', 'synthetic:20', '--images-per-identity', '4', '--held-out-identities', '0', '--steps', '2', '--backend', 'cpu-native', '--run-dir', runDir, '--curve-keys', keys]);
+  const r = await runCli([
+    'train',
+    '--workers',
+    '2',
+    '--batch',
+    '8',
+    '--image-size',
+    '16',
+    '--embedding-size',
+    '16',
+    '--data',
+    'synthetic:20',
+    '--images-per-identity',
+    '4',
+    '--held-out-identities',
+    '0',
+    '--steps',
+    '2',
+    '--backend',
+    'cpu-native',
+    '--run-dir',
+    runDir,
+    '--curve-keys',
+    keys,
+  ]);
   expect(r.code, r.stderr.slice(-2000)).toBe(0);
   expect(JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'))).toMatchObject({ ok: true, steps: 2 });
-  const joined = readFileSync(join(runDir, 'workers.log'), 'utf8').split('\n').filter((l) => l.includes('"joined job"'));
+  const joined = readFileSync(join(runDir, 'workers.log'), 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('"joined job"'));
   expect(joined).toHaveLength(2);
   joined.forEach((l) => expect(JSON.parse(l).curve).toBe(true));
 });

@@ -13,7 +13,7 @@ import { encode } from '../src/protocol/index.js';
 import { freePort, startCli } from './helpers/processes.js';
 import { strangerSocket, trainWithExternalWorkers } from './helpers/strangers.js';
 
-describe('a stranger\'s heartbeats', () => {
+describe("a stranger's heartbeats", () => {
   it('do not keep a dead rank alive', async () => {
     const addr = `tcp://127.0.0.1:${await freePort()}`;
     const JOB = 'hb-stranger';
@@ -41,7 +41,7 @@ describe('a stranger\'s heartbeats', () => {
   });
 });
 
-describe('a stranger\'s ring messages and gradients', () => {
+describe("a stranger's ring messages and gradients", () => {
   it('are dropped: the run ends with the same checkpoint as a run without the stranger', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardface-stranger-'));
     const clean = await trainWithExternalWorkers(dir, 'clean');
@@ -51,7 +51,7 @@ describe('a stranger\'s ring messages and gradients', () => {
       // Guess the ring ids (the predictable defaults, and no id at all), and impersonate rank 0 on the control plane.
       const sockets = inboxes.flatMap((a, r) => [strangerSocket(a, `${job}/ring/${1 - r}`), strangerSocket(a)]);
       const control = strangerSocket(addr);
-      const left = (i: number) => Math.floor(i / 2) === 0 ? 1 : 0;
+      const left = (i: number) => (Math.floor(i / 2) === 0 ? 1 : 0);
       const done = Promise.all(workers.map((p) => p.exit));
       let finished = false;
       void done.then(() => (finished = true));
@@ -72,7 +72,11 @@ describe('a stranger\'s ring messages and gradients', () => {
     expect(sent).toBeGreaterThan(100);
     const ckpt = (run: string, f: string) => readFileSync(join(run, 'ckpt', 'step-000003', f));
     for (const f of ['backbone.safetensors', 'classifier-shard-0.safetensors', 'classifier-shard-1.safetensors']) expect(ckpt(attacked.runDir, f).equals(ckpt(clean.runDir, f)), f).toBe(true);
-    const loss = (run: string) => readFileSync(join(run, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+    const loss = (run: string) =>
+      readFileSync(join(run, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).loss);
     expect(loss(attacked.runDir)).toEqual(loss(clean.runDir));
     // the workers saw and dropped the stranger's messages, and said so without flooding their logs
     for (const w of attacked.workers) {

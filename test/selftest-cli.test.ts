@@ -44,17 +44,41 @@ describe('shardface selftest: sharded classifier (real processes) = one process'
     writeFileSync(
       file,
       JSON.stringify({
-        embeddings: [[1.0, 2.0, 0.5], [-0.5, 0.3, 1.2], [0.2, -1.0, 0.4], [0.9, 0.1, -0.3]],
+        embeddings: [
+          [1.0, 2.0, 0.5],
+          [-0.5, 0.3, 1.2],
+          [0.2, -1.0, 0.4],
+          [0.9, 0.1, -0.3],
+        ],
         labels: [1, 4, 5, 0],
-        weight: [[0.8, 0.6, 0.2], [0.9, 2.1, 0.3], [0.2, -0.3, 0.5], [0.05, 0.2, 0.1], [-0.1, 0.8, 1.0], [0.3, -0.9, 0.2]],
+        weight: [
+          [0.8, 0.6, 0.2],
+          [0.9, 2.1, 0.3],
+          [0.2, -0.3, 0.5],
+          [0.05, 0.2, 0.1],
+          [-0.1, 0.8, 1.0],
+          [0.3, -0.9, 0.2],
+        ],
         margin: { type: 'arcface', s: 64, m1: 1, m2: 0.5, m3: 0 },
       }),
     );
     const r = await selftest(['--workers', '2', '--case', file, '--dump']);
     expect(r.code, r.text).toBe(0);
     expect(r.out!.loss as number).toBeCloseTo(4.35402806167, 4);
-    const dX = [[-0.946823, -0.064612, 2.152095], [0.75445, -0.634694, 0.473028], [0.640269, 3.720135, 8.980203], [-1.58644, 5.961708, -2.772083]];
-    const dW = [[-5.812512, 5.34455, 7.2164], [5.058118, -1.713945, -3.176739], [-3.452982, -11.052287, -5.250179], [8.646099, -0.245758, -3.831534], [1.214911, 1.252653, -0.880631], [1.822605, 0.058794, -2.469336]];
+    const dX = [
+      [-0.946823, -0.064612, 2.152095],
+      [0.75445, -0.634694, 0.473028],
+      [0.640269, 3.720135, 8.980203],
+      [-1.58644, 5.961708, -2.772083],
+    ];
+    const dW = [
+      [-5.812512, 5.34455, 7.2164],
+      [5.058118, -1.713945, -3.176739],
+      [-3.452982, -11.052287, -5.250179],
+      [8.646099, -0.245758, -3.831534],
+      [1.214911, 1.252653, -0.880631],
+      [1.822605, 0.058794, -2.469336],
+    ];
     const ge = r.out!.grad_embeddings as number[][];
     const gw = r.out!.grad_weight as number[][];
     dX.forEach((row, i) => row.forEach((v, d) => expect(ge[i]![d]!).toBeCloseTo(v, 3)));
@@ -66,9 +90,21 @@ describe('shardface selftest: sharded classifier (real processes) = one process'
     writeFileSync(
       file,
       JSON.stringify({
-        embeddings: [[1.0, 2.0, 0.5], [-0.5, 0.3, 1.2], [0.2, -1.0, 0.4], [0.9, 0.1, -0.3]],
+        embeddings: [
+          [1.0, 2.0, 0.5],
+          [-0.5, 0.3, 1.2],
+          [0.2, -1.0, 0.4],
+          [0.9, 0.1, -0.3],
+        ],
         labels: [1, 4, 5, 0],
-        weight: [[0.8, 0.6, 0.2], [0.9, 2.1, 0.3], [0.2, -0.3, 0.5], [0.05, 0.2, 0.1], [-0.1, 0.8, 1.0], [0.3, -0.9, 0.2]],
+        weight: [
+          [0.8, 0.6, 0.2],
+          [0.9, 2.1, 0.3],
+          [0.2, -0.3, 0.5],
+          [0.05, 0.2, 0.1],
+          [-0.1, 0.8, 1.0],
+          [0.3, -0.9, 0.2],
+        ],
         margin: { margin_list: [1.0, 0.5, 0.0], scale: 64 },
       }),
     );
@@ -79,11 +115,84 @@ describe('shardface selftest: sharded classifier (real processes) = one process'
   });
 
   const bad: [string, unknown, RegExp][] = [
-    ['conflicting names for s', { embeddings: [[1, 2], [3, 4]], labels: [0, 1], weight: [[1, 0], [0, 1]], margin: { type: 'arcface', s: 64, scale: 30 } }, /margin\.scale and margin\.s both set s/],
-    ['ragged rows', { embeddings: [[1, 2], [3]], labels: [0, 1], weight: [[1, 0], [0, 1]], margin: { type: 'arcface' } }, /embeddings\[1\]/],
-    ['a label out of range', { embeddings: [[1, 2], [3, 4]], labels: [0, 7], weight: [[1, 0], [0, 1]], margin: { type: 'arcface' } }, /labels\[1\]/],
-    ['N not divisible by n', { embeddings: [[1, 2], [3, 4], [5, 6]], labels: [0, 1, 0], weight: [[1, 0], [0, 1]], margin: { type: 'arcface' } }, /divisible|embeddings/],
-    ['an unknown margin type', { embeddings: [[1, 2], [3, 4]], labels: [0, 1], weight: [[1, 0], [0, 1]], margin: { type: 'sphereface' } }, /margin\.type/],
+    [
+      'conflicting names for s',
+      {
+        embeddings: [
+          [1, 2],
+          [3, 4],
+        ],
+        labels: [0, 1],
+        weight: [
+          [1, 0],
+          [0, 1],
+        ],
+        margin: { type: 'arcface', s: 64, scale: 30 },
+      },
+      /margin\.scale and margin\.s both set s/,
+    ],
+    [
+      'ragged rows',
+      {
+        embeddings: [[1, 2], [3]],
+        labels: [0, 1],
+        weight: [
+          [1, 0],
+          [0, 1],
+        ],
+        margin: { type: 'arcface' },
+      },
+      /embeddings\[1\]/,
+    ],
+    [
+      'a label out of range',
+      {
+        embeddings: [
+          [1, 2],
+          [3, 4],
+        ],
+        labels: [0, 7],
+        weight: [
+          [1, 0],
+          [0, 1],
+        ],
+        margin: { type: 'arcface' },
+      },
+      /labels\[1\]/,
+    ],
+    [
+      'N not divisible by n',
+      {
+        embeddings: [
+          [1, 2],
+          [3, 4],
+          [5, 6],
+        ],
+        labels: [0, 1, 0],
+        weight: [
+          [1, 0],
+          [0, 1],
+        ],
+        margin: { type: 'arcface' },
+      },
+      /divisible|embeddings/,
+    ],
+    [
+      'an unknown margin type',
+      {
+        embeddings: [
+          [1, 2],
+          [3, 4],
+        ],
+        labels: [0, 1],
+        weight: [
+          [1, 0],
+          [0, 1],
+        ],
+        margin: { type: 'sphereface' },
+      },
+      /margin\.type/,
+    ],
   ];
   for (const [what, content, msg] of bad) {
     it(`a case file with ${what} gets a clear error naming the field`, async () => {

@@ -259,7 +259,13 @@ describe('n shards equal the single-process reference', () => {
     const active = [...r.active].sort((a, b) => a - b);
     expect(active.length).toBeLessThan(40);
     const pos = new Map(active.map((c, i) => [c, i]));
-    const ref = reference(emb, active.map((c) => weight[c]!), labels.map((y) => pos.get(y)!), MARGIN_PRESETS.arcface, 'straight-through');
+    const ref = reference(
+      emb,
+      active.map((c) => weight[c]!),
+      labels.map((y) => pos.get(y)!),
+      MARGIN_PRESETS.arcface,
+      'straight-through',
+    );
     expect(Math.abs(r.loss - ref.loss) / Math.max(1, ref.loss)).toBeLessThan(1e-5);
     expect(relErr(r.gradEmb, ref.gradEmb)).toBeLessThan(1e-5);
     const d = 4;
@@ -290,7 +296,10 @@ describe('row chunking', () => {
 
 describe('shard edge cases', () => {
   it('an empty shard reports −∞ / 0 and zero gradients', () => {
-    const e = tf.tensor2d([[1, 0], [0, 1]]);
+    const e = tf.tensor2d([
+      [1, 0],
+      [0, 1],
+    ]);
     const w = tf.zeros([0, 2]) as tf.Tensor2D;
     const s = shardForward(e, w, Int32Array.from([-1, -1]), MARGIN_PRESETS.arcface);
     expect(Array.from(s.rowMax)).toEqual([-Infinity, -Infinity]);

@@ -61,7 +61,26 @@ describe('bad training configs fail before any process starts', () => {
 
 describe('legal but probably unintended settings are warned about when the run starts', () => {
   it('a single identity trains to loss 0: the coordinator warns at the start, and train.log has it too', async () => {
-    const r = await train(['--data', 'synthetic:1', '--workers', '1', '--batch', '4', '--images-per-identity', '8', '--held-out-identities', '0', '--steps', '1', '--image-size', '32', '--embedding-size', '16', '--log-format', 'json']);
+    const r = await train([
+      '--data',
+      'synthetic:1',
+      '--workers',
+      '1',
+      '--batch',
+      '4',
+      '--images-per-identity',
+      '8',
+      '--held-out-identities',
+      '0',
+      '--steps',
+      '1',
+      '--image-size',
+      '32',
+      '--embedding-size',
+      '16',
+      '--log-format',
+      'json',
+    ]);
     expect(r.code, r.text.slice(-2000)).toBe(0);
     const warning = r.p.json().find((l) => l.level === 40 && l.role === 'coordinator' && /single identity/.test(String(l.msg)));
     expect(warning, r.text.slice(-2000)).toBeDefined();

@@ -13,10 +13,41 @@ const root = mkdtempSync(join(tmpdir(), 'shardface-dp-'));
 async function train(workers: number, batch: number, name: string): Promise<string> {
   const runDir = join(root, name);
   const p = startCli([
-    'train', '--workers', String(workers), '--batch', String(batch), '--backbone', 'tiny', '--backbone-norm', 'none',
-    '--embedding-size', '16', '--image-size', '16', '--held-out-identities', '0', '--data', 'synthetic:24', '--images-per-identity', '8',
-    '--steps', '4', '--lr', '0.2', '--warmup-steps', '0',
-    '--margin.s', '16', '--margin.m2', '0.2', '--seed', '5', '--run-dir', runDir, '--log-format', 'json',
+    'train',
+    '--workers',
+    String(workers),
+    '--batch',
+    String(batch),
+    '--backbone',
+    'tiny',
+    '--backbone-norm',
+    'none',
+    '--embedding-size',
+    '16',
+    '--image-size',
+    '16',
+    '--held-out-identities',
+    '0',
+    '--data',
+    'synthetic:24',
+    '--images-per-identity',
+    '8',
+    '--steps',
+    '4',
+    '--lr',
+    '0.2',
+    '--warmup-steps',
+    '0',
+    '--margin.s',
+    '16',
+    '--margin.m2',
+    '0.2',
+    '--seed',
+    '5',
+    '--run-dir',
+    runDir,
+    '--log-format',
+    'json',
   ]);
   const { code } = await p.exit;
   expect(code, p.lines.slice(-20).join('\n')).toBe(0);
@@ -37,7 +68,6 @@ function load(runDir: string) {
   return { backbone, classifier };
 }
 
-
 describe('data parallel training is exact', () => {
   it('2 workers × batch 8 end with the same model as 1 worker × batch 16, and replicas stay bit-identical', async () => {
     const [two, one] = await Promise.all([train(2, 8, 'two'), train(1, 16, 'one')]);
@@ -50,10 +80,16 @@ describe('data parallel training is exact', () => {
     expect(a.classifier.length).toBe(b.classifier.length);
     expect(maxRelDiff(a.classifier, b.classifier)).toBeLessThan(1e-5);
     // the parameters moved (the comparison is not between two untouched inits)
-    const lines = readFileSync(join(two, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(join(two, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines).toHaveLength(4);
     expect(lines.at(-1).replicas_identical).toBe(1);
-    const lossesOne = readFileSync(join(one, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+    const lossesOne = readFileSync(join(one, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).loss);
     lines.forEach((l, i) => expect(Math.abs(l.loss - lossesOne[i]) / lossesOne[i]).toBeLessThan(1e-5));
   });
 });

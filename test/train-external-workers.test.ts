@@ -8,7 +8,10 @@ describe('multi-node style training: coordinator --config + workers started by a
   it('trains with ranks from SLURM_PROCID and a shared token', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardface-ext-'));
     const config = join(dir, 'train.json');
-    writeFileSync(config, JSON.stringify({ workers: 2, batch: 16, imageSize: 16, embeddingSize: 32, data: 'synthetic:20', imagesPerIdentity: 8, heldOutIdentities: 0, steps: 3, backend: 'cpu-native' }));
+    writeFileSync(
+      config,
+      JSON.stringify({ workers: 2, batch: 16, imageSize: 16, embeddingSize: 32, data: 'synthetic:20', imagesPerIdentity: 8, heldOutIdentities: 0, steps: 3, backend: 'cpu-native' }),
+    );
     writeFileSync(join(dir, 'token'), 'team-secret');
     const addr = `tcp://127.0.0.1:${await freePort()}`;
     const runDir = join(dir, 'run');

@@ -12,7 +12,9 @@ describe('training on real files: an image folder converted to insightface Recor
     for (let id = 0; id < 12; id++) {
       mkdirSync(join(root, 'faces', `person${id}`), { recursive: true });
       for (let k = 0; k < 6; k++) {
-        const jpg = await sharp(renderSyntheticFace(4, id, k, 40), { raw: { width: 40, height: 40, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+        const jpg = await sharp(renderSyntheticFace(4, id, k, 40), { raw: { width: 40, height: 40, channels: 3 } })
+          .jpeg({ quality: 90 })
+          .toBuffer();
         writeFileSync(join(root, 'faces', `person${id}`, `${k}.jpg`), jpg);
       }
     }
@@ -20,10 +22,37 @@ describe('training on real files: an image folder converted to insightface Recor
     expect((await convert.exit).code, convert.lines.join('\n')).toBe(0);
 
     const runDir = join(root, 'run');
-    const p = startCli(['train', '--data', join(root, 'rec'), '--workers', '2', '--batch', '8', '--image-size', '32', '--embedding-size', '32', '--epochs', '2', '--warmup-epochs', '0', '--margin.s', '16', '--margin.m2', '0.2', '--run-dir', runDir, '--log-format', 'json']);
+    const p = startCli([
+      'train',
+      '--data',
+      join(root, 'rec'),
+      '--workers',
+      '2',
+      '--batch',
+      '8',
+      '--image-size',
+      '32',
+      '--embedding-size',
+      '32',
+      '--epochs',
+      '2',
+      '--warmup-epochs',
+      '0',
+      '--margin.s',
+      '16',
+      '--margin.m2',
+      '0.2',
+      '--run-dir',
+      runDir,
+      '--log-format',
+      'json',
+    ]);
     const { code } = await p.exit;
     expect(code, p.lines.slice(-15).join('\n')).toBe(0);
-    const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(metrics).toHaveLength(8); // 72 images / 16 per step = 4 steps × 2 epochs
     const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8'));
     expect(summary.ok).toBe(true);

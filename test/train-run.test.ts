@@ -10,14 +10,45 @@ describe('shardface train with 2 workers on synthetic faces', () => {
   it('lowers the loss, writes metrics, a checkpoint and a summary, and exits 0', async () => {
     const runDir = join(mkdtempSync(join(tmpdir(), 'shardface-train-')), 'run');
     const p = startCli([
-      'train', '--workers', '2', '--batch', '32', '--image-size', '24', '--embedding-size', '64', '--data', 'synthetic:60',
-      '--images-per-identity', '10', '--held-out-identities', '20', '--verification-pairs', '200', '--epochs', '4',
-      '--warmup-epochs', '0', '--margin.s', '32', '--margin.m2', '0.3', '--checkpoint-every', '10', '--run-dir', runDir, '--log-format', 'json',
+      'train',
+      '--workers',
+      '2',
+      '--batch',
+      '32',
+      '--image-size',
+      '24',
+      '--embedding-size',
+      '64',
+      '--data',
+      'synthetic:60',
+      '--images-per-identity',
+      '10',
+      '--held-out-identities',
+      '20',
+      '--verification-pairs',
+      '200',
+      '--epochs',
+      '4',
+      '--warmup-epochs',
+      '0',
+      '--margin.s',
+      '32',
+      '--margin.m2',
+      '0.3',
+      '--checkpoint-every',
+      '10',
+      '--run-dir',
+      runDir,
+      '--log-format',
+      'json',
     ]);
     const { code } = await p.exit;
     expect(code, p.lines.slice(-20).join('\n')).toBe(0);
 
-    const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(metrics).toHaveLength(36); // 600 images / 64 per step = 9 steps per epoch × 4
     const first = metrics.slice(0, 3).reduce((a, m) => a + m.loss, 0) / 3;
     const last = metrics.slice(-3).reduce((a, m) => a + m.loss, 0) / 3;
@@ -41,7 +72,10 @@ describe('shardface train with 2 workers on synthetic faces', () => {
     expect(checkpointProblems(join(runDir, 'ckpt', 'step-000020'))).toEqual([]);
     const m = readManifest(join(runDir, 'ckpt', 'step-000036'));
     expect(m.world).toBe(2);
-    expect(m.shards.map((s) => [s.classStart, s.classCount])).toEqual([[0, 30], [30, 30]]);
+    expect(m.shards.map((s) => [s.classStart, s.classCount])).toEqual([
+      [0, 30],
+      [30, 30],
+    ]);
     expect(summary.checkpoint).toBe(join(runDir, 'ckpt', 'step-000036'));
     // the backbone file also carries the optimizer's momentum, so a resume can continue exactly
     const bb = readTensorFile(join(runDir, 'ckpt', 'step-000036', m.backbone.file), m.backbone.sha256);

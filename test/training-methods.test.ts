@@ -54,7 +54,7 @@ describe('job-wide state for the coordinator', () => {
 });
 
 describe('TrainConfig is computed from the key table', () => {
-  it('has every flat key and every dotted group, with the enums\' own values', () => {
+  it("has every flat key and every dotted group, with the enums' own values", () => {
     expectTypeOf<TrainConfig['margin']['type']>().toEqualTypeOf<MarginType>();
     expectTypeOf<TrainConfig['margin']['m2']>().toEqualTypeOf<number>();
     expectTypeOf<TrainConfig['dcq']['queueSize']>().toEqualTypeOf<number>();

@@ -1,22 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../src/common/random.js';
 import { makeVerificationPairs } from '../src/eval/pairs.js';
-import {
-  DEFAULT_THRESHOLDS,
-  flipFuseRows,
-  flipFusedEmbedding,
-  foldBounds,
-  pairDistances,
-  rocCurve,
-  tarAtFar,
-  tenFoldAccuracy,
-  verifyEmbeddings,
-} from '../src/eval/verification.js';
+import { DEFAULT_THRESHOLDS, flipFuseRows, flipFusedEmbedding, foldBounds, pairDistances, rocCurve, tarAtFar, tenFoldAccuracy, verifyEmbeddings } from '../src/eval/verification.js';
 
 // docs/methods.md#ten-fold-accuracy test vector
 const DIST = [
-  1.492, 0.737, 1.7205, 1.324, 0.624, 0.901, 1.665, 2.224, 1.256, 1.1105, 2.124, 1.621, 1.077, 0.809, 1.5105, 1.457, 1.094, 0.943, 1.522, 1.908, 1.478, 0.954,
-  1.5205, 2.0605, 0.884, 0.392, 1.192, 1.235, 1.267, 0.754, 1.999, 1.465, 0.322, 1.087, 2.001, 1.486, 0.479, 1.412, 1.492, 1.017,
+  1.492, 0.737, 1.7205, 1.324, 0.624, 0.901, 1.665, 2.224, 1.256, 1.1105, 2.124, 1.621, 1.077, 0.809, 1.5105, 1.457, 1.094, 0.943, 1.522, 1.908, 1.478, 0.954, 1.5205, 2.0605, 0.884, 0.392, 1.192,
+  1.235, 1.267, 0.754, 1.999, 1.465, 0.322, 1.087, 2.001, 1.486, 0.479, 1.412, 1.492, 1.017,
 ];
 const ISSAME = Array.from({ length: 40 }, (_, i) => i % 4 < 2);
 
@@ -45,7 +35,16 @@ describe('10-fold accuracy (docs/methods.md#ten-fold-accuracy)', () => {
 
   it('splits like sklearn KFold(shuffle=False): the first n mod k folds get one extra', () => {
     expect(foldBounds(13, 10)).toEqual([
-      [0, 2], [2, 4], [4, 6], [6, 7], [7, 8], [8, 9], [9, 10], [10, 11], [11, 12], [12, 13],
+      [0, 2],
+      [2, 4],
+      [4, 6],
+      [6, 7],
+      [7, 8],
+      [8, 9],
+      [9, 10],
+      [10, 11],
+      [11, 12],
+      [12, 13],
     ]);
     expect(() => tenFoldAccuracy([0.1, 0.2], [true, false])).toThrow(/cannot be split/);
   });
@@ -74,7 +73,12 @@ describe('10-fold accuracy (docs/methods.md#ten-fold-accuracy)', () => {
         if (accOf(t, train) > accOf(DEFAULT_THRESHOLDS[best]!, train)) best = i;
       });
       thresholds.push(DEFAULT_THRESHOLDS[best]!);
-      accs.push(accOf(DEFAULT_THRESHOLDS[best]!, Array.from({ length: hi - lo }, (_, k) => lo + k)));
+      accs.push(
+        accOf(
+          DEFAULT_THRESHOLDS[best]!,
+          Array.from({ length: hi - lo }, (_, k) => lo + k),
+        ),
+      );
     }
     return { thresholds, accs };
   }

@@ -149,7 +149,9 @@ export function stepDirs(root: string): { dir: string; step: number }[] {
  * passed over on the way with their reasons (so a resume can log why it went
  * back further than the newest directory).
  */
-export function newestVerifiedCheckpoint(root: string): { dir: string; step: number; rejected: { dir: string; problems: string[] }[] } | { dir: null; rejected: { dir: string; problems: string[] }[] } {
+export function newestVerifiedCheckpoint(
+  root: string,
+): { dir: string; step: number; rejected: { dir: string; problems: string[] }[] } | { dir: null; rejected: { dir: string; problems: string[] }[] } {
   const rejected: { dir: string; problems: string[] }[] = [];
   for (const s of stepDirs(root)) {
     const problems = checkpointProblems(s.dir);

@@ -145,7 +145,7 @@ export function writeTensorFile(path: string, tensors: Record<string, AnyTensor>
 }
 
 function writeAll(fd: number, bytes: Uint8Array, hash: Hash): void {
-  for (let p = 0; p < bytes.byteLength; ) {
+  for (let p = 0; p < bytes.byteLength;) {
     const end = Math.min(bytes.byteLength, p + IO_PIECE);
     const piece = bytes.subarray(p, end);
     let done = 0;
@@ -157,7 +157,7 @@ function writeAll(fd: number, bytes: Uint8Array, hash: Hash): void {
 
 /** Reads exactly `into.byteLength` bytes at `position`, hashing them; a short file is a truncation error. */
 function readExactly(fd: number, into: Uint8Array, position: number, hash: Hash | null, source: string): void {
-  for (let p = 0; p < into.byteLength; ) {
+  for (let p = 0; p < into.byteLength;) {
     const n = readSync(fd, into, p, Math.min(IO_PIECE, into.byteLength - p), position + p);
     if (n === 0) throw new TensorFileError(`${source}: truncated (ended at byte ${position + p})`);
     hash?.update(into.subarray(p, p + n));
@@ -170,11 +170,7 @@ function readExactly(fd: number, into: Uint8Array, position: number, hash: Hash 
  * hashed while it is read and a mismatch throws before anything is returned.
  * `only` keeps just the named tensors in memory (the rest are still hashed).
  */
-export function readTensorFile(
-  path: string,
-  expectSha256?: string,
-  only?: (name: string) => boolean,
-): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
+export function readTensorFile(path: string, expectSha256?: string, only?: (name: string) => boolean): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -207,7 +203,7 @@ export function readTensorFile(
     const scratch = hash ? new Uint8Array(Math.min(IO_PIECE, Math.max(0, size - base))) : null;
     const skip = (to: number) => {
       // bytes not kept (a gap, or a tensor not asked for) still count towards the checksum
-      for (; at < to; ) {
+      for (; at < to;) {
         const n = Math.min(scratch!.byteLength, to - at);
         readExactly(fd, scratch!.subarray(0, n), at, hash, path);
         at += n;

@@ -44,7 +44,7 @@ export function parseArgs(argv: string[], spec: Record<string, OptionSpec>, opts
       value = key.slice(eq + 1);
       key = key.slice(0, eq);
     }
-    let s = spec[key];
+    const s = spec[key];
     if (!s && key.startsWith('no-') && spec[key.slice(3)]?.kind === 'boolean' && value === undefined) {
       options[key.slice(3)] = false;
       continue;

@@ -144,8 +144,7 @@ export function canonicalMargin(v: Record<string, unknown>): Record<string, unkn
   const setBy: Record<string, string> = {};
   const put = (field: string, value: unknown, name: string) => {
     const before = setBy[field];
-    if (before !== undefined && out[field] !== value)
-      throw new Error(`margin.${name} and margin.${before} both set ${field} (${describe(value)} vs ${describe(out[field])}); give one of them`);
+    if (before !== undefined && out[field] !== value) throw new Error(`margin.${name} and margin.${before} both set ${field} (${describe(value)} vs ${describe(out[field])}); give one of them`);
     out[field] = value;
     setBy[field] ??= name;
   };
@@ -205,8 +204,7 @@ function parseMargin(given: unknown): { margin: MarginSpec; head?: HeadCase } {
     const head = parseHead(v);
     return { margin: headMargin(head), head };
   }
-  if (typeof v.type !== 'string' || !(v.type in MARGIN_PRESETS))
-    throw new Error(`margin.type: unknown margin type ${describe(v.type)} (expected ${ALL_TYPES})`);
+  if (typeof v.type !== 'string' || !(v.type in MARGIN_PRESETS)) throw new Error(`margin.type: unknown margin type ${describe(v.type)} (expected ${ALL_TYPES})`);
   const partial: { type: MarginType; s?: number; m1?: number; m2?: number; m3?: number } = { type: v.type as MarginType };
   for (const k of ['s', 'm1', 'm2', 'm3'] as const) {
     const x = v[k];
@@ -275,10 +273,15 @@ export interface GenerateCaseOptions {
 export function generateCase(opts: GenerateCaseOptions): SelftestCase {
   const { workers, classes, dim, rowsPerWorker, seed } = opts;
   checkWorkers(workers);
-  for (const [k, v] of Object.entries({ classes, dim, rowsPerWorker }))
-    if (!Number.isSafeInteger(v) || v < 1) throw new Error(`${k}: must be a positive integer, got ${describe(v)}`);
+  for (const [k, v] of Object.entries({ classes, dim, rowsPerWorker })) if (!Number.isSafeInteger(v) || v < 1) throw new Error(`${k}: must be a positive integer, got ${describe(v)}`);
   const head: HeadCase | undefined =
-    typeof opts.head === 'object' ? opts.head : opts.head === 'magface' ? { kind: 'magface', ...MAGFACE_DEFAULTS } : opts.head === 'curricular' ? { kind: 'curricular', ...CURRICULAR_DEFAULTS, t: 0 } : undefined;
+    typeof opts.head === 'object'
+      ? opts.head
+      : opts.head === 'magface'
+        ? { kind: 'magface', ...MAGFACE_DEFAULTS }
+        : opts.head === 'curricular'
+          ? { kind: 'curricular', ...CURRICULAR_DEFAULTS, t: 0 }
+          : undefined;
   const margin = head ? headMargin(head) : typeof opts.margin === 'object' ? resolveMargin(opts.margin) : resolveMargin({ type: opts.margin ?? 'arcface' });
   const n = workers * rowsPerWorker;
   const draw = (purpose: string, rows: number, std: number): number[][] => {

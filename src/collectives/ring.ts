@@ -194,8 +194,7 @@ export class Ring {
     if (!Number.isInteger(rank) || rank < 0 || rank >= world) throw new CollectiveError('usage', `Ring: rank ${rank} out of range for world ${world}`);
     if (peers.length !== world) throw new CollectiveError('usage', `Ring: ${peers.length} peer addresses for world ${world}`);
     if (opts.chunkBytes !== undefined && !(opts.chunkBytes >= 4)) throw new CollectiveError('usage', `Ring: chunkBytes must be >= 4, got ${opts.chunkBytes}`);
-    if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= 1))
-      throw new CollectiveError('usage', `Ring: inFlight must be an integer >= 1, got ${opts.inFlight}`);
+    if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= 1)) throw new CollectiveError('usage', `Ring: inFlight must be an integer >= 1, got ${opts.inFlight}`);
     if (world === 1) return new Ring(opts, null);
     const transport = opts.transport ?? PLAIN_TRANSPORT;
     const right = mod(rank + 1, world);
@@ -598,10 +597,7 @@ export class Ring {
     const { body, tensors } = await this.receiveRing(op, seq);
     if (body.op !== op) throw this.protocolError(op, seq, `rank ${this.left} sent '${body.op}' where '${op}' was due (collectives called in a different order?)`);
     if (body.slot !== plan.length)
-      throw new CollectiveError(
-        'mismatch',
-        `${op} #${seq}: rank ${origin} passed ${body.slot} elements but rank ${this.rank} passed ${plan.length}; all ranks must pass arrays of equal length`,
-      );
+      throw new CollectiveError('mismatch', `${op} #${seq}: rank ${origin} passed ${body.slot} elements but rank ${this.rank} passed ${plan.length}; all ranks must pass arrays of equal length`);
     if (body.chunk !== index) throw this.protocolError(op, seq, `chunk ${body.chunk} from rank ${this.left} where chunk ${index} was due`);
     const data = tensors['data'];
     if (!data) throw this.protocolError(op, seq, `chunk ${index} from rank ${this.left} has no tensor 'data'`);
@@ -612,8 +608,7 @@ export class Ring {
 }
 
 function checkArray<T>(a: T, op: string): T & RingArray {
-  if (!(a instanceof Float32Array) && !(a instanceof Int32Array))
-    throw new CollectiveError('usage', `${op}: expected a Float32Array or Int32Array, got ${Object.prototype.toString.call(a)}`);
+  if (!(a instanceof Float32Array) && !(a instanceof Int32Array)) throw new CollectiveError('usage', `${op}: expected a Float32Array or Int32Array, got ${Object.prototype.toString.call(a)}`);
   return a as T & RingArray;
 }
 

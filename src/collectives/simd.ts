@@ -63,12 +63,34 @@ const F32X4_DIV = 0xe7;
 function binaryLoop(op: number): number[] {
   return [
     0, // no extra locals
-    0x02, 0x40, 0x03, 0x40, // block, loop
-    ...localGet(0), ...localGet(2), ...i32GeU, 0x0d, 1, // br_if out when dst >= end
-    ...localGet(0), ...localGet(0), ...v128Load, ...localGet(1), ...v128Load, ...simd(op), ...v128Store,
-    ...localGet(0), ...i32Const(16), ...i32Add, ...localSet(0),
-    ...localGet(1), ...i32Const(16), ...i32Add, ...localSet(1),
-    0x0c, 0, 0x0b, 0x0b, // br loop, end loop, end block
+    0x02,
+    0x40,
+    0x03,
+    0x40, // block, loop
+    ...localGet(0),
+    ...localGet(2),
+    ...i32GeU,
+    0x0d,
+    1, // br_if out when dst >= end
+    ...localGet(0),
+    ...localGet(0),
+    ...v128Load,
+    ...localGet(1),
+    ...v128Load,
+    ...simd(op),
+    ...v128Store,
+    ...localGet(0),
+    ...i32Const(16),
+    ...i32Add,
+    ...localSet(0),
+    ...localGet(1),
+    ...i32Const(16),
+    ...i32Add,
+    ...localSet(1),
+    0x0c,
+    0,
+    0x0b,
+    0x0b, // br loop, end loop, end block
     0x0b, // end function
   ];
 }
@@ -76,19 +98,47 @@ function binaryLoop(op: number): number[] {
 /** (dst, end, divisor f32): local 3 = splat(divisor); while dst < end { v128[dst] /= local 3; dst += 16 } */
 function divideLoop(): number[] {
   return [
-    1, 1, V128, // one v128 local
-    ...localGet(2), ...simd(F32X4_SPLAT), ...localSet(3),
-    0x02, 0x40, 0x03, 0x40,
-    ...localGet(0), ...localGet(1), ...i32GeU, 0x0d, 1,
-    ...localGet(0), ...localGet(0), ...v128Load, ...localGet(3), ...simd(F32X4_DIV), ...v128Store,
-    ...localGet(0), ...i32Const(16), ...i32Add, ...localSet(0),
-    0x0c, 0, 0x0b, 0x0b,
+    1,
+    1,
+    V128, // one v128 local
+    ...localGet(2),
+    ...simd(F32X4_SPLAT),
+    ...localSet(3),
+    0x02,
+    0x40,
+    0x03,
+    0x40,
+    ...localGet(0),
+    ...localGet(1),
+    ...i32GeU,
+    0x0d,
+    1,
+    ...localGet(0),
+    ...localGet(0),
+    ...v128Load,
+    ...localGet(3),
+    ...simd(F32X4_DIV),
+    ...v128Store,
+    ...localGet(0),
+    ...i32Const(16),
+    ...i32Add,
+    ...localSet(0),
+    0x0c,
+    0,
+    0x0b,
+    0x0b,
     0x0b,
   ];
 }
 
 function assemble(): Uint8Array {
-  const types = section(1, vector([[0x60, 3, I32, I32, I32, 0], [0x60, 3, I32, I32, F32, 0]]));
+  const types = section(
+    1,
+    vector([
+      [0x60, 3, I32, I32, I32, 0],
+      [0x60, 3, I32, I32, F32, 0],
+    ]),
+  );
   const funcs = section(3, vector([[0], [0], [1]]));
   const memory = section(5, vector([[0, 4]])); // 4 pages of 64 KiB, no maximum
   const exports = section(

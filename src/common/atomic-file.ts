@@ -8,7 +8,7 @@ export function writeFileAtomic(path: string, text: string): void {
   try {
     fd = openSync(tmp, 'w');
     const bytes = Buffer.from(text, 'utf8');
-    for (let p = 0; p < bytes.length; ) p += writeSync(fd, bytes, p, bytes.length - p);
+    for (let p = 0; p < bytes.length;) p += writeSync(fd, bytes, p, bytes.length - p);
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
@@ -23,7 +23,13 @@ export function writeFileAtomic(path: string, text: string): void {
 /** One line for an I/O failure: what was being done to which file, and the cause in plain words (a full disk says so). */
 export function ioFailure(verb: 'write' | 'read', path: string, e: unknown): string {
   const err = e as NodeJS.ErrnoException;
-  const plain: Record<string, string> = { ENOSPC: 'no space left on device', EDQUOT: 'disk quota exceeded', EACCES: 'permission denied', EROFS: 'read-only file system', ENOENT: 'no such file or directory' };
+  const plain: Record<string, string> = {
+    ENOSPC: 'no space left on device',
+    EDQUOT: 'disk quota exceeded',
+    EACCES: 'permission denied',
+    EROFS: 'read-only file system',
+    ENOENT: 'no such file or directory',
+  };
   const why = (err.code && plain[err.code]) ?? err.message ?? String(e);
   return `cannot ${verb} ${path}: ${why}${err.code && plain[err.code] ? ` (${err.code})` : ''}`;
 }

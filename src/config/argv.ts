@@ -43,7 +43,7 @@ export function parseConfigArgv(argv: string[], opts: { passThrough?: Record<str
       continue;
     }
     if (pass[name]) {
-      out.other[name] = pass[name] === 'flag' ? value ?? true : takeValue();
+      out.other[name] = pass[name] === 'flag' ? (value ?? true) : takeValue();
       continue;
     }
     const key = normaliseKey(name);

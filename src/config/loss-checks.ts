@@ -45,7 +45,8 @@ export function checkLossAndDistillation(cfg: TrainConfig, fail: Fail, explicit:
     if (cfg.occlusion !== 'none') fail('teacher', `distillation is not supported together with occlusion ${cfg.occlusion}`);
     const m = checkpointManifest('teacher', cfg.teacher, fail);
     const imageSize = (m.config as { imageSize?: unknown }).imageSize;
-    if (m.embeddingSize !== cfg.embeddingSize) fail('teacher', `the teacher's embeddings have ${m.embeddingSize} values, this run's embeddingSize is ${cfg.embeddingSize}; distillation compares them value by value`);
+    if (m.embeddingSize !== cfg.embeddingSize)
+      fail('teacher', `the teacher's embeddings have ${m.embeddingSize} values, this run's embeddingSize is ${cfg.embeddingSize}; distillation compares them value by value`);
     if (imageSize !== cfg.imageSize) fail('teacher', `the teacher was trained on ${String(imageSize)}×${String(imageSize)} images, this run uses imageSize ${cfg.imageSize}; both see the same batch`);
   }
   if (cfg.initFrom !== 'none') {

@@ -174,7 +174,9 @@ export function resolveConfig(o: ResolveOptions = {}): TrainConfig {
     const key = normaliseKey(name);
     const source = `command line (--${name})`;
     if (!CONFIG_KEYS[key] && Object.keys(CONFIG_KEYS).some((k) => k.startsWith(`${key}.`))) {
-      const keys = groupKeys(key).split(', ').map((k) => `--${name}.${k}`);
+      const keys = groupKeys(key)
+        .split(', ')
+        .map((k) => `--${name}.${k}`);
       throw new ConfigError(`${source}: "${key}" is a group; set its keys one by one (${keys.join(', ')})`, key);
     }
     flat.set(key, { value: checkValue(key, raw, source, true), source });
@@ -274,7 +276,10 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   const f = trainFacts(cfg);
   if (cfg.workers > f.numClasses) fail('workers', `${cfg.workers} workers but only ${f.numClasses} classes; every worker must own at least one class`);
   if (f.globalBatch > f.trainImages) {
-    fail('batch', `the global batch workers × batch = ${cfg.workers} × ${cfg.batch} = ${f.globalBatch} exceeds the ${f.trainImages} training images (${synthetic ? `${f.numClasses} identities × ${cfg.imagesPerIdentity}` : `${f.numClasses} identities in ${cfg.data}`}); lower batch or workers`);
+    fail(
+      'batch',
+      `the global batch workers × batch = ${cfg.workers} × ${cfg.batch} = ${f.globalBatch} exceeds the ${f.trainImages} training images (${synthetic ? `${f.numClasses} identities × ${cfg.imagesPerIdentity}` : `${f.numClasses} identities in ${cfg.data}`}); lower batch or workers`,
+    );
   }
   const smallestShard = Math.floor(f.numClasses / cfg.workers);
   if (Math.trunc(cfg.sampleRate * smallestShard) < 1) {
@@ -294,7 +299,10 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
     if (cfg.verificationPairs < 10) fail('verificationPairs', `10-fold verification needs at least 10 pairs, got ${cfg.verificationPairs}`);
     const sameAvailable = (cfg.heldOutIdentities * cfg.imagesPerIdentity * (cfg.imagesPerIdentity - 1)) / 2;
     if (Math.ceil(cfg.verificationPairs / 2) > sameAvailable / 2) {
-      fail('verificationPairs', `${cfg.verificationPairs} pairs need ${Math.ceil(cfg.verificationPairs / 2)} distinct same-identity pairs; ${cfg.heldOutIdentities} held-out identities × ${cfg.imagesPerIdentity} images offer ${sameAvailable} (keep below half of that)`);
+      fail(
+        'verificationPairs',
+        `${cfg.verificationPairs} pairs need ${Math.ceil(cfg.verificationPairs / 2)} distinct same-identity pairs; ${cfg.heldOutIdentities} held-out identities × ${cfg.imagesPerIdentity} images offer ${sameAvailable} (keep below half of that)`,
+      );
     }
   }
   if (cfg.workerTimeoutMs <= cfg.heartbeatMs) fail('workerTimeoutMs', `must exceed heartbeatMs (${cfg.heartbeatMs}), got ${cfg.workerTimeoutMs}`);
@@ -302,7 +310,10 @@ function crossCheck(cfg: TrainConfig, sourceOf: (key: string) => string): void {
   for (const m of ['m1', 'm2', 'm3'] as const) {
     if (!MARGIN_USES[cfg.margin.type].includes(m) && cfg.margin[m] !== neutral[m]) {
       const uses = MARGIN_USES[cfg.margin.type];
-      fail(`margin.${m}`, `margin.type "${cfg.margin.type}" uses ${uses.length ? uses.join(', ') : 'no margin'}, so margin.${m} must stay ${neutral[m]} (got ${cfg.margin[m]}); use margin.type "combined" to combine margins`);
+      fail(
+        `margin.${m}`,
+        `margin.type "${cfg.margin.type}" uses ${uses.length ? uses.join(', ') : 'no margin'}, so margin.${m} must stay ${neutral[m]} (got ${cfg.margin[m]}); use margin.type "combined" to combine margins`,
+      );
     }
   }
 }
@@ -323,9 +334,13 @@ export function configWarnings(cfg: TrainConfig): string[] {
   }
   if (cfg.optimizer === 'adamw' && cfg.momentum !== 0.9) out.push('momentum is an SGD setting and is not used by adamw');
   if (f.numClasses === 1) {
-    out.push(`the training set (${cfg.data}) has a single identity: a softmax over one class is always 1, so the loss is 0 from the first step and nothing is learned; face recognition needs at least 2 identities (many more in practice)`);
+    out.push(
+      `the training set (${cfg.data}) has a single identity: a softmax over one class is always 1, so the loss is 0 from the first step and nothing is learned; face recognition needs at least 2 identities (many more in practice)`,
+    );
   } else if (f.trainImages < 2 * f.numClasses) {
-    out.push(`the training set has ${f.trainImages} images for ${f.numClasses} identities (${(f.trainImages / f.numClasses).toFixed(2)} per identity on average): identities seen once or twice teach the classifier little; check the layout (one sub-folder per identity) or the labels`);
+    out.push(
+      `the training set has ${f.trainImages} images for ${f.numClasses} identities (${(f.trainImages / f.numClasses).toFixed(2)} per identity on average): identities seen once or twice teach the classifier little; check the layout (one sub-folder per identity) or the labels`,
+    );
   }
   return out;
 }

@@ -162,7 +162,10 @@ export class Coordinator {
     });
     this.boundAddress = this.socket.lastEndpoint ?? this.opts.bind;
     const curve = this.transport.curve ? { curve: true, authorizedKeys: this.transport.curve.authorized.size } : { curve: false };
-    this.log.info({ bind: this.boundAddress, workers: this.opts.workers, job: this.opts.job, kind: this.opts.spec.kind, steps: this.opts.spec.steps, maxFrameBytes: this.transport.maxFrameBytes, ...curve }, 'coordinator listening');
+    this.log.info(
+      { bind: this.boundAddress, workers: this.opts.workers, job: this.opts.job, kind: this.opts.spec.kind, steps: this.opts.spec.steps, maxFrameBytes: this.transport.maxFrameBytes, ...curve },
+      'coordinator listening',
+    );
     if (!this.transport.curve && !/^tcp:\/\/(127\.|localhost|\[::1\])/.test(this.boundAddress))
       this.log.warn({ bind: this.boundAddress }, 'control plane is not encrypted and reachable beyond this machine: use --curve-keys (see `shardface keys generate`)');
     return this.boundAddress;
@@ -250,7 +253,8 @@ export class Coordinator {
     if (!res.ok) {
       await this.reject(id, member, res.error);
       // the step cannot end without this worker's step-end: stop instead of waiting for ever
-      if (member?.rank !== null && member !== undefined && /(^|: )step-end: /.test(res.error.message)) await this.abort(`worker rank ${member.rank} sent a step-end the coordinator cannot accept: ${res.error.message}`);
+      if (member?.rank !== null && member !== undefined && /(^|: )step-end: /.test(res.error.message))
+        await this.abort(`worker rank ${member.rank} sent a step-end the coordinator cannot accept: ${res.error.message}`);
       return;
     }
     const msg = res.msg;
@@ -322,7 +326,10 @@ export class Coordinator {
     if (this.phase !== 'joining') return this.reject(id, undefined, new ProtocolError('unexpected-type', `job already started; ${hello.host}:${hello.pid} cannot join`));
     const r = this.members.join(id, key, msg.header.rank, hello, Date.now());
     if (!r.ok) return this.reject(id, undefined, new ProtocolError(r.code, r.message));
-    this.log.info({ workerHost: hello.host, workerPid: hello.pid, dataAddress: hello.dataAddress, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers }, 'worker registered');
+    this.log.info(
+      { workerHost: hello.host, workerPid: hello.pid, dataAddress: hello.dataAddress, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers },
+      'worker registered',
+    );
     if (this.members.size === this.opts.workers) await this.welcomeAll();
   }
 
@@ -338,20 +345,25 @@ export class Coordinator {
     const { spec } = this.opts;
     for (const m of ranked) {
       const range = classRange(spec.numClasses, this.opts.workers, m.rank!);
-      await this.sendTo(m.id, 'welcome', {
-        rank: m.rank!,
-        world: this.opts.workers,
-        peers,
-        hosts,
-        peerKeys,
-        session: (m.session = randomBytes(16).toString('hex')),
-        ringIds: { send: ringIds[m.rank!]!, accept: ringIds[(m.rank! + n - 1) % n]! },
-        classRange: range,
-        numClasses: spec.numClasses,
-        heartbeatMs: this.opts.heartbeatMs,
-        seed: spec.seed,
-        config: { ...spec.config, kind: spec.kind, steps: spec.steps, workerTimeoutMs: this.opts.workerTimeoutMs },
-      }, m.rank!);
+      await this.sendTo(
+        m.id,
+        'welcome',
+        {
+          rank: m.rank!,
+          world: this.opts.workers,
+          peers,
+          hosts,
+          peerKeys,
+          session: (m.session = randomBytes(16).toString('hex')),
+          ringIds: { send: ringIds[m.rank!]!, accept: ringIds[(m.rank! + n - 1) % n]! },
+          classRange: range,
+          numClasses: spec.numClasses,
+          heartbeatMs: this.opts.heartbeatMs,
+          seed: spec.seed,
+          config: { ...spec.config, kind: spec.kind, steps: spec.steps, workerTimeoutMs: this.opts.workerTimeoutMs },
+        },
+        m.rank!,
+      );
     }
     this.log.info({ ranks: ranked.map((m) => ({ rank: m.rank, host: m.host, pid: m.pid, device: m.device })) }, 'ranks assigned');
   }
@@ -415,8 +427,7 @@ export class Coordinator {
   }
 
   private async onSoftmaxStats(m: Member, msg: MessageOf<'softmax-stats'>): Promise<void> {
-    if (msg.header.step !== this.step || !this.reduction)
-      return this.reject(m.id, m, new ProtocolError('bad-field', `softmax-stats for step ${msg.header.step} during step ${this.step}`));
+    if (msg.header.step !== this.step || !this.reduction) return this.reject(m.id, m, new ProtocolError('bad-field', `softmax-stats for step ${msg.header.step} during step ${this.step}`));
     const added = this.reduction.add(m.rank!, msg);
     if (!added.ok) {
       await this.reject(m.id, m, new ProtocolError(added.code, added.message));
@@ -437,8 +448,7 @@ export class Coordinator {
       await this.reject(m.id, m, new ProtocolError('unexpected-type', 'target-stats, but this job keeps no state fed by target cosines (the coordinator was not started with loss curricular)'));
       return this.abort(`worker rank ${m.rank} sent target-stats, but the coordinator was not configured for CurricularFace`);
     }
-    if (msg.header.step !== this.step || !this.targets)
-      return this.reject(m.id, m, new ProtocolError('bad-field', `target-stats for step ${msg.header.step} during step ${this.step}`));
+    if (msg.header.step !== this.step || !this.targets) return this.reject(m.id, m, new ProtocolError('bad-field', `target-stats for step ${msg.header.step} during step ${this.step}`));
     const added = this.targets.add(m.rank!, msg);
     if (!added.ok) {
       await this.reject(m.id, m, new ProtocolError(added.code, added.message));
@@ -482,7 +492,9 @@ export class Coordinator {
     for (const m of this.members.silent(now, this.opts.workerTimeoutMs)) {
       m.gone = true;
       const who = m.rank !== null ? `worker rank ${m.rank}` : `worker ${m.pid}`;
-      void this.abort(`${who} (host ${m.host}, pid ${m.pid}) silent for ${((now - m.lastSeen) / 1000).toFixed(1)} s (timeout ${this.opts.workerTimeoutMs / 1000} s); last completed step ${m.lastStep}`);
+      void this.abort(
+        `${who} (host ${m.host}, pid ${m.pid}) silent for ${((now - m.lastSeen) / 1000).toFixed(1)} s (timeout ${this.opts.workerTimeoutMs / 1000} s); last completed step ${m.lastStep}`,
+      );
       return;
     }
   }

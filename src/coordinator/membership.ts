@@ -60,8 +60,7 @@ export class Membership {
 
   join(id: Uint8Array, key: string, requestedRank: number, hello: Bodies['hello'], now: number): JoinResult {
     if (this.byKey.has(key)) return { ok: false, code: 'bad-field', message: `worker ${hello.host}:${hello.pid} registered twice` };
-    if (this.byKey.size >= this.world)
-      return { ok: false, code: 'rank-out-of-range', message: `job already has its ${this.world} workers; ${hello.host}:${hello.pid} is one too many` };
+    if (this.byKey.size >= this.world) return { ok: false, code: 'rank-out-of-range', message: `job already has its ${this.world} workers; ${hello.host}:${hello.pid} is one too many` };
     const requested = requestedRank >= 0 ? requestedRank : null;
     if (requested !== null) {
       if (requested >= this.world) return { ok: false, code: 'rank-out-of-range', message: `requested rank ${requested} out of range for world size ${this.world}` };

@@ -69,7 +69,9 @@ export async function convertToRecordIO(o: ConvertOptions): Promise<ConvertResul
       const format = sniffFormat(bytes);
       if (format === 'pgm' || format === 'ppm') {
         const img = parseNetpbm(bytes);
-        bytes = await sharp(img.pixels, { raw: { width: img.width, height: img.height, channels: img.channels } }).png().toBuffer();
+        bytes = await sharp(img.pixels, { raw: { width: img.width, height: img.height, channels: img.channels } })
+          .png()
+          .toBuffer();
         reencoded++;
       }
       const info = await probeImage(bytes).catch((e: Error) => {

@@ -101,7 +101,10 @@ export function describeDataFiles(path: string): FileDataSpec | null {
 
 /** Reads a `property` file: `num_classes,height,width`. */
 export function readProperty(path: string): { numClasses: number; height: number; width: number } {
-  const parts = readFileSync(path, 'utf8').trim().split(/[,\s]+/).map(Number);
+  const parts = readFileSync(path, 'utf8')
+    .trim()
+    .split(/[,\s]+/)
+    .map(Number);
   if (parts.length < 1 || !parts.every((x) => Number.isInteger(x) && x > 0)) {
     throw new RecordError(`${path}: expected "num_classes,height,width", got ${JSON.stringify(readFileSync(path, 'utf8').trim().slice(0, 60))}`);
   }
@@ -139,9 +142,16 @@ export function scanRecordIO(recPath: string): RecordIOLayout {
         for (let k = Math.max(1, start); k < Math.min(end, a); k++) labels[k - 1] = j;
       }
       return {
-        kind: 'recordio', rec, idx, property: property ? propertyPath : null, layout: 'insightface',
-        keys: Float64Array.from(keys), labels, numClasses: property?.numClasses ?? b - a,
-        imageShape: property ? [property.height, property.width] : null, problems,
+        kind: 'recordio',
+        rec,
+        idx,
+        property: property ? propertyPath : null,
+        layout: 'insightface',
+        keys: Float64Array.from(keys),
+        labels,
+        numClasses: property?.numClasses ?? b - a,
+        imageShape: property ? [property.height, property.width] : null,
+        problems,
       };
     }
     let numClasses = property?.numClasses ?? 0;
@@ -160,9 +170,16 @@ export function scanRecordIO(recPath: string): RecordIOLayout {
       if (numClasses < 1) throw new RecordError(`${rec}: no record has a usable label${problems.length ? ` (${problems[0]})` : ''}`);
     }
     return {
-      kind: 'recordio', rec, idx, property: property ? propertyPath : null, layout: 'plain',
-      keys: index.keys.slice(), labels: null, numClasses,
-      imageShape: property ? [property.height, property.width] : null, problems,
+      kind: 'recordio',
+      rec,
+      idx,
+      property: property ? propertyPath : null,
+      layout: 'plain',
+      keys: index.keys.slice(),
+      labels: null,
+      numClasses,
+      imageShape: property ? [property.height, property.width] : null,
+      problems,
     };
   } finally {
     void reader.close();

@@ -137,7 +137,8 @@ export function parseDataSpec(spec: string): DataSpec {
     throw new DataSpecError(`data ${JSON.stringify(spec)}: ${(e as Error).message}`);
   }
   if (!facts) throw new DataSpecError(`data ${JSON.stringify(spec)}: no such file or folder${forced ? '' : ' and not synthetic:IDS'}; expected ${KINDS_HELP}`);
-  if (forced && facts.kind !== forced) throw new DataSpecError(`data ${JSON.stringify(spec)}: ${path} is ${facts.kind === 'recordio' ? 'RecordIO' : `a ${facts.kind}`}, not ${forced === 'recordio' ? 'RecordIO' : `a ${forced}`}`);
+  if (forced && facts.kind !== forced)
+    throw new DataSpecError(`data ${JSON.stringify(spec)}: ${path} is ${facts.kind === 'recordio' ? 'RecordIO' : `a ${facts.kind}`}, not ${forced === 'recordio' ? 'RecordIO' : `a ${forced}`}`);
   return facts;
 }
 

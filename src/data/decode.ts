@@ -109,12 +109,7 @@ export async function decodeInto(bytes: Uint8Array, opts: DecodeOptions, out: Fl
  * rejects for a bad image: entry k of the answer is null on success or the
  * DecodeError of image k.
  */
-export async function decodeBatch(
-  images: readonly Uint8Array[],
-  opts: DecodeOptions,
-  out: Float32Array,
-  o: { concurrency?: number } = {},
-): Promise<(DecodeError | null)[]> {
+export async function decodeBatch(images: readonly Uint8Array[], opts: DecodeOptions, out: Float32Array, o: { concurrency?: number } = {}): Promise<(DecodeError | null)[]> {
   const n = opts.size * opts.size * 3;
   if (out.length < images.length * n) throw new RangeError(`decode: output holds ${Math.floor(out.length / n)} images, got ${images.length}`);
   const errors: (DecodeError | null)[] = new Array(images.length).fill(null);

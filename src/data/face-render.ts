@@ -181,10 +181,7 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
         over(acc, hairBack, hairA);
       }
       const earV = v - (p.eyeY + 0.12);
-      const earA = Math.max(
-        inside(ellipseSd(u - p.faceRx * 0.97, earV, p.earSize * 0.55, p.earSize)),
-        inside(ellipseSd(u + p.faceRx * 0.97, earV, p.earSize * 0.55, p.earSize)),
-      );
+      const earA = Math.max(inside(ellipseSd(u - p.faceRx * 0.97, earV, p.earSize * 0.55, p.earSize)), inside(ellipseSd(u + p.faceRx * 0.97, earV, p.earSize * 0.55, p.earSize)));
       over(acc, ear, earA);
 
       // face: an oval whose lower half tapers towards the chin
@@ -270,10 +267,7 @@ export function renderFace(p: FacePrototype, s: SampleVariation, size: number, n
         acc[0] *= k;
         acc[1] *= k;
         acc[2] *= k;
-        const n = Math.max(
-          inside(ellipseSd(uf - p.noseW * 0.45, v - p.noseY - 0.03, 0.035, 0.02)),
-          inside(ellipseSd(uf + p.noseW * 0.45, v - p.noseY - 0.03, 0.035, 0.02)),
-        );
+        const n = Math.max(inside(ellipseSd(uf - p.noseW * 0.45, v - p.noseY - 0.03, 0.035, 0.02)), inside(ellipseSd(uf + p.noseW * 0.45, v - p.noseY - 0.03, 0.035, 0.02)));
         over(acc, nostril, n * 0.8);
       }
 

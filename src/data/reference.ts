@@ -63,7 +63,9 @@ export function datasetLabels(ds: AnyDataset): Int32Array {
     for (let i = 0; i < ds.size; i++) {
       const y = d.knownLabel(i);
       if (y === null)
-        throw new Error(`${d.source ?? 'the training data'}: image ${i} has no identity known before reading it (a RecordIO without identity records); the dcq classifier draws a same-identity reference image and needs every image's identity up front`);
+        throw new Error(
+          `${d.source ?? 'the training data'}: image ${i} has no identity known before reading it (a RecordIO without identity records); the dcq classifier draws a same-identity reference image and needs every image's identity up front`,
+        );
       out[i] = y;
     }
     return out;

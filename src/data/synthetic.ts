@@ -265,13 +265,10 @@ export function createSyntheticDataset(o: SyntheticOptions): SyntheticDataset {
  * `heldOutIdentities` further ones (disjoint: ids after the training ones)
  * for verification.
  */
-export function createSyntheticSplits(o: {
-  identities: number;
-  heldOutIdentities: number;
-  imagesPerIdentity: number;
-  imageSize: number;
-  seed: number;
-}): { train: SyntheticDataset; heldOut: SyntheticDataset | null } {
+export function createSyntheticSplits(o: { identities: number; heldOutIdentities: number; imagesPerIdentity: number; imageSize: number; seed: number }): {
+  train: SyntheticDataset;
+  heldOut: SyntheticDataset | null;
+} {
   const common = { imagesPerIdentity: o.imagesPerIdentity, imageSize: o.imageSize, seed: o.seed };
   const train = createSyntheticDataset({ ...common, identities: o.identities });
   const heldOut = o.heldOutIdentities > 0 ? createSyntheticDataset({ ...common, identities: o.heldOutIdentities, identityOffset: o.identities }) : null;

@@ -42,9 +42,13 @@ function refuseObjects(source: string) {
     resolve(module: string, name: string): never {
       const what = `${module}.${name}`;
       if (module.startsWith('numpy'))
-        throw new BinPackError(`${source}: the pack stores numpy arrays (${what}), as insightface's build_eval_pack.py writes them; only packs of encoded image bytes are supported — re-export it with bytes, e.g. pickle.dump((bins, issame), f, protocol=2) where bins = [arr.tobytes() for arr in bins]`);
+        throw new BinPackError(
+          `${source}: the pack stores numpy arrays (${what}), as insightface's build_eval_pack.py writes them; only packs of encoded image bytes are supported — re-export it with bytes, e.g. pickle.dump((bins, issame), f, protocol=2) where bins = [arr.tobytes() for arr in bins]`,
+        );
       if (what === '_codecs.encode')
-        throw new BinPackError(`${source}: the pack was written by Python 3 with protocol 2, which stores bytes as _codecs.encode(...) calls; re-export it with protocol=4 (pickle.dump(obj, f, protocol=4))`);
+        throw new BinPackError(
+          `${source}: the pack was written by Python 3 with protocol 2, which stores bytes as _codecs.encode(...) calls; re-export it with protocol=4 (pickle.dump(obj, f, protocol=4))`,
+        );
       throw new BinPackError(`${source}: the pickle references the Python object ${what}; a .bin pack holds only (list of bytes, list of bools)`);
     },
   };
@@ -52,7 +56,8 @@ function refuseObjects(source: string) {
 
 /** Decodes a pickled (bins, issame) pair and checks its shape. */
 export function parseBinPack(data: Uint8Array, source = '.bin pack'): BinPack {
-  if (data.length < 2 || data[0] !== 0x80) throw new BinPackError(`${source}: not a pickle (expected a PROTO opcode 0x80 first, found ${data.length ? '0x' + data[0]!.toString(16).padStart(2, '0') : 'an empty file'})`);
+  if (data.length < 2 || data[0] !== 0x80)
+    throw new BinPackError(`${source}: not a pickle (expected a PROTO opcode 0x80 first, found ${data.length ? '0x' + data[0]!.toString(16).padStart(2, '0') : 'an empty file'})`);
   let value: unknown;
   try {
     value = new Parser({ nameResolver: refuseObjects(source) }).read(new ByteStringReader(data));
@@ -74,8 +79,7 @@ export function parseBinPack(data: Uint8Array, source = '.bin pack'): BinPack {
     if (s === 0 || s === 1) return s === 1;
     throw new BinPackError(`${source}: issame_list[${i}] must be a boolean, got ${describe(s)}`);
   });
-  if (bins.length !== 2 * issame.length)
-    throw new BinPackError(`${source}: ${bins.length} images for ${issame.length} pairs; a pack holds exactly 2 images per pair`);
+  if (bins.length !== 2 * issame.length) throw new BinPackError(`${source}: ${bins.length} images for ${issame.length} pairs; a pack holds exactly 2 images per pair`);
   if (issame.length === 0) throw new BinPackError(`${source}: the pack holds no pairs`);
   return { bins, issame };
 }

@@ -11,7 +11,12 @@ import { verifyEmbeddings, type TenFoldResult } from './verification.js';
 import type { PairSet } from './pairs.js';
 
 /** Embeddings [n, D] of dataset images `indices`, and of their mirror images when `flip`. */
-export async function embedImages(backbone: Backbone, dataset: Dataset, indices: Int32Array, opts: { batch?: number; flip?: boolean } = {}): Promise<{ embeddings: Float32Array; flipped: Float32Array | null }> {
+export async function embedImages(
+  backbone: Backbone,
+  dataset: Dataset,
+  indices: Int32Array,
+  opts: { batch?: number; flip?: boolean } = {},
+): Promise<{ embeddings: Float32Array; flipped: Float32Array | null }> {
   const batch = opts.batch ?? 64;
   const s = dataset.imageSize;
   const px = s * s * 3;

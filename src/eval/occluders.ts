@@ -39,13 +39,8 @@ export function occludedDataset(ds: Dataset, kind: OccluderKind, seed: number, i
  * `verifySet` (verify-set.ts) with occluder `kind` drawn on every decoded
  * image before it is embedded (image i of the set keyed by its index i).
  */
-export async function verifySetOccluded(
-  backbone: Backbone,
-  set: VerificationSet,
-  opts: SetVerificationOptions & { occlude: OccluderKind; seed?: number },
-): Promise<SetVerificationResult> {
+export async function verifySetOccluded(backbone: Backbone, set: VerificationSet, opts: SetVerificationOptions & { occlude: OccluderKind; seed?: number }): Promise<SetVerificationResult> {
   const { embeddings, flipped } = await embedImageSources(backbone, set.images, opts, (chunk, start) => occludedDataset(chunk, opts.occlude, opts.seed ?? 0, start));
   const d = backbone.embeddingSize;
   return { ...scorePairs(embeddings, flipped, d, set.pairs, opts.fars), images: set.images.length };
 }
-

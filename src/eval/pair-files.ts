@@ -81,8 +81,7 @@ export function parseLfwPairs(text: string, source = 'pairs.txt'): { folds: numb
     }
   }
   const expected = 2 * folds * perFold;
-  if (pairs.length !== expected)
-    throw new PairFileError(`${source}: the header "${head.text}" announces ${expected} pairs (2 × ${folds} × ${perFold}), the file has ${pairs.length}`);
+  if (pairs.length !== expected) throw new PairFileError(`${source}: the header "${head.text}" announces ${expected} pairs (2 × ${folds} × ${perFold}), the file has ${pairs.length}`);
   return { folds, perFold, pairs };
 }
 

@@ -31,11 +31,7 @@ export const IJB_FARS: readonly number[] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
  * false positives at each distinct score, optionally drop collinear points
  * (where both second differences are zero), prepend (0, 0).
  */
-export function rocCurve(
-  scores: Float64Array | Float32Array | number[],
-  labels: Uint8Array | boolean[] | number[],
-  opts: { dropIntermediate?: boolean } = {},
-): RocCurve {
+export function rocCurve(scores: Float64Array | Float32Array | number[], labels: Uint8Array | boolean[] | number[], opts: { dropIntermediate?: boolean } = {}): RocCurve {
   const n = scores.length;
   if (labels.length !== n) throw new RangeError(`roc: ${n} scores but ${labels.length} labels`);
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b]! - scores[a]!);
@@ -89,11 +85,7 @@ export function rocCurve(
  * take the point with the nearest FPR (|fpr − far| smallest; on a tie the later
  * point, i.e. the larger TPR). The point may lie above the requested FAR.
  */
-export function tarAtFar(
-  scores: Float64Array | Float32Array | number[],
-  labels: Uint8Array | boolean[] | number[],
-  fars: readonly number[] = IJB_FARS,
-): TarAtFar[] {
+export function tarAtFar(scores: Float64Array | Float32Array | number[], labels: Uint8Array | boolean[] | number[], fars: readonly number[] = IJB_FARS): TarAtFar[] {
   const roc = rocCurve(scores, labels, { dropIntermediate: true });
   return fars.map((far) => {
     let best = Infinity;

@@ -63,7 +63,12 @@ export function loadVerificationSet(spec: VerificationSpec): VerificationSet {
         throw new PairFileError(`${spec.pairs}:${p.line}: ${(e as Error).message}`);
       }
     };
-    return fromImagePairs(source, pairs.length, (i) => ({ kind: 'file', path: path(pairs[i >> 1]!, i % 2 === 0 ? 'a' : 'b') }), pairs.map((p) => p.same));
+    return fromImagePairs(
+      source,
+      pairs.length,
+      (i) => ({ kind: 'file', path: path(pairs[i >> 1]!, i % 2 === 0 ? 'a' : 'b') }),
+      pairs.map((p) => p.same),
+    );
   }
   const entries = parsePairList(readInput(spec.file, 'pair list').toString('utf8'), spec.file);
   const path = (i: number) => {
@@ -72,7 +77,12 @@ export function loadVerificationSet(spec: VerificationSpec): VerificationSet {
     if (!existsSync(p)) throw new PairFileError(`${spec.file}:${e.line}: image ${p} does not exist`);
     return p;
   };
-  return fromImagePairs(source, entries.length, (i) => ({ kind: 'file', path: path(i) }), entries.map((e) => e.same));
+  return fromImagePairs(
+    source,
+    entries.length,
+    (i) => ({ kind: 'file', path: path(i) }),
+    entries.map((e) => e.same),
+  );
 }
 
 /**
@@ -107,4 +117,3 @@ function readInput(file: string, what: string): Buffer {
   if (statSync(file).isDirectory()) throw new VerificationSetError(`${what} ${file} is a directory, not a file`);
   return readFileSync(file);
 }
-

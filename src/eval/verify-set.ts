@@ -112,7 +112,12 @@ export async function embedImageSources(
       },
       start,
     );
-    const r = await embedImages(backbone, ds, Int32Array.from(part, (_, i) => i), { batch, flip: true });
+    const r = await embedImages(
+      backbone,
+      ds,
+      Int32Array.from(part, (_, i) => i),
+      { batch, flip: true },
+    );
     embeddings.set(r.embeddings, start * d);
     flipped.set(r.flipped!, start * d);
   }

@@ -72,7 +72,10 @@ export function buildGraphModel(desc: NetworkDescription, tensors: ReadonlyMap<s
   if (outShape.length !== 2 || outShape[1] !== desc.embeddingSize) throw new Error(`graph export: output shape [${outShape}], expected [1, ${desc.embeddingSize}]`);
   g.op(OUTPUT_NAME, 'Identity', [y], outShape, { T: { type: 'DT_FLOAT' } });
 
-  const { shards, paths } = shardWeights(g.consts.map((c) => c.data), opts.shardBytes ?? DEFAULT_SHARD_BYTES);
+  const { shards, paths } = shardWeights(
+    g.consts.map((c) => c.data),
+    opts.shardBytes ?? DEFAULT_SHARD_BYTES,
+  );
   const ops: Record<string, number> = {};
   for (const n of g.nodes) ops[n.op] = (ops[n.op] ?? 0) + 1;
   const dim = (d: readonly number[]) => ({ dim: d.map((v) => ({ size: String(v) })) });

@@ -56,7 +56,8 @@ function parseRecord(raw: string): Record<string, unknown> | null {
   if (!raw.startsWith('{')) return null;
   try {
     const o = JSON.parse(raw) as unknown;
-    if (o && typeof o === 'object' && !Array.isArray(o) && typeof (o as { level?: unknown }).level === 'number' && typeof (o as { role?: unknown }).role === 'string') return o as Record<string, unknown>;
+    if (o && typeof o === 'object' && !Array.isArray(o) && typeof (o as { level?: unknown }).level === 'number' && typeof (o as { role?: unknown }).role === 'string')
+      return o as Record<string, unknown>;
   } catch {
     // not JSON after all
   }

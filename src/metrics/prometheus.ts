@@ -65,7 +65,7 @@ export class TrainingMetrics {
     this.workerImagesPerSecond = gauge('shardface_worker_images_per_second', 'Images per second of one worker over its own last step (its batch / its step time).', ['rank']);
     this.workerStepSeconds = gauge('shardface_worker_step_seconds', 'Time one worker spent on its last step.', ['rank']);
     this.phaseSeconds = gauge('shardface_worker_phase_seconds', "One worker's last step by phase: data, forward, classifier (exchange), backward, allreduce, optimizer.", ['rank', 'phase']);
-    this.phaseSecondsTotal = counter('shardface_worker_phase_seconds_total', "Time one worker spent in each phase, all steps so far.", ['rank', 'phase']);
+    this.phaseSecondsTotal = counter('shardface_worker_phase_seconds_total', 'Time one worker spent in each phase, all steps so far.', ['rank', 'phase']);
     this.rss = gauge('shardface_worker_rss_bytes', 'Resident set size of a worker process at the end of its last step.', ['rank']);
     this.bytesSent = counter('shardface_worker_bytes_sent_total', 'Bytes a worker sent, by plane (ring = data plane to its right neighbour, control = to the coordinator).', ['rank', 'plane']);
     this.bytesReceived = counter('shardface_worker_bytes_received_total', 'Bytes a worker received, by plane (ring = from its left neighbour, control = from the coordinator).', ['rank', 'plane']);

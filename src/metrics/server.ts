@@ -49,7 +49,11 @@ export async function serveRoutes(host: string, port: number, routes: Record<str
   server.keepAliveTimeout = 2000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new MonitorServerError(`cannot serve metrics on ${host}:${port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}${e.code && e.code !== 'EADDRINUSE' ? ` (${e.code})` : ''}; choose another metricsPort (0 = any free port, -1 = off)`)),
+      reject(
+        new MonitorServerError(
+          `cannot serve metrics on ${host}:${port}: ${e.code === 'EADDRINUSE' ? 'the port is in use' : e.message}${e.code && e.code !== 'EADDRINUSE' ? ` (${e.code})` : ''}; choose another metricsPort (0 = any free port, -1 = off)`,
+        ),
+      ),
     );
     server.listen(port, host, () => resolve());
   });

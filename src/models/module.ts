@@ -18,10 +18,7 @@
  */
 
 /** How a tensor is initialised; drawn from a seeded RNG keyed by the tensor's name. */
-export type Init =
-  | { kind: 'normal'; std: number }
-  | { kind: 'uniform'; bound: number }
-  | { kind: 'constant'; value: number };
+export type Init = { kind: 'normal'; std: number } | { kind: 'uniform'; bound: number } | { kind: 'constant'; value: number };
 
 /** One persistent tensor of a layer. */
 export interface TensorSpec {
@@ -83,8 +80,7 @@ export class Conv2d {
     this.groups = c.groups ?? 1;
     this.bias = c.bias ?? false;
     this.init = c.init;
-    if (this.inChannels % this.groups !== 0 || this.outChannels % this.groups !== 0)
-      throw new Error(`${name}: channels ${this.inChannels}→${this.outChannels} not divisible by ${this.groups} groups`);
+    if (this.inChannels % this.groups !== 0 || this.outChannels % this.groups !== 0) throw new Error(`${name}: channels ${this.inChannels}→${this.outChannels} not divisible by ${this.groups} groups`);
   }
 
   get weightShape(): [number, number, number, number] {
@@ -92,11 +88,8 @@ export class Conv2d {
   }
 
   specs(): TensorSpec[] {
-    const s: TensorSpec[] = [
-      { name: `${this.name}.weight`, shape: this.weightShape, init: this.init, role: 'param', trainable: true, decay: true },
-    ];
-    if (this.bias)
-      s.push({ name: `${this.name}.bias`, shape: [this.outChannels], init: { kind: 'constant', value: 0 }, role: 'param', trainable: true, decay: false });
+    const s: TensorSpec[] = [{ name: `${this.name}.weight`, shape: this.weightShape, init: this.init, role: 'param', trainable: true, decay: true }];
+    if (this.bias) s.push({ name: `${this.name}.bias`, shape: [this.outChannels], init: { kind: 'constant', value: 0 }, role: 'param', trainable: true, decay: false });
     return s;
   }
 }
@@ -191,9 +184,7 @@ export class Linear {
   }
 
   specs(): TensorSpec[] {
-    const s: TensorSpec[] = [
-      { name: `${this.name}.weight`, shape: [this.inFeatures, this.outFeatures], init: this.init, role: 'param', trainable: true, decay: true },
-    ];
+    const s: TensorSpec[] = [{ name: `${this.name}.weight`, shape: [this.inFeatures, this.outFeatures], init: this.init, role: 'param', trainable: true, decay: true }];
     if (this.bias) s.push({ name: `${this.name}.bias`, shape: [this.outFeatures], init: this.biasInit, role: 'param', trainable: true, decay: false });
     return s;
   }

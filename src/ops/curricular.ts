@@ -39,13 +39,11 @@ export const CURRICULAR_DEFAULTS: Readonly<CurricularSpec> = { s: 64, m: 0.5, em
 /** Throws a field-naming Error if the spec is unusable. */
 export function validateCurricular(spec: CurricularSpec, names: Partial<Record<keyof CurricularSpec, string>> = {}): void {
   const name = (k: keyof CurricularSpec) => names[k] ?? `curricular.${k}`;
-  for (const k of ['s', 'm', 'emaWeight'] as const)
-    if (typeof spec[k] !== 'number' || !Number.isFinite(spec[k])) throw new Error(`${name(k)}: must be a finite number, got ${String(spec[k])}`);
+  for (const k of ['s', 'm', 'emaWeight'] as const) if (typeof spec[k] !== 'number' || !Number.isFinite(spec[k])) throw new Error(`${name(k)}: must be a finite number, got ${String(spec[k])}`);
   if (spec.s <= 0) throw new Error(`${name('s')}: must be > 0, got ${spec.s}`);
   if (spec.m < 0 || spec.m >= Math.PI / 2) throw new Error(`${name('m')}: must be in [0, π/2), got ${spec.m}`);
   if (spec.emaWeight < 0 || spec.emaWeight > 1) throw new Error(`${name('emaWeight')}: must be in [0, 1], got ${spec.emaWeight}`);
 }
-
 
 /** φ = cos(θ + m), no threshold: the hard-negative bound. */
 export function curricularPhi(c: number, m: number): number {

@@ -250,15 +250,7 @@ export function dcqShardBackward(rows: DcqRows, block: QueueBlock, head: DcqHead
  * writing the slots it holds. Returns the new pointer (ptr + G) mod K, the
  * same on every worker.
  */
-export function enqueueBlock(
-  block: { keys: Float32Array; labels: Int32Array },
-  slots: ClassRange,
-  queueSize: number,
-  ptr: number,
-  keys: Float32Array,
-  labels: Int32Array,
-  dim: number,
-): number {
+export function enqueueBlock(block: { keys: Float32Array; labels: Int32Array }, slots: ClassRange, queueSize: number, ptr: number, keys: Float32Array, labels: Int32Array, dim: number): number {
   const g = labels.length;
   if (keys.length !== g * dim) throw new Error(`dcq enqueue: ${keys.length} key values for ${g}×${dim}`);
   if (g > queueSize) throw new Error(`dcq enqueue: a global batch of ${g} does not fit a queue of ${queueSize}`);

@@ -66,7 +66,7 @@ export function distillLoss(kind: DistillKind, teacher: ArrayLike<number>, stude
     loss += dist;
     // the radial part only where the norm, not eps, divides (section 0)
     const radial = sNorm > 1e-12 ? cos : 0;
-    for (let d = 0; d < dim; d++) grad[o + d] = (-2 / r) * (teacher[o + d]! / tn - radial * (student[o + d]! / sn)) / sn;
+    for (let d = 0; d < dim; d++) grad[o + d] = ((-2 / r) * (teacher[o + d]! / tn - radial * (student[o + d]! / sn))) / sn;
   }
   return { loss: loss / r, grad };
 }

@@ -31,8 +31,7 @@ export function groupedConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, { strides, pa
   const [kh, kw, inPerGroup, cout] = filter.shape;
   if (cin % groups !== 0) throw new Error(`groupedConv2d: ${cin} input channels not divisible by ${groups} groups`);
   if (cout % groups !== 0) throw new Error(`groupedConv2d: ${cout} output channels not divisible by ${groups} groups`);
-  if (inPerGroup !== cin / groups)
-    throw new Error(`groupedConv2d: filter has ${inPerGroup} input channels per group, expected ${cin / groups}`);
+  if (inPerGroup !== cin / groups) throw new Error(`groupedConv2d: filter has ${inPerGroup} input channels per group, expected ${cin / groups}`);
   if (groups === 1) return tf.conv2d(x, filter, strides, pad as 'same' | 'valid');
   if (tf.getKernel(GROUPED_CONV_KERNEL, tf.getBackend()) !== undefined) {
     return tf.engine().runKernel(GROUPED_CONV_KERNEL, { x, filter }, { strides, pad, groups }) as tf.Tensor4D;
@@ -40,17 +39,7 @@ export function groupedConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, { strides, pa
   return groupedConvComposite(x, filter, strides, pad, groups, kh, kw, inPerGroup, cout);
 }
 
-function groupedConvComposite(
-  x: tf.Tensor4D,
-  filter: tf.Tensor4D,
-  strides: number,
-  pad: Padding,
-  groups: number,
-  kh: number,
-  kw: number,
-  inPerGroup: number,
-  cout: number,
-): tf.Tensor4D {
+function groupedConvComposite(x: tf.Tensor4D, filter: tf.Tensor4D, strides: number, pad: Padding, groups: number, kh: number, kw: number, inPerGroup: number, cout: number): tf.Tensor4D {
   return tf.tidy(() => {
     const outPerGroup = cout / groups;
     // filter [kh,kw,S,G*O] -> [kh,kw,S,G,O] -> [kh,kw,G,S,O] -> depthwise [kh,kw,G*S,O]
@@ -58,7 +47,15 @@ function groupedConvComposite(
       .reshape([kh, kw, inPerGroup, groups, outPerGroup])
       .transpose([0, 1, 3, 2, 4])
       .reshape([kh, kw, groups * inPerGroup, outPerGroup]) as tf.Tensor4D;
-    const padArg = typeof pad === 'number' ? ([[0, 0], [pad, pad], [pad, pad], [0, 0]] as [[number, number], [number, number], [number, number], [number, number]]) : pad;
+    const padArg =
+      typeof pad === 'number'
+        ? ([
+            [0, 0],
+            [pad, pad],
+            [pad, pad],
+            [0, 0],
+          ] as [[number, number], [number, number], [number, number], [number, number]])
+        : pad;
     const y = tf.depthwiseConv2d(x, dwFilter, strides, padArg as 'same' | 'valid');
     // depthwise output channel (c, o) = c*O + o with c = g*S + s; sum over s.
     const [n, h, w] = y.shape;

@@ -76,8 +76,7 @@ export function validateMagFace(spec: MagFaceSpec, names: Partial<Record<keyof M
   const fail = (k: keyof MagFaceSpec, msg: string): never => {
     throw new MagFaceSpecError(k, `${name(k)}: ${msg}`);
   };
-  for (const k of ['s', 'la', 'ua', 'lm', 'um', 'lambdaG'] as const)
-    if (typeof spec[k] !== 'number' || !Number.isFinite(spec[k])) fail(k, `must be a finite number, got ${String(spec[k])}`);
+  for (const k of ['s', 'la', 'ua', 'lm', 'um', 'lambdaG'] as const) if (typeof spec[k] !== 'number' || !Number.isFinite(spec[k])) fail(k, `must be a finite number, got ${String(spec[k])}`);
   if (spec.s <= 0) fail('s', `must be > 0, got ${spec.s}`);
   if (!(spec.la > 0)) fail('la', `the lower magnitude bound must be > 0, got ${spec.la}`);
   if (!(spec.ua > spec.la)) fail('ua', `the upper magnitude bound must exceed ${name('la')} = ${spec.la}, got ${spec.ua}`);
@@ -184,7 +183,15 @@ export function magfaceLossF64(x: readonly (readonly number[])[], w: readonly (r
     const { a, inside } = magnitude(xn, spec);
     const m = magMargin(a, spec);
     const y = labels[i]!;
-    const cos = wu.map((wj) => Math.min(1, Math.max(-1, wj.reduce((acc, v, t) => acc + v * xu[t]!, 0))));
+    const cos = wu.map((wj) =>
+      Math.min(
+        1,
+        Math.max(
+          -1,
+          wj.reduce((acc, v, t) => acc + v * xu[t]!, 0),
+        ),
+      ),
+    );
     const f = magTargetCos(cos[y]!, m, easy);
     targets.push(f);
     const z = cos.map((c, j) => spec.s * (j === y ? f : c));
@@ -209,7 +216,7 @@ export function magfaceLossF64(x: readonly (readonly number[])[], w: readonly (r
     const gx = dU.map((v, t) => (v - dot * xu[t]!) / Math.max(xn, 1e-12));
     // radial part through a
     if (inside) {
-      const dA = (((p[y]! - 1) * spec.s * magTargetCosGradMargin(cos[y]!, m, easy) * k) + spec.lambdaG * magRegulariserGrad(a, spec)) / n;
+      const dA = ((p[y]! - 1) * spec.s * magTargetCosGradMargin(cos[y]!, m, easy) * k + spec.lambdaG * magRegulariserGrad(a, spec)) / n;
       for (let t = 0; t < d; t++) gx[t] += dA * xu[t]!;
     }
     gradX.push(gx);
@@ -265,7 +272,15 @@ export function magfaceShardHead(spec: MagFaceSpec, mags: MagnitudeRows): ShardH
  * the clamp): (p_y − 1)/rowsTotal · s · ∂f/∂m · k, with p_y = exp(target − lse).
  * Times x_i/‖x_i‖ it is the radial part of ∂L_CE/∂x_i (docs/methods.md#magface-gradients).
  */
-export function magfaceMarginRadial(spec: MagFaceSpec, mags: MagnitudeRows, targetCos: Float32Array, owned: Uint8Array, targetLogit: Float32Array, logSumExp: Float32Array, rowsTotal: number): Float32Array {
+export function magfaceMarginRadial(
+  spec: MagFaceSpec,
+  mags: MagnitudeRows,
+  targetCos: Float32Array,
+  owned: Uint8Array,
+  targetLogit: Float32Array,
+  logSumExp: Float32Array,
+  rowsTotal: number,
+): Float32Array {
   const k = magfaceSlope(spec);
   const easy = spec.easyMargin !== false;
   const out = new Float32Array(owned.length);

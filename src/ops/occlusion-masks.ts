@@ -68,8 +68,7 @@ export function landmarkMask(h: number, w: number, group: string, k = 3): CellMa
   const r = (k - 1) / 2;
   for (const name of names) {
     const [row, col] = landmarkCell(name, h, w);
-    for (let i = Math.max(0, row - r); i <= Math.min(h - 1, row + r); i++)
-      for (let j = Math.max(0, col - r); j <= Math.min(w - 1, col + r); j++) m[i * w + j] = 1;
+    for (let i = Math.max(0, row - r); i <= Math.min(h - 1, row + r); i++) for (let j = Math.max(0, col - r); j <= Math.min(w - 1, col + r); j++) m[i * w + j] = 1;
   }
   return m;
 }

@@ -58,8 +58,7 @@ export function referenceLossAndGrads(
     const [c] = w.shape;
     if (labels.length !== n) throw new Error(`referenceLossAndGrads: ${labels.length} labels for ${n} rows`);
     const y = Int32Array.from(labels);
-    for (let i = 0; i < n; i++)
-      if (!Number.isInteger(labels[i]) || y[i]! < 0 || y[i]! >= c) throw new Error(`referenceLossAndGrads: label ${labels[i]} at row ${i} outside [0, ${c})`);
+    for (let i = 0; i < n; i++) if (!Number.isInteger(labels[i]) || y[i]! < 0 || y[i]! >= c) throw new Error(`referenceLossAndGrads: label ${labels[i]} at row ${i} outside [0, ${c})`);
     const onehot = tf.oneHot(tf.tensor1d(y, 'int32'), c);
     const lossOf = (E: tf.Tensor, W: tf.Tensor): tf.Scalar => {
       const cos = tf.clipByValue(tf.matMul(normalizeAutograd(E as tf.Tensor2D), normalizeAutograd(W as tf.Tensor2D), false, true), -1, 1) as tf.Tensor2D;

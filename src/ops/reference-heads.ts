@@ -64,9 +64,7 @@ export function referenceHeadLossAndGrads(emb: tf.Tensor2D, weight: tf.Tensor2D,
       const phi = tf.sub(tf.mul(cy, tf.cos(m)), tf.mul(sinTheta(cy), tf.sin(m)));
       // easy margin (official default): no margin for c ≤ 0; hard: past the threshold cos(π − m) the target is c − m·sin m
       const target =
-        head.easyMargin === false
-          ? tf.where(tf.greater(detached(cy), detached(tf.neg(tf.cos(m)))), phi, tf.sub(cy, tf.mul(m, tf.sin(m))))
-          : tf.where(tf.greater(detached(cy), 0), phi, cy);
+        head.easyMargin === false ? tf.where(tf.greater(detached(cy), detached(tf.neg(tf.cos(m)))), phi, tf.sub(cy, tf.mul(m, tf.sin(m)))) : tf.where(tf.greater(detached(cy), 0), phi, cy);
       logits = tf.where(isTarget, tf.mul(target, tf.onesLike(cos)), cos) as tf.Tensor2D;
       extra = tf.mul(tf.mean(tf.add(tf.div(1, a), tf.div(a, head.ua * head.ua))), head.lambdaG) as tf.Scalar;
     } else {

@@ -103,14 +103,7 @@ export const INIT_STD = 0.01;
  * the state takes the array over without a copy (saves C·D floats of peak
  * memory); the caller must not use it afterwards.
  */
-export function createShardState(
-  count: number,
-  dim: number,
-  optimizer: ShardOptimizerKind,
-  init?: Float32Array | Rng | null,
-  rng?: Rng,
-  initOwnership: 'copy' | 'adopt' = 'copy',
-): ShardState {
+export function createShardState(count: number, dim: number, optimizer: ShardOptimizerKind, init?: Float32Array | Rng | null, rng?: Rng, initOwnership: 'copy' | 'adopt' = 'copy'): ShardState {
   if (!Number.isSafeInteger(count) || count < 0) throw new Error(`createShardState: count must be a non-negative integer, got ${count}`);
   if (!Number.isSafeInteger(dim) || dim < 1) throw new Error(`createShardState: dim must be a positive integer, got ${dim}`);
   if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new Error(`createShardState: unknown optimizer ${JSON.stringify(optimizer)} (expected sgd or adamw)`);

@@ -146,12 +146,7 @@ export function sampleClasses(localLabels: Int32Array, count: number, numSample:
  * (ties to the lower index), sorted ascending. With more positives than
  * `numSample`, all positives and nothing else.
  */
-export function sampleClassesFromUniforms(
-  localLabels: Int32Array,
-  count: number,
-  numSample: number,
-  u: ArrayLike<number>,
-): ClassSample {
+export function sampleClassesFromUniforms(localLabels: Int32Array, count: number, numSample: number, u: ArrayLike<number>): ClassSample {
   checkArgs(localLabels, count, numSample);
   if (u.length !== count) throw new Error(`sampleClassesFromUniforms: expected ${count} uniforms, got ${u.length}`);
   const positives = positivesOf(localLabels, count);

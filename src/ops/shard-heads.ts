@@ -90,7 +90,13 @@ export function ownedTargetCosines(p: PreparedHeadShard, labels: Int32Array): Fl
   if (rows.length === 0) return out;
   const dots = tf.tidy(() => {
     const e = tf.gather(p.unitE, tf.tensor1d(rows, 'int32'));
-    const w = tf.gather(p.unitW, tf.tensor1d(rows.map((i) => labels[i]!), 'int32'));
+    const w = tf.gather(
+      p.unitW,
+      tf.tensor1d(
+        rows.map((i) => labels[i]!),
+        'int32',
+      ),
+    );
     return tf.clipByValue(tf.sum(tf.mul(e, w), 1), -1, 1).dataSync() as Float32Array;
   });
   rows.forEach((i, j) => (out[i] = dots[j]!));
@@ -195,4 +201,3 @@ export function headShardBackward(
     tf.dispose([unitE, unitW]);
   }
 }
-

@@ -52,8 +52,7 @@ export function reduceSoftmaxStats(parts: readonly SoftmaxStats[]): ReducedSoftm
   if (parts.length === 0) throw new Error('reduceSoftmaxStats: no shard statistics');
   const n = parts[0]!.rowMax.length;
   parts.forEach((p, r) => {
-    for (const key of ['rowMax', 'sumExp', 'target', 'owned'] as const)
-      if (p[key].length !== n) throw new Error(`reduceSoftmaxStats: shard ${r} ${key} has ${p[key].length} rows, expected ${n}`);
+    for (const key of ['rowMax', 'sumExp', 'target', 'owned'] as const) if (p[key].length !== n) throw new Error(`reduceSoftmaxStats: shard ${r} ${key} has ${p[key].length} rows, expected ${n}`);
   });
   const logSumExp = new Float32Array(n);
   const rowLoss = new Float32Array(n);

@@ -106,7 +106,6 @@ export interface ShardOptions {
   variant?: MarginVariant;
 }
 
-
 export interface ShardGrads {
   /** Partial ∂L/∂E (N×D) w.r.t. the raw embeddings; sum over shards = ∂L/∂E. */
   gradEmb: tf.Tensor2D;
@@ -234,13 +233,7 @@ function unshiftedExpIsSafe(margin: MarginSpec, variant: MarginVariant, k: numbe
  * K raw active rows, `labels` the row labels as positions in these K rows
  * (−1 = not owned here).
  */
-export function shardForward(
-  emb: tf.Tensor2D,
-  weight: tf.Tensor2D,
-  labels: Int32Array,
-  margin: MarginSpec,
-  opts: ShardOptions = {},
-): SoftmaxStats {
+export function shardForward(emb: tf.Tensor2D, weight: tf.Tensor2D, labels: Int32Array, margin: MarginSpec, opts: ShardOptions = {}): SoftmaxStats {
   const variant = opts.variant ?? 'straight-through';
   const { n, k, chunk } = check(emb, weight, labels, margin, variant, opts);
   const rowMax = new Float32Array(n).fill(-Infinity);
@@ -264,7 +257,13 @@ export function shardForward(
   const unshifted = unshiftedExpIsSafe(margin, variant, k);
   const { prepared, owned: ownPrepared } = compositePrepared(weight, opts.prepared);
   // [s·n(E), 0] against [n(W), 1] gives z
-  const embAug = tf.tidy(() => tf.pad(tf.mul(l2NormalizeWithNorm(emb).unit, s), [[0, 0], [0, 1]]) as tf.Tensor2D);
+  const embAug = tf.tidy(
+    () =>
+      tf.pad(tf.mul(l2NormalizeWithNorm(emb).unit, s), [
+        [0, 0],
+        [0, 1],
+      ]) as tf.Tensor2D,
+  );
   try {
     for (let r0 = 0; r0 < n; r0 += chunk) {
       const r1 = Math.min(n, r0 + chunk);
@@ -322,11 +321,15 @@ export function shardBackward(
     const y = tf.tensor1d(labels, 'int32');
     const lse = tf.tensor1d(logSumExp, 'float32');
     try {
-      const [gradEmb, gradWeight] = tf.engine().runKernel(SHARD_BACKWARD_KERNEL, { ...fusedInputs(emb, weight, y, opts.prepared), logSumExp: lse }, {
-        margin: marginArgs(margin, marginGrad),
-        chunk,
-        rowsTotal,
-      }) as tf.Tensor2D[];
+      const [gradEmb, gradWeight] = tf.engine().runKernel(
+        SHARD_BACKWARD_KERNEL,
+        { ...fusedInputs(emb, weight, y, opts.prepared), logSumExp: lse },
+        {
+          margin: marginArgs(margin, marginGrad),
+          chunk,
+          rowsTotal,
+        },
+      ) as tf.Tensor2D[];
       return { gradEmb: gradEmb!, gradWeight: gradWeight! };
     } finally {
       tf.dispose([y, lse]);
@@ -351,7 +354,11 @@ export function shardBackward(
         let gz = tf.exp(u) as tf.Tensor2D; // p/N
         if (rows.length > 0) {
           const idx = tf.tensor2d(coords, [rows.length, 2], 'int32');
-          const zRaw = readEntries(u, idx, rows.map((i) => shift[i]!));
+          const zRaw = readEntries(
+            u,
+            idx,
+            rows.map((i) => shift[i]!),
+          );
           const onTarget = new Float32Array(rows.length);
           rows.forEach((i, j) => {
             const c = clampCos(zRaw[j]!, s);

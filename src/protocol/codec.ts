@@ -24,12 +24,7 @@ export interface Envelope {
   rank: number;
 }
 
-export function encode<T extends MessageType>(
-  type: T,
-  env: Envelope,
-  body: Bodies[T],
-  tensors: OutTensor[] = [],
-): Uint8Array[] {
+export function encode<T extends MessageType>(type: T, env: Envelope, body: Bodies[T], tensors: OutTensor[] = []): Uint8Array[] {
   const descs: TensorDesc[] = tensors.map((t) => ({
     name: t.name,
     dtype: dtypeOf(t.data),
@@ -69,20 +64,16 @@ export function decode(frames: Uint8Array[], ctx: DecodeContext = {}): DecodeRes
     rank: typeof raw.rank === 'number' ? raw.rank : undefined,
     step: typeof raw.step === 'number' ? raw.step : undefined,
   };
-  if (raw.v !== PROTOCOL_VERSION)
-    return fail('version-mismatch', `protocol version ${String(raw.v)} received, this process speaks ${PROTOCOL_VERSION}`, partial);
+  if (raw.v !== PROTOCOL_VERSION) return fail('version-mismatch', `protocol version ${String(raw.v)} received, this process speaks ${PROTOCOL_VERSION}`, partial);
   if (!isMessageType(raw.type)) return fail('unknown-type', `unknown message type ${JSON.stringify(raw.type)}`, partial);
   const envErr = checkEnvelope(raw);
   if (envErr) return fail('bad-field', envErr, partial);
   const h = raw as unknown as Header;
-  if (ctx.job !== undefined && h.job !== ctx.job)
-    return fail('wrong-job', `message for job ${JSON.stringify(h.job)}, this is job ${JSON.stringify(ctx.job)}`, partial);
-  if (ctx.world !== undefined && h.rank >= ctx.world)
-    return fail('rank-out-of-range', `rank ${h.rank} out of range for world size ${ctx.world}`, partial);
+  if (ctx.job !== undefined && h.job !== ctx.job) return fail('wrong-job', `message for job ${JSON.stringify(h.job)}, this is job ${JSON.stringify(ctx.job)}`, partial);
+  if (ctx.world !== undefined && h.rank >= ctx.world) return fail('rank-out-of-range', `rank ${h.rank} out of range for world size ${ctx.world}`, partial);
   const bodyErr = checkBody(h.type, h.body);
   if (bodyErr) return fail('bad-field', `${h.type}: ${bodyErr}`, partial);
-  if (frames.length - 1 !== h.tensors.length)
-    return fail('tensor-frame-count', `header describes ${h.tensors.length} tensors but ${frames.length - 1} frames follow`, partial);
+  if (frames.length - 1 !== h.tensors.length) return fail('tensor-frame-count', `header describes ${h.tensors.length} tensors but ${frames.length - 1} frames follow`, partial);
   // No prototype: a tensor named "__proto__" or "constructor" is just a name.
   const tensors: Record<string, AnyTypedArray> = Object.create(null) as Record<string, AnyTypedArray>;
   for (let i = 0; i < h.tensors.length; i++) {
@@ -90,10 +81,8 @@ export function decode(frames: Uint8Array[], ctx: DecodeContext = {}): DecodeRes
     const frame = frames[i + 1]!;
     const elements = d.shape.reduce((a, b) => a * b, 1);
     const expected = elements * BYTES_PER_ELEMENT[d.dtype];
-    if (d.bytes !== expected)
-      return fail('tensor-length', `tensor ${d.name}: descriptor says ${d.bytes} bytes but shape ${JSON.stringify(d.shape)} of ${d.dtype} needs ${expected}`, partial);
-    if (frame.byteLength !== d.bytes)
-      return fail('tensor-length', `tensor ${d.name}: frame has ${frame.byteLength} bytes, descriptor says ${d.bytes}`, partial);
+    if (d.bytes !== expected) return fail('tensor-length', `tensor ${d.name}: descriptor says ${d.bytes} bytes but shape ${JSON.stringify(d.shape)} of ${d.dtype} needs ${expected}`, partial);
+    if (frame.byteLength !== d.bytes) return fail('tensor-length', `tensor ${d.name}: frame has ${frame.byteLength} bytes, descriptor says ${d.bytes}`, partial);
     tensors[d.name] = viewAs(d.dtype, frame);
   }
   return { ok: true, msg: { header: h, tensors } as Message };

@@ -2,13 +2,7 @@
 export const DTYPES = ['float32', 'int32', 'uint8', 'float64'] as const;
 export type DType = (typeof DTYPES)[number];
 
-export type TypedArrayOf<D extends DType> = D extends 'float32'
-  ? Float32Array
-  : D extends 'int32'
-    ? Int32Array
-    : D extends 'uint8'
-      ? Uint8Array
-      : Float64Array;
+export type TypedArrayOf<D extends DType> = D extends 'float32' ? Float32Array : D extends 'int32' ? Int32Array : D extends 'uint8' ? Uint8Array : Float64Array;
 
 export type AnyTypedArray = Float32Array | Int32Array | Uint8Array | Float64Array;
 

@@ -54,7 +54,7 @@ export function generateKeys(dir: string, opts: { workers?: number; force?: bool
     if (clash) throw new KeyFileError(`${clash} already exists; pass --force to replace the keys in ${dir}`);
   }
   const written: string[] = [];
-  const authorized: string[] = ['# public key, name: the clients the coordinator and the workers\' ring inboxes accept'];
+  const authorized: string[] = ["# public key, name: the clients the coordinator and the workers' ring inboxes accept"];
   for (const name of names) {
     const pair = curveKeyPair();
     const secret = join(dir, `${name}.key`);

@@ -47,7 +47,7 @@ function serverOptions(t: Transport): Partial<zmq.Router> {
 }
 
 function clientOptions(t: Transport, serverKey: string | undefined, opts: SocketOptions): Partial<zmq.Dealer> {
-  if (t.curve && !serverKey) throw new Error('CURVE client socket without the server\'s public key');
+  if (t.curve && !serverKey) throw new Error("CURVE client socket without the server's public key");
   return {
     maxMessageSize: t.maxFrameBytes,
     ...(opts.routingId ? { routingId: opts.routingId } : {}),

@@ -8,8 +8,7 @@ import { MESSAGE_TYPES, STEP_KINDS, type MessageType } from './messages.js';
 
 type Check = (v: unknown, path: string) => string | null;
 
-const isObj = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 
 const str: Check = (v, p) => (typeof v === 'string' ? null : `${p} must be a string`);
 const bool: Check = (v, p) => (typeof v === 'boolean' ? null : `${p} must be a boolean`);
@@ -105,12 +104,7 @@ export function isMessageType(t: unknown): t is MessageType {
 
 /** Checks the envelope fields common to all types (not v/type, checked earlier). */
 export function checkEnvelope(h: Record<string, unknown>): string | null {
-  return (
-    str(h.job, 'header.job') ??
-    int(0)(h.step, 'header.step') ??
-    int(-1)(h.rank, 'header.rank') ??
-    arrayOf(tensorDesc)(h.tensors, 'header.tensors')
-  );
+  return str(h.job, 'header.job') ?? int(0)(h.step, 'header.step') ?? int(-1)(h.rank, 'header.rank') ?? arrayOf(tensorDesc)(h.tensors, 'header.tensors');
 }
 
 export function checkBody(type: MessageType, body: unknown): string | null {

@@ -30,12 +30,20 @@ export interface TrainPlan {
 
 export function planTraining(config: TrainConfig, now = new Date()): TrainPlan {
   const f = trainFacts(config);
-  if (f.stepsPerEpoch < 1)
-    throw new ConfigError(`batch: workers × batch = ${f.globalBatch} images per step, but the training set has only ${f.trainImages}`, 'batch');
+  if (f.stepsPerEpoch < 1) throw new ConfigError(`batch: workers × batch = ${f.globalBatch} images per step, but the training set has only ${f.trainImages}`, 'batch');
   const needed = largestFrameBytes(config);
   if (config.maxFrameMb * 2 ** 20 < needed)
     throw new ConfigError(`maxFrameMb: ${config.maxFrameMb} MiB is below the largest frame this job sends (${(needed / 2 ** 20).toFixed(2)} MiB); raise it`, 'maxFrameMb');
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
   const runDir = resolve(config.runDir || join('runs', stamp));
-  return { config, trainImages: f.trainImages, numClasses: f.numClasses, stepsPerEpoch: f.stepsPerEpoch, steps: f.totalSteps, epochs: f.totalSteps / f.stepsPerEpoch, runDir, warnings: configWarnings(config) };
+  return {
+    config,
+    trainImages: f.trainImages,
+    numClasses: f.numClasses,
+    stepsPerEpoch: f.stepsPerEpoch,
+    steps: f.totalSteps,
+    epochs: f.totalSteps / f.stepsPerEpoch,
+    runDir,
+    warnings: configWarnings(config),
+  };
 }

@@ -63,7 +63,9 @@ export async function writeReport(runDir: string, opts: { summary?: RunSummary; 
     writeFileSync(svgPath, `<?xml version="1.0" encoding="UTF-8"?>\n${svg}\n`);
     svgs.push(svgPath);
     const pngPath = join(dir, `${spec.id}.png`);
-    await sharp(Buffer.from(svg), { density: 72 * PNG_SCALE }).png().toFile(pngPath);
+    await sharp(Buffer.from(svg), { density: 72 * PNG_SCALE })
+      .png()
+      .toFile(pngPath);
     pngs.push(pngPath);
   }
   const html = join(dir, 'index.html');
@@ -82,7 +84,13 @@ function readJson(path: string): Record<string, unknown> | null {
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
-function reportHtml(runDir: string, rows: Row[], summary: Record<string, unknown> | null, config: Record<string, unknown> | null, charts: { spec: { id: string; title: string }; svg: string }[]): string {
+function reportHtml(
+  runDir: string,
+  rows: Row[],
+  summary: Record<string, unknown> | null,
+  config: Record<string, unknown> | null,
+  charts: { spec: { id: string; title: string }; svg: string }[],
+): string {
   const table = (o: Record<string, unknown>) =>
     `<table>${Object.entries(o)
       .map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v))}</td></tr>`)

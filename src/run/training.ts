@@ -145,7 +145,9 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
         const source = ranks.length > 0 ? `non-finite gradients from rank(s) ${ranks.join(', ')}` : 'a non-finite loss';
         logger.log.warn({ step, ranks, loss: rec.loss, badSteps, maxBadSteps: cfg.maxBadSteps }, `step ${step} skipped on every rank: ${source}; no weights changed`);
         if (badSteps >= cfg.maxBadSteps)
-          void coordinatorRef?.abort(`numerical guard: ${badSteps} steps in a row skipped (maxBadSteps ${cfg.maxBadSteps}); step ${step} had ${source}. Lower lr, enable clipGradNorm, or check the data.`);
+          void coordinatorRef?.abort(
+            `numerical guard: ${badSteps} steps in a row skipped (maxBadSteps ${cfg.maxBadSteps}); step ${step} had ${source}. Lower lr, enable clipGradNorm, or check the data.`,
+          );
       } else badSteps = 0;
       if (step > 1) {
         imagesTimed += images;

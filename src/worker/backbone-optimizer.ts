@@ -12,9 +12,7 @@ export interface TrainableParam {
   decay: boolean;
 }
 
-export type OptimizerSettings =
-  | { kind: 'sgd'; momentum: number; weightDecay: number }
-  | { kind: 'adamw'; beta1: number; beta2: number; eps: number; weightDecay: number };
+export type OptimizerSettings = { kind: 'sgd'; momentum: number; weightDecay: number } | { kind: 'adamw'; beta1: number; beta2: number; eps: number; weightDecay: number };
 
 export class BackboneOptimizer {
   private readonly slots = new Map<string, tf.Variable[]>();

@@ -11,19 +11,7 @@
  * heartbeats), stops the worker with an error naming the address.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  controlClient,
-  decode,
-  encode,
-  frameBytes,
-  type Bodies,
-  type ControlClient,
-  type Message,
-  type MessageOf,
-  type MessageType,
-  type OutTensor,
-  type Transport,
-} from '../protocol/index.js';
+import { controlClient, decode, encode, frameBytes, type Bodies, type ControlClient, type Message, type MessageOf, type MessageType, type OutTensor, type Transport } from '../protocol/index.js';
 import type { ShardfaceLogger } from '../log/logger.js';
 import { RateLimitedLog } from '../log/rate-limit.js';
 
@@ -92,7 +80,9 @@ export class ControlChannel {
         if (silent <= timeoutMs) return;
         const secs = (timeoutMs / 1000).toFixed(1);
         if (!this.connected)
-          this.fail(`cannot reach the coordinator at ${this.address}: no ${this.transport.curve ? 'CURVE handshake' : 'connection'} within ${secs} s${this.transport.curve ? ' (unreachable, or a wrong coordinator.pub)' : ''}`);
+          this.fail(
+            `cannot reach the coordinator at ${this.address}: no ${this.transport.curve ? 'CURVE handshake' : 'connection'} within ${secs} s${this.transport.curve ? ' (unreachable, or a wrong coordinator.pub)' : ''}`,
+          );
         else this.fail(`coordinator at ${this.address} silent for ${(silent / 1000).toFixed(1)} s (timeout ${secs} s)`);
       },
       Math.max(50, Math.min(1000, timeoutMs / 4)),

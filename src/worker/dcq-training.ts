@@ -60,7 +60,13 @@ export class DcqTraining {
   ) {
     checkDcqConfig(cfg);
     this.keyEncoder = new KeyEncoder(keyNetwork, query);
-    this.queue = new ShardedClassQueue(ctx.world, ctx.rank, { dim: cfg.embeddingSize, queueSize: cfg.dcq.queueSize, head: { s: cfg.dcq.s, m: cfg.dcq.m }, chunkRows: cfg.chunkRows || 256, seed: cfg.seed });
+    this.queue = new ShardedClassQueue(ctx.world, ctx.rank, {
+      dim: cfg.embeddingSize,
+      queueSize: cfg.dcq.queueSize,
+      head: { s: cfg.dcq.s, m: cfg.dcq.m },
+      chunkRows: cfg.chunkRows || 256,
+      seed: cfg.seed,
+    });
     const dataset: AnyDataset = queryLoader.dataset;
     this.refLoader = new Loader({
       dataset,

@@ -56,7 +56,8 @@ export function choosePin(i: PinInput): PinResult {
     if (parent === null) return { ok: false, message: `--device ${d} given, but CUDA_VISIBLE_DEVICES=${JSON.stringify(i.visible)} hides every GPU from this process` };
     if (/^\d+$/.test(d)) {
       const idx = Number(d);
-      if (idx >= parent.length) return { ok: false, message: `--device ${d} is beyond CUDA_VISIBLE_DEVICES=${i.visible} (${parent.length} device${parent.length === 1 ? '' : 's'}, indices 0..${parent.length - 1})` };
+      if (idx >= parent.length)
+        return { ok: false, message: `--device ${d} is beyond CUDA_VISIBLE_DEVICES=${i.visible} (${parent.length} device${parent.length === 1 ? '' : 's'}, indices 0..${parent.length - 1})` };
       return { ok: true, cudaVisibleDevices: parent[idx]!, source: '--device', why: `--device ${d} = entry ${idx} of CUDA_VISIBLE_DEVICES=${i.visible}` };
     }
     if (!parent.includes(d)) return { ok: false, message: `--device ${d} is not among CUDA_VISIBLE_DEVICES=${i.visible}` };

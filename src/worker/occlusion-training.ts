@@ -212,7 +212,15 @@ export class OcclusionTrainer {
   }
 
   /** Stage 2: clean + masked through the classifier; F, R, S minimise, G follows the masks that hurt. */
-  private async jointStep(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number, occluders?: readonly (FractionBox | null)[]): Promise<OcclusionStepResult> {
+  private async jointStep(
+    step: number,
+    x: tf.Tensor4D,
+    labels: Int32Array,
+    classifier: ShardedClassifier,
+    comm: ShardComm,
+    lr: number,
+    occluders?: readonly (FractionBox | null)[],
+  ): Promise<OcclusionStepResult> {
     const [h, w] = this.grid;
     const b = labels.length;
     const cells = h * w;
@@ -282,20 +290,17 @@ export class OcclusionTrainer {
       const genVars = this.generator.trainableVariables().map((q) => q.variable);
       let segLoss = 0;
       let genLoss = 0;
-      const { value: total, grads } = tf.engine().gradients(
-        () => {
-          const ft = this.backbone.features(x, true); // BatchNorm statistics updated here, once per step
-          const fm = maskFeatures(ft, mask);
-          const recognition = tf.add(tf.sum(tf.mul(this.backbone.head(ft, true), dyClean)), tf.sum(tf.mul(this.backbone.head(fm, MASKED_HEAD_TRAINING, { updateStats: false }), dyMasked)));
-          const segInput = segInputMask === mask ? fm : maskFeatures(ft, segInputMask);
-          const lSeg = tf.div(tf.sum(bceWithLogits(this.segmentation.apply(segInput), mask)), globalCells);
-          const lGen = tf.div(tf.sum(tf.mul(gateT, bceWithLogits(this.generator.apply(f), mask))), globalCells);
-          segLoss = lSeg.dataSync()[0]!;
-          genLoss = lGen.dataSync()[0]!;
-          return tf.addN([recognition, tf.mul(lSeg, this.s.segWeight), tf.mul(lGen, this.s.adversaryWeight)]) as tf.Scalar;
-        },
-        [...backboneVars, ...segVars, ...genVars],
-      );
+      const { value: total, grads } = tf.engine().gradients(() => {
+        const ft = this.backbone.features(x, true); // BatchNorm statistics updated here, once per step
+        const fm = maskFeatures(ft, mask);
+        const recognition = tf.add(tf.sum(tf.mul(this.backbone.head(ft, true), dyClean)), tf.sum(tf.mul(this.backbone.head(fm, MASKED_HEAD_TRAINING, { updateStats: false }), dyMasked)));
+        const segInput = segInputMask === mask ? fm : maskFeatures(ft, segInputMask);
+        const lSeg = tf.div(tf.sum(bceWithLogits(this.segmentation.apply(segInput), mask)), globalCells);
+        const lGen = tf.div(tf.sum(tf.mul(gateT, bceWithLogits(this.generator.apply(f), mask))), globalCells);
+        segLoss = lSeg.dataSync()[0]!;
+        genLoss = lGen.dataSync()[0]!;
+        return tf.addN([recognition, tf.mul(lSeg, this.s.segWeight), tf.mul(lGen, this.s.adversaryWeight)]) as tf.Scalar;
+      }, [...backboneVars, ...segVars, ...genVars]);
       total.dispose();
       dyClean.dispose();
       dyMasked.dispose();

@@ -105,8 +105,7 @@ export class ShardedClassifier {
     const sample = sampleClasses(local, this.range.count, this.numSample, Rng.derive(this.cfg.seed, 'sample', step, this.rank));
     // MagFace / CurricularFace: their own per-shard math (src/ops/shard-heads.ts)
     const head = this.cfg.loss;
-    if (head && head.kind !== 'margin')
-      return lossHeadStep({ step, batch, rank: this.rank, dim, allEmb, allLabels, sample, state: this.state, head, chunk: this.cfg.chunkRows, comm });
+    if (head && head.kind !== 'margin') return lossHeadStep({ step, batch, rank: this.rank, dim, allEmb, allLabels, sample, state: this.state, head, chunk: this.cfg.chunkRows, comm });
 
     const margin = this.cfg.marginAt?.(step) ?? this.cfg.margin;
     const emb = tf.tensor2d(allEmb, [rows, dim]);

@@ -81,7 +81,12 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   process.once('SIGTERM', onSignal);
 
   try {
-    await control.send('hello', { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device, backend: opts.backend ?? 'job default', curveKey: transport.curve?.own.publicKey ?? '' }, [], 0);
+    await control.send(
+      'hello',
+      { host: hostname(), pid: process.pid, token: opts.token, dataAddress, device, backend: opts.backend ?? 'job default', curveKey: transport.curve?.own.publicKey ?? '' },
+      [],
+      0,
+    );
     log.info({ coordinator: opts.coordinator, requestedRank: opts.rank ?? null, device, deviceSource: pin.source, dataAddress, advertised: advertised.how }, 'registering');
     const welcome = (await control.waitFor('welcome')).header;
     const w = welcome.body;
@@ -98,7 +103,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     );
 
     const cfgThreads = Number(w.config.threads ?? 0);
-    const backend = await initBackend(opts.backend ?? ((w.config.backend as BackendChoice | undefined) ?? 'auto'), {
+    const backend = await initBackend(opts.backend ?? (w.config.backend as BackendChoice | undefined) ?? 'auto', {
       threads: opts.threads ?? (cfgThreads > 0 ? cfgThreads : undefined),
     });
     log.info({ backend: backend.backend, device: backend.device, threads: backend.threads, why: backend.reason }, 'compute backend');
@@ -122,7 +127,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       transport,
       peerKeys: w.peerKeys,
       ids: w.ringIds,
-      onStranger: (info) => strangers.warn(info, 'ring inbox dropped a message from a connection other than the left neighbour\'s'),
+      onStranger: (info) => strangers.warn(info, "ring inbox dropped a message from a connection other than the left neighbour's"),
     });
     const kind = String(w.config.kind ?? 'empty') as StepKind;
     const ctx: WorkerContext = {
@@ -135,28 +140,36 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       ring,
       logger: opts.logger,
       async exchangeSoftmax(step, batch, stats) {
-        await control.send('softmax-stats', { rows: stats.rowMax.length, batch }, [
-          { name: 'rowMax', data: stats.rowMax },
-          { name: 'sumExp', data: stats.sumExp },
-          { name: 'target', data: stats.target },
-          { name: 'owned', data: stats.owned },
-          ...('rowLossExtra' in stats && stats.rowLossExtra ? [{ name: 'rowLossExtra', data: stats.rowLossExtra }] : []),
-        ], step);
+        await control.send(
+          'softmax-stats',
+          { rows: stats.rowMax.length, batch },
+          [
+            { name: 'rowMax', data: stats.rowMax },
+            { name: 'sumExp', data: stats.sumExp },
+            { name: 'target', data: stats.target },
+            { name: 'owned', data: stats.owned },
+            ...('rowLossExtra' in stats && stats.rowLossExtra ? [{ name: 'rowLossExtra', data: stats.rowLossExtra }] : []),
+          ],
+          step,
+        );
         const m = await control.waitFor('softmax-reduced', step);
         const lse = m.tensors.logSumExp;
-        if (!(lse instanceof Float32Array) || lse.length !== stats.rowMax.length)
-          throw new Error(`coordinator sent logSumExp of ${lse?.length ?? 'no'} rows, expected ${stats.rowMax.length}`);
+        if (!(lse instanceof Float32Array) || lse.length !== stats.rowMax.length) throw new Error(`coordinator sent logSumExp of ${lse?.length ?? 'no'} rows, expected ${stats.rowMax.length}`);
         return { logSumExp: lse, loss: m.header.body.loss, extras: m.header.body.extras };
       },
       async exchangeTargets(step, batch, stats) {
-        await control.send('target-stats', { rows: stats.targetCos.length, batch }, [
-          { name: 'targetCos', data: stats.targetCos },
-          { name: 'owned', data: stats.owned },
-        ], step);
+        await control.send(
+          'target-stats',
+          { rows: stats.targetCos.length, batch },
+          [
+            { name: 'targetCos', data: stats.targetCos },
+            { name: 'owned', data: stats.owned },
+          ],
+          step,
+        );
         const m = await control.waitFor('target-reduced', step);
         const cos = m.tensors.targetCos;
-        if (!(cos instanceof Float32Array) || cos.length !== stats.targetCos.length)
-          throw new Error(`coordinator sent targetCos of ${cos?.length ?? 'no'} rows, expected ${stats.targetCos.length}`);
+        if (!(cos instanceof Float32Array) || cos.length !== stats.targetCos.length) throw new Error(`coordinator sent targetCos of ${cos?.length ?? 'no'} rows, expected ${stats.targetCos.length}`);
         return { targetCos: cos, extras: m.header.body.extras };
       },
       emit: (name, fields) => control.send('event', { name, fields }),

@@ -115,7 +115,15 @@ export function dockerIgnore(text: string): { patterns: string[]; ignored(path: 
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('#'));
   for (const p of patterns) if (p.startsWith('!')) throw new Error(`.dockerignore: exceptions (${p}) are not handled here`);
-  const res = patterns.map((p) => new RegExp(`^${p.replace(/^\/+|\/+$/g, '').replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}(/.*)?$`));
+  const res = patterns.map(
+    (p) =>
+      new RegExp(
+        `^${p
+          .replace(/^\/+|\/+$/g, '')
+          .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+          .replace(/\*/g, '[^/]*')}(/.*)?$`,
+      ),
+  );
   return { patterns, ignored: (path) => res.some((r) => r.test(path.replace(/^\.\/+/, '').replace(/\/+$/, ''))) };
 }
 

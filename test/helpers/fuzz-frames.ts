@@ -16,13 +16,43 @@ export function validMessages(job: string): Uint8Array[][] {
   const rows = new Float32Array(8).fill(0.5);
   const bodies: { [T in MessageType]: [Bodies[T], { name: string; data: Float32Array | Uint8Array | Int32Array }[]] } = {
     hello: [{ host: 'h', pid: 1, token: 'guess', dataAddress: 'tcp://127.0.0.1:1', device: 'cpu', backend: 'cpu', curveKey: '' }, []],
-    welcome: [{ rank: 0, world: 2, peers: ['a', 'b'], hosts: ['a', 'b'], peerKeys: ['', ''], session: 's', ringIds: { send: 'x', accept: 'y' }, classRange: { start: 0, count: 5 }, numClasses: 10, heartbeatMs: 100, seed: 1, config: {} }, []],
+    welcome: [
+      {
+        rank: 0,
+        world: 2,
+        peers: ['a', 'b'],
+        hosts: ['a', 'b'],
+        peerKeys: ['', ''],
+        session: 's',
+        ringIds: { send: 'x', accept: 'y' },
+        classRange: { start: 0, count: 5 },
+        numClasses: 10,
+        heartbeatMs: 100,
+        seed: 1,
+        config: {},
+      },
+      [],
+    ],
     ready: [{ backend: 'cpu', device: 'cpu', threads: 1, reason: 'r' }, []],
     heartbeat: [{ session: '00' }, []],
     'step-begin': [{ kind: 'train' }, []],
-    'softmax-stats': [{ rows: 8, batch: 4 }, [{ name: 'rowMax', data: rows }, { name: 'sumExp', data: rows }, { name: 'target', data: rows }, { name: 'owned', data: new Uint8Array(8) }]],
+    'softmax-stats': [
+      { rows: 8, batch: 4 },
+      [
+        { name: 'rowMax', data: rows },
+        { name: 'sumExp', data: rows },
+        { name: 'target', data: rows },
+        { name: 'owned', data: new Uint8Array(8) },
+      ],
+    ],
     'softmax-reduced': [{ loss: 1, extras: {} }, [{ name: 'logSumExp', data: rows }]],
-    'target-stats': [{ rows: 8, batch: 4 }, [{ name: 'targetCos', data: rows }, { name: 'owned', data: new Uint8Array(8) }]],
+    'target-stats': [
+      { rows: 8, batch: 4 },
+      [
+        { name: 'targetCos', data: rows },
+        { name: 'owned', data: new Uint8Array(8) },
+      ],
+    ],
     'target-reduced': [{ extras: { curricularT: 0.1 } }, [{ name: 'targetCos', data: rows }]],
     'step-end': [{ metrics: { loss: 1 } }, []],
     bye: [{ reason: 'r', ok: false }, []],
@@ -58,11 +88,13 @@ const headerMutation: fc.Arbitrary<(h: Header) => void> = fc.oneof(
     if (h.body && typeof h.body === 'object' && !ArrayBuffer.isView(h.body)) (h.body as Record<string, unknown>)[k || 'x'] = v;
   }),
   // tensor descriptors: huge declared lengths, shapes that disagree, unknown dtypes, junk
-  fc.tuple(fc.constantFrom('bytes', 'shape', 'dtype', 'name'), fc.oneof(junkValue, fc.constantFrom(2 ** 40, 2 ** 31, -4, [2 ** 20, 2 ** 20], [-1], 'float16', '__proto__', 'constructor'))).map(([k, v]) => (h: Header) => {
-    const t0: unknown = Array.isArray(h.tensors) ? h.tensors[0] : undefined;
-    if (typeof t0 === 'object' && t0 !== null) (t0 as Record<string, unknown>)[k] = v;
-    else h.tensors = [{ name: 'data', dtype: 'float32', shape: [1], bytes: 4, [k]: v }];
-  }),
+  fc
+    .tuple(fc.constantFrom('bytes', 'shape', 'dtype', 'name'), fc.oneof(junkValue, fc.constantFrom(2 ** 40, 2 ** 31, -4, [2 ** 20, 2 ** 20], [-1], 'float16', '__proto__', 'constructor')))
+    .map(([k, v]) => (h: Header) => {
+      const t0: unknown = Array.isArray(h.tensors) ? h.tensors[0] : undefined;
+      if (typeof t0 === 'object' && t0 !== null) (t0 as Record<string, unknown>)[k] = v;
+      else h.tensors = [{ name: 'data', dtype: 'float32', shape: [1], bytes: 4, [k]: v }];
+    }),
   junkValue.map((v) => (h: Header) => void (h.tensors = v as never)),
   fc.constant((h: Header) => void delete h[['v', 'type', 'job', 'step', 'rank', 'tensors', 'body'][Object.keys(h).length % 7]!]),
 );

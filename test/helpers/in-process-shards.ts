@@ -42,7 +42,14 @@ export interface InProcessResult {
   lossStates: Record<string, number>[];
 }
 
-export async function runShardsInProcess(workers: number, emb: number[][], labels: number[], weight: number[][], head: Exclude<LossHead, { kind: 'margin' }>, opts: { t?: number; chunk?: number } = {}): Promise<InProcessResult> {
+export async function runShardsInProcess(
+  workers: number,
+  emb: number[][],
+  labels: number[],
+  weight: number[][],
+  head: Exclude<LossHead, { kind: 'margin' }>,
+  opts: { t?: number; chunk?: number } = {},
+): Promise<InProcessResult> {
   const n = emb.length;
   const dim = emb[0]!.length;
   const classes = weight.length;

@@ -40,7 +40,19 @@ export function strangerSocket(addr: string, routingId?: string): Stranger {
   };
 }
 
-export const TINY_TRAINING = { workers: 2, batch: 8, imageSize: 16, embeddingSize: 16, data: 'synthetic:20', imagesPerIdentity: 4, heldOutIdentities: 0, steps: 3, backend: 'cpu-native', backboneNorm: 'none', threads: 1 };
+export const TINY_TRAINING = {
+  workers: 2,
+  batch: 8,
+  imageSize: 16,
+  embeddingSize: 16,
+  data: 'synthetic:20',
+  imagesPerIdentity: 4,
+  heldOutIdentities: 0,
+  steps: 3,
+  backend: 'cpu-native',
+  backboneNorm: 'none',
+  threads: 1,
+};
 
 export interface TrainRun {
   runDir: string;

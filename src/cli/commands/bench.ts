@@ -175,7 +175,8 @@ export async function run(argv: string[]): Promise<number> {
       const { benchThin, THIN_RECIPES } = await import('../../../bench/thin.js');
       const recipes = (o.recipes as string).split(',').map((r) => r.trim());
       const bad = recipes.find((r) => !(THIN_RECIPES as readonly string[]).includes(r));
-      if (bad !== undefined || new Set(recipes).size !== recipes.length) throw new UsageError(`--recipes must be comma-separated, each once, from ${THIN_RECIPES.join(', ')}; got ${JSON.stringify(o.recipes)}`);
+      if (bad !== undefined || new Set(recipes).size !== recipes.length)
+        throw new UsageError(`--recipes must be comma-separated, each once, from ${THIN_RECIPES.join(', ')}; got ${JSON.stringify(o.recipes)}`);
       await benchThin({
         recipes: recipes as (typeof THIN_RECIPES)[number][],
         workers: o.workers as number,

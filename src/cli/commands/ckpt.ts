@@ -80,13 +80,28 @@ function info(dir: string, json: boolean): number {
     const problems = checkpointProblems(sd);
     if (!complete) return { dir: sd, step, complete, verified: false, problems };
     const m = readManifest(sd);
-    return { dir: sd, step, complete, verified: problems.length === 0, problems, world: m.world, numClasses: m.numClasses, embeddingSize: m.embeddingSize, bytes: m.backbone.bytes + m.shards.reduce((a, s) => a + s.bytes, 0), createdAt: m.createdAt };
+    return {
+      dir: sd,
+      step,
+      complete,
+      verified: problems.length === 0,
+      problems,
+      world: m.world,
+      numClasses: m.numClasses,
+      embeddingSize: m.embeddingSize,
+      bytes: m.backbone.bytes + m.shards.reduce((a, s) => a + s.bytes, 0),
+      createdAt: m.createdAt,
+    };
   });
   const newest = steps.find((s) => s.verified);
   if (json) console.log(JSON.stringify({ newestVerified: newest?.dir ?? null, checkpoints: steps }));
   else {
     for (const s of steps) {
-      const what = s.verified ? `ok        world ${s.world}, ${s.numClasses} classes × ${s.embeddingSize}, ${((s.bytes ?? 0) / 2 ** 20).toFixed(1)} MiB, ${s.createdAt}` : s.complete ? 'CORRUPT' : 'INCOMPLETE';
+      const what = s.verified
+        ? `ok        world ${s.world}, ${s.numClasses} classes × ${s.embeddingSize}, ${((s.bytes ?? 0) / 2 ** 20).toFixed(1)} MiB, ${s.createdAt}`
+        : s.complete
+          ? 'CORRUPT'
+          : 'INCOMPLETE';
       console.log(`step ${String(s.step).padStart(7)}  ${what}  ${s.dir}`);
       for (const p of s.problems) console.log(`               - ${p}`);
     }

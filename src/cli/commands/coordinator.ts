@@ -24,8 +24,8 @@ export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   seed: { kind: 'int', default: 0, help: 'job seed' },
   'step-delay-ms': { kind: 'int', default: 0, help: 'empty jobs: milliseconds each step takes (for testing liveness)' },
   'address-file': { kind: 'string', help: 'write the bound address to this file once listening' },
-  'metrics-port': { kind: 'int', help: 'port of the metrics and status page endpoint; 0 = any free port, -1 = off (default: the config\'s metricsPort, 0)' },
-  'metrics-host': { kind: 'string', help: 'address the metrics endpoint listens on (default: the config\'s metricsHost, 127.0.0.1)' },
+  'metrics-port': { kind: 'int', help: "port of the metrics and status page endpoint; 0 = any free port, -1 = off (default: the config's metricsPort, 0)" },
+  'metrics-host': { kind: 'string', help: "address the metrics endpoint listens on (default: the config's metricsHost, 127.0.0.1)" },
   ...TRANSPORT_OPTIONS,
   ...LOG_OPTIONS,
 };
@@ -90,7 +90,12 @@ async function coordinateTraining(o: Record<string, unknown>, workers: number, a
   const [{ planTraining }, { runTraining }] = await Promise.all([import('../../run/plan.js'), import('../../run/training.js')]);
   let plan;
   try {
-    const overrides: Record<string, string> = { workers: String(workers), logFormat: String(o['log-format']), heartbeatMs: String(o['heartbeat-ms']), workerTimeoutMs: String((o['worker-timeout'] as number) * 1000) };
+    const overrides: Record<string, string> = {
+      workers: String(workers),
+      logFormat: String(o['log-format']),
+      heartbeatMs: String(o['heartbeat-ms']),
+      workerTimeoutMs: String((o['worker-timeout'] as number) * 1000),
+    };
     if (o['run-dir']) overrides.runDir = o['run-dir'] as string;
     if (o['metrics-port'] !== undefined) overrides.metricsPort = String(o['metrics-port']);
     if (o['metrics-host'] !== undefined) overrides.metricsHost = o['metrics-host'] as string;

@@ -103,7 +103,15 @@ async function describe(layout: DataLayout, quick: boolean): Promise<Facts> {
 }
 
 async function describeLayout(layout: DataLayout, quick: boolean): Promise<Facts> {
-  const base = { kind: layout.kind, identities: layout.numClasses, images: layout.kind === 'recordio' ? layout.keys.length : layout.files.length, records: null, readableRecords: null, readableImages: null, problemCount: 0 };
+  const base = {
+    kind: layout.kind,
+    identities: layout.numClasses,
+    images: layout.kind === 'recordio' ? layout.keys.length : layout.files.length,
+    records: null,
+    readableRecords: null,
+    readableImages: null,
+    problemCount: 0,
+  };
   if (layout.kind === 'recordio') {
     const facts: Facts = { path: layout.rec, ...base, layout: layout.layout, width: null, height: null, format: null, sizeFrom: 'property file', problems: layout.problems };
     if (!quick) {

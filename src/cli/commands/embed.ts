@@ -90,7 +90,13 @@ export async function run(argv: string[]): Promise<number> {
         const e = Array.from(embeddings.subarray(i * d, (i + 1) * d));
         const magnitude = magnitudes[i]!;
         if (o.json) console.log(JSON.stringify({ image, embedding: e, magnitude }));
-        else console.log(`${image}\tmagnitude ${magnitude.toFixed(4)}\t[${e.slice(0, 4).map((v) => v.toFixed(4)).join(', ')}, …] (${d} dims)`);
+        else
+          console.log(
+            `${image}\tmagnitude ${magnitude.toFixed(4)}\t[${e
+              .slice(0, 4)
+              .map((v) => v.toFixed(4))
+              .join(', ')}, …] (${d} dims)`,
+          );
       });
     }
     return failed > 0 ? 1 : 0;

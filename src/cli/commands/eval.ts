@@ -26,7 +26,7 @@ const OPTIONS: Record<string, OptionSpec> = {
   pairs: { kind: 'string', help: 'LFW-style pairs.txt (with --images)' },
   images: { kind: 'string', help: 'image folder of --pairs: DIR/name/name_%04d.jpg (or .jpeg/.png/.pgm)' },
   'pair-list': { kind: 'string', help: 'pair list: pathA<TAB>pathB<TAB>1|0 per line, paths relative to the list' },
-  'image-size': { kind: 'int', help: 'decode images to S×S (default: the checkpoint\'s imageSize)' },
+  'image-size': { kind: 'int', help: "decode images to S×S (default: the checkpoint's imageSize)" },
   crop: { kind: 'string', default: 'centre', help: 'centre (short side resized, centre square kept) or LEFT,TOP,WIDTH,HEIGHT as fractions of the image' },
   batch: { kind: 'int', default: 64, help: 'images per forward pass' },
   backend: { kind: 'string', default: 'auto', help: BACKENDS.join(' | ') },
@@ -34,7 +34,11 @@ const OPTIONS: Record<string, OptionSpec> = {
   'roc-csv': { kind: 'string', help: 'write the ROC (fpr,tpr,thresholds) to this CSV file' },
   occlude: { kind: 'string', help: 'draw synthetic occluders on every image first: eyes | mouth | half | random (src/eval/occluders.ts)' }, // --- occlusion
   'occlude-seed': { kind: 'int', default: 0, help: 'seed of the occluders (which half, colours, the random block), per image' }, // --- occlusion
-  'seg-gate': { kind: 'boolean', default: false, help: 'occlusion adversarial checkpoints: scale each feature-map cell by 1 − σ(S(f)), the segmentation head\'s occlusion probability, before the head (docs/methods.md#adversarial-training inference)' }, // --- occlusion
+  'seg-gate': {
+    kind: 'boolean',
+    default: false,
+    help: "occlusion adversarial checkpoints: scale each feature-map cell by 1 − σ(S(f)), the segmentation head's occlusion probability, before the head (docs/methods.md#adversarial-training inference)",
+  }, // --- occlusion
   help: { kind: 'boolean', default: false, help: 'show this help' },
 };
 
@@ -140,10 +144,8 @@ function sourceSpec(o: Record<string, unknown>): VerificationSpec {
 export function parseCrop(s: string): 'centre' | CropBox {
   if (s === 'centre' || s === 'center') return 'centre';
   const f = s.split(',').map((x) => Number(x.trim()));
-  if (f.length !== 4 || f.some((x) => !Number.isFinite(x) || x < 0 || x > 1))
-    throw new UsageError(`--crop must be centre or LEFT,TOP,WIDTH,HEIGHT (fractions in [0, 1]), got ${JSON.stringify(s)}`);
+  if (f.length !== 4 || f.some((x) => !Number.isFinite(x) || x < 0 || x > 1)) throw new UsageError(`--crop must be centre or LEFT,TOP,WIDTH,HEIGHT (fractions in [0, 1]), got ${JSON.stringify(s)}`);
   const [left, top, width, height] = f as [number, number, number, number];
-  if (width <= 0 || height <= 0 || left + width > 1 + 1e-9 || top + height > 1 + 1e-9)
-    throw new UsageError(`--crop ${s}: the box must have a positive size and lie inside the image`);
+  if (width <= 0 || height <= 0 || left + width > 1 + 1e-9 || top + height > 1 + 1e-9) throw new UsageError(`--crop ${s}: the box must have a positive size and lie inside the image`);
   return { left, top, width, height };
 }

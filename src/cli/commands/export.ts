@@ -32,7 +32,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!checkpoint) throw new UsageError('export needs --checkpoint RUN_DIR/ckpt or RUN_DIR/ckpt/step-N');
   if (!out) throw new UsageError('export needs --out DIR');
   const format = o.format as string;
-  if (format === 'layers') throw new UsageError('--format layers is not supported: tfjs-layers has no grouped convolution (mobilefacenet, vargfacenet); use --format graph, which loads with tf.loadGraphModel');
+  if (format === 'layers')
+    throw new UsageError('--format layers is not supported: tfjs-layers has no grouped convolution (mobilefacenet, vargfacenet); use --format graph, which loads with tf.loadGraphModel');
   if (!(EXPORT_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--format must be one of ${EXPORT_FORMATS.join(', ')}, got ${JSON.stringify(format)}`);
 
   try {
@@ -41,7 +42,9 @@ export async function run(argv: string[]): Promise<number> {
     await initBackend('cpu');
     const r = await exportCheckpoint({ checkpoint, out, format: format as ExportFormat });
     const { card } = r;
-    console.log(JSON.stringify({ out: r.out, backbone: card.backbone, step: card.step, embeddingSize: card.embeddingSize, imageSize: card.imageSize, weightBytes: r.weightBytes, ops: r.ops, files: r.files }));
+    console.log(
+      JSON.stringify({ out: r.out, backbone: card.backbone, step: card.step, embeddingSize: card.embeddingSize, imageSize: card.imageSize, weightBytes: r.weightBytes, ops: r.ops, files: r.files }),
+    );
     return 0;
   } catch (e) {
     if (e instanceof CheckpointError) throw new UsageError(e.message);

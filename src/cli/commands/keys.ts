@@ -11,7 +11,9 @@ const KEYS_OPTIONS: Record<string, OptionSpec> = {
 export async function run(argv: string[]): Promise<number> {
   const { options: o, positional } = parseArgs(argv, KEYS_OPTIONS, { allowPositional: true });
   if (o.help || positional.length === 0) {
-    console.log(`${usage('keys generate DIR', KEYS_OPTIONS)}\n\nWrites DIR/coordinator.key (secret, the coordinator only), DIR/coordinator.pub (every worker),\nworker.key or worker-<i>.key (secret, one per worker node), their .pub files and DIR/authorized_keys\n(the worker keys the coordinator and the ring inboxes accept). Pass --curve-keys DIR to train, launch,\ncoordinator and worker.`);
+    console.log(
+      `${usage('keys generate DIR', KEYS_OPTIONS)}\n\nWrites DIR/coordinator.key (secret, the coordinator only), DIR/coordinator.pub (every worker),\nworker.key or worker-<i>.key (secret, one per worker node), their .pub files and DIR/authorized_keys\n(the worker keys the coordinator and the ring inboxes accept). Pass --curve-keys DIR to train, launch,\ncoordinator and worker.`,
+    );
     return o.help ? 0 : 2;
   }
   const [sub, dir, ...extra] = positional;

@@ -61,9 +61,17 @@ export async function run(argv: string[]): Promise<number> {
     }
   } else {
     const type = o.margin as string;
-    if (!['arcface', 'cosface', 'combined', 'magface', 'curricular'].includes(type)) throw new UsageError(`--margin must be arcface, cosface, combined, magface or curricular, got ${JSON.stringify(type)}`);
+    if (!['arcface', 'cosface', 'combined', 'magface', 'curricular'].includes(type))
+      throw new UsageError(`--margin must be arcface, cosface, combined, magface or curricular, got ${JSON.stringify(type)}`);
     const head = type === 'magface' || type === 'curricular' ? type : undefined;
-    tcase = generateCase({ workers, classes: o.classes as number, dim: o.dim as number, rowsPerWorker: o.rows as number, seed: o.seed as number, ...(head ? { head } : { margin: { type: type as 'arcface' } }) });
+    tcase = generateCase({
+      workers,
+      classes: o.classes as number,
+      dim: o.dim as number,
+      rowsPerWorker: o.rows as number,
+      seed: o.seed as number,
+      ...(head ? { head } : { margin: { type: type as 'arcface' } }),
+    });
   }
   const classes = tcase.weight.length;
   const dim = tcase.weight[0]!.length;
@@ -181,4 +189,3 @@ export async function run(argv: string[]): Promise<number> {
   if (!ok) console.error(`shardface selftest: sharded and single-process results differ by more than ${tol} relative`);
   return ok ? 0 : 1;
 }
-

@@ -8,14 +8,14 @@ import { BACKEND_CHOICES, type BackendChoice } from '../../ops/backend.js';
 export const WORKER_OPTIONS: Record<string, OptionSpec> = {
   coordinator: { kind: 'string', default: 'tcp://127.0.0.1:29500', help: 'coordinator address' },
   rank: { kind: 'int', help: 'explicit rank (default: $SHARDFACE_RANK, $RANK, $SLURM_PROCID or $JOB_COMPLETION_INDEX, else assigned)' },
-  device: { kind: 'string', help: 'CUDA device for this worker (sets CUDA_VISIBLE_DEVICES); default: the local rank\'s' },
+  device: { kind: 'string', help: "CUDA device for this worker (sets CUDA_VISIBLE_DEVICES); default: the local rank's" },
   backend: { kind: 'string', help: `compute backend: ${BACKEND_CHOICES.join('|')} (default: the job's config, else auto)` },
   threads: { kind: 'int', help: 'CPU threads for native kernels (default: $SHARDFACE_THREADS or all cores)' },
   job: { kind: 'string', help: 'job id to join (default: whatever the coordinator runs)' },
   'token-file': { kind: 'string', help: 'file holding the shared token' },
   advertise: { kind: 'string', help: 'host name or IP other workers use to reach this one' },
-  'worker-timeout': { kind: 'number', default: 30, help: 'seconds the coordinator may be unreachable or silent before this worker gives up (until the job\'s own timeout arrives with welcome)' },
-  'curve-name': { kind: 'string', help: 'with --curve-keys: this worker\'s key pair, DIR/NAME.key (default: worker.key, else the only worker*.key, else worker-$SHARDFACE_LOCAL_RANK.key)' },
+  'worker-timeout': { kind: 'number', default: 30, help: "seconds the coordinator may be unreachable or silent before this worker gives up (until the job's own timeout arrives with welcome)" },
+  'curve-name': { kind: 'string', help: "with --curve-keys: this worker's key pair, DIR/NAME.key (default: worker.key, else the only worker*.key, else worker-$SHARDFACE_LOCAL_RANK.key)" },
   ...TRANSPORT_OPTIONS,
   ...LOG_OPTIONS,
 };

@@ -27,14 +27,69 @@ export interface NativeAddon {
   relu(x: Float32Array, y: Float32Array): void;
   reduceSum(x: Float32Array, out: Float32Array, p: number, q: number, r: number, scale: number): void;
   rowNorms(x: Float32Array, rows: number, d: number, out: Float32Array): void;
-  shardForward(emb: Float32Array, w: Float32Array, wNorm: Float32Array | null, labels: Int32Array, n: number, k: number, d: number, margin: MarginArgs, chunk: number, rowMax: Float32Array, sumExp: Float32Array, target: Float32Array): void;
-  shardBackward(emb: Float32Array, w: Float32Array, wNorm: Float32Array | null, labels: Int32Array, logSumExp: Float32Array, n: number, k: number, d: number, margin: MarginArgs, rowsTotal: number, chunk: number, gradEmb: Float32Array, gradW: Float32Array): void;
+  shardForward(
+    emb: Float32Array,
+    w: Float32Array,
+    wNorm: Float32Array | null,
+    labels: Int32Array,
+    n: number,
+    k: number,
+    d: number,
+    margin: MarginArgs,
+    chunk: number,
+    rowMax: Float32Array,
+    sumExp: Float32Array,
+    target: Float32Array,
+  ): void;
+  shardBackward(
+    emb: Float32Array,
+    w: Float32Array,
+    wNorm: Float32Array | null,
+    labels: Int32Array,
+    logSumExp: Float32Array,
+    n: number,
+    k: number,
+    d: number,
+    margin: MarginArgs,
+    rowsTotal: number,
+    chunk: number,
+    gradEmb: Float32Array,
+    gradW: Float32Array,
+  ): void;
   rowSgdUpdate(w: Float32Array, v: Float32Array, g: Float32Array, index: Int32Array, count: number, rows: number, d: number, lr: number, momentum: number, weightDecay: number): void;
   rowAdamWUpdate(w: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, index: Int32Array, count: number, rows: number, d: number, consts: AdamWConsts): void;
   gatherRows(x: Float32Array, count: number, d: number, index: Int32Array, rows: number, out: Float32Array): void;
   /** BatchNorm (batch statistics) over x [rows, c], then PReLU when alpha is given (norm-act.cc). */
-  bnForward(x: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, alpha: Float32Array | null, eps: number, y: Float32Array, mean: Float32Array, variance: Float32Array): void;
-  bnBackward(x: Float32Array, dy: Float32Array, rows: number, c: number, gamma: Float32Array, beta: Float32Array, alpha: Float32Array | null, mean: Float32Array, variance: Float32Array, eps: number, dmean: Float32Array | null, dvariance: Float32Array | null, dx: Float32Array, dgamma: Float32Array, dbeta: Float32Array, dalpha: Float32Array | null): void;
+  bnForward(
+    x: Float32Array,
+    rows: number,
+    c: number,
+    gamma: Float32Array,
+    beta: Float32Array,
+    alpha: Float32Array | null,
+    eps: number,
+    y: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+  ): void;
+  bnBackward(
+    x: Float32Array,
+    dy: Float32Array,
+    rows: number,
+    c: number,
+    gamma: Float32Array,
+    beta: Float32Array,
+    alpha: Float32Array | null,
+    mean: Float32Array,
+    variance: Float32Array,
+    eps: number,
+    dmean: Float32Array | null,
+    dvariance: Float32Array | null,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+    dalpha: Float32Array | null,
+  ): void;
   preluForward(x: Float32Array, rows: number, c: number, alpha: Float32Array, y: Float32Array): void;
   preluBackward(x: Float32Array, dy: Float32Array, rows: number, c: number, alpha: Float32Array, dx: Float32Array, dalpha: Float32Array): void;
 }
@@ -71,7 +126,9 @@ function chooseBlasCore(): void {
   if (process.env.OPENBLAS_CORETYPE || process.arch !== 'x64' || process.platform !== 'linux') return;
   let flags: Set<string>;
   try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('flags'));
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('flags'));
     flags = new Set((line ?? '').split(':')[1]?.trim().split(/\s+/) ?? []);
   } catch {
     return;

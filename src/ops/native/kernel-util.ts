@@ -53,11 +53,19 @@ export function output(backend: MathBackendCPU, shape: number[], values: Float32
 
 export function geometry(info: tf.backend_util.Conv2DInfo, groups: number): ConvGeometry {
   return [
-    info.batchSize, info.inHeight, info.inWidth, info.inChannels,
-    info.filterHeight, info.filterWidth,
-    info.outHeight, info.outWidth, info.outChannels,
-    info.strideHeight, info.strideWidth,
-    info.padInfo.top, info.padInfo.left,
+    info.batchSize,
+    info.inHeight,
+    info.inWidth,
+    info.inChannels,
+    info.filterHeight,
+    info.filterWidth,
+    info.outHeight,
+    info.outWidth,
+    info.outChannels,
+    info.strideHeight,
+    info.strideWidth,
+    info.padInfo.top,
+    info.padInfo.left,
     groups,
   ];
 }

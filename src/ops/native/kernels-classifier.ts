@@ -91,7 +91,8 @@ interface ShardArgs {
 }
 
 function shardArgs({ inputs, attrs }: KernelArgs, backend: MathBackendCPU, name: string): ShardArgs {
-  const e = inputs.emb as TensorInfo, w = inputs.weight as TensorInfo;
+  const e = inputs.emb as TensorInfo,
+    w = inputs.weight as TensorInfo;
   const [n, d] = e.shape as [number, number];
   const [k, dw] = w.shape as [number, number];
   if (dw !== d) throw new Error(`${name}: weight has ${dw} columns, embeddings ${d}`);
@@ -103,16 +104,21 @@ function shardArgs({ inputs, attrs }: KernelArgs, backend: MathBackendCPU, name:
     weight: required(f32(backend, w), name),
     weightNorm,
     labels: required(i32(backend, inputs.labels), name),
-    n, k, d, margin, chunk,
+    n,
+    k,
+    d,
+    margin,
+    chunk,
   };
 }
 
 export function shardForward(addon: NativeAddon): NativeKernel {
   return (args, backend) => {
     const a = shardArgs(args, backend, 'SfShardForward');
-    const rowMax = new Float32Array(a.n).fill(-Infinity), sumExp = new Float32Array(a.n), target = new Float32Array(a.n);
-    if (a.n > 0 && a.k > 0)
-      addon.shardForward(a.emb, a.weight, a.weightNorm, a.labels, a.n, a.k, a.d, a.margin, a.chunk, rowMax, sumExp, target);
+    const rowMax = new Float32Array(a.n).fill(-Infinity),
+      sumExp = new Float32Array(a.n),
+      target = new Float32Array(a.n);
+    if (a.n > 0 && a.k > 0) addon.shardForward(a.emb, a.weight, a.weightNorm, a.labels, a.n, a.k, a.d, a.margin, a.chunk, rowMax, sumExp, target);
     return [output(backend, [a.n], rowMax), output(backend, [a.n], sumExp), output(backend, [a.n], target)];
   };
 }
@@ -126,8 +132,7 @@ export function shardBackward(addon: NativeAddon): NativeKernel {
     const gradEmb = new Float32Array(a.n * a.d);
     // the kernel writes every entry of gradWeight when n, k > 0; an empty batch gives zeros
     const gradWeight = a.n > 0 ? recycled.take(backend, a.k * a.d) : new Float32Array(a.k * a.d);
-    if (a.n > 0 && a.k > 0)
-      addon.shardBackward(a.emb, a.weight, a.weightNorm, a.labels, lse, a.n, a.k, a.d, a.margin, rowsTotal, a.chunk, gradEmb, gradWeight);
+    if (a.n > 0 && a.k > 0) addon.shardBackward(a.emb, a.weight, a.weightNorm, a.labels, lse, a.n, a.k, a.d, a.margin, rowsTotal, a.chunk, gradEmb, gradWeight);
     return [output(backend, [a.n, a.d], gradEmb), recycled.keep(output(backend, [a.k, a.d], gradWeight), gradWeight)];
   };
 }
@@ -136,7 +141,8 @@ export function gatherRows(addon: NativeAddon): NativeKernel {
   const recycled = new RecycledOutput();
   return ({ inputs }, backend) => {
     const x = inputs.x as TensorInfo;
-    const xv = f32(backend, x), index = i32(backend, inputs.index);
+    const xv = f32(backend, x),
+      index = i32(backend, inputs.index);
     if (!xv || !index || x.shape.length !== 2) return null;
     const [count, d] = x.shape as [number, number];
     const out = recycled.take(backend, index.length * d);
@@ -157,7 +163,8 @@ function writable(backend: MathBackendCPU, t: TensorInfo, name: string): { info:
 }
 
 function rowUpdateShape(inputs: KernelArgs['inputs'], backend: MathBackendCPU, name: string): { count: number; d: number; grad: Float32Array; index: Int32Array } {
-  const w = inputs.weight as TensorInfo, g = inputs.grad as TensorInfo;
+  const w = inputs.weight as TensorInfo,
+    g = inputs.grad as TensorInfo;
   const [count, d] = w.shape as [number, number];
   const index = required(i32(backend, inputs.index), name);
   if (g.shape[0] !== index.length || g.shape[1] !== d) throw new Error(`${name}: gradient [${g.shape.join(',')}] for ${index.length} rows of ${d}`);

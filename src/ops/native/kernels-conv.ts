@@ -36,7 +36,8 @@ function convInfo(xShape: number[], wShape: number[], a: ConvAttrs, depthwise: b
 
 /** Runs one conv-like addon call writing a fresh output of `outShape`. */
 function run(backend: MathBackendCPU, call: ConvCall, a: TensorInfo, b: TensorInfo, outShape: number[], g: ConvGeometry): TensorInfo | null {
-  const av = f32(backend, a), bv = f32(backend, b);
+  const av = f32(backend, a),
+    bv = f32(backend, b);
   if (!av || !bv) return null;
   const out = new Float32Array(sizeOf(outShape));
   if (out.length > 0 && sizeOf(a.shape) > 0 && sizeOf(b.shape) > 0) call(av, bv, out, g);

@@ -31,14 +31,16 @@ export function broadcastPlan(aShape: number[], bShape: number[]): BroadcastPlan
   }
   const rank = outShape.length;
   const padded = (s: number[]): number[] => [...new Array<number>(rank - s.length).fill(1), ...s];
-  const a = padded(aShape), b = padded(bShape);
+  const a = padded(aShape),
+    b = padded(bShape);
   const aFull = a.every((d, i) => d === outShape[i]);
   const bFull = b.every((d, i) => d === outShape[i]);
   const total = sizeOf(outShape);
   if (aFull && bFull) return { outShape, p: 1, q: total, r: 1, side: 0 };
   if (!aFull && !bFull) return null;
   const small = aFull ? b : a;
-  let first = -1, last = -1;
+  let first = -1,
+    last = -1;
   for (let i = 0; i < rank; i++) {
     if (small[i] === 1 && outShape[i] !== 1) {
       if (first < 0) first = i;
@@ -59,8 +61,10 @@ export function binary(addon: NativeAddon, name: BinaryKernelName): NativeKernel
   const op = BINARY_OPS[name];
   const [first, second] = name === 'Prelu' ? ['x', 'alpha'] : ['a', 'b'];
   return ({ inputs }, backend) => {
-    const a = inputs[first!] as TensorInfo, b = inputs[second!] as TensorInfo;
-    const av = f32(backend, a), bv = f32(backend, b);
+    const a = inputs[first!] as TensorInfo,
+      b = inputs[second!] as TensorInfo;
+    const av = f32(backend, a),
+      bv = f32(backend, b);
     if (!av || !bv) return null;
     const plan = broadcastPlan(a.shape, b.shape);
     if (!plan) return null;
@@ -93,7 +97,8 @@ export interface ReducePlan {
 export function reducePlan(shape: number[], axis: number | number[] | undefined, keepDims: boolean): ReducePlan | null {
   const axes = tf.util.parseAxisParam(axis ?? (null as unknown as number[]), shape);
   const reduced = shape.map((_, i) => axes.includes(i));
-  let first = -1, last = -1;
+  let first = -1,
+    last = -1;
   for (let i = 0; i < shape.length; i++) {
     if (reduced[i] && shape[i] !== 1) {
       if (first < 0) first = i;

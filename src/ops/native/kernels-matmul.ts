@@ -6,15 +6,18 @@ import { ACTIVATIONS, type KernelArgs, type NativeKernel, type TensorInfo, f32, 
 
 /** a·b for float32 tensors of rank ≥ 2; null if the batch dims broadcast in a way we do not cover. */
 function matMul(addon: NativeAddon, backend: MathBackendCPU, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): TensorInfo | null {
-  const av = f32(backend, a), bv = f32(backend, b);
+  const av = f32(backend, a),
+    bv = f32(backend, b);
   if (!av || !bv || a.shape.length < 2 || b.shape.length < 2) return null;
-  const ra = a.shape.length, rb = b.shape.length;
+  const ra = a.shape.length,
+    rb = b.shape.length;
   const k = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
   const kb = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
   const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
   const n = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
   if (k !== kb) return null; // the stock kernel throws the descriptive error
-  const batchA = sizeOf(a.shape.slice(0, -2)), batchB = sizeOf(b.shape.slice(0, -2));
+  const batchA = sizeOf(a.shape.slice(0, -2)),
+    batchB = sizeOf(b.shape.slice(0, -2));
   if (batchA !== batchB && batchA !== 1 && batchB !== 1) return null;
   let outer: number[];
   try {
@@ -38,12 +41,17 @@ export function batchMatMul(addon: NativeAddon): NativeKernel {
 export function fusedMatMul(addon: NativeAddon): NativeKernel {
   return ({ inputs, attrs }: KernelArgs, backend) => {
     const { transposeA, transposeB, activation, leakyreluAlpha } = attrs as {
-      transposeA: boolean; transposeB: boolean; activation?: string; leakyreluAlpha?: number;
+      transposeA: boolean;
+      transposeB: boolean;
+      activation?: string;
+      leakyreluAlpha?: number;
     };
     const act = ACTIVATIONS[activation ?? 'linear'];
     if (act === undefined || !f32(backend, inputs.a) || !f32(backend, inputs.b)) return null;
-    const a = inputs.a!, b = inputs.b!;
-    const ra = a.shape.length, rb = b.shape.length;
+    const a = inputs.a!,
+      b = inputs.b!;
+    const ra = a.shape.length,
+      rb = b.shape.length;
     const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
     const n = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
     let outShape: number[];

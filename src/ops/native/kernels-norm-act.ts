@@ -18,12 +18,16 @@ function view(x: TensorInfo, c: number): { rows: number; c: number } | null {
 export function batchNormTrain(addon: NativeAddon, withAlpha: boolean): NativeKernel {
   return ({ inputs, attrs }, backend) => {
     const { x, gamma, beta, alpha } = inputs as Record<string, TensorInfo>;
-    const xv = f32(backend, x), gv = f32(backend, gamma), bv = f32(backend, beta);
+    const xv = f32(backend, x),
+      gv = f32(backend, gamma),
+      bv = f32(backend, beta);
     const av = withAlpha ? f32(backend, alpha) : null;
     if (!x || x.shape.length < 2 || !xv || !gv || !bv || (withAlpha && !av)) return null;
     const v = view(x, x.shape[x.shape.length - 1]!);
     if (!v || gv.length !== v.c || bv.length !== v.c || (av && av.length !== v.c)) return null;
-    const y = new Float32Array(xv.length), mean = new Float32Array(v.c), variance = new Float32Array(v.c);
+    const y = new Float32Array(xv.length),
+      mean = new Float32Array(v.c),
+      variance = new Float32Array(v.c);
     addon.bnForward(xv, v.rows, v.c, gv, bv, av, (attrs as { epsilon: number }).epsilon, y, mean, variance);
     return [output(backend, x.shape, y), output(backend, [v.c], mean), output(backend, [v.c], variance)];
   };
@@ -34,13 +38,21 @@ export function batchNormTrainBackprop(addon: NativeAddon): NativeKernel {
   return ({ inputs, attrs }, backend) => {
     const { x, gamma, beta, alpha, mean, variance, dy, dmean, dvariance } = inputs as Record<string, TensorInfo | undefined>;
     if (!x || !gamma || !beta || !mean || !variance || !dy) return null;
-    const xv = f32(backend, x), gv = f32(backend, gamma), bv = f32(backend, beta), mv = f32(backend, mean), vv = f32(backend, variance), dyv = f32(backend, dy);
+    const xv = f32(backend, x),
+      gv = f32(backend, gamma),
+      bv = f32(backend, beta),
+      mv = f32(backend, mean),
+      vv = f32(backend, variance),
+      dyv = f32(backend, dy);
     const av = alpha ? f32(backend, alpha) : null;
-    const dmv = dmean ? f32(backend, dmean) : null, dvv = dvariance ? f32(backend, dvariance) : null;
+    const dmv = dmean ? f32(backend, dmean) : null,
+      dvv = dvariance ? f32(backend, dvariance) : null;
     if (!xv || !gv || !bv || !mv || !vv || !dyv || (alpha && !av) || (dmean && !dmv) || (dvariance && !dvv)) return null;
     const v = view(x, x.shape[x.shape.length - 1]!);
     if (!v || dyv.length !== xv.length || [gv, bv, mv, vv, av, dmv, dvv].some((t) => t && t.length !== v.c)) return null;
-    const dx = new Float32Array(xv.length), dgamma = new Float32Array(v.c), dbeta = new Float32Array(v.c);
+    const dx = new Float32Array(xv.length),
+      dgamma = new Float32Array(v.c),
+      dbeta = new Float32Array(v.c);
     const dalpha = av ? new Float32Array(v.c) : null;
     addon.bnBackward(xv, dyv, v.rows, v.c, gv, bv, av, mv, vv, (attrs as { epsilon: number }).epsilon, dmv, dvv, dx, dgamma, dbeta, dalpha);
     const outs = [output(backend, x.shape, dx), output(backend, gamma.shape, dgamma), output(backend, beta.shape, dbeta)];
@@ -60,7 +72,8 @@ function preluView(x: TensorInfo, alphaLength: number): { rows: number; c: numbe
 export function prelu(addon: NativeAddon): NativeKernel {
   return ({ inputs }, backend) => {
     const { x, alpha } = inputs as Record<string, TensorInfo>;
-    const xv = f32(backend, x), av = f32(backend, alpha);
+    const xv = f32(backend, x),
+      av = f32(backend, alpha);
     if (!xv || !av || x.shape.length < 1) return null;
     const v = preluView(x, av.length);
     if (!v) return null;
@@ -74,11 +87,14 @@ export function prelu(addon: NativeAddon): NativeKernel {
 export function preluBackprop(addon: NativeAddon): NativeKernel {
   return ({ inputs }, backend) => {
     const { x, alpha, dy } = inputs as Record<string, TensorInfo>;
-    const xv = f32(backend, x), av = f32(backend, alpha), dyv = f32(backend, dy);
+    const xv = f32(backend, x),
+      av = f32(backend, alpha),
+      dyv = f32(backend, dy);
     if (!xv || !av || !dyv || dyv.length !== xv.length) return null;
     const v = preluView(x, av.length);
     if (!v) return null;
-    const dx = new Float32Array(xv.length), dalpha = new Float32Array(av.length);
+    const dx = new Float32Array(xv.length),
+      dalpha = new Float32Array(av.length);
     addon.preluBackward(xv, dyv, v.rows, v.c, av, dx, dalpha);
     return [output(backend, x.shape, dx), output(backend, alpha.shape, dalpha)];
   };

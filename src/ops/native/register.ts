@@ -138,8 +138,7 @@ function registerBackend(addon: NativeAddon): void {
       kernelFunc: mine ? withFallback(config.kernelName, mine, config.kernelFunc) : config.kernelFunc,
     });
   }
-  for (const [kernelName, kernel] of Object.entries(shardfaceKernels(addon)))
-    tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc: withFallback(kernelName, kernel, undefined) });
+  for (const [kernelName, kernel] of Object.entries(shardfaceKernels(addon))) tf.registerKernel({ kernelName, backendName: NATIVE_BACKEND, kernelFunc: withFallback(kernelName, kernel, undefined) });
   tf.registerGradient(conv.groupedConvGradient);
   for (const g of normActGradients) tf.registerGradient(g);
 }

@@ -30,7 +30,12 @@ export const createJob: JobFactory = async (ctx) => {
   const init = new Float32Array(count * dim);
   for (let j = 0; j < count; j++) init.set(c.weight[start + j]!, j * dim);
   const loss = lossHeadOf(c.head);
-  const classifier = new ShardedClassifier(ctx.classRange, ctx.rank, { dim, margin: c.margin, marginGrad: c.marginGrad, sampleRate: c.sampleRate, chunkRows: c.chunkRows, optimizer: 'sgd', seed: ctx.seed, loss }, init);
+  const classifier = new ShardedClassifier(
+    ctx.classRange,
+    ctx.rank,
+    { dim, margin: c.margin, marginGrad: c.marginGrad, sampleRate: c.sampleRate, chunkRows: c.chunkRows, optimizer: 'sgd', seed: ctx.seed, loss },
+    init,
+  );
   const mine = c.embeddings.slice(ctx.rank * batch, (ctx.rank + 1) * batch);
   const emb = new Float32Array(batch * dim);
   mine.forEach((row, i) => emb.set(row, i * dim));
@@ -57,6 +62,10 @@ export const createJob: JobFactory = async (ctx) => {
 
 function lossHeadOf(head: HeadCase | undefined): LossHead {
   if (!head) return { kind: 'margin' };
-  if (head.kind === 'magface') return { kind: 'magface', spec: { s: head.s, la: head.la, ua: head.ua, lm: head.lm, um: head.um, lambdaG: head.lambdaG, ...(head.easyMargin !== undefined ? { easyMargin: head.easyMargin } : {}) } };
+  if (head.kind === 'magface')
+    return {
+      kind: 'magface',
+      spec: { s: head.s, la: head.la, ua: head.ua, lm: head.lm, um: head.um, lambdaG: head.lambdaG, ...(head.easyMargin !== undefined ? { easyMargin: head.easyMargin } : {}) },
+    };
   return { kind: 'curricular', spec: { s: head.s, m: head.m, emaWeight: head.emaWeight } };
 }

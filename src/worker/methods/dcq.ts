@@ -55,7 +55,11 @@ export class DcqMethod implements TrainingMethod {
     const tensors = { ...(await storedTensors(this.dcq.keyEncoder.network.state())), ...(await storedTensors(backbone.state(), DCQ_QUERY_PREFIX)) };
     return {
       shard,
-      network: { file: BACKBONE_FILE, tensors, meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), network: DCQ_NETWORK, queryPrefix: DCQ_QUERY_PREFIX } },
+      network: {
+        file: BACKBONE_FILE,
+        tensors,
+        meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), network: DCQ_NETWORK, queryPrefix: DCQ_QUERY_PREFIX },
+      },
     };
   }
 

@@ -83,11 +83,22 @@ export class FcMethod implements TrainingMethod {
   async checkpoint(): Promise<CheckpointContent> {
     const { worker, backbone, optimizer, cfg } = this.m;
     const st = this.classifier.state;
-    const slots = [['weight', st.weight], ['momentum', st.momentum], ['expAvg', st.expAvg], ['expAvgSq', st.expAvgSq]] as const;
+    const slots = [
+      ['weight', st.weight],
+      ['momentum', st.momentum],
+      ['expAvg', st.expAvg],
+      ['expAvgSq', st.expAvgSq],
+    ] as const;
     const shard = {
       file: shardFile(worker.rank),
       tensors: await storedTensors(slots.flatMap(([name, v]) => (v ? [[name, v] as const] : []))),
-      meta: { optimizer: st.optimizer, optimizerStep: String(st.step), classStart: String(worker.classRange.start), classCount: String(worker.classRange.count), numClasses: String(worker.numClasses) },
+      meta: {
+        optimizer: st.optimizer,
+        optimizerStep: String(st.step),
+        classStart: String(worker.classRange.start),
+        classCount: String(worker.classRange.count),
+        numClasses: String(worker.numClasses),
+      },
       announce: {},
     };
     if (worker.rank !== 0) return { shard, network: null };
