@@ -56,7 +56,7 @@ export async function benchClassifier(o: BenchClassifierOptions): Promise<Record
     },
     workerArgs: ['--backend', o.backend, '--log-format', 'json'],
     out: (line, from, stream) => {
-      if (/"level":(50|60)/.test(line) || stream === 'stderr') process.stderr.write(`[${from}] ${line}\n`);
+      if (/"level":(50|60)/.test(line) || stream === 'stderr') process.stderr.write(`[worker ${from.index}] ${line}\n`);
     },
   });
   const r = await done;

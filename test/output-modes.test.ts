@@ -100,7 +100,7 @@ describe('train output', () => {
     expect(r.status, r.stdout.slice(-2000)).toBe(0);
     // split the screen output at carriage returns and newlines; drop the erase-line sequence
     const pieces = r.stdout
-      .replace(/\x1b\[2K/g, '')
+      .replaceAll('\u001b[2K', '')
       .split(/[\r\n]+/)
       .filter((p) => p.trim() !== '');
     const bar = pieces.filter((p) => /^[█░]+ +\d+\/3 {2}loss \d+\.\d{3} {2}lr \S+ {2}\d+ img\/s {2}ETA \d+:\d\d$/.test(p));

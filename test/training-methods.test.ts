@@ -15,7 +15,7 @@ const base = { classifier: 'fc', occlusion: 'none', loss: 'margin', curricular: 
 describe('training method registry', () => {
   it('names the known methods for an unknown one', () => {
     expect(() => methodEntry('arcface-v9')).toThrow('unknown training method "arcface-v9"; known methods: fc, dcq, occlusion');
-    for (const name of METHOD_NAMES) expect(methodEntry(name).load).toBeTypeOf('function');
+    for (const name of METHOD_NAMES) expect(typeof methodEntry(name).load).toBe('function');
   });
 
   it('picks fc, dcq or occlusion from the config, and refuses occlusion over DCQ', () => {

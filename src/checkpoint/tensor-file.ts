@@ -189,7 +189,7 @@ export function readTensorFile(path: string, expectSha256?: string, only?: (name
     readExactly(fd, headBytes, 8, hash, path);
     let header: Record<string, HeaderEntry>;
     try {
-      header = JSON.parse(Buffer.from(headBytes).toString('utf8'));
+      header = JSON.parse(Buffer.from(headBytes).toString('utf8')) as Record<string, HeaderEntry>;
     } catch (e) {
       throw new TensorFileError(`${path}: corrupt header (${(e as Error).message})`);
     }

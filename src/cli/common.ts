@@ -11,7 +11,7 @@ export const LOG_OPTIONS: Record<string, OptionSpec> = {
 };
 
 export function loggerFrom(o: Record<string, unknown>, role: Role, rank: number | null = null): ShardfaceLogger {
-  const format = String(o['log-format'] ?? 'json');
+  const format = (o['log-format'] as string | undefined) ?? 'json';
   if (format !== 'json' && format !== 'pretty') throw new UsageError(`--log-format must be json or pretty, got ${JSON.stringify(format)}`);
   return createLogger({ role, rank, format: format as LogFormat, file: o['log-file'] as string | undefined });
 }

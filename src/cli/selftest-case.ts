@@ -164,7 +164,8 @@ export function canonicalMargin(v: Record<string, unknown>): Record<string, unkn
 
 /** Numbers of a head's margin object: file field → spec field, each optional (default from `defaults`). */
 function parseHeadNumbers<T extends Record<string, number>>(v: Record<string, unknown>, fields: Record<string, keyof T>, defaults: T): T {
-  for (const k of Object.keys(v)) if (k !== 'type' && !(k in fields)) throw new Error(`margin.${k}: unknown field for margin type ${v.type} (expected ${Object.keys(fields).join(', ')})`);
+  for (const k of Object.keys(v))
+    if (k !== 'type' && !(k in fields)) throw new Error(`margin.${k}: unknown field for margin type ${JSON.stringify(v.type)} (expected ${Object.keys(fields).join(', ')})`);
   const out = { ...defaults };
   for (const [file, field] of Object.entries(fields)) {
     const x = v[file];
@@ -220,7 +221,7 @@ function parseMargin(given: unknown): { margin: MarginSpec; head?: HeadCase } {
  * Parses and validates a case: `input` is the file's text or an already
  * parsed value; `workers` the number of workers it will run on.
  */
-export function parseSelftestCase(input: string | unknown, workers: number): SelftestCase {
+export function parseSelftestCase(input: unknown, workers: number): SelftestCase {
   checkWorkers(workers);
   let raw: unknown = input;
   if (typeof input === 'string') {

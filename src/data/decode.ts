@@ -112,7 +112,7 @@ export async function decodeInto(bytes: Uint8Array, opts: DecodeOptions, out: Fl
 export async function decodeBatch(images: readonly Uint8Array[], opts: DecodeOptions, out: Float32Array, o: { concurrency?: number } = {}): Promise<(DecodeError | null)[]> {
   const n = opts.size * opts.size * 3;
   if (out.length < images.length * n) throw new RangeError(`decode: output holds ${Math.floor(out.length / n)} images, got ${images.length}`);
-  const errors: (DecodeError | null)[] = new Array(images.length).fill(null);
+  const errors = new Array<DecodeError | null>(images.length).fill(null);
   let next = 0;
   const lane = async () => {
     while (next < images.length) {

@@ -207,7 +207,7 @@ export class SyntheticDataset implements Dataset {
     this.imageSize = o.imageSize;
     this.identityOffset = offset;
     this.seed = o.seed;
-    this.prototypes = new Array(o.identities);
+    this.prototypes = new Array<FacePrototype | undefined>(o.identities);
     const bytes = this.size * o.imageSize * o.imageSize * 3;
     const useCache = bytes <= (o.cacheBytes ?? 256 * 1024 * 1024);
     this.cache = useCache ? new Uint8Array(bytes) : null;

@@ -35,7 +35,7 @@ export function planBuckets(sizes: number[], bucketMb: number): Bucket[] {
  * tensors of the same shapes (the inputs are disposed).
  */
 export async function allReduceGradients(grads: tf.Tensor[], buckets: Bucket[], allReduceSum: (a: Float32Array) => Promise<void>): Promise<tf.Tensor[]> {
-  const out: tf.Tensor[] = new Array(grads.length);
+  const out = new Array<tf.Tensor>(grads.length);
   for (const b of buckets) {
     const flat = new Float32Array(b.length);
     b.params.forEach((p, k) => flat.set(grads[p]!.dataSync() as Float32Array, b.offsets[k]!));

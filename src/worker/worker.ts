@@ -129,7 +129,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       ids: w.ringIds,
       onStranger: (info) => strangers.warn(info, "ring inbox dropped a message from a connection other than the left neighbour's"),
     });
-    const kind = String(w.config.kind ?? 'empty') as StepKind;
+    const kind = (typeof w.config.kind === 'string' ? w.config.kind : 'empty') as StepKind;
     const ctx: WorkerContext = {
       rank: w.rank,
       world: w.world,

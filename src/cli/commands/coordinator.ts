@@ -97,7 +97,7 @@ async function coordinateTraining(o: Record<string, unknown>, workers: number, a
       workerTimeoutMs: String((o['worker-timeout'] as number) * 1000),
     };
     if (o['run-dir']) overrides.runDir = o['run-dir'] as string;
-    if (o['metrics-port'] !== undefined) overrides.metricsPort = String(o['metrics-port']);
+    if (o['metrics-port'] !== undefined) overrides.metricsPort = String(o['metrics-port'] as number);
     if (o['metrics-host'] !== undefined) overrides.metricsHost = o['metrics-host'] as string;
     if (o['curve-keys']) overrides.curveKeys = o['curve-keys'] as string;
     if (argv.some((a) => a.startsWith('--max-frame-mb'))) overrides.maxFrameMb = String(o['max-frame-mb']);

@@ -105,7 +105,7 @@ export async function run(argv: string[]): Promise<number> {
     },
     workerArgs: ['--backend', o.backend as string, '--log-format', 'json'],
     out: (line, from, stream) => {
-      if (/"level":(50|60)/.test(line) || stream === 'stderr') process.stderr.write(`[${from}] ${line}\n`);
+      if (/"level":(50|60)/.test(line) || stream === 'stderr') process.stderr.write(`[worker ${from.index}] ${line}\n`);
     },
   });
   const r = await done;

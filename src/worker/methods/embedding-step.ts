@@ -17,8 +17,8 @@ export interface EmbeddingLoss {
   /** ∂L/∂e for this worker's B rows (B×D); the hooks add to it in place. */
   gradEmbeddings: Float32Array;
   metrics: Record<string, number>;
-  apply(lr: number): void;
-  discard(): void;
+  apply: (lr: number) => void;
+  discard: () => void;
 }
 
 export async function embeddingStep(

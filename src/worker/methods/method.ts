@@ -66,9 +66,9 @@ export interface MethodStepResult {
   metrics: Record<string, number>;
   marks: StepMarks;
   /** The method's own update after the backbone's optimizer step (classifier rows…); the loop calls it only when backboneGrads is non-null. */
-  apply(lr: number): void;
+  apply: (lr: number) => void;
   /** Releases what `apply` would have used, for a step that is not applied. */
-  discard(): void;
+  discard: () => void;
 }
 
 /** One checkpoint file's content. */

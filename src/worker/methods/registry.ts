@@ -13,7 +13,7 @@ export type MethodName = (typeof METHOD_NAMES)[number];
 type MethodConfig = Pick<TrainConfig, 'classifier' | 'occlusion' | 'loss' | 'curricular'>;
 
 interface MethodEntry {
-  load(): Promise<new (m: MethodContext) => TrainingMethod>;
+  load: () => Promise<new (m: MethodContext) => TrainingMethod>;
   /** The job-wide state the coordinator keeps for this method under `cfg`, if any. */
   jobState(cfg: MethodConfig): JobStateReducer | undefined;
 }
