@@ -96,7 +96,7 @@ export function loadBackboneTensors(dir: string): { manifest: Manifest; tensors:
 }
 
 /** Every file a manifest names, with the role it plays. */
-export function manifestFiles(m: Manifest): (FileEntry & { role: string })[] {
+function manifestFiles(m: Manifest): (FileEntry & { role: string })[] {
   return [{ ...m.backbone, role: 'backbone' }, ...m.shards.map((sh) => ({ ...sh, role: `shard ${sh.rank} (classes ${sh.classStart}..${sh.classStart + sh.classCount - 1})` }))];
 }
 

@@ -41,7 +41,7 @@ export function transportFrom(o: Record<string, unknown>, role: 'coordinator' | 
   return { curve: curveKeysFrom(o['curve-keys'], role, curveName), maxFrameBytes: Math.floor(mb * 2 ** 20) };
 }
 
-export function curveKeysFrom(dir: unknown, role: 'coordinator' | 'worker', curveName?: string): Transport['curve'] {
+function curveKeysFrom(dir: unknown, role: 'coordinator' | 'worker', curveName?: string): Transport['curve'] {
   if (typeof dir !== 'string' || dir === '') return null;
   try {
     if (role === 'coordinator') return loadCoordinatorKeys(dir);

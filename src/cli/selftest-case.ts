@@ -35,7 +35,7 @@ import { CURRICULAR_DEFAULTS, validateCurricular } from '../ops/curricular.js';
 import type { HeadCase } from '../ops/reference-heads.js';
 
 /** The loss heads a case may name besides the margin family. */
-export const HEAD_TYPES = ['magface', 'curricular'] as const;
+const HEAD_TYPES = ['magface', 'curricular'] as const;
 export type HeadType = (typeof HEAD_TYPES)[number];
 const ALL_TYPES = 'arcface, cosface, combined, magface or curricular';
 
@@ -95,7 +95,7 @@ function checkMatrix(name: string, v: unknown, width: number | null, widthWhat: 
  * official code (arcface_torch's losses and config, MagFace's MagLinear and
  * MagLoss, CurricularFace), each → the field it sets.
  */
-export const OFFICIAL_NAMES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
+const OFFICIAL_NAMES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
   arcface: { scale: 's', m: 'm2', margin: 'm2' },
   cosface: { scale: 's', m: 'm3', margin: 'm3' },
   combined: { scale: 's' },
@@ -133,7 +133,7 @@ function marginList(v: unknown): [number, number, number] {
  * (type inferred from margin_list when missing). Throws naming the fields for
  * an unknown name, or for two names of one field with different values.
  */
-export function canonicalMargin(v: Record<string, unknown>): Record<string, unknown> {
+function canonicalMargin(v: Record<string, unknown>): Record<string, unknown> {
   let type = v.type;
   if (type === undefined && v.margin_list !== undefined) type = typeOfMarginList(marginList(v.margin_list));
   if (type === undefined) throw new Error(`margin.type: missing (expected ${ALL_TYPES}, or arcface_torch's margin_list)`);

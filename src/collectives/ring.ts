@@ -98,7 +98,7 @@ export interface RingOptions {
 }
 
 /** Predictable ids, for rings whose members trust their network (tests, benchmarks); workers get random ones from the coordinator. */
-export function defaultRingIds(job: string, rank: number, world: number): { send: string; accept: string } {
+function defaultRingIds(job: string, rank: number, world: number): { send: string; accept: string } {
   return { send: `${job}/ring/${rank}`, accept: `${job}/ring/${mod(rank - 1, world)}` };
 }
 

@@ -46,7 +46,7 @@ export function chunksOf(offset: number, length: number, maxElements: number, mi
 }
 
 /** A block is cut into at least this many chunks when they stay above the minimum size. */
-export const PIPELINE_CHUNKS = 4;
+const PIPELINE_CHUNKS = 4;
 
 /** Non-negative remainder: the rank `k` places to the right of `r` on a ring of `world`. */
 export function mod(x: number, world: number): number {

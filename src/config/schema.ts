@@ -8,20 +8,20 @@
  * dashes (`--sample-rate 0.1` sets sampleRate, `--margin.m2 0.4` sets margin.m2).
  */
 
-export const BACKBONES = ['tiny', 'mobilefacenet', 'iresnet18', 'iresnet34', 'iresnet50', 'iresnet100', 'iresnet200', 'vargfacenet'] as const;
-export const BACKBONE_NORMS = ['batch', 'none'] as const;
-export const OPTIMIZERS = ['sgd', 'adamw'] as const;
-export const MARGIN_TYPES = ['arcface', 'cosface', 'combined', 'softmax'] as const;
-export const MARGIN_GRADS = ['straight-through', 'exact'] as const;
+const BACKBONES = ['tiny', 'mobilefacenet', 'iresnet18', 'iresnet34', 'iresnet50', 'iresnet100', 'iresnet200', 'vargfacenet'] as const;
+const BACKBONE_NORMS = ['batch', 'none'] as const;
+const OPTIMIZERS = ['sgd', 'adamw'] as const;
+const MARGIN_TYPES = ['arcface', 'cosface', 'combined', 'softmax'] as const;
+const MARGIN_GRADS = ['straight-through', 'exact'] as const;
 export const BACKENDS = ['auto', 'tensorflow', 'cpu-native', 'cpu'] as const;
-export const LOG_FORMATS = ['json', 'pretty'] as const;
-export const OCCLUSION_MODES = ['none', 'adversarial'] as const;
+const LOG_FORMATS = ['json', 'pretty'] as const;
+const OCCLUSION_MODES = ['none', 'adversarial'] as const;
 
 export type MarginType = (typeof MARGIN_TYPES)[number];
 
-export const LOSSES = ['margin', 'magface', 'curricular'] as const;
-export const DISTILL_LOSSES = ['angular', 'l2'] as const;
-export const CLASSIFIERS = ['fc', 'dcq'] as const;
+const LOSSES = ['margin', 'magface', 'curricular'] as const;
+const DISTILL_LOSSES = ['angular', 'l2'] as const;
+const CLASSIFIERS = ['fc', 'dcq'] as const;
 
 interface Common {
   docs: string;
@@ -365,16 +365,6 @@ export type TrainConfig = {
 } & {
   [G in GroupOf<Key>]: { [K in Key as K extends `${G}.${infer Name}` ? Name : never]: ValueOf<KeyTable[K]> };
 };
-
-export type MarginConfig = TrainConfig['margin'];
-/** Augmentations beyond the flip (src/data/augment.ts); all off by default. */
-export type AugmentConfig = TrainConfig['augment'];
-/** MagFace; s is margin.s. */
-export type MagFaceConfig = TrainConfig['magface'];
-/** CurricularFace; s and m are margin.s and margin.m2. */
-export type CurricularConfig = TrainConfig['curricular'];
-/** Dynamic Class Queue settings. */
-export type DcqConfig = TrainConfig['dcq'];
 
 /** Margin presets: the m1/m2/m3 defaults of each margin.type (docs/methods.md#margin-presets). */
 export const MARGIN_PRESETS: Readonly<Record<MarginType, { m1: number; m2: number; m3: number }>> = {

@@ -31,9 +31,9 @@ import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } 
 import { parseIndex, RecordError, RecordIOReader, unpackRecord } from './recordio.js';
 import type { FileDataSpec } from './dataset.js';
 
-export const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.pgm', '.ppm'] as const;
+const IMAGE_EXTENSIONS = ['.jpg', '.jpeg', '.png', '.pgm', '.ppm'] as const;
 
-export function isImageFile(name: string): boolean {
+function isImageFile(name: string): boolean {
   return (IMAGE_EXTENSIONS as readonly string[]).includes(extname(name).toLowerCase());
 }
 
@@ -100,7 +100,7 @@ export function describeDataFiles(path: string): FileDataSpec | null {
 }
 
 /** Reads a `property` file: `num_classes,height,width`. */
-export function readProperty(path: string): { numClasses: number; height: number; width: number } {
+function readProperty(path: string): { numClasses: number; height: number; width: number } {
   const parts = readFileSync(path, 'utf8')
     .trim()
     .split(/[,\s]+/)
@@ -255,7 +255,7 @@ function entryStats(dir: string, e: Dirent, root: string): Pick<Stats, 'isDirect
   }
 }
 
-export function readImageList(listPath: string): FileListLayout {
+function readImageList(listPath: string): FileListLayout {
   const file = resolve(listPath);
   const base = dirname(file);
   const lines = readFileSync(file, 'utf8').split(/\r?\n/);

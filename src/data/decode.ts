@@ -144,7 +144,7 @@ export function normaliseInto(rgb: Uint8Array, out: Float32Array, offset: number
 }
 
 /** normaliseInto of a size × size HWC RGB image, mirrored horizontally (as loader.flipHorizontal after it). */
-export function normaliseFlippedInto(rgb: Uint8Array, out: Float32Array, offset: number, size: number): void {
+function normaliseFlippedInto(rgb: Uint8Array, out: Float32Array, offset: number, size: number): void {
   const row = size * 3;
   const o = out.subarray(offset, offset + size * row);
   const lut = NORMALISED;
@@ -159,7 +159,7 @@ export function normaliseFlippedInto(rgb: Uint8Array, out: Float32Array, offset:
 }
 
 /** Decodes one image to size × size × 3 RGB bytes (no normalisation). */
-export async function decodeRgb(bytes: Uint8Array, opts: DecodeOptions): Promise<DecodedRgb> {
+async function decodeRgb(bytes: Uint8Array, opts: DecodeOptions): Promise<DecodedRgb> {
   const size = opts.size;
   if (!Number.isInteger(size) || size < 1) throw new RangeError(`decode: size must be a positive integer, got ${size}`);
   const format = sniffFormat(bytes);
@@ -230,7 +230,7 @@ function configureSharp(): void {
 }
 
 /** Dimensions from a JPEG SOF or PNG IHDR header (no libvips round trip); null when not found. */
-export function readHeader(bytes: Uint8Array, format: 'jpeg' | 'png'): ImageInfo | null {
+function readHeader(bytes: Uint8Array, format: 'jpeg' | 'png'): ImageInfo | null {
   if (format === 'png') {
     if (bytes.length < 26) return null;
     const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -57,10 +57,6 @@ export function encodePng(rgb: Uint8Array, width: number, height: number): Buffe
   return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }
 
-export function writePng(path: string, rgb: Uint8Array, width: number, height: number): void {
-  writeFileSync(path, encodePng(rgb, width, height));
-}
-
 /**
  * Tiles square HWC RGB images (each size × size) into a grid `cols` wide, with
  * a `gap`-pixel grey border, each tile enlarged `zoom` times (nearest neighbour).

@@ -183,7 +183,7 @@ export function renderSyntheticFace(seed: number, identity: number, sample: numb
 }
 
 /** A synthetic dataset; image i is sample (i mod imagesPerIdentity) of label floor(i / imagesPerIdentity). */
-export class SyntheticDataset implements Dataset {
+class SyntheticDataset implements Dataset {
   readonly numClasses: number;
   readonly size: number;
   readonly imageSize: number;

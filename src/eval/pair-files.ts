@@ -44,7 +44,7 @@ export interface LfwPair {
 }
 
 /** Extensions tried, in order, for an LFW image. */
-export const LFW_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.pgm'];
+const LFW_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.pgm'];
 
 function lines(text: string): { text: string; line: number }[] {
   return text.split(/\r?\n/).map((t, i) => ({ text: t.trim(), line: i + 1 }));

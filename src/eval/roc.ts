@@ -24,7 +24,7 @@ export interface TarAtFar {
 }
 
 /** The six FARs eval_ijbc.py reports. */
-export const IJB_FARS: readonly number[] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
+const IJB_FARS: readonly number[] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
 
 /**
  * sklearn `roc_curve(labels, scores)`: sort scores descending, cumulate true and

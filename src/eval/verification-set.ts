@@ -39,7 +39,7 @@ export class ImageInputError extends Error {
   override name = 'ImageInputError';
 }
 
-export function describeSpec(spec: VerificationSpec): string {
+function describeSpec(spec: VerificationSpec): string {
   if (spec.kind === 'bin') return `bin:${resolve(spec.file)}`;
   if (spec.kind === 'lfw-pairs') return `pairs:${resolve(spec.pairs)}::${resolve(spec.images)}`;
   return `list:${resolve(spec.file)}`;
@@ -89,7 +89,7 @@ export function loadVerificationSet(spec: VerificationSpec): VerificationSet {
  * Builds the set from 2N images in pair order (image 2i and 2i+1 form pair i),
  * listing each distinct image once.
  */
-export function fromImagePairs(source: string, n: number, image: (i: number) => ImageSource, issame: boolean[]): VerificationSet {
+function fromImagePairs(source: string, n: number, image: (i: number) => ImageSource, issame: boolean[]): VerificationSet {
   if (issame.length !== n) throw new VerificationSetError(`${source}: ${n} pairs but ${issame.length} labels`);
   const images: ImageSource[] = [];
   const slot = new Map<string, number>();

@@ -125,7 +125,7 @@ function mean(a: number[]): number {
 }
 
 /** n(v) = v / max(‖v‖₂, 1e-12), computed in float64, returned as float32. */
-export function l2Normalize(v: Float32Array | number[]): Float32Array {
+function l2Normalize(v: Float32Array | number[]): Float32Array {
   let ss = 0;
   for (let i = 0; i < v.length; i++) ss += v[i]! * v[i]!;
   const inv = 1 / Math.max(Math.sqrt(ss), 1e-12);

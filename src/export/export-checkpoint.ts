@@ -26,14 +26,14 @@ export interface ExportResult {
 }
 
 /** Every persistent tensor of a backbone, copied to host memory. */
-export async function backboneTensors(backbone: Backbone): Promise<Map<string, HostTensor>> {
+async function backboneTensors(backbone: Backbone): Promise<Map<string, HostTensor>> {
   const m = new Map<string, HostTensor>();
   for (const [name, v] of backbone.state()) m.set(name, { data: (await v.data()) as Float32Array, shape: [...v.shape] });
   return m;
 }
 
 /** The graph model of a live backbone (built with the default architecture options, as training does). */
-export async function graphModelOf(backbone: Backbone, metadata?: Record<string, unknown>): Promise<GraphModelArtifacts> {
+async function graphModelOf(backbone: Backbone, metadata?: Record<string, unknown>): Promise<GraphModelArtifacts> {
   if (!isBackboneName(backbone.name)) throw new Error(`export: unknown backbone ${backbone.name}`);
   const desc = describeBackbone(backbone.name, { embeddingSize: backbone.embeddingSize, inputSize: backbone.inputSize });
   return buildGraphModel(desc, await backboneTensors(backbone), metadata ? { metadata } : {});

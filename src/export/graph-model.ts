@@ -18,7 +18,7 @@ import { GraphBuilder, GraphRunner, type HostTensor, type NodeDef } from './grap
 export const INPUT_NAME = 'input';
 export const OUTPUT_NAME = 'embedding';
 /** tfjs-converter's default shard size: small enough for browser caches. */
-export const DEFAULT_SHARD_BYTES = 4 * 1024 * 1024;
+const DEFAULT_SHARD_BYTES = 4 * 1024 * 1024;
 
 export interface WeightSpec {
   name: string;

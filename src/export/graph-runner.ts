@@ -61,11 +61,11 @@ export interface ConstTensor {
 const TF_DTYPE = { float32: 'DT_FLOAT', int32: 'DT_INT32' } as const;
 const T_FLOAT: AttrValue = { type: 'DT_FLOAT' };
 
-export function attrString(s: string): AttrValue {
+function attrString(s: string): AttrValue {
   return { s: Buffer.from(s, 'utf8').toString('base64') };
 }
 
-export function attrInts(v: readonly number[]): AttrValue {
+function attrInts(v: readonly number[]): AttrValue {
   return { list: { i: v.map((x) => String(x)) } };
 }
 

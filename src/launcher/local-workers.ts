@@ -42,7 +42,7 @@ export interface LocalWorkers {
 const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 /** The command that runs the shardface CLI from this installation (compiled or from source). */
-export function cliCommand(): { command: string; args: string[] } {
+function cliCommand(): { command: string; args: string[] } {
   if (CLI.endsWith('.ts')) return { command: process.execPath, args: ['--import', 'tsx', CLI] };
   return { command: process.execPath, args: [CLI] };
 }

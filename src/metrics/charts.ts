@@ -108,7 +108,7 @@ export function runCharts(rows: Row[], maxPoints?: number): ChartSpec[] {
 }
 
 /** Series colours, in series order. */
-export function chartPalette(): string[] {
+function chartPalette(): string[] {
   return ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 }
 

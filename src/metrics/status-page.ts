@@ -7,7 +7,7 @@
 import { CHART_SCRIPT } from './charts.js';
 
 /** How often the page polls api/status (ms). */
-export const POLL_MS = 1000;
+const POLL_MS = 1000;
 
 const STYLE = `
 body { font: 14px/1.4 "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 16px 24px; color: #222; background: #fafafa; }

@@ -37,7 +37,7 @@ export interface TensorSpec {
   decay: boolean;
 }
 
-export function joinName(prefix: string, name: string): string {
+function joinName(prefix: string, name: string): string {
   return prefix === '' ? name : `${prefix}.${name}`;
 }
 

@@ -46,28 +46,28 @@ export function validateCurricular(spec: CurricularSpec, names: Partial<Record<k
 }
 
 /** φ = cos(θ + m), no threshold: the hard-negative bound. */
-export function curricularPhi(c: number, m: number): number {
+function curricularPhi(c: number, m: number): number {
   return c * Math.cos(m) - Math.sqrt(Math.max(0, 1 - c * c)) * Math.sin(m);
 }
 
 /** T: the legacy non-easy target cosine. */
-export function curricularTarget(c: number, m: number): number {
+function curricularTarget(c: number, m: number): number {
   return c > -Math.cos(m) ? curricularPhi(c, m) : c - m * Math.sin(m);
 }
 
 /** ∂T/∂c. */
-export function curricularTargetGrad(c: number, m: number): number {
+function curricularTargetGrad(c: number, m: number): number {
   if (!(c > -Math.cos(m))) return 1;
   return Math.cos(m) + (Math.sin(m) * c) / Math.sqrt(Math.max(1 - c * c, 1e-12));
 }
 
 /** N(c) for a non-target entry, given the row's φ and the step's t. */
-export function curricularNegative(c: number, phi: number, t: number): number {
+function curricularNegative(c: number, phi: number, t: number): number {
   return c > phi ? c * (t + c) : c;
 }
 
 /** ∂N/∂c. */
-export function curricularNegativeGrad(c: number, phi: number, t: number): number {
+function curricularNegativeGrad(c: number, phi: number, t: number): number {
   return c > phi ? t + 2 * c : 1;
 }
 

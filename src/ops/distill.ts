@@ -13,7 +13,7 @@
  * every backbone gradient, are those of the global mean. Computed in float64.
  */
 
-export const DISTILL_KINDS = ['l2', 'angular'] as const;
+const DISTILL_KINDS = ['l2', 'angular'] as const;
 export type DistillKind = (typeof DISTILL_KINDS)[number];
 
 export interface DistillResult {

@@ -24,7 +24,7 @@ export interface GroupedConvArgs {
   groups: number;
 }
 
-export const GROUPED_CONV_KERNEL = 'SfGroupedConv2D';
+const GROUPED_CONV_KERNEL = 'SfGroupedConv2D';
 
 export function groupedConv2d(x: tf.Tensor4D, filter: tf.Tensor4D, { strides, pad, groups }: GroupedConvArgs): tf.Tensor4D {
   const cin = x.shape[3];

@@ -45,7 +45,7 @@ export interface MagFaceSpec {
 export const MAGFACE_DEFAULTS: Readonly<MagFaceSpec> = { s: 64, la: 10, ua: 110, lm: 0.45, um: 0.8, lambdaG: 35 };
 
 /** Slope k of the linear margin. */
-export function magfaceSlope(spec: MagFaceSpec): number {
+function magfaceSlope(spec: MagFaceSpec): number {
   return (spec.um - spec.lm) / (spec.ua - spec.la);
 }
 
@@ -96,7 +96,7 @@ export function validateMagFace(spec: MagFaceSpec, names: Partial<Record<keyof M
 }
 
 /** a = clamp(‖x‖, la, ua) and whether the clamp passes gradient (la ≤ ‖x‖ ≤ ua, inclusive as PyTorch's clamp). */
-export function magnitude(norm: number, spec: MagFaceSpec): { a: number; inside: boolean } {
+function magnitude(norm: number, spec: MagFaceSpec): { a: number; inside: boolean } {
   const a = Math.min(spec.ua, Math.max(spec.la, norm));
   return { a, inside: norm >= spec.la && norm <= spec.ua };
 }
@@ -122,13 +122,13 @@ function onMarginBranch(c: number, m: number, easy: boolean): boolean {
 }
 
 /** f(c; m): the legacy target cosine, easy margin (default) or hard. */
-export function magTargetCos(c: number, m: number, easy = true): number {
+function magTargetCos(c: number, m: number, easy = true): number {
   if (!onMarginBranch(c, m, easy)) return easy ? c : c - m * Math.sin(m);
   return c * Math.cos(m) - Math.sqrt(Math.max(0, 1 - c * c)) * Math.sin(m);
 }
 
 /** ∂f/∂c (guarded sinθ, docs/methods.md#legacy-closed-form); 1 on either fallback. */
-export function magTargetCosGrad(c: number, m: number, easy = true): number {
+function magTargetCosGrad(c: number, m: number, easy = true): number {
   if (!onMarginBranch(c, m, easy)) return 1;
   return Math.cos(m) + (Math.sin(m) * c) / Math.sqrt(Math.max(1 - c * c, 1e-12));
 }
@@ -138,7 +138,7 @@ export function magTargetCosGrad(c: number, m: number, easy = true): number {
  * fallback 0 (easy: f = c) or −(sin m + m·cos m) (hard: f = c − m·sin m, whose
  * m·sin m depends on the magnitude through m(a), as in the official code).
  */
-export function magTargetCosGradMargin(c: number, m: number, easy = true): number {
+function magTargetCosGradMargin(c: number, m: number, easy = true): number {
   if (!onMarginBranch(c, m, easy)) return easy ? 0 : -(Math.sin(m) + m * Math.cos(m));
   return -(Math.sqrt(Math.max(0, 1 - c * c)) * Math.cos(m) + c * Math.sin(m));
 }

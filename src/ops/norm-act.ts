@@ -85,7 +85,7 @@ export function prelu(x: tf.Tensor, alpha: tf.Tensor): tf.Tensor {
 }
 
 /** What the model ran before the native kernels, and still runs on other backends. */
-export function batchNormComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): BatchNormTrainResult {
+function batchNormComposite(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): BatchNormTrainResult {
   return tf.tidy(() => {
     const axes = x.shape.slice(0, -1).map((_, i) => i);
     const { mean, variance } = tf.moments(x, axes);
@@ -112,21 +112,21 @@ function batchNormGrad(withAlpha: boolean): tf.GradFunc {
   };
 }
 
-export const batchNormTrainGradient: tf.GradConfig = {
+const batchNormTrainGradient: tf.GradConfig = {
   kernelName: BN_TRAIN_KERNEL,
   inputsToSave: ['x', 'gamma', 'beta'],
   outputsToSave: [false, true, true],
   gradFunc: batchNormGrad(false),
 };
 
-export const batchNormPreluGradient: tf.GradConfig = {
+const batchNormPreluGradient: tf.GradConfig = {
   kernelName: BN_PRELU_KERNEL,
   inputsToSave: ['x', 'gamma', 'beta', 'alpha'],
   outputsToSave: [false, true, true],
   gradFunc: batchNormGrad(true),
 };
 
-export const preluGradient: tf.GradConfig = {
+const preluGradient: tf.GradConfig = {
   kernelName: PRELU_KERNEL,
   inputsToSave: ['x', 'alpha'],
   gradFunc: (dy, saved) => {

@@ -20,7 +20,7 @@ import type { Rng } from '../common/random.js';
 export type CellMask = Uint8Array;
 
 /** The 112×112 insightface alignment template, (x, y) in pixels. */
-export const TEMPLATE_LANDMARKS = {
+const TEMPLATE_LANDMARKS = {
   leftEye: [38.2946, 51.6963],
   rightEye: [73.5318, 51.5014],
   nose: [56.0252, 71.7366],
@@ -31,7 +31,7 @@ export const TEMPLATE_LANDMARKS = {
 export type LandmarkName = keyof typeof TEMPLATE_LANDMARKS;
 
 /** Semantic groups of landmarks; a single landmark is its own group. */
-export const LANDMARK_GROUPS: Readonly<Record<string, readonly LandmarkName[]>> = {
+const LANDMARK_GROUPS: Readonly<Record<string, readonly LandmarkName[]>> = {
   leftEye: ['leftEye'],
   rightEye: ['rightEye'],
   nose: ['nose'],
@@ -41,7 +41,7 @@ export const LANDMARK_GROUPS: Readonly<Record<string, readonly LandmarkName[]>> 
   mouth: ['leftMouth', 'rightMouth'],
 };
 
-export const HALVES = ['left', 'right', 'upper', 'lower'] as const;
+const HALVES = ['left', 'right', 'upper', 'lower'] as const;
 export type Half = (typeof HALVES)[number];
 
 /** The side of the template image the landmark coordinates refer to. */
@@ -187,7 +187,7 @@ export function hardestCandidate(pY: ArrayLike<number>): number {
 }
 
 /** The adversary's gate threshold on p_before[y] − p_after[y] (A-Fast-RCNN). */
-export const ADVERSARY_GATE = 0.1;
+const ADVERSARY_GATE = 0.1;
 
 /** Whether a sampled mask "really hurt" (docs/methods.md#adversarial-training stage 2, step 4): p_before − p_after > threshold, strictly. */
 export function adversaryGate(pBefore: number, pAfter: number, threshold = ADVERSARY_GATE): boolean {

@@ -89,7 +89,7 @@ export interface ShardState {
 }
 
 /** Standard deviation of the classifier initialisation, N(0, 0.01²) (docs/methods.md#class-ranges). */
-export const INIT_STD = 0.01;
+const INIT_STD = 0.01;
 
 /**
  * A fresh shard. `init` is either the weight values (count·dim, row-major) or

@@ -46,7 +46,7 @@ function identity(count: number): Int32Array {
 }
 
 /** Position of each label in the sorted `index` (binary search); −1 stays −1. */
-export function remapLabels(localLabels: Int32Array, index: Int32Array): Int32Array {
+function remapLabels(localLabels: Int32Array, index: Int32Array): Int32Array {
   const out = new Int32Array(localLabels.length);
   for (let i = 0; i < localLabels.length; i++) {
     const y = localLabels[i]!;

@@ -58,7 +58,7 @@ export interface PreparedHeadShard {
   dispose(): void;
 }
 
-export const DEFAULT_HEAD_CHUNK = 256;
+const DEFAULT_HEAD_CHUNK = 256;
 
 export function prepareHeadShard(emb: tf.Tensor2D, weight: tf.Tensor2D): PreparedHeadShard {
   if (emb.rank !== 2 || weight.rank !== 2) throw new Error('head shard: emb and weight must be 2-D');

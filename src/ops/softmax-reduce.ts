@@ -33,12 +33,12 @@ export interface ReducedSoftmax {
  * target probability before the log: loss_i = −log(max(p_i, 1e-30)). The
  * reported loss follows it; the gradient does not (it stays p − onehot).
  */
-export const TARGET_PROBABILITY_FLOOR = 1e-30;
+const TARGET_PROBABILITY_FLOOR = 1e-30;
 /** −ln(1e-30) ≈ 69.0776: the most one row can add to the reported loss. */
 export const MAX_ROW_LOSS = -Math.log(TARGET_PROBABILITY_FLOOR);
 
 /** One row's reported loss from its log-sum-exp and target logit: −log(max(exp(target − lse), 1e-30)). */
-export function cappedRowLoss(logSumExp: number, target: number): number {
+function cappedRowLoss(logSumExp: number, target: number): number {
   return Math.min(logSumExp - target, MAX_ROW_LOSS);
 }
 

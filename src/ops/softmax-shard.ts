@@ -53,7 +53,7 @@ export { reduceSoftmaxStats, type ReducedSoftmax, type ShardStats, type SoftmaxS
 import { l2NormalizeGrad, l2NormalizeGradFromRaw, l2NormalizeWithNorm, NORM_EPS } from './normalize.js';
 import { MARGIN_VARIANTS, targetCos, targetCosGrad, validateMargin, type MarginSpec, type MarginVariant } from './margin.js';
 
-export const DEFAULT_CHUNK = 256;
+const DEFAULT_CHUNK = 256;
 
 /** Fused kernels (src/ops/native/classifier.cc), used when the current backend registers them. */
 export const SHARD_FORWARD_KERNEL = 'SfShardForward';
@@ -62,7 +62,7 @@ export const SHARD_BACKWARD_KERNEL = 'SfShardBackward';
 export const ROW_NORMS_KERNEL = 'SfRowNorms';
 
 /** Whether the current backend runs the fused classifier kernels. */
-export function fusedClassifierAvailable(): boolean {
+function fusedClassifierAvailable(): boolean {
   const backend = tf.getBackend();
   return [SHARD_FORWARD_KERNEL, SHARD_BACKWARD_KERNEL, ROW_NORMS_KERNEL].every((k) => tf.getKernel(k, backend) !== undefined);
 }

@@ -1,8 +1,6 @@
 /** Element types that may travel in a tensor frame. Bytes are little-endian. */
-export const DTYPES = ['float32', 'int32', 'uint8', 'float64'] as const;
+const DTYPES = ['float32', 'int32', 'uint8', 'float64'] as const;
 export type DType = (typeof DTYPES)[number];
-
-export type TypedArrayOf<D extends DType> = D extends 'float32' ? Float32Array : D extends 'int32' ? Int32Array : D extends 'uint8' ? Uint8Array : Float64Array;
 
 export type AnyTypedArray = Float32Array | Int32Array | Uint8Array | Float64Array;
 

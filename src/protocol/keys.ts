@@ -38,7 +38,7 @@ export class KeyFileError extends Error {
   override name = 'KeyFileError';
 }
 
-export const AUTHORIZED_KEYS = 'authorized_keys';
+const AUTHORIZED_KEYS = 'authorized_keys';
 
 function keyFile(pair: CurveKeyPair, name: string): string {
   return `# shardface CURVE key pair "${name}": keep this file secret (mode 0600)\npublic = ${pair.publicKey}\nsecret = ${pair.secretKey}\n`;

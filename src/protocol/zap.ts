@@ -12,7 +12,7 @@
 import { Router } from 'zeromq';
 import { z85Encode } from './z85.js';
 
-export const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
+const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
 
 export interface ZapPolicy {
   /** Accepted client public keys (Z85) → name. */

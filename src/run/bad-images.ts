@@ -7,7 +7,7 @@
  */
 
 /** Images drawn before the share is taken over the real count: below it, over min(this, training images). */
-export const BAD_IMAGE_MIN_DENOMINATOR = 1000;
+const BAD_IMAGE_MIN_DENOMINATOR = 1000;
 
 export interface BadImageTally {
   /** Batch slots whose image was unreadable (and was replaced), over all ranks and steps so far. */

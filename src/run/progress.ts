@@ -21,7 +21,7 @@ export function formatDuration(s: number): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
 }
 
-export function progressLine(f: ProgressFields, width = 24): string {
+function progressLine(f: ProgressFields, width = 24): string {
   const frac = f.total > 0 ? Math.min(1, f.step / f.total) : 0;
   const filled = Math.round(frac * width);
   const bar = '█'.repeat(filled) + '░'.repeat(width - filled);

@@ -9,7 +9,7 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { parseTcpEndpoint } from '../protocol/endpoint.js';
 
-export function isLoopback(ip: string): boolean {
+function isLoopback(ip: string): boolean {
   return /^127\./.test(ip) || ip === '::1' || ip.toLowerCase() === 'localhost';
 }
 

@@ -39,7 +39,7 @@ export function queueShardFile(rank: number): string {
 }
 
 /** Throws a config-style error when the DCQ settings cannot work with this batch layout. */
-export function checkDcqConfig(cfg: Pick<TrainConfig, 'workers' | 'batch' | 'dcq'>): void {
+function checkDcqConfig(cfg: Pick<TrainConfig, 'workers' | 'batch' | 'dcq'>): void {
   const problem = checkQueueSize(cfg.dcq.queueSize, cfg.workers * cfg.batch);
   if (problem) throw new Error(`config key "dcq.queueSize": ${problem}`);
 }

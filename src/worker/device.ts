@@ -41,7 +41,7 @@ export interface PinInput {
 }
 
 /** The entries of a CUDA_VISIBLE_DEVICES value; null when it hides every GPU ('' or starting with -1). */
-export function visibleList(v: string): string[] | null {
+function visibleList(v: string): string[] | null {
   const list = v.split(',').map((s) => s.trim());
   if (list.length === 0 || list[0] === '' || list[0]!.startsWith('-')) return null;
   return list;

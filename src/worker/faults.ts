@@ -5,7 +5,7 @@
  *   kill  this worker process exits abruptly (SIGKILL) at the start of that step
  * e.g. SHARDFACE_FAULT=nan:rank=1:step=12,kill:rank=0:step=30. Unset or empty = no faults.
  */
-export const FAULT_KINDS = ['nan', 'kill'] as const;
+const FAULT_KINDS = ['nan', 'kill'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface Fault {

@@ -99,7 +99,7 @@ const NEGATIVE_CELL_SHARE = 0.4;
 const MASKED_HEAD_TRAINING = true;
 
 /** Stage 2: share of the samples masked with a structured docs/methods.md#feature-masks candidate rather than G's sample. */
-export const STRUCTURED_SHARE = 0.5;
+const STRUCTURED_SHARE = 0.5;
 
 export class OcclusionTrainer {
   readonly generator: OcclusionNet;

@@ -141,7 +141,7 @@ function sourceSpec(o: Record<string, unknown>): VerificationSpec {
 }
 
 /** `centre`, or `LEFT,TOP,WIDTH,HEIGHT` fractions in [0, 1]. */
-export function parseCrop(s: string): 'centre' | CropBox {
+function parseCrop(s: string): 'centre' | CropBox {
   if (s === 'centre' || s === 'center') return 'centre';
   const f = s.split(',').map((x) => Number(x.trim()));
   if (f.length !== 4 || f.some((x) => !Number.isFinite(x) || x < 0 || x > 1)) throw new UsageError(`--crop must be centre or LEFT,TOP,WIDTH,HEIGHT (fractions in [0, 1]), got ${JSON.stringify(s)}`);

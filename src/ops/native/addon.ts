@@ -99,10 +99,10 @@ export type MarginArgs = [number, number, number, number, number];
 /** [decay = 1 − lr·wd, β1, 1 − β1, β2, 1 − β2, sqrt(bc2), eps, stepSize = lr/bc1], each used as float32. */
 export type AdamWConsts = [number, number, number, number, number, number, number, number];
 
-export const ADDON_RELATIVE_PATH = join('src', 'ops', 'native', 'build', 'Release', 'shardface_native.node');
+const ADDON_RELATIVE_PATH = join('src', 'ops', 'native', 'build', 'Release', 'shardface_native.node');
 
 /** The nearest directory above this module holding shardface's package.json. */
-export function packageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
+function packageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
   for (let dir = from; ; dir = dirname(dir)) {
     const pkg = join(dir, 'package.json');
     if (existsSync(pkg)) {

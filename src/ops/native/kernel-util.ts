@@ -71,7 +71,7 @@ export function geometry(info: tf.backend_util.Conv2DInfo, groups: number): Conv
 }
 
 /** Bias/PReLU weights against a [rows, cols] output: how they broadcast, in addon.cc's codes. */
-export const Broadcast = { None: 0, Scalar: 1, PerColumn: 2, Full: 3 } as const;
+const Broadcast = { None: 0, Scalar: 1, PerColumn: 2, Full: 3 } as const;
 export type Broadcast = (typeof Broadcast)[keyof typeof Broadcast];
 
 /** How `t` broadcasts against `outShape` as seen by the epilogue, or null if it is none of its cases. */

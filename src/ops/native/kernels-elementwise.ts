@@ -8,7 +8,7 @@ import type { NativeAddon } from './addon.js';
 import { type NativeKernel, type TensorInfo, f32, output, sizeOf } from './kernel-util.js';
 
 /** addon.cc's BinaryOp codes. */
-export const BINARY_OPS = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Prelu: 4, Maximum: 5, Minimum: 6, SquaredDifference: 7 } as const;
+const BINARY_OPS = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Prelu: 4, Maximum: 5, Minimum: 6, SquaredDifference: 7 } as const;
 export type BinaryKernelName = keyof typeof BINARY_OPS;
 
 export interface BroadcastPlan {
@@ -22,7 +22,7 @@ export interface BroadcastPlan {
 }
 
 /** The [p,q,r] view of a broadcast, or null if it is not one operand full and the other constant along one block of axes. */
-export function broadcastPlan(aShape: number[], bShape: number[]): BroadcastPlan | null {
+function broadcastPlan(aShape: number[], bShape: number[]): BroadcastPlan | null {
   let outShape: number[];
   try {
     outShape = tf.broadcast_util.assertAndGetBroadcastShape(aShape, bShape);
@@ -94,7 +94,7 @@ export interface ReducePlan {
 }
 
 /** The [p,q,r] view of a reduction, or null if the reduced axes (of size > 1) are not contiguous. */
-export function reducePlan(shape: number[], axis: number | number[] | undefined, keepDims: boolean): ReducePlan | null {
+function reducePlan(shape: number[], axis: number | number[] | undefined, keepDims: boolean): ReducePlan | null {
   const axes = tf.util.parseAxisParam(axis ?? (null as unknown as number[]), shape);
   const reduced = shape.map((_, i) => axes.includes(i));
   let first = -1,

@@ -19,7 +19,7 @@ import { GATHER_ROWS_KERNEL, ROW_ADAMW_KERNEL, ROW_SGD_KERNEL } from '../row-opt
 import * as normAct from './kernels-norm-act.js';
 import { BN_BACKPROP_KERNEL, BN_PRELU_KERNEL, BN_TRAIN_KERNEL, PRELU_BACKPROP_KERNEL, PRELU_KERNEL, normActGradients } from '../norm-act.js';
 
-export const NATIVE_BACKEND = 'cpu-native';
+const NATIVE_BACKEND = 'cpu-native';
 
 export type NativeResult = { ok: true; threads: number } | { ok: false; reason: string };
 
