@@ -7,7 +7,8 @@
  */
 import type { DType, AnyTypedArray } from './dtype.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: the security fields (hello.curveKey, welcome.peerKeys/session/ringIds) and the ROUTER/DEALER data plane (docs/protocol.md#compatibility). */
+export const PROTOCOL_VERSION = 2;
 
 export interface TensorDesc {
   name: string;

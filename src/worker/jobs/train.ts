@@ -1,6 +1,5 @@
 /**
- * One worker's share of training, step by step (docs/architecture.md "one
- * training step"), in the order of arcface_torch's train_v2.py: config → data
+ * One worker's share of training, step by step (docs/architecture.md#the-training-step), in the order of arcface_torch's train_v2.py: config → data
  * → backbone → training method → optimizer and schedule → loop. The method
  * (src/worker/methods/) turns the batch into the loss and this worker's
  * backbone gradients; the loop sums them over workers in buckets, clips, and
