@@ -19,6 +19,7 @@ import { BACKBONE_FILE } from '../../checkpoint/checkpoint.js';
 import { DCQ_NETWORK, DCQ_QUERY_PREFIX, DcqTraining, queueShardFile } from '../dcq-training.js';
 import { embeddingStep } from './embedding-step.js';
 import { backboneOptions } from './backbone-options.js';
+import { RESUME_UNSUPPORTED } from './registry.js';
 import { storedTensors, type CheckpointContent, type MethodContext, type MethodStepInput, type MethodStepResult, type TrainingMethod } from './method.js';
 
 export class DcqMethod implements TrainingMethod {
@@ -61,6 +62,11 @@ export class DcqMethod implements TrainingMethod {
         meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), network: DCQ_NETWORK, queryPrefix: DCQ_QUERY_PREFIX },
       },
     };
+  }
+
+  /** DCQ's checkpoints hold no optimizer state for the query network yet, so a resume could not continue it exactly. */
+  restore(): Promise<void> {
+    return Promise.reject(new Error(RESUME_UNSUPPORTED.dcq));
   }
 
   dispose(): void {

@@ -15,6 +15,7 @@ import type { StoredTensor } from '../../checkpoint/tensor-file.js';
 import { ShardedClassifier, type ShardStepResult } from '../sharded-classifier.js';
 import { CURRICULAR_T, lossHeadFromConfig } from '../loss-head-step.js';
 import { embeddingStep, type EmbeddingLoss } from './embedding-step.js';
+import { restoreNetwork, restoreShard, type RestorePoint } from './restore.js';
 import { storedTensors, type CheckpointContent, type MethodContext, type MethodStepInput, type MethodStepResult, type TrainingMethod } from './method.js';
 
 export function marginFromConfig(m: TrainConfig['margin']): MarginSpec {
@@ -112,6 +113,13 @@ export class FcMethod implements TrainingMethod {
         meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), optimizer: optimizer.settings.kind, optimizerStep: String(optimizer.stepCount) },
       },
     };
+  }
+
+  async restore(from: RestorePoint): Promise<void> {
+    const { worker, backbone, optimizer } = this.m;
+    restoreShard(from, worker.rank, worker.classRange, this.classifier.state);
+    restoreNetwork(from, backbone, optimizer);
+    return Promise.resolve();
   }
 
   dispose(): void {}

@@ -10,6 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { OcclusionTrainer } from '../occlusion-training.js';
 import { FcMethod } from './fc.js';
+import { RESUME_UNSUPPORTED } from './registry.js';
 import { storedTensors, type MethodContext, type MethodStepInput, type MethodStepResult } from './method.js';
 
 export class OcclusionMethod extends FcMethod {
@@ -65,9 +66,14 @@ export class OcclusionMethod extends FcMethod {
       backboneGrads: occ.backboneGrads,
       metrics: { ...l.metrics, ...occ.metrics },
       marks: { forwardDone: start, lossStart: start, lossDone },
-      apply: frozen ? () => {} : l.apply,
-      discard: frozen ? () => {} : l.discard,
+      apply: frozen ? () => {} : (lr) => l.apply(lr),
+      discard: frozen ? () => {} : () => l.discard(),
     };
+  }
+
+  /** The adversary's optimizer state is not in checkpoints yet, so a resume could not continue it exactly. */
+  override restore(): Promise<void> {
+    return Promise.reject(new Error(RESUME_UNSUPPORTED.occlusion));
   }
 
   protected override extraNetworkTensors() {

@@ -1,0 +1,74 @@
+/**
+ * The counterpart of a method's checkpoint(): reads a verified checkpoint
+ * (checkpoint/checkpoint.ts layout) back into the live variables, so a
+ * resumed run continues exactly where the saved one stood. Every file is read
+ * against the manifest's SHA-256; a tensor that is missing or of another shape
+ * stops the worker naming it.
+ */
+import { join } from 'node:path';
+import { tf } from '../../ops/tf.js';
+import type { Manifest } from '../../checkpoint/checkpoint.js';
+import { readTensorFile, type StoredTensor } from '../../checkpoint/tensor-file.js';
+import type { ClassRange } from '../../ops/class-range.js';
+import type { ShardState } from '../../ops/row-optimizer.js';
+import type { Backbone } from '../../models/index.js';
+import type { BackboneOptimizer } from '../backbone-optimizer.js';
+
+/** Where a resumed run starts from: a checkpoint directory that verified, and its manifest. */
+export interface RestorePoint {
+  dir: string;
+  manifest: Manifest;
+}
+
+/** Replaces `v`'s value with the stored tensor's (the variable adopts the freshly read array). */
+function assignStored(v: tf.Variable, t: StoredTensor | undefined, what: string): void {
+  if (!t) throw new Error(`${what} is missing`);
+  if (t.shape.length !== v.shape.length || t.shape.some((d, i) => d !== v.shape[i])) throw new Error(`${what} has shape [${t.shape.join(', ')}], this run's is [${v.shape.join(', ')}]`);
+  if (!(t.data instanceof Float32Array)) throw new Error(`${what} is not float32`);
+  const value = tf.tensor(t.data, v.shape, 'float32');
+  v.assign(value);
+  value.dispose();
+}
+
+function optimizerStep(metadata: Record<string, string>, file: string): number {
+  const n = Number(metadata.optimizerStep);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${file}: metadata optimizerStep ${JSON.stringify(metadata.optimizerStep)} is not a step count`);
+  return n;
+}
+
+/**
+ * The backbone's parameters and BatchNorm statistics, the optimizer's slots
+ * (saved under `optimizer.` names) and step count, and `extra` replicated
+ * variables saved in the same file (by their stored names).
+ */
+export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer: BackboneOptimizer, extra: Map<string, tf.Variable> = new Map()): void {
+  const entry = from.manifest.backbone;
+  const path = join(from.dir, entry.file);
+  const { tensors, metadata } = readTensorFile(path, entry.sha256);
+  if (metadata.optimizer !== optimizer.settings.kind) throw new Error(`${path}: saved with optimizer ${metadata.optimizer}, this run uses ${optimizer.settings.kind}`);
+  for (const [name, v] of backbone.state()) assignStored(v, tensors[name], `${path}: backbone tensor ${name}`);
+  for (const [name, v] of extra) assignStored(v, tensors[name], `${path}: tensor ${name}`);
+  for (const [name, v] of optimizer.state()) assignStored(v, tensors[`optimizer.${name}`], `${path}: optimizer slot ${name}`);
+  optimizer.stepCount = optimizerStep(metadata, path);
+}
+
+/** This rank's classifier rows and their optimizer slots and step; the saved shard must cover the same classes. */
+export function restoreShard(from: RestorePoint, rank: number, range: ClassRange, state: ShardState): void {
+  const entry = from.manifest.shards.find((s) => s.rank === rank);
+  if (!entry) throw new Error(`${from.dir}: the manifest has no classifier shard for rank ${rank}`);
+  if (entry.classStart !== range.start || entry.classCount !== range.count)
+    throw new Error(
+      `${from.dir}: shard ${rank} holds classes ${entry.classStart}..${entry.classStart + entry.classCount - 1}, this rank owns ${range.start}..${range.start + range.count - 1} (resuming with another worker count is not supported yet)`,
+    );
+  const path = join(from.dir, entry.file);
+  const { tensors, metadata } = readTensorFile(path, entry.sha256);
+  if (metadata.optimizer !== state.optimizer) throw new Error(`${path}: saved with optimizer ${metadata.optimizer}, this run uses ${state.optimizer}`);
+  const slots = [
+    ['weight', state.weight],
+    ['momentum', state.momentum],
+    ['expAvg', state.expAvg],
+    ['expAvgSq', state.expAvgSq],
+  ] as const;
+  for (const [name, v] of slots) if (v) assignStored(v, tensors[name], `${path}: ${name}`);
+  state.step = optimizerStep(metadata, path);
+}
