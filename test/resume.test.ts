@@ -6,7 +6,8 @@
  * checkpoint), with SGD and with AdamW + CurricularFace (whose t lives on the
  * coordinator); a corrupt newest checkpoint is passed over with its reason and
  * the one before is used, still bit-identical; a run can be extended; bad
- * resumes get a clear error and exit 2.
+ * resumes get a clear error and exit 2. With another worker count (2 → 3) the
+ * rows are re-sliced to the new class ranges: equal to the merged classifier.
  */
 import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -15,7 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from './helpers/processes.js';
 import { fileSha256 } from '../src/checkpoint/tensor-file.js';
-import { readManifest, stepDir } from '../src/checkpoint/checkpoint.js';
+import { checkpointProblems, readManifest, stepDir } from '../src/checkpoint/checkpoint.js';
+import { readTensorFile } from '../src/checkpoint/tensor-file.js';
+import { mergeClassifier } from '../src/checkpoint/merge.js';
+import { classRange } from '../src/ops/class-range.js';
+import { createShardState, disposeShardState } from '../src/ops/row-optimizer.js';
+import { restoreShard } from '../src/worker/methods/restore.js';
 
 const TINY = [
   '--workers',
@@ -179,7 +185,6 @@ describe('train --resume', () => {
       [['--embedding-size', '32'], 'embeddingSize: cannot change when resuming a run'],
       [['--loss', 'curricular'], 'loss: cannot change when resuming a run'],
       [['--margin.m2', '0.3'], 'margin.m2: cannot change when resuming a run'],
-      [['--workers', '3'], 'workers: resuming with another worker count (saved 2, asked 3) is not supported yet'],
       [['--run-dir', bare], 'runDir: a resumed run writes into the directory it resumes'],
     ] as const) {
       const r = await cli(['--resume', run, ...args]);
@@ -197,5 +202,38 @@ describe('train --resume', () => {
     const r = await cli(['--resume', dcq]);
     expect(r.code).toBe(2);
     expect(r.out).toContain('resume is not supported for classifier dcq yet');
+  }, 120_000);
+
+  it("resumes 2 workers' checkpoint with 3: each new rank's rows and optimizer slots are the merged classifier's rows of its range", async () => {
+    const run = newRunDir();
+    expect((await cli([...TINY, '--run-dir', run], 'kill:rank=0:step=5')).code).not.toBe(0);
+    const dir = stepDir(join(run, 'ckpt'), 4);
+    const manifest = readManifest(dir);
+    expect(manifest.world).toBe(2);
+    const merged = readTensorFile(mergeClassifier(dir, join(run, 'merged.safetensors')).out).tensors;
+    const dim = 16;
+    const ranges = [0, 1, 2].map((r) => classRange(manifest.numClasses, 3, r));
+    // rank 1's range [7, 14) takes rows from both saved shards [0, 10) and [10, 20)
+    expect(ranges[1]).toEqual({ start: 7, count: 7 });
+    for (const range of ranges) {
+      const state = createShardState(range.count, dim, 'sgd', new Float32Array(range.count * dim));
+      try {
+        const from = restoreShard({ dir, manifest }, range, state);
+        expect(from.length).toBeGreaterThan(0);
+        const rows = (a: Float32Array) => Array.from(a.subarray(range.start * dim, (range.start + range.count) * dim));
+        expect(Array.from(state.weight.dataSync())).toEqual(rows(merged.weight!.data as Float32Array));
+        expect(Array.from(state.momentum!.dataSync())).toEqual(rows(merged.momentum!.data as Float32Array));
+        expect(state.step).toBe(4);
+      } finally {
+        disposeShardState(state);
+      }
+    }
+    // and the run itself continues with 3 workers
+    const r = await cli(['--resume', run, '--workers', '3']);
+    expect(r.code, r.out).toBe(0);
+    const last = stepDir(join(run, 'ckpt'), 12);
+    expect(checkpointProblems(last)).toEqual([]);
+    expect(readManifest(last).shards.map((sh) => [sh.classStart, sh.classCount])).toEqual(ranges.map((x) => [x.start, x.count]));
+    expect(readFileSync(join(run, 'train.log'), 'utf8')).toContain("workers: resuming 2 workers' checkpoint with 3: the classifier rows are re-sliced");
   }, 120_000);
 });

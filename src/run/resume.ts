@@ -21,6 +21,7 @@ import { planTraining, type TrainPlan } from './plan.js';
 export const RESUME_OVERRIDABLE: readonly string[] = [
   'steps',
   'epochs',
+  // another worker count re-slices the classifier (not bit-identical then: the global batch changes)
   'workers',
   'evalEvery',
   'valEvery',
@@ -77,8 +78,6 @@ export function planResume(runDir: string, overrides: Record<string, string | bo
     if (JSON.stringify(was) !== JSON.stringify(now))
       throw new ConfigError(`${key}: cannot change when resuming a run (saved ${JSON.stringify(was)}, asked ${JSON.stringify(now)}); only these keys may: ${RESUME_OVERRIDABLE.join(', ')}`, key);
   }
-  if (config.workers !== before.workers)
-    throw new ConfigError(`workers: resuming with another worker count (saved ${before.workers}, asked ${config.workers}) is not supported yet; resume with --workers ${before.workers}`, 'workers');
   const unsupported = RESUME_UNSUPPORTED[methodName(config)];
   if (unsupported) throw new ConfigError(unsupported);
 
@@ -88,8 +87,12 @@ export function planResume(runDir: string, overrides: Record<string, string | bo
     throw new ConfigError(`--resume ${runDir}: no checkpoint under ${join(dir, 'ckpt')} verifies${why || ' (there is none)'}`);
   }
   const manifest = readManifest(found.dir);
-  if (manifest.world !== config.workers) throw new ConfigError(`--resume ${runDir}: ${found.dir} was written by ${manifest.world} workers, this run has ${config.workers}`, 'workers');
   const plan = planTraining(config);
+  // another worker count: each rank's rows are re-sliced from the saved shards (checkpoint/reslice.ts)
+  if (manifest.world !== config.workers)
+    plan.warnings.push(
+      `workers: resuming ${manifest.world} workers' checkpoint with ${config.workers}: the classifier rows are re-sliced to the new class ranges, but the global batch (${config.workers} × ${config.batch}), hence the data order and the epoch of each step, follow the new count, so the run is not identical to one that kept ${manifest.world} workers`,
+    );
   if (found.step >= plan.steps)
     throw new ConfigError(
       `--resume ${runDir}: the newest verified checkpoint is at step ${found.step} and the run has ${plan.steps} steps: nothing left to do (extend it with --steps or --epochs)`,

@@ -117,7 +117,7 @@ export class FcMethod implements TrainingMethod {
 
   async restore(from: RestorePoint): Promise<void> {
     const { worker, backbone, optimizer } = this.m;
-    restoreShard(from, worker.rank, worker.classRange, this.classifier.state);
+    restoreShard(from, worker.classRange, this.classifier.state);
     restoreNetwork(from, backbone, optimizer);
     return Promise.resolve();
   }

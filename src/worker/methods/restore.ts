@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { tf } from '../../ops/tf.js';
 import type { Manifest } from '../../checkpoint/checkpoint.js';
+import { rowsForRange } from '../../checkpoint/reslice.js';
 import { readTensorFile, type StoredTensor } from '../../checkpoint/tensor-file.js';
 import type { ClassRange } from '../../ops/class-range.js';
 import type { ShardState } from '../../ops/row-optimizer.js';
@@ -52,23 +53,23 @@ export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer
   optimizer.stepCount = optimizerStep(metadata, path);
 }
 
-/** This rank's classifier rows and their optimizer slots and step; the saved shard must cover the same classes. */
-export function restoreShard(from: RestorePoint, rank: number, range: ClassRange, state: ShardState): void {
-  const entry = from.manifest.shards.find((s) => s.rank === rank);
-  if (!entry) throw new Error(`${from.dir}: the manifest has no classifier shard for rank ${rank}`);
-  if (entry.classStart !== range.start || entry.classCount !== range.count)
-    throw new Error(
-      `${from.dir}: shard ${rank} holds classes ${entry.classStart}..${entry.classStart + entry.classCount - 1}, this rank owns ${range.start}..${range.start + range.count - 1} (resuming with another worker count is not supported yet)`,
-    );
-  const path = join(from.dir, entry.file);
-  const { tensors, metadata } = readTensorFile(path, entry.sha256);
-  if (metadata.optimizer !== state.optimizer) throw new Error(`${path}: saved with optimizer ${metadata.optimizer}, this run uses ${state.optimizer}`);
+/**
+ * This rank's classifier rows with their optimizer slots and step: its own
+ * shard, or with another worker count the rows of its new class range re-sliced
+ * from the saved shards (checkpoint/reslice.ts).
+ */
+export function restoreShard(from: RestorePoint, range: ClassRange, state: ShardState): number[] {
+  if (range.count === 0) return []; // more workers than classes: this rank owns no rows
+  const got = rowsForRange(from.dir, from.manifest, range, state.dim);
+  if (got.optimizer !== state.optimizer) throw new Error(`${from.dir}: classifier saved with optimizer ${got.optimizer}, this run uses ${state.optimizer}`);
   const slots = [
     ['weight', state.weight],
     ['momentum', state.momentum],
     ['expAvg', state.expAvg],
     ['expAvgSq', state.expAvgSq],
   ] as const;
-  for (const [name, v] of slots) if (v) assignStored(v, tensors[name], `${path}: ${name}`);
-  state.step = optimizerStep(metadata, path);
+  for (const [name, v] of slots)
+    if (v) assignStored(v, got.rows[name] && { data: got.rows[name], shape: [range.count, state.dim] }, `${from.dir}: classifier ${name} of classes ${range.start}..${range.start + range.count - 1}`);
+  state.step = got.optimizerStep;
+  return got.from;
 }
