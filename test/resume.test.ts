@@ -4,7 +4,7 @@
  * bit-identical to one that never stopped (the SHA-256 of every checkpoint
  * file at the same later step, and the loss of every step after the
  * checkpoint), with SGD and with AdamW + CurricularFace (whose t lives on the
- * coordinator); a corrupt newest checkpoint is passed over with its reason and
+ * coordinator) and with classifier dcq; a corrupt newest checkpoint is passed over with its reason and
  * the one before is used, still bit-identical; a run can be extended; bad
  * resumes get a clear error and exit 2. With another worker count (2 → 3) the
  * rows are re-sliced to the new class ranges: equal to the merged classifier.
@@ -88,10 +88,10 @@ async function straightAndKilled(extra: string[], killAt: number): Promise<{ a: 
   return { a, b };
 }
 
-function expectSameContinuation(a: string, b: string, after: number): void {
+function expectSameContinuation(a: string, b: string, after: number, shards = 'classifier-shard'): void {
   for (const step of [8, 12]) {
     const ha = checkpointHashes(a, step);
-    expect(Object.keys(ha).sort()).toEqual(['backbone.safetensors', 'classifier-shard-0.safetensors', 'classifier-shard-1.safetensors']);
+    expect(Object.keys(ha).sort()).toEqual(['backbone.safetensors', `${shards}-0.safetensors`, `${shards}-1.safetensors`]);
     expect(checkpointHashes(b, step)).toEqual(ha);
   }
   // the continuation really moved the weights on from the checkpoint it started at
@@ -130,6 +130,17 @@ describe('train --resume', () => {
     expect(r.code, r.out).toBe(0);
     expectSameContinuation(a, b, 4);
     expect(readManifest(stepDir(join(b, 'ckpt'), 12)).lossState).toEqual(readManifest(stepDir(join(a, 'ckpt'), 12)).lossState);
+  }, 120_000);
+
+  it('continues bit-identically with classifier dcq (key encoder, query encoder and its optimizer, queue and pointer)', async () => {
+    const { a, b } = await straightAndKilled(['--classifier', 'dcq', '--warmup-steps', '0'], 6);
+    const r = await cli(['--resume', b]);
+    expect(r.code, r.out).toBe(0);
+    expectSameContinuation(a, b, 4, 'queue-shard');
+    // the queue's slots follow the worker count: no re-slicing
+    const four = await cli(['--resume', b, '--workers', '4']);
+    expect(four.code).toBe(2);
+    expect(four.out).toContain('workers: classifier dcq resumes with its saved worker count only (saved 2, asked 4)');
   }, 120_000);
 
   it('passes over a truncated or byte-flipped newest checkpoint, logging why, and still ends bit-identical', async () => {
@@ -194,14 +205,14 @@ describe('train --resume', () => {
     // nothing was touched: the checkpoint and the records are still there
     expect(records(run).map((x) => x.step)).toEqual([1, 2, 3, 4]);
 
-    // DCQ cannot resume yet: said before anything starts
-    const dcq = newRunDir();
-    cpSync(run, dcq, { recursive: true });
-    const saved = JSON.parse(readFileSync(join(dcq, 'config.json'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(join(dcq, 'config.json'), JSON.stringify({ ...saved, classifier: 'dcq' }));
-    const r = await cli(['--resume', dcq]);
+    // occlusion adversarial cannot resume yet: said before anything starts
+    const occ = newRunDir();
+    cpSync(run, occ, { recursive: true });
+    const saved = JSON.parse(readFileSync(join(occ, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(occ, 'config.json'), JSON.stringify({ ...saved, occlusion: 'adversarial' }));
+    const r = await cli(['--resume', occ]);
     expect(r.code).toBe(2);
-    expect(r.out).toContain('resume is not supported for classifier dcq yet');
+    expect(r.out).toContain('resume is not supported for occlusion adversarial yet');
   }, 120_000);
 
   it("resumes 2 workers' checkpoint with 3: each new rank's rows and optimizer slots are the merged classifier's rows of its range", async () => {

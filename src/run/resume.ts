@@ -78,7 +78,11 @@ export function planResume(runDir: string, overrides: Record<string, string | bo
     if (JSON.stringify(was) !== JSON.stringify(now))
       throw new ConfigError(`${key}: cannot change when resuming a run (saved ${JSON.stringify(was)}, asked ${JSON.stringify(now)}); only these keys may: ${RESUME_OVERRIDABLE.join(', ')}`, key);
   }
-  const unsupported = RESUME_UNSUPPORTED[methodName(config)];
+  const method = methodName(config);
+  // DCQ's queue slots follow the worker count (sharded-class-queue.ts); they are not re-sliced
+  if (method === 'dcq' && config.workers !== before.workers)
+    throw new ConfigError(`workers: classifier dcq resumes with its saved worker count only (saved ${before.workers}, asked ${config.workers})`, 'workers');
+  const unsupported = RESUME_UNSUPPORTED[method];
   if (unsupported) throw new ConfigError(unsupported);
 
   const found = newestVerifiedCheckpoint(join(dir, 'ckpt'));

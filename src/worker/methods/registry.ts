@@ -49,7 +49,6 @@ export function methodJobState(cfg: MethodConfig): JobStateReducer | undefined {
 
 /** Why a method cannot be resumed yet (its checkpoints lack optimizer state it would need to continue exactly). */
 export const RESUME_UNSUPPORTED: Partial<Record<MethodName, string>> = {
-  dcq: 'resume is not supported for classifier dcq yet (its checkpoints hold no optimizer state for the query network)',
   occlusion: "resume is not supported for occlusion adversarial yet (its checkpoints hold no optimizer state for the adversary's networks)",
 };
 

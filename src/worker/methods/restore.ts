@@ -37,19 +37,27 @@ function optimizerStep(metadata: Record<string, string>, file: string): number {
   return n;
 }
 
+/** Where a network file keeps the trained backbone and its optimizer slots (DCQ: under `query.`, the inference network plain). */
+export interface NetworkNames {
+  backbonePrefix: string;
+  optimizerPrefix: string;
+}
+
+const PLAIN: NetworkNames = { backbonePrefix: '', optimizerPrefix: 'optimizer.' };
+
 /**
  * The backbone's parameters and BatchNorm statistics, the optimizer's slots
- * (saved under `optimizer.` names) and step count, and `extra` replicated
- * variables saved in the same file (by their stored names).
+ * and step count, and `extra` variables saved in the same file (by their
+ * stored names: the occlusion adversary, DCQ's key encoder).
  */
-export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer: BackboneOptimizer, extra: Map<string, tf.Variable> = new Map()): void {
+export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer: BackboneOptimizer, extra: Map<string, tf.Variable> = new Map(), names: NetworkNames = PLAIN): void {
   const entry = from.manifest.backbone;
   const path = join(from.dir, entry.file);
   const { tensors, metadata } = readTensorFile(path, entry.sha256);
-  if (metadata.optimizer !== optimizer.settings.kind) throw new Error(`${path}: saved with optimizer ${metadata.optimizer}, this run uses ${optimizer.settings.kind}`);
-  for (const [name, v] of backbone.state()) assignStored(v, tensors[name], `${path}: backbone tensor ${name}`);
+  if (metadata.optimizer !== optimizer.settings.kind) throw new Error(`${path}: saved with optimizer ${metadata.optimizer ?? '(none recorded)'}, this run uses ${optimizer.settings.kind}`);
+  for (const [name, v] of backbone.state()) assignStored(v, tensors[names.backbonePrefix + name], `${path}: backbone tensor ${names.backbonePrefix + name}`);
   for (const [name, v] of extra) assignStored(v, tensors[name], `${path}: tensor ${name}`);
-  for (const [name, v] of optimizer.state()) assignStored(v, tensors[`optimizer.${name}`], `${path}: optimizer slot ${name}`);
+  for (const [name, v] of optimizer.state()) assignStored(v, tensors[names.optimizerPrefix + name], `${path}: optimizer slot ${names.optimizerPrefix + name}`);
   optimizer.stepCount = optimizerStep(metadata, path);
 }
 
