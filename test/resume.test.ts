@@ -4,7 +4,7 @@
  * bit-identical to one that never stopped (the SHA-256 of every checkpoint
  * file at the same later step, and the loss of every step after the
  * checkpoint), with SGD and with AdamW + CurricularFace (whose t lives on the
- * coordinator) and with classifier dcq; a corrupt newest checkpoint is passed over with its reason and
+ * coordinator), with classifier dcq and with occlusion adversarial; a corrupt newest checkpoint is passed over with its reason and
  * the one before is used, still bit-identical; a run can be extended; bad
  * resumes get a clear error and exit 2. With another worker count (2 → 3) the
  * rows are re-sliced to the new class ranges: equal to the merged classifier.
@@ -143,6 +143,14 @@ describe('train --resume', () => {
     expect(four.out).toContain('workers: classifier dcq resumes with its saved worker count only (saved 2, asked 4)');
   }, 120_000);
 
+  it('continues bit-identically with occlusion adversarial (G, S and their optimizers), from a checkpoint in the joint stage', async () => {
+    const { a, b } = await straightAndKilled(['--occlusion', 'adversarial', '--occlusion-start-step', '2', '--occlusion-pretrain-steps', '3', '--occlusion-width', '16'], 9);
+    const r = await cli(['--resume', b]);
+    expect(r.code, r.out).toBe(0);
+    expect(readFileSync(join(b, 'train.log'), 'utf8')).toContain('resumed from step 8');
+    expectSameContinuation(a, b, 8);
+  }, 120_000);
+
   it('passes over a truncated or byte-flipped newest checkpoint, logging why, and still ends bit-identical', async () => {
     const { a, b } = await straightAndKilled([], 9);
     const c = newRunDir();
@@ -204,15 +212,6 @@ describe('train --resume', () => {
     }
     // nothing was touched: the checkpoint and the records are still there
     expect(records(run).map((x) => x.step)).toEqual([1, 2, 3, 4]);
-
-    // occlusion adversarial cannot resume yet: said before anything starts
-    const occ = newRunDir();
-    cpSync(run, occ, { recursive: true });
-    const saved = JSON.parse(readFileSync(join(occ, 'config.json'), 'utf8')) as Record<string, unknown>;
-    writeFileSync(join(occ, 'config.json'), JSON.stringify({ ...saved, occlusion: 'adversarial' }));
-    const r = await cli(['--resume', occ]);
-    expect(r.code).toBe(2);
-    expect(r.out).toContain('resume is not supported for occlusion adversarial yet');
   }, 120_000);
 
   it("resumes 2 workers' checkpoint with 3: each new rank's rows and optimizer slots are the merged classifier's rows of its range", async () => {

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ConfigError, CONFIG_KEYS, resolveConfig } from '../config/index.js';
 import { newestVerifiedCheckpoint, readManifest } from '../checkpoint/checkpoint.js';
-import { methodJobState, methodName, RESUME_UNSUPPORTED } from '../worker/methods/registry.js';
+import { methodJobState, methodName } from '../worker/methods/registry.js';
 import { planTraining, type TrainPlan } from './plan.js';
 
 /**
@@ -82,8 +82,6 @@ export function planResume(runDir: string, overrides: Record<string, string | bo
   // DCQ's queue slots follow the worker count (sharded-class-queue.ts); they are not re-sliced
   if (method === 'dcq' && config.workers !== before.workers)
     throw new ConfigError(`workers: classifier dcq resumes with its saved worker count only (saved ${before.workers}, asked ${config.workers})`, 'workers');
-  const unsupported = RESUME_UNSUPPORTED[method];
-  if (unsupported) throw new ConfigError(unsupported);
 
   const found = newestVerifiedCheckpoint(join(dir, 'ckpt'));
   if (found.dir === null) {

@@ -47,11 +47,6 @@ export function methodJobState(cfg: MethodConfig): JobStateReducer | undefined {
   return methodEntry(methodName(cfg)).jobState(cfg);
 }
 
-/** Why a method cannot be resumed yet (its checkpoints lack optimizer state it would need to continue exactly). */
-export const RESUME_UNSUPPORTED: Partial<Record<MethodName, string>> = {
-  occlusion: "resume is not supported for occlusion adversarial yet (its checkpoints hold no optimizer state for the adversary's networks)",
-};
-
 /** Builds the config's method, wrapped in distillation when a teacher is set. */
 export async function createTrainingMethod(m: MethodContext): Promise<TrainingMethod> {
   const Method = await methodEntry(methodName(m.cfg)).load();

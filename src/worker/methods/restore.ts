@@ -31,11 +31,7 @@ function assignStored(v: tf.Variable, t: StoredTensor | undefined, what: string)
   value.dispose();
 }
 
-function optimizerStep(metadata: Record<string, string>, file: string): number {
-  const n = Number(metadata.optimizerStep);
-  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${file}: metadata optimizerStep ${JSON.stringify(metadata.optimizerStep)} is not a step count`);
-  return n;
-}
+const optimizerStep = (metadata: Record<string, string>, file: string) => stepCountOf(metadata, 'optimizerStep', file);
 
 /** Where a network file keeps the trained backbone and its optimizer slots (DCQ: under `query.`, the inference network plain). */
 export interface NetworkNames {
@@ -50,7 +46,7 @@ const PLAIN: NetworkNames = { backbonePrefix: '', optimizerPrefix: 'optimizer.' 
  * and step count, and `extra` variables saved in the same file (by their
  * stored names: the occlusion adversary, DCQ's key encoder).
  */
-export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer: BackboneOptimizer, extra: Map<string, tf.Variable> = new Map(), names: NetworkNames = PLAIN): void {
+export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer: BackboneOptimizer, extra: Map<string, tf.Variable> = new Map(), names: NetworkNames = PLAIN): Record<string, string> {
   const entry = from.manifest.backbone;
   const path = join(from.dir, entry.file);
   const { tensors, metadata } = readTensorFile(path, entry.sha256);
@@ -59,6 +55,14 @@ export function restoreNetwork(from: RestorePoint, backbone: Backbone, optimizer
   for (const [name, v] of extra) assignStored(v, tensors[name], `${path}: tensor ${name}`);
   for (const [name, v] of optimizer.state()) assignStored(v, tensors[names.optimizerPrefix + name], `${path}: optimizer slot ${names.optimizerPrefix + name}`);
   optimizer.stepCount = optimizerStep(metadata, path);
+  return metadata;
+}
+
+/** An update count from a file's metadata (key `key`), or an error naming the file. */
+export function stepCountOf(metadata: Record<string, string>, key: string, file: string): number {
+  const n = Number(metadata[key]);
+  if (metadata[key] === undefined || !Number.isSafeInteger(n) || n < 0) throw new Error(`${file}: metadata ${key} ${JSON.stringify(metadata[key])} is not a step count`);
+  return n;
 }
 
 /**
