@@ -205,6 +205,7 @@ describe('train --resume', () => {
       [['--loss', 'curricular'], 'loss: cannot change when resuming a run'],
       [['--margin.m2', '0.3'], 'margin.m2: cannot change when resuming a run'],
       [['--run-dir', bare], 'runDir: a resumed run writes into the directory it resumes'],
+      [['--steps', '100000'], "steps: 100000 is more than the run's epochs allow"],
     ] as const) {
       const r = await cli(['--resume', run, ...args]);
       expect(r.code, r.out).toBe(2);

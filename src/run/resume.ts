@@ -90,6 +90,9 @@ export function planResume(runDir: string, overrides: Record<string, string | bo
   }
   const manifest = readManifest(found.dir);
   const plan = planTraining(config);
+  // steps is capped by epochs (trainFacts): an extension past it would be cut silently
+  if (config.steps > plan.steps)
+    throw new ConfigError(`steps: ${config.steps} is more than the run's epochs allow (${config.epochs} epochs × ${plan.stepsPerEpoch} steps = ${plan.steps}); raise --epochs too`, 'steps');
   // another worker count: each rank's rows are re-sliced from the saved shards (checkpoint/reslice.ts)
   if (manifest.world !== config.workers)
     plan.warnings.push(
