@@ -45,6 +45,8 @@ export interface JobSpec {
   steps: number;
   numClasses: number;
   seed: number;
+  /** The first step to run (a resumed run: the checkpoint's step + 1); default 1. */
+  startStep?: number;
   /** Opaque to the coordinator; forwarded to every worker in `welcome`. */
   config: Record<string, unknown>;
 }
@@ -403,8 +405,9 @@ export class Coordinator {
     this.log.info({ worker: m.rank, backend: b.backend, device: b.device, threads: b.threads, why: b.reason }, 'worker ready');
     if (this.members.ranked().every((x) => x.ready)) {
       this.phase = 'running';
-      this.log.info({ steps: this.opts.spec.steps }, 'all workers ready; starting');
-      await this.beginStep(1);
+      const first = this.opts.spec.startStep ?? 1;
+      this.log.info({ steps: this.opts.spec.steps, ...(first > 1 ? { startStep: first } : {}) }, 'all workers ready; starting');
+      await this.beginStep(first);
     }
   }
 

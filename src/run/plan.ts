@@ -3,6 +3,7 @@ import { resolve, join } from 'node:path';
 import { ConfigError, configWarnings, trainFacts } from '../config/index.js';
 import type { TrainConfig } from '../config/schema.js';
 import { DEFAULT_CHUNK_BYTES } from '../collectives/ring.js';
+import type { ResumePoint } from './resume.js';
 
 /**
  * The largest frame a training job legitimately sends: a ring chunk (bucketed
@@ -26,6 +27,8 @@ export interface TrainPlan {
   runDir: string;
   /** Legal but probably unintended settings (configWarnings), logged as warnings when the run starts. */
   warnings: string[];
+  /** A resumed run (`train --resume`, resume.ts): the checkpoint it continues from. */
+  resume?: ResumePoint;
 }
 
 export function planTraining(config: TrainConfig, now = new Date()): TrainPlan {

@@ -4,7 +4,7 @@
  * metrics.jsonl, checkpoints' manifests and summary.json to the run directory,
  * and shows progress to a person at a terminal.
  */
-import { mkdirSync, writeFileSync, appendFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { writeFileAtomic } from '../common/atomic-file.js';
 import { join } from 'node:path';
 import { createLogger, prettyLine } from '../log/logger.js';
@@ -58,7 +58,11 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   mkdirSync(runDir, { recursive: true });
   writeFileAtomic(join(runDir, 'config.json'), JSON.stringify({ ...cfg, runDir }, null, 2));
   const metricsPath = join(runDir, 'metrics.jsonl');
-  writeFileSync(metricsPath, '');
+  const resume = plan.resume;
+  // a resumed run appends; the records of steps after its checkpoint (redone now) are dropped first
+  const droppedRecords = resume ? keepRecordsUpTo(metricsPath, resume.step) : 0;
+  if (!resume) writeFileSync(metricsPath, '');
+  const firstStep = resume ? resume.step + 1 : 1;
 
   const progress = new ProgressBar();
   const mode = outputMode(progress, opts.quiet);
@@ -75,6 +79,13 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   logger.log.info({ runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, workers: cfg.workers, backbone: cfg.backbone, classes: plan.numClasses }, 'training');
   if (monitor) logger.log.info({ url: monitor.url, metrics: `${monitor.url}metrics` }, 'status page and metrics');
   for (const w of plan.warnings) logger.log.warn(`config: ${w}`);
+  if (resume) {
+    for (const r of resume.rejected) logger.log.warn({ checkpoint: r.dir, problems: r.problems }, `checkpoint ${r.dir} rejected: ${r.problems.join('; ')}`);
+    logger.log.info(
+      { checkpoint: resume.dir, step: resume.step, startStep: firstStep, lossState: resume.lossState, droppedRecords },
+      `resumed from step ${resume.step} (${resume.dir}); continuing at step ${firstStep}`,
+    );
+  }
   if (mode === 'terminal') {
     // what a person must see before the bar: where to watch, and settings that are probably a mistake
     if (monitor) process.stderr.write(`shardface: status page ${monitor.url} (Prometheus metrics: ${monitor.url}metrics)\n`);
@@ -105,7 +116,9 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
-  const jobState = methodJobState(cfg);
+  const reducer = methodJobState(cfg);
+  // a resumed run's job-wide state (CurricularFace's t) continues from the checkpoint's
+  const jobState = reducer && resume ? { ...reducer, initial: { ...reducer.initial, ...resume.lossState } } : reducer;
   const curveOn = cfg.curveKeys !== 'none' && cfg.curveKeys !== '';
   let transport: Transport;
   try {
@@ -126,7 +139,14 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     heartbeatMs: cfg.heartbeatMs,
     workerTimeoutMs: cfg.workerTimeoutMs,
     joinTimeoutMs: 600_000,
-    spec: { kind: 'train', steps: plan.steps, numClasses: plan.numClasses, seed: cfg.seed, config: { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch } },
+    spec: {
+      kind: 'train',
+      steps: plan.steps,
+      startStep: firstStep,
+      numClasses: plan.numClasses,
+      seed: cfg.seed,
+      config: { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, ...(resume ? { resumeFrom: resume.dir } : {}) },
+    },
     logger,
     // the training method's job-wide state (CurricularFace's t) lives on the coordinator
     ...(jobState ? { jobState } : {}),
@@ -149,7 +169,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
             `numerical guard: ${badSteps} steps in a row skipped (maxBadSteps ${cfg.maxBadSteps}); step ${step} had ${source}. Lower lr, enable clipGradNorm, or check the data.`,
           );
       } else badSteps = 0;
-      if (step > 1) {
+      if (step > firstStep) {
         imagesTimed += images;
         secondsTimed += wall;
       }
@@ -247,4 +267,21 @@ async function startExternal(
   o.logger.log.warn({ address, workers: o.workers, job: o.job }, waiting);
   show(waiting);
   return { done: c.run(), stop: (reason) => void c.abort(reason), coordinator: c };
+}
+
+/** Keeps metrics.jsonl's records of steps ≤ `step` (a resumed run redoes the later ones); returns how many were dropped. */
+function keepRecordsUpTo(path: string, step: number): number {
+  if (!existsSync(path)) return 0;
+  const lines = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+  const kept = lines.filter((l) => {
+    try {
+      return (JSON.parse(l) as { step?: number }).step! <= step;
+    } catch {
+      return false; // a line cut short by the crash
+    }
+  });
+  if (kept.length < lines.length) writeFileAtomic(path, kept.map((l) => l + '\n').join(''));
+  return lines.length - kept.length;
 }

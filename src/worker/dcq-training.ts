@@ -11,7 +11,8 @@
  *    under the plain tensor names, which for DCQ is the KEY encoder (docs/methods.md#dcq-step
  *    "Inference"), so `shardface eval`, `embed` and `export` use it as they
  *    are; the trained query encoder rides along under `query.<name>`
- *    (metadata `network: dcq-key-encoder`, `queryPrefix`).
+ *    (metadata `network: dcq-key-encoder`, `queryPrefix`), its optimizer's
+ *    slots under `query.optimizer.<name>` (metadata `optimizer`, `optimizerStep`).
  *  - queue-shard-<rank>.safetensors: the worker's queue block (`keys`
  *    slots×D, `labels`) with metadata slotStart, slotCount, queueSize, ptr.
  *    The manifest lists it among `shards` (with the worker's class range, as
@@ -31,6 +32,8 @@ import type { ShardComm } from './sharded-classifier.js';
 
 /** Prefix of the query encoder's tensors in a DCQ run's backbone.safetensors. */
 export const DCQ_QUERY_PREFIX = 'query.';
+/** Prefix of the query encoder's optimizer slots there (what a resume needs to continue it exactly). */
+export const DCQ_QUERY_OPTIMIZER_PREFIX = `${DCQ_QUERY_PREFIX}optimizer.`;
 /** Metadata `network` of a DCQ run's backbone.safetensors. */
 export const DCQ_NETWORK = 'dcq-key-encoder';
 

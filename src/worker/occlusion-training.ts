@@ -143,6 +143,11 @@ export class OcclusionTrainer {
     return new Map([...this.generator.state(), ...this.segmentation.state()]);
   }
 
+  /** G's and S's optimizers (their slots and update counts go into checkpoints, for a resume). */
+  get optimizers(): { generator: BackboneOptimizer; segmentation: BackboneOptimizer } {
+    return { generator: this.genOptimizer, segmentation: this.segOptimizer };
+  }
+
   /** `occluders`: the box of the synthetic occluder drawn on each image (augment.occluders), or null per image. */
   async step(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number, occluders?: readonly (FractionBox | null)[]): Promise<OcclusionStepResult> {
     return this.stage(step) === 1 ? this.pretrainStep(step, x, labels, classifier, comm, lr) : this.jointStep(step, x, labels, classifier, comm, lr, occluders);

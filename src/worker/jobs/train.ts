@@ -34,6 +34,7 @@ import { backboneOptions } from '../methods/backbone-options.js';
 import { writeMethodCheckpoint } from '../methods/checkpoint.js';
 import { anyNonFinite, snapshotBuffers } from '../numerical-guard.js';
 import { faultAt, parseFaults } from '../faults.js';
+import { readManifest } from '../../checkpoint/checkpoint.js';
 
 export const createJob: JobFactory = async (ctx) => {
   // config
@@ -75,6 +76,18 @@ export const createJob: JobFactory = async (ctx) => {
 
   // training method: fc, dcq or occlusion, with distillation around it when a teacher is set
   const method = await createTrainingMethod({ worker: ctx, cfg, backbone, params, optimizer, loader, comm: shardComm(ctx) });
+  // a resumed run: every rank reads its own state back from the verified checkpoint (the data order, sampling and
+  // augmentation are functions of seed, epoch, step and rank, so nothing else is needed to continue exactly)
+  if (cfg.resumeFrom) {
+    const manifest = readManifest(cfg.resumeFrom);
+    try {
+      await method.restore({ dir: cfg.resumeFrom, manifest });
+    } catch (e) {
+      method.dispose();
+      throw e;
+    }
+    ctx.logger.log.info({ checkpoint: cfg.resumeFrom, step: manifest.step }, 'state restored from checkpoint');
+  }
 
   // evaluation: held-out pairs and val sets, scored by rank 0 on the method's inference network
   const pairs = heldOut && rank === 0 && cfg.verificationPairs >= 2 ? makeVerificationPairs({ labels: labelsOf(heldOut), pairs: cfg.verificationPairs, seed: cfg.seed }) : null;

@@ -8,7 +8,8 @@
  *    under the plain tensor names, which for DCQ is the KEY encoder, so
  *    `shardface eval`, `embed` and `export` use it as they are; the trained
  *    query encoder rides along under `query.<name>` (metadata
- *    `network: dcq-key-encoder`, `queryPrefix`).
+ *    `network: dcq-key-encoder`, `queryPrefix`), and its optimizer's slots
+ *    under `query.optimizer.<name>` (metadata `optimizer`, `optimizerStep`).
  *  - queue-shard-<rank>.safetensors: the worker's queue block (`keys`
  *    slots×D, `labels`) with metadata slotStart, slotCount, queueSize, ptr.
  *    The manifest lists it among `shards` (with the worker's class range, as
@@ -16,9 +17,12 @@
  */
 import { createBackbone } from '../../models/index.js';
 import { BACKBONE_FILE } from '../../checkpoint/checkpoint.js';
-import { DCQ_NETWORK, DCQ_QUERY_PREFIX, DcqTraining, queueShardFile } from '../dcq-training.js';
+import { DCQ_NETWORK, DCQ_QUERY_OPTIMIZER_PREFIX, DCQ_QUERY_PREFIX, DcqTraining, queueShardFile } from '../dcq-training.js';
 import { embeddingStep } from './embedding-step.js';
 import { backboneOptions } from './backbone-options.js';
+import { join } from 'node:path';
+import { readTensorFile } from '../../checkpoint/tensor-file.js';
+import { restoreNetwork, type RestorePoint } from './restore.js';
 import { storedTensors, type CheckpointContent, type MethodContext, type MethodStepInput, type MethodStepResult, type TrainingMethod } from './method.js';
 
 export class DcqMethod implements TrainingMethod {
@@ -43,7 +47,7 @@ export class DcqMethod implements TrainingMethod {
   }
 
   async checkpoint(): Promise<CheckpointContent> {
-    const { worker, cfg, backbone } = this.m;
+    const { worker, cfg, backbone, optimizer } = this.m;
     const q = this.dcq.queue;
     const shard = {
       file: queueShardFile(worker.rank),
@@ -52,15 +56,53 @@ export class DcqMethod implements TrainingMethod {
       announce: { slotStart: q.slots.start, slotCount: q.slots.count },
     };
     if (worker.rank !== 0) return { shard, network: null };
-    const tensors = { ...(await storedTensors(this.dcq.keyEncoder.network.state())), ...(await storedTensors(backbone.state(), DCQ_QUERY_PREFIX)) };
+    // the query encoder's optimizer slots ride along under `query.optimizer.` (for a resume; loaders ignore them)
+    const tensors = {
+      ...(await storedTensors(this.dcq.keyEncoder.network.state())),
+      ...(await storedTensors(backbone.state(), DCQ_QUERY_PREFIX)),
+      ...(await storedTensors(optimizer.state(), DCQ_QUERY_OPTIMIZER_PREFIX)),
+    };
     return {
       shard,
       network: {
         file: BACKBONE_FILE,
         tensors,
-        meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), network: DCQ_NETWORK, queryPrefix: DCQ_QUERY_PREFIX },
+        meta: {
+          backbone: cfg.backbone,
+          embeddingSize: String(cfg.embeddingSize),
+          imageSize: String(cfg.imageSize),
+          network: DCQ_NETWORK,
+          queryPrefix: DCQ_QUERY_PREFIX,
+          optimizer: optimizer.settings.kind,
+          optimizerStep: String(optimizer.stepCount),
+        },
       },
     };
+  }
+
+  /** The key encoder, the query encoder and its optimizer, and this worker's queue block with the pointer. */
+  restore(from: RestorePoint): Promise<void> {
+    const { worker, backbone, optimizer } = this.m;
+    restoreNetwork(from, backbone, optimizer, this.dcq.keyEncoder.network.state(), { backbonePrefix: DCQ_QUERY_PREFIX, optimizerPrefix: DCQ_QUERY_OPTIMIZER_PREFIX });
+    const q = this.dcq.queue;
+    const entry = from.manifest.shards.find((s) => s.rank === worker.rank);
+    if (!entry) throw new Error(`${from.dir}: the manifest has no queue shard for rank ${worker.rank}`);
+    const path = join(from.dir, entry.file);
+    const { tensors, metadata } = readTensorFile(path, entry.sha256);
+    if (Number(metadata.slotStart) !== q.slots.start || Number(metadata.slotCount) !== q.slots.count)
+      throw new Error(
+        `${path}: queue slots ${metadata.slotStart}+${metadata.slotCount}, this rank holds ${q.slots.start}+${q.slots.count} (DCQ resumes with the same worker count and queue size only)`,
+      );
+    const keys = tensors.keys?.data;
+    const labels = tensors.labels?.data;
+    if (!(keys instanceof Float32Array) || keys.length !== q.state.keys.length) throw new Error(`${path}: keys missing or of another size`);
+    if (!(labels instanceof Int32Array) || labels.length !== q.state.labels.length) throw new Error(`${path}: labels missing or of another size`);
+    const ptr = Number(metadata.ptr);
+    if (!Number.isSafeInteger(ptr) || ptr < 0) throw new Error(`${path}: metadata ptr ${JSON.stringify(metadata.ptr)} is not a queue position`);
+    q.state.keys.set(keys);
+    q.state.labels.set(labels);
+    q.state.ptr = ptr;
+    return Promise.resolve();
   }
 
   dispose(): void {

@@ -5,6 +5,7 @@
  * else — checkpoints, the inference network — is the wrapped method's.
  */
 import type { Teacher } from '../distillation.js';
+import type { RestorePoint } from './restore.js';
 import type { EmbeddingGradHook, MethodStepInput, MethodStepResult, TrainingMethod } from './method.js';
 
 export class DistillationMethod implements TrainingMethod {
@@ -31,6 +32,11 @@ export class DistillationMethod implements TrainingMethod {
 
   checkpoint() {
     return this.inner.checkpoint();
+  }
+
+  /** The teacher is frozen and read from its own file: only the student's state comes back. */
+  restore(from: RestorePoint) {
+    return this.inner.restore(from);
   }
 
   dispose(): void {

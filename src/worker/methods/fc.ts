@@ -5,6 +5,8 @@
  * backbone's optimizer step; its checkpoint is this worker's shard (rows and
  * their optimizer slots) and, on rank 0, the backbone with its optimizer slots.
  */
+import { join } from 'node:path';
+import type { tf } from '../../ops/tf.js';
 import type { TrainConfig } from '../../config/schema.js';
 import { resolveMargin, type MarginSpec } from '../../ops/margin.js';
 import { initialShardWeights } from '../../ops/classifier-init.js';
@@ -15,6 +17,7 @@ import type { StoredTensor } from '../../checkpoint/tensor-file.js';
 import { ShardedClassifier, type ShardStepResult } from '../sharded-classifier.js';
 import { CURRICULAR_T, lossHeadFromConfig } from '../loss-head-step.js';
 import { embeddingStep, type EmbeddingLoss } from './embedding-step.js';
+import { restoreNetwork, restoreShard, type RestorePoint } from './restore.js';
 import { storedTensors, type CheckpointContent, type MethodContext, type MethodStepInput, type MethodStepResult, type TrainingMethod } from './method.js';
 
 export function marginFromConfig(m: TrainConfig['margin']): MarginSpec {
@@ -75,9 +78,19 @@ export class FcMethod implements TrainingMethod {
     };
   }
 
-  /** Further replicated tensors saved in the backbone file (occlusion: G and S). */
+  /** Further replicated tensors saved in the backbone file (occlusion: G and S with their optimizer slots). */
   protected extraNetworkTensors(): Promise<Record<string, StoredTensor>> {
     return Promise.resolve({});
+  }
+
+  /** Further metadata of the backbone file (occlusion: G's and S's update counts). */
+  protected extraNetworkMeta(): Record<string, string> {
+    return {};
+  }
+
+  /** The variables extraNetworkTensors saves, by stored name, for a resume; and what to take from the file's metadata. */
+  protected restoreExtraNetwork(): { variables: Map<string, tf.Variable>; meta(metadata: Record<string, string>, file: string): void } {
+    return { variables: new Map(), meta: () => {} };
   }
 
   async checkpoint(): Promise<CheckpointContent> {
@@ -109,9 +122,25 @@ export class FcMethod implements TrainingMethod {
       network: {
         file: BACKBONE_FILE,
         tensors,
-        meta: { backbone: cfg.backbone, embeddingSize: String(cfg.embeddingSize), imageSize: String(cfg.imageSize), optimizer: optimizer.settings.kind, optimizerStep: String(optimizer.stepCount) },
+        meta: {
+          backbone: cfg.backbone,
+          embeddingSize: String(cfg.embeddingSize),
+          imageSize: String(cfg.imageSize),
+          optimizer: optimizer.settings.kind,
+          optimizerStep: String(optimizer.stepCount),
+          ...this.extraNetworkMeta(),
+        },
       },
     };
+  }
+
+  async restore(from: RestorePoint): Promise<void> {
+    const { worker, backbone, optimizer } = this.m;
+    restoreShard(from, worker.classRange, this.classifier.state);
+    const extra = this.restoreExtraNetwork();
+    const metadata = restoreNetwork(from, backbone, optimizer, extra.variables);
+    extra.meta(metadata, join(from.dir, from.manifest.backbone.file));
+    return Promise.resolve();
   }
 
   dispose(): void {}

@@ -14,9 +14,16 @@ import type { StoredTensor } from '../../checkpoint/tensor-file.js';
 import type { BackboneOptimizer } from '../backbone-optimizer.js';
 import type { ShardComm } from '../sharded-classifier.js';
 import type { WorkerContext } from '../job.js';
+import type { RestorePoint } from './restore.js';
 
 /** The train config plus what the coordinator derived from it. */
-export type TrainJobConfig = TrainConfig & { steps: number; stepsPerEpoch: number; runDir: string };
+export type TrainJobConfig = TrainConfig & {
+  steps: number;
+  stepsPerEpoch: number;
+  runDir: string;
+  /** A resumed run: the verified checkpoint directory its state comes from (the coordinator starts at its step + 1). */
+  resumeFrom?: string;
+};
 
 /** What a method is built from: the worker, the job's config and the loop's backbone, optimizer and data. */
 export interface MethodContext {
@@ -96,6 +103,8 @@ export interface TrainingMethod {
   readonly inferenceNetwork: Backbone;
   /** The tensors of a checkpoint at this point (read from the live variables). */
   checkpoint(): Promise<CheckpointContent>;
+  /** Puts back what checkpoint() saved (a resumed run), before the first step; throws naming what does not fit. */
+  restore(from: RestorePoint): Promise<void>;
   dispose(): void;
 }
 

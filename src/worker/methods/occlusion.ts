@@ -10,6 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import { OcclusionTrainer } from '../occlusion-training.js';
 import { FcMethod } from './fc.js';
+import { stepCountOf } from './restore.js';
 import { storedTensors, type MethodContext, type MethodStepInput, type MethodStepResult } from './method.js';
 
 export class OcclusionMethod extends FcMethod {
@@ -65,13 +66,32 @@ export class OcclusionMethod extends FcMethod {
       backboneGrads: occ.backboneGrads,
       metrics: { ...l.metrics, ...occ.metrics },
       marks: { forwardDone: start, lossStart: start, lossDone },
-      apply: frozen ? () => {} : l.apply,
-      discard: frozen ? () => {} : l.discard,
+      apply: frozen ? () => {} : (lr) => l.apply(lr),
+      discard: frozen ? () => {} : () => l.discard(),
     };
   }
 
-  protected override extraNetworkTensors() {
-    return storedTensors(this.occlusion.state());
+  /** G and S, and their optimizers' slots under `optimizer.` (their names are `occlusion.` ones, apart from the backbone's). */
+  protected override async extraNetworkTensors() {
+    const { generator, segmentation } = this.occlusion.optimizers;
+    return { ...(await storedTensors(this.occlusion.state())), ...(await storedTensors(generator.state(), 'optimizer.')), ...(await storedTensors(segmentation.state(), 'optimizer.')) };
+  }
+
+  protected override extraNetworkMeta() {
+    const { generator, segmentation } = this.occlusion.optimizers;
+    return { occlusionGeneratorOptimizerStep: String(generator.stepCount), occlusionSegmentationOptimizerStep: String(segmentation.stepCount) };
+  }
+
+  protected override restoreExtraNetwork() {
+    const { generator, segmentation } = this.occlusion.optimizers;
+    const slots = (o: typeof generator) => [...o.state()].map(([name, v]) => [`optimizer.${name}`, v] as const);
+    return {
+      variables: new Map([...this.occlusion.state(), ...slots(generator), ...slots(segmentation)]),
+      meta: (metadata: Record<string, string>, file: string) => {
+        generator.stepCount = stepCountOf(metadata, 'occlusionGeneratorOptimizerStep', file);
+        segmentation.stepCount = stepCountOf(metadata, 'occlusionSegmentationOptimizerStep', file);
+      },
+    };
   }
 
   override dispose(): void {
