@@ -15,27 +15,9 @@ import { CLI } from './helpers/processes.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { readManifest } from '../src/checkpoint/checkpoint.js';
 import { faultAt, parseFaults } from '../src/worker/faults.js';
+import { TINY_TRAIN_ARGS } from './helpers/train-args.js';
 
-const TINY = [
-  '--workers',
-  '2',
-  '--backbone',
-  'tiny',
-  '--image-size',
-  '16',
-  '--embedding-size',
-  '16',
-  '--data',
-  'synthetic:20',
-  '--images-per-identity',
-  '4',
-  '--held-out-identities',
-  '0',
-  '--batch',
-  '8',
-  '--log-format',
-  'json',
-];
+const TINY = TINY_TRAIN_ARGS;
 
 function train(args: string[], fault: string | null, timeout = 120_000): Promise<{ code: number; out: string; runDir: string }> {
   const runDir = mkdtempSync(join(tmpdir(), 'shardface-guard-'));

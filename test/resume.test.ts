@@ -22,33 +22,9 @@ import { mergeClassifier } from '../src/checkpoint/merge.js';
 import { classRange } from '../src/ops/class-range.js';
 import { createShardState, disposeShardState } from '../src/ops/row-optimizer.js';
 import { restoreShard } from '../src/worker/methods/restore.js';
+import { TINY_TRAIN_ARGS } from './helpers/train-args.js';
 
-const TINY = [
-  '--workers',
-  '2',
-  '--backbone',
-  'tiny',
-  '--image-size',
-  '16',
-  '--embedding-size',
-  '16',
-  '--data',
-  'synthetic:20',
-  '--images-per-identity',
-  '4',
-  '--held-out-identities',
-  '0',
-  '--batch',
-  '8',
-  '--log-format',
-  'json',
-  '--steps',
-  '12',
-  '--checkpoint-every',
-  '4',
-  '--checkpoint-keep',
-  '0',
-];
+const TINY = [...TINY_TRAIN_ARGS, '--steps', '12', '--checkpoint-every', '4', '--checkpoint-keep', '0'];
 
 function cli(args: string[], fault = '', timeout = 120_000): Promise<{ code: number; out: string }> {
   const env = { ...process.env, SHARDFACE_FAULT: fault };

@@ -1,0 +1,21 @@
+/** The smallest real training job the end-to-end tests run: 2 workers, tiny at 16 px, 20 synthetic identities, JSON logs. */
+export const TINY_TRAIN_ARGS: readonly string[] = [
+  '--workers',
+  '2',
+  '--backbone',
+  'tiny',
+  '--image-size',
+  '16',
+  '--embedding-size',
+  '16',
+  '--data',
+  'synthetic:20',
+  '--images-per-identity',
+  '4',
+  '--held-out-identities',
+  '0',
+  '--batch',
+  '8',
+  '--log-format',
+  'json',
+];
