@@ -10,10 +10,10 @@
  * can re-slice rows; a directory without manifest.json is incomplete and is
  * never loaded.
  */
-import { existsSync, readFileSync, writeFileSync, renameSync, mkdirSync, readdirSync, rmSync, statSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { existsSync, readFileSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ioFailure } from '../common/atomic-file.js';
-import { fileSha256, fsyncDir, readTensorFile, TensorFileError, writeTensorFile, type StoredTensor } from './tensor-file.js';
+import { writeFileAtomic } from '../common/atomic-file.js';
+import { fileSha256, fsyncDir, readTensorFile, writeTensorFile, type StoredTensor } from './tensor-file.js';
 
 export interface FileEntry {
   file: string;
@@ -61,20 +61,8 @@ export function writeCheckpointFile(dir: string, file: string, tensors: Record<s
 /** Writes manifest.json last, durably (temp file, fsync, rename, fsync of the directory): its presence is what marks a checkpoint complete. */
 export function writeManifest(dir: string, m: Manifest): string {
   const path = join(dir, 'manifest.json');
-  try {
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(path + '.tmp', JSON.stringify(m, null, 2));
-    const fd = openSync(path + '.tmp', 'r+');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(path + '.tmp', path);
-  } catch (e) {
-    rmSync(path + '.tmp', { force: true });
-    throw new TensorFileError(ioFailure('write', path, e), (e as NodeJS.ErrnoException).code);
-  }
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomic(path, JSON.stringify(m, null, 2));
   fsyncDir(dir);
   return path;
 }
@@ -133,6 +121,11 @@ export function checkpointProblems(dir: string): string[] {
 }
 
 const STEP_DIR = /^step-([0-9]+)$/;
+
+/** Whether a directory name is one of stepDir's (`step-000120`). */
+export function isStepDirName(name: string): boolean {
+  return STEP_DIR.test(name);
+}
 
 /** The step directories under a run's `ckpt` root, newest first (complete or not). */
 export function stepDirs(root: string): { dir: string; step: number }[] {

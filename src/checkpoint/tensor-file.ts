@@ -171,12 +171,7 @@ function readExactly(fd: number, into: Uint8Array, position: number, hash: Hash 
  * `only` keeps just the named tensors in memory (the rest are still hashed).
  */
 export function readTensorFile(path: string, expectSha256?: string, only?: (name: string) => boolean): { tensors: Record<string, StoredTensor>; metadata: Record<string, string> } {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw ioError('read', path, e);
-  }
+  const fd = openForRead(path);
   try {
     const size = fstatSync(fd).size;
     const hash = expectSha256 ? createHash('sha256') : null;
@@ -239,14 +234,17 @@ export function readTensorFile(path: string, expectSha256?: string, only?: (name
   }
 }
 
-/** SHA-256 and size of a file, streamed. */
-export function fileSha256(path: string): { sha256: string; bytes: number } {
-  let fd: number;
+function openForRead(path: string): number {
   try {
-    fd = openSync(path, 'r');
+    return openSync(path, 'r');
   } catch (e) {
     throw ioError('read', path, e);
   }
+}
+
+/** SHA-256 and size of a file, streamed. */
+export function fileSha256(path: string): { sha256: string; bytes: number } {
+  const fd = openForRead(path);
   try {
     const hash = createHash('sha256');
     const buf = new Uint8Array(IO_PIECE);

@@ -2,14 +2,13 @@
  * Which checkpoint step directory a user means (no TensorFlow.js here, so a
  * command can check its arguments before loading it).
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { isStepDirName, stepDirs } from '../checkpoint/checkpoint.js';
 
 export class CheckpointError extends Error {
   override name = 'CheckpointError';
 }
-
-const STEP_DIR = /^step-([0-9]+)$/;
 
 /**
  * The step directory that `dir` names: `dir` itself when it holds a
@@ -22,13 +21,9 @@ export function resolveCheckpointDir(dir: string): string {
   if (!existsSync(d)) throw new CheckpointError(`checkpoint ${dir} does not exist`);
   if (!statSync(d).isDirectory()) throw new CheckpointError(`checkpoint ${dir} is not a directory (give RUN_DIR/ckpt or RUN_DIR/ckpt/step-N)`);
   if (existsSync(join(d, 'manifest.json'))) return d;
-  const steps = readdirSync(d)
-    .map((n) => ({ n, m: STEP_DIR.exec(n) }))
-    .filter((x) => x.m && statSync(join(d, x.n)).isDirectory())
-    .map((x) => ({ dir: join(d, x.n), step: Number(x.m![1]) }))
-    .sort((a, b) => b.step - a.step);
+  const steps = stepDirs(d);
   if (steps.length === 0) {
-    if (STEP_DIR.test(d.split(/[\\/]/).pop() ?? '')) throw new CheckpointError(`${dir} is not a complete checkpoint (no manifest.json)`);
+    if (isStepDirName(basename(d))) throw new CheckpointError(`${dir} is not a complete checkpoint (no manifest.json)`);
     if (existsSync(join(d, 'ckpt'))) return resolveCheckpointDir(join(d, 'ckpt'));
     throw new CheckpointError(`${dir} holds no checkpoint (neither manifest.json nor step-N directories)`);
   }

@@ -4,8 +4,21 @@
  * coordinator, which writes the manifest once all are in.
  */
 import { stepDir, writeCheckpointFile } from '../../checkpoint/checkpoint.js';
+import type { TrainConfig } from '../../config/schema.js';
+import type { BackboneOptimizer } from '../backbone-optimizer.js';
 import type { WorkerContext } from '../job.js';
 import type { CheckpointContent, TrainJobConfig } from './method.js';
+
+/** The metadata every method's network file carries: what loads it (backbone, sizes) and where its optimizer stood. */
+export function networkMeta(cfg: TrainConfig, optimizer: BackboneOptimizer): Record<string, string> {
+  return {
+    backbone: cfg.backbone,
+    embeddingSize: String(cfg.embeddingSize),
+    imageSize: String(cfg.imageSize),
+    optimizer: optimizer.settings.kind,
+    optimizerStep: String(optimizer.stepCount),
+  };
+}
 
 export async function writeMethodCheckpoint(ctx: WorkerContext, cfg: TrainJobConfig, step: number, epoch: number, content: CheckpointContent): Promise<void> {
   const dir = stepDir(`${cfg.runDir}/ckpt`, step);

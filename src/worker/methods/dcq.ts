@@ -19,6 +19,7 @@ import { createBackbone } from '../../models/index.js';
 import { BACKBONE_FILE } from '../../checkpoint/checkpoint.js';
 import { DCQ_NETWORK, DCQ_QUERY_OPTIMIZER_PREFIX, DCQ_QUERY_PREFIX, DcqTraining, queueShardFile } from '../dcq-training.js';
 import { embeddingStep } from './embedding-step.js';
+import { networkMeta } from './checkpoint.js';
 import { backboneOptions } from './backbone-options.js';
 import { join } from 'node:path';
 import { readTensorFile } from '../../checkpoint/tensor-file.js';
@@ -67,15 +68,7 @@ export class DcqMethod implements TrainingMethod {
       network: {
         file: BACKBONE_FILE,
         tensors,
-        meta: {
-          backbone: cfg.backbone,
-          embeddingSize: String(cfg.embeddingSize),
-          imageSize: String(cfg.imageSize),
-          network: DCQ_NETWORK,
-          queryPrefix: DCQ_QUERY_PREFIX,
-          optimizer: optimizer.settings.kind,
-          optimizerStep: String(optimizer.stepCount),
-        },
+        meta: { ...networkMeta(cfg, optimizer), network: DCQ_NETWORK, queryPrefix: DCQ_QUERY_PREFIX },
       },
     };
   }

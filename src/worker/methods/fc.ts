@@ -17,6 +17,7 @@ import type { StoredTensor } from '../../checkpoint/tensor-file.js';
 import { ShardedClassifier, type ShardStepResult } from '../sharded-classifier.js';
 import { CURRICULAR_T, lossHeadFromConfig } from '../loss-head-step.js';
 import { embeddingStep, type EmbeddingLoss } from './embedding-step.js';
+import { networkMeta } from './checkpoint.js';
 import { restoreNetwork, restoreShard, type RestorePoint } from './restore.js';
 import { storedTensors, type CheckpointContent, type MethodContext, type MethodStepInput, type MethodStepResult, type TrainingMethod } from './method.js';
 
@@ -122,14 +123,7 @@ export class FcMethod implements TrainingMethod {
       network: {
         file: BACKBONE_FILE,
         tensors,
-        meta: {
-          backbone: cfg.backbone,
-          embeddingSize: String(cfg.embeddingSize),
-          imageSize: String(cfg.imageSize),
-          optimizer: optimizer.settings.kind,
-          optimizerStep: String(optimizer.stepCount),
-          ...this.extraNetworkMeta(),
-        },
+        meta: { ...networkMeta(cfg, optimizer), ...this.extraNetworkMeta() },
       },
     };
   }
