@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { CLI } from './helpers/processes.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { readManifest } from '../src/checkpoint/checkpoint.js';
-import { faultAt, parseFaults } from '../src/worker/faults.js';
+import { faultAt, parseFaults, stallAt } from '../src/worker/faults.js';
 import { TINY_TRAIN_ARGS } from './helpers/train-args.js';
 
 const TINY = TINY_TRAIN_ARGS;
@@ -70,6 +70,14 @@ describe('SHARDFACE_FAULT', () => {
     expect(() => parseFaults('nan:rank=1:rank=2:step=2')).toThrow(/rank given twice/);
     expect(() => parseFaults('nan:rank=1:step=0')).toThrow(/step must be ≥ 1/);
     expect(() => parseFaults('nan:rank=1:step=2,')).toThrow(/unknown kind ""/);
+    // stall: a slow step on one rank, for signals that must land mid-step
+    const s = parseFaults('stall:rank=1:step=6:ms=1500,stall:rank=0:step=2');
+    expect(s).toEqual([
+      { kind: 'stall', rank: 1, step: 6, ms: 1500 },
+      { kind: 'stall', rank: 0, step: 2, ms: 2000 },
+    ]);
+    expect([stallAt(s, 1, 6), stallAt(s, 0, 2), stallAt(s, 0, 6)]).toEqual([1500, 2000, 0]);
+    expect(() => parseFaults('nan:rank=1:step=2:ms=5')).toThrow(/ms= belongs to stall only/);
   });
 });
 

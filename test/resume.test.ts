@@ -10,12 +10,8 @@
  * rows are re-sliced to the new class ranges: equal to the merged classifier.
  */
 import { describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI } from './helpers/processes.js';
-import { fileSha256 } from '../src/checkpoint/tensor-file.js';
 import { checkpointProblems, readManifest, stepDir } from '../src/checkpoint/checkpoint.js';
 import { readTensorFile } from '../src/checkpoint/tensor-file.js';
 import { mergeClassifier } from '../src/checkpoint/merge.js';
@@ -23,35 +19,9 @@ import { classRange } from '../src/ops/class-range.js';
 import { createShardState, disposeShardState } from '../src/ops/row-optimizer.js';
 import { restoreShard } from '../src/worker/methods/restore.js';
 import { TINY_TRAIN_ARGS } from './helpers/train-args.js';
+import { cli, expectSameContinuation, newRunDir, records } from './helpers/resume.js';
 
 const TINY = [...TINY_TRAIN_ARGS, '--steps', '12', '--checkpoint-every', '4', '--checkpoint-keep', '0'];
-
-function cli(args: string[], fault = '', timeout = 120_000): Promise<{ code: number; out: string }> {
-  const env = { ...process.env, SHARDFACE_FAULT: fault };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, 'train', ...args], { env, timeout, maxBuffer: 32 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, out: stdout + stderr });
-    });
-  });
-}
-
-const newRunDir = () => mkdtempSync(join(tmpdir(), 'shardface-resume-'));
-
-/** SHA-256 of every file of a run's checkpoint at `step` (the manifest aside: it records when it was written). */
-function checkpointHashes(runDir: string, step: number): Record<string, string> {
-  const dir = stepDir(join(runDir, 'ckpt'), step);
-  const m = readManifest(dir);
-  const out: Record<string, string> = {};
-  for (const f of [m.backbone, ...m.shards]) out[f.file] = fileSha256(join(dir, f.file)).sha256;
-  return out;
-}
-
-const records = (runDir: string) =>
-  readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { step: number; loss: number; curricularT?: number });
 
 /** Run A straight to step 12; run B killed at the start of `killAt` (rank 0) and left for a resume. */
 async function straightAndKilled(extra: string[], killAt: number): Promise<{ a: string; b: string }> {
@@ -62,20 +32,6 @@ async function straightAndKilled(extra: string[], killAt: number): Promise<{ a: 
   expect(rb.code).not.toBe(0);
   expect(existsSync(stepDir(join(b, 'ckpt'), 12))).toBe(false);
   return { a, b };
-}
-
-function expectSameContinuation(a: string, b: string, after: number, shards = 'classifier-shard'): void {
-  for (const step of [8, 12]) {
-    const ha = checkpointHashes(a, step);
-    expect(Object.keys(ha).sort()).toEqual(['backbone.safetensors', `${shards}-0.safetensors`, `${shards}-1.safetensors`]);
-    expect(checkpointHashes(b, step)).toEqual(ha);
-  }
-  // the continuation really moved the weights on from the checkpoint it started at
-  expect(checkpointHashes(b, 12)['backbone.safetensors']).not.toBe(checkpointHashes(b, after)['backbone.safetensors']);
-  const ra = records(a);
-  const rb = records(b);
-  expect(rb.map((r) => r.step)).toEqual(ra.map((r) => r.step));
-  expect(rb.filter((r) => r.step > after).map((r) => [r.step, r.loss, r.curricularT])).toEqual(ra.filter((r) => r.step > after).map((r) => [r.step, r.loss, r.curricularT]));
 }
 
 describe('train --resume', () => {

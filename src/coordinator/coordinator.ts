@@ -73,6 +73,8 @@ export interface CoordinatorOptions {
   jobState?: JobStateReducer;
   /** CURVE keys and the frame size limit; default: plain TCP, default limit. */
   transport?: Transport;
+  /** Asked as each step begins: whether every worker also writes a checkpoint at its end (checkpointMinutes: one clock for all ranks). */
+  checkpointDue?: (step: number) => boolean;
 }
 
 /** Longest error text sent back: enough for a reason, too short to echo a payload. */
@@ -129,6 +131,8 @@ export class Coordinator {
   /** Rejected messages and strangers' messages: rate-limited, never echoing payloads. */
   private readonly rejects: RateLimitedLog;
   private readonly strangers: RateLimitedLog;
+  /** A graceful stop under way: what runs once the current step has ended, instead of the next step. */
+  private drain: ((lastStep: number) => Promise<string>) | null = null;
 
   constructor(private readonly opts: CoordinatorOptions) {
     this.transport = opts.transport ?? PLAIN_TRANSPORT;
@@ -213,6 +217,23 @@ export class Coordinator {
     this.log.error({ reason }, 'stopping job');
     await this.broadcast('stop', { reason, ok: false });
     this.end({ ok: false, reason, lastStep: this.step });
+  }
+
+  /**
+   * A graceful stop (the first SIGTERM/SIGINT): the running step finishes, then `after(step)` runs in place of the
+   * next step — messages keep flowing meanwhile, so it can ask for a checkpoint ({@link requestCheckpoint}) and
+   * wait for its files — and the job ends with the reason it returns. Before the first step it is an abort; a
+   * job already stopping, or a stop already asked for, is left as it is. The last step ends the job as usual.
+   */
+  stopAfterStep(reason: string, after: (lastStep: number) => Promise<string>): void {
+    if (this.phase === 'done' || this.phase === 'stopping' || this.drain) return;
+    if (this.phase !== 'running') return void this.abort(reason);
+    this.drain = after;
+  }
+
+  /** During a graceful stop: every worker writes a checkpoint of its state after the step that just ended. */
+  async requestCheckpoint(): Promise<void> {
+    await this.broadcast('checkpoint', {});
   }
 
   /**
@@ -426,7 +447,8 @@ export class Coordinator {
     this.jobStateBefore = this.jobState;
     this.reduction = new SoftmaxReduction(this.opts.workers);
     this.targets = this.opts.jobState?.input === 'target-cosines' ? new TargetReduction(this.opts.workers) : null;
-    await this.broadcast('step-begin', { kind: this.opts.spec.kind });
+    const checkpoint = this.opts.checkpointDue?.(step) === true;
+    await this.broadcast('step-begin', { kind: this.opts.spec.kind, ...(checkpoint ? { checkpoint } : {}) });
   }
 
   private async onSoftmaxStats(m: Member, msg: MessageOf<'softmax-stats'>): Promise<void> {
@@ -478,7 +500,24 @@ export class Coordinator {
     const metrics = this.members.ranked().map((x) => this.stepEnds.get(x.rank!)!);
     if (metrics.some((x) => x.skipped === 1)) this.jobState = this.jobStateBefore;
     await this.opts.onStepEnd?.(this.step, metrics, this.stepLoss);
-    if (this.phase === 'running') await this.beginStep(this.step + 1);
+    if (this.phase !== 'running') return;
+    // not awaited: the receive loop must go on (the final checkpoint's files arrive through it)
+    if (this.drain && this.step < this.opts.spec.steps) return void this.finishDrain(this.drain);
+    await this.beginStep(this.step + 1);
+  }
+
+  private async finishDrain(after: (lastStep: number) => Promise<string>): Promise<void> {
+    let reason: string;
+    try {
+      reason = await after(this.step);
+    } catch (e) {
+      return this.abort(`graceful stop failed: ${(e as Error).message}`);
+    }
+    if (this.phase !== 'running') return; // stopped meanwhile (a second signal, a timeout, a failed worker)
+    this.phase = 'stopping';
+    this.log.warn({ reason, lastStep: this.step }, 'stopping job');
+    await this.broadcast('stop', { reason, ok: false });
+    this.end({ ok: false, reason, lastStep: this.step });
   }
 
   private async onBye(m: Member, msg: MessageOf<'bye'>): Promise<void> {

@@ -62,8 +62,16 @@ export interface Bodies {
   ready: { backend: string; device: string; threads: number | null; reason: string };
   /** Both ways; a worker's heartbeat thread sends its `session` (from welcome) so the coordinator can bind its connection to the rank. */
   heartbeat: { session?: string };
-  /** coordinator → workers: run step `header.step`. */
-  'step-begin': { kind: StepKind };
+  /**
+   * coordinator → workers: run step `header.step`. `checkpoint`: also write a checkpoint at its end (the coordinator's
+   * decision, e.g. checkpointMinutes, so that every rank writes at the same step); absent = only the job's own schedule.
+   */
+  'step-begin': { kind: StepKind; checkpoint?: boolean };
+  /**
+   * coordinator → workers, between steps: write a checkpoint of the state after step `header.step` (the step that just
+   * ended) and report its files as `checkpoint-file` events; sent once before a graceful stop (SIGTERM/SIGINT).
+   */
+  checkpoint: Record<string, never>;
   /** worker → coordinator: per-row partial softmax statistics of its shard (tensors rowMax, sumExp, target, owned). */
   'softmax-stats': { rows: number; batch: number };
   /** coordinator → workers: global log-sum-exp per row (tensor logSumExp) and the loss. */
@@ -99,6 +107,7 @@ export const MESSAGE_TYPES = [
   'ready',
   'heartbeat',
   'step-begin',
+  'checkpoint',
   'softmax-stats',
   'softmax-reduced',
   'target-stats',

@@ -36,6 +36,8 @@ export const RESUME_OVERRIDABLE: readonly string[] = [
   'threads',
   'checkpointEvery',
   'checkpointKeep',
+  'checkpointMinutes',
+  'shutdownTimeoutMs',
   'logEvery',
   'logFormat',
   'heartbeatMs',

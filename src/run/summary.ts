@@ -27,13 +27,15 @@ export interface RunSummary {
   /** skipped_images over the images drawn. */
   skipped_image_share: number;
   error?: string;
+  /** The signal that stopped the run (SIGTERM, SIGINT); `error` then says after which step and names the final checkpoint. */
+  stopped_by?: string;
 }
 
 export function summaryLines(s: RunSummary): string[] {
   const v = s.verification;
   return [
     '',
-    s.ok ? 'shardface: training finished' : `shardface: training FAILED: ${s.error}`,
+    s.ok ? 'shardface: training finished' : s.stopped_by ? `shardface: training stopped by ${s.stopped_by}: ${s.error}` : `shardface: training FAILED: ${s.error}`,
     `  steps          ${s.steps} (${s.epochs.toFixed(2)} epochs) in ${formatDuration(s.seconds)}`,
     `  throughput     ${s.images_per_s ? s.images_per_s.toFixed(1) : '-'} images/s`,
     `  final loss     ${Number.isFinite(s.final_loss) ? s.final_loss.toFixed(4) : '-'}`,

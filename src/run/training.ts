@@ -12,6 +12,8 @@ import { LineForwarder } from '../log/forward.js';
 import { launchLocal } from '../launcher/launch.js';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
 import { newJobId, onTermination } from './lifecycle.js';
+import { CheckpointClock, GracefulStop } from './shutdown.js';
+import { signalExitCode } from '../common/signals.js';
 import { ProgressBar } from './progress.js';
 import { CheckpointManifests, type CheckpointFileEvent } from './manifests.js';
 import { stepRecord } from './step-record.js';
@@ -100,6 +102,10 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   let finalLoss = NaN;
   let lastVal: Verification | null = null;
   let lastCheckpoint: string | null = null;
+  /** The step of lastCheckpoint (a resumed run: the checkpoint it started from). */
+  let lastCheckpointStep = resume?.step ?? 0;
+  let lastStepSkipped = false;
+  const clock = new CheckpointClock(cfg.checkpointMinutes);
   /** Stops the job, once it runs (a failed checkpoint write ends it with a clear reason). */
   let stopJob: ((reason: string) => void) | null = null;
   const badImages: BadImageTally = { skipped: 0, drawn: 0 };
@@ -116,6 +122,15 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
   });
 
   const external = opts.workers === 'local' ? null : opts.workers;
+  const graceful = new GracefulStop({
+    coordinator: () => coordinatorRef,
+    timeoutMs: cfg.shutdownTimeoutMs,
+    log: logger.log,
+    newest: () => ({ dir: lastCheckpoint, step: lastCheckpointStep }),
+    lastStepSkipped: () => lastStepSkipped,
+    resumeHint: external ? `shardface coordinator --resume ${runDir} (with the same --workers, --bind, --token-file and --job) and its workers` : `shardface train --resume ${runDir}`,
+    ...(mode === 'terminal' ? { show: (line: string) => process.stderr.write(`\nshardface: ${line}\n`) } : {}),
+  });
   const reducer = methodJobState(cfg);
   // a resumed run's job-wide state (CurricularFace's t) continues from the checkpoint's
   const jobState = reducer && resume ? { ...reducer, initial: { ...reducer.initial, ...resume.lossState } } : reducer;
@@ -159,6 +174,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       monitor?.onStep(metrics, rec, wall);
       badImages.skipped += skipped;
       badImages.drawn += images;
+      lastStepSkipped = rec.skipped === 1;
       if (rec.skipped === 1) {
         badSteps++;
         const ranks = metrics.flatMap((m, rank) => (m.nonFiniteLocal === 1 ? [rank] : []));
@@ -185,14 +201,23 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       const tooMany = badImageFailure(badImages, plan.trainImages, cfg.maxBadImageShare);
       if (tooMany) await coordinatorRef?.abort(tooMany);
     },
-    onEvent: (_rank, name, fields) => {
+    checkpointDue: (step) => {
+      const since = clock.due();
+      if (since !== null) logger.log.info({ step, sinceLastMinutes: since, checkpointMinutes: cfg.checkpointMinutes }, `checkpoint due at step ${step}: ${since.toFixed(3)} min since the last one`);
+      return since !== null;
+    },
+    onEvent: (rank, name, fields) => {
+      if (name === 'signal') return graceful.onWorkerSignal(rank, fields.signal);
       if (name !== 'checkpoint-file') return;
       const f = fields as unknown as CheckpointFileEvent;
       try {
         const done = manifests.onFile(f);
         if (done) {
           lastCheckpoint = done.dir;
+          lastCheckpointStep = f.step;
+          clock.written();
           logger.log.info({ checkpoint: done.dir, step: f.step, removed: done.removed }, 'checkpoint written');
+          graceful.onCheckpoint(f.step);
         }
       } catch (e) {
         // A manifest that cannot be written leaves that checkpoint incomplete (never loaded); the previous one stays usable.
@@ -218,9 +243,11 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       });
   coordinatorRef = coordinator;
   stopJob = stop;
-  const off = onTermination((sig) => stop(`coordinator received ${sig}`));
+  const off = onTermination((sig) => graceful.onOwnSignal(sig));
   const r = await done;
   off();
+  graceful.dispose();
+  const stoppedBy = r.ok ? null : graceful.signal;
   await monitor?.close();
   if (mode === 'terminal') progress.done();
   const elapsed = (Date.now() - started) / 1000;
@@ -239,6 +266,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     skipped_images: badImages.skipped,
     skipped_image_share: skippedShare(badImages),
     ...(r.ok ? {} : { error: r.reason }),
+    ...(stoppedBy ? { stopped_by: stoppedBy } : {}),
   };
   const report = await writeRunReport(runDir, summary, logger);
   if (report) summary.report = report;
@@ -250,9 +278,12 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     logger.log.error({ error: (e as Error).message }, 'summary not written');
     if (mode === 'terminal') process.stderr.write(`shardface: ${(e as Error).message}\n`);
   }
-  logger.log.info(summary, r.ok ? 'training finished' : 'training failed');
+  if (stoppedBy) logger.log.warn(summary, 'training stopped');
+  else logger.log.info(summary, r.ok ? 'training finished' : 'training failed');
   // Piped, the log line above is the summary; a person at a terminal gets it readable.
   if (mode === 'terminal') process.stderr.write(summaryLines(summary).join('\n') + '\n');
+  // stopped by a signal: 128 + its number (SIGTERM 143, SIGINT 130), final checkpoint or not
+  if (stoppedBy) return signalExitCode(stoppedBy);
   return r.ok && summaryWritten ? 0 : 1;
 }
 

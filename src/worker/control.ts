@@ -25,7 +25,7 @@ export class JobStopped extends Error {
   }
 }
 
-type Waiter = { type: MessageType; step: number | null; resolve: (m: Message) => void; reject: (e: Error) => void };
+type Waiter = { types: readonly MessageType[]; step: number | null; resolve: (m: Message) => void; reject: (e: Error) => void };
 
 export class ControlChannel {
   private readonly socket: ControlClient;
@@ -105,10 +105,16 @@ export class ControlChannel {
 
   /** Next message of `type` (optionally for `step`); rejects with JobStopped on stop. */
   waitFor<T extends MessageType>(type: T, step: number | null = null): Promise<MessageOf<T>> {
-    const i = this.queue.findIndex((m) => m.header.type === type && (step === null || m.header.step === step));
+    return this.waitForAny([type], step);
+  }
+
+  /** Next message of any of `types`, in arrival order (between steps: the next step-begin or a checkpoint request). */
+  waitForAny<T extends MessageType>(types: readonly T[], step: number | null = null): Promise<MessageOf<T>> {
+    const wanted = types as readonly MessageType[];
+    const i = this.queue.findIndex((m) => wanted.includes(m.header.type) && (step === null || m.header.step === step));
     if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0] as MessageOf<T>);
     if (this.stopped) return Promise.reject(this.stopped);
-    return new Promise((resolve, reject) => this.waiters.push({ type, step, resolve: resolve as (m: Message) => void, reject }));
+    return new Promise((resolve, reject) => this.waiters.push({ types: wanted, step, resolve: resolve as (m: Message) => void, reject }));
   }
 
   /** Marks the job stopped from this side (coordinator silent, local failure, a signal). */
@@ -173,13 +179,13 @@ export class ControlChannel {
           this.deliverStop(new JobStopped(h.body.reason, h.body.ok));
           continue;
         }
-        if (h.type === 'error' && !this.waiters.some((w) => w.type === 'error')) {
+        if (h.type === 'error' && !this.waiters.some((w) => w.types.includes('error'))) {
           // An error reply to something we sent; while registering it is fatal.
           this.logger.log.error({ code: h.body.code }, `coordinator: ${h.body.message}`);
           if (this.rank < 0) this.deliverStop(new JobStopped(`coordinator refused registration: ${h.body.code}: ${h.body.message}`, false));
           continue;
         }
-        const w = this.waiters.findIndex((x) => x.type === h.type && (x.step === null || x.step === h.step));
+        const w = this.waiters.findIndex((x) => x.types.includes(h.type) && (x.step === null || x.step === h.step));
         if (w >= 0) this.waiters.splice(w, 1)[0]!.resolve(msg);
         else this.queue.push(msg);
       }

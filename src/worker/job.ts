@@ -25,9 +25,20 @@ export interface WorkerContext {
   emit(name: string, fields: Record<string, unknown>): Promise<void>;
 }
 
+/** What the coordinator asked of a step beyond running it. */
+export interface StepRequest {
+  /** Write a checkpoint at the end of this step (step-begin's `checkpoint` flag: checkpointMinutes). */
+  checkpoint: boolean;
+}
+
 export interface WorkerJob {
   /** Runs step `step`; returns the metrics reported with step-end. */
-  step(step: number): Promise<Record<string, number>>;
+  step(step: number, request: StepRequest): Promise<Record<string, number>>;
+  /**
+   * Writes a checkpoint of the state after `step`, the step that just ended (the coordinator's `checkpoint` message
+   * before a graceful stop). Jobs without state to save leave it out.
+   */
+  checkpoint?(step: number): Promise<void>;
   /** Called once after the last step (or on stop) to release resources. */
   close?(ok: boolean): Promise<void>;
 }

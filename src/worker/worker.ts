@@ -4,6 +4,7 @@
  * runs whatever steps the coordinator clocks until told to stop.
  */
 import { hostname } from 'node:os';
+import { signalExitCode } from '../common/signals.js';
 import type { ShardfaceLogger } from '../log/logger.js';
 import { initBackend, type BackendChoice } from '../ops/backend.js';
 import { bindInbox, Ring } from '../collectives/ring.js';
@@ -76,9 +77,23 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     void ring?.close();
     inbox.close();
   };
-  const onSignal = (sig: string) => control.fail(`received ${sig}`);
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  // A signal while training (schedulers signal every process of a job at about the same time): keep serving the
+  // coordinator, which finishes the step, asks for a final checkpoint and stops the job; tell it, in case it was not
+  // signalled itself. Bounded by the job's shutdownTimeoutMs; a second signal, or one at any other time, stops at once.
+  let signalled: NodeJS.Signals | null = null;
+  let graceTimer: NodeJS.Timeout | undefined;
+  let training = false;
+  let graceMs = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    const first = signalled === null;
+    signalled ??= sig;
+    if (!first || !training) return control.fail(`received ${sig}${first ? '' : ' again'}`);
+    log.warn({ signal: sig, graceMs }, `received ${sig}: serving the coordinator until it stops the job after a final checkpoint (at most ${graceMs / 1000} s; a second signal stops at once)`);
+    control.send('event', { name: 'signal', fields: { signal: sig } }).catch(() => undefined);
+    graceTimer = setTimeout(() => control.fail(`received ${sig}, and the coordinator did not stop the job within ${graceMs / 1000} s`), graceMs);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 
   try {
     await control.send(
@@ -178,11 +193,20 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     job = await mod.createJob(ctx);
     await control.send('ready', { backend: backend.backend, device: backend.device, threads: backend.threads, reason: backend.reason }, [], 0);
 
+    training = kind === 'train';
+    // the coordinator's bound on a graceful stop, plus a margin for its stop message to arrive
+    graceMs = Number(w.config.shutdownTimeoutMs ?? 120_000) + 10_000;
+
     for (;;) {
-      const begin = await control.waitFor('step-begin');
-      const step = begin.header.step;
+      const next = await control.waitForAny(['step-begin', 'checkpoint'] as const);
+      const step = next.header.step;
+      if (next.header.type === 'checkpoint') {
+        if (!job.checkpoint) throw new Error(`the coordinator asked for a checkpoint of step ${step}, but a ${kind} job has none`);
+        await job.checkpoint(step);
+        continue;
+      }
       logCtx.step = step;
-      const metrics = { ...(await job.step(step)), ...trafficMetrics(control, ring) };
+      const metrics = { ...(await job.step(step, { checkpoint: next.header.body.checkpoint === true })), ...trafficMetrics(control, ring) };
       await control.send('step-end', { metrics }, [], step);
     }
   } catch (caught) {
@@ -198,7 +222,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       // Stopped here (a signal, the coordinator unreachable): tell the coordinator, so it need not wait for the heartbeat timeout.
       if (control.stoppedHere && control.rank >= 0) await control.sendLast('bye', { reason: e.reason, ok: false });
       await job?.close?.(false);
-      return 1;
+      return signalled ? signalExitCode(signalled) : 1;
     }
     const err = e as Error;
     log.error({ err: { message: err.message, stack: err.stack } }, 'worker failed');
@@ -206,6 +230,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     await job?.close?.(false);
     return 1;
   } finally {
+    clearTimeout(graceTimer);
     await heartbeat?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

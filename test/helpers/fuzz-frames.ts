@@ -35,7 +35,8 @@ export function validMessages(job: string): Uint8Array[][] {
     ],
     ready: [{ backend: 'cpu', device: 'cpu', threads: 1, reason: 'r' }, []],
     heartbeat: [{ session: '00' }, []],
-    'step-begin': [{ kind: 'train' }, []],
+    'step-begin': [{ kind: 'train', checkpoint: true }, []],
+    checkpoint: [{}, []],
     'softmax-stats': [
       { rows: 8, batch: 4 },
       [

@@ -18,6 +18,7 @@ export const COORDINATOR_OPTIONS: Record<string, OptionSpec> = {
   'join-timeout': { kind: 'number', default: 600, help: 'seconds to wait for all workers to register' },
   config: { kind: 'string', help: 'training config file: run a training job for workers started elsewhere (multi-node)' },
   'run-dir': { kind: 'string', help: 'with --config: the run directory (overrides the config)' },
+  resume: { kind: 'string', help: 'continue the training run in RUN_DIR from its newest verified checkpoint, with its saved config.json (as train --resume; instead of --config)' },
   kind: { kind: 'string', default: 'empty', help: `step kind: ${STEP_KINDS.join('|')} (ignored with --config)` },
   steps: { kind: 'int', default: 10, help: 'number of steps to clock' },
   classes: { kind: 'int', default: 0, help: 'number of classes to shard (classifier jobs)' },
@@ -39,7 +40,7 @@ export async function run(argv: string[]): Promise<number> {
   if (o.workers === undefined) throw new UsageError('--workers is required');
   const workers = o.workers as number;
   if (workers < 1) throw new UsageError(`--workers must be >= 1, got ${workers}`);
-  if (o.config !== undefined) return coordinateTraining(o, workers, argv);
+  if (o.config !== undefined || o.resume !== undefined) return coordinateTraining(o, workers, argv);
   const kind = o.kind as string;
   if (!(STEP_KINDS as readonly string[]).includes(kind)) throw new UsageError(`--kind must be one of ${STEP_KINDS.join('|')}`);
   const logger = loggerFrom(o, 'coordinator');
@@ -84,10 +85,11 @@ export async function run(argv: string[]): Promise<number> {
   return result.ok ? 0 : 1;
 }
 
-/** `--config`: the training coordinator (metrics, checkpoints, summary) for external workers. */
+/** `--config` or `--resume`: the training coordinator (metrics, checkpoints, summary) for external workers. */
 async function coordinateTraining(o: Record<string, unknown>, workers: number, argv: string[]): Promise<number> {
   const { resolveConfig, ConfigError } = await import('../../config/index.js');
-  const [{ planTraining }, { runTraining }] = await Promise.all([import('../../run/plan.js'), import('../../run/training.js')]);
+  const [{ planTraining }, { planResume }, { runTraining }] = await Promise.all([import('../../run/plan.js'), import('../../run/resume.js'), import('../../run/training.js')]);
+  if (o.resume !== undefined && o.config !== undefined) throw new UsageError("--resume takes the run's saved config.json; leave --config out");
   let plan;
   try {
     const overrides: Record<string, string> = {
@@ -101,7 +103,7 @@ async function coordinateTraining(o: Record<string, unknown>, workers: number, a
     if (o['metrics-host'] !== undefined) overrides.metricsHost = o['metrics-host'] as string;
     if (o['curve-keys']) overrides.curveKeys = o['curve-keys'] as string;
     if (argv.some((a) => a.startsWith('--max-frame-mb'))) overrides.maxFrameMb = String(o['max-frame-mb']);
-    plan = planTraining(resolveConfig({ file: o.config as string, overrides }));
+    plan = o.resume !== undefined ? planResume(o.resume as string, overrides) : planTraining(resolveConfig({ file: o.config as string, overrides }));
   } catch (e) {
     if (e instanceof ConfigError) throw new UsageError(e.message);
     throw e;

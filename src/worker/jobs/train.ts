@@ -33,7 +33,7 @@ import { createTrainingMethod } from '../methods/registry.js';
 import { backboneOptions } from '../methods/backbone-options.js';
 import { writeMethodCheckpoint } from '../methods/checkpoint.js';
 import { anyNonFinite, snapshotBuffers } from '../numerical-guard.js';
-import { faultAt, parseFaults } from '../faults.js';
+import { faultAt, parseFaults, stallAt } from '../faults.js';
 import { readManifest } from '../../checkpoint/checkpoint.js';
 
 export const createJob: JobFactory = async (ctx) => {
@@ -95,10 +95,15 @@ export const createJob: JobFactory = async (ctx) => {
   let batch: Batch | undefined;
   /** Skipped steps in a row, as every rank counts them alike. */
   let badSteps = 0;
+  /** The step that ended last, whether the guard skipped it and whether its checkpoint is written (for a final checkpoint between steps). */
+  let ended: { step: number; skipped: boolean; written: boolean } | null = null;
+  const writeCheckpoint = async (step: number, epoch: number) => writeMethodCheckpoint(ctx, cfg, step, epoch, await method.checkpoint());
 
   return {
-    async step(step) {
+    async step(step, request) {
       if (faultAt(faults, 'kill', rank, step)) process.kill(process.pid, 'SIGKILL');
+      const stall = stallAt(faults, rank, step);
+      if (stall > 0) await new Promise((r) => setTimeout(r, stall));
       const t0 = performance.now();
       const epoch = Math.floor((step - 1) / cfg.stepsPerEpoch);
       const batchIndex = (step - 1) % cfg.stepsPerEpoch;
@@ -165,8 +170,10 @@ export const createJob: JobFactory = async (ctx) => {
         const last = step === cfg.steps;
         // a skipped step writes no periodic checkpoint (its state is the step before's); the final one is written
         // from that restored, finite state unless this skip is the one that stops the job
-        const due = last ? badSteps < cfg.maxBadSteps : !skipped && cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0;
-        if (due) await writeMethodCheckpoint(ctx, cfg, step, epoch, await method.checkpoint());
+        // request.checkpoint: the coordinator's decision (checkpointMinutes), the same on every rank
+        const due = last ? badSteps < cfg.maxBadSteps : !skipped && ((cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) || request.checkpoint);
+        if (due) await writeCheckpoint(step, epoch);
+        ended = { step, skipped, written: due };
         // Replicas must stay bit-identical; the coordinator compares these across ranks.
         if (last) metrics.paramsHash = await hashParams(params.map((p) => p.variable));
         if (pairs && heldOut && (last || (cfg.evalEvery > 0 && step % cfg.evalEvery === 0))) {
@@ -183,6 +190,15 @@ export const createJob: JobFactory = async (ctx) => {
       } finally {
         x.dispose();
       }
+    },
+    // the final checkpoint of a graceful stop: the state after the step that just ended, never from a step the guard
+    // skipped (a method's in-step updates, DCQ's queue say, are not held back; docs/architecture.md#numerical-guard)
+    async checkpoint(step) {
+      if (ended?.step !== step) throw new Error(`checkpoint of step ${step} requested, but the last step this worker ran is ${ended?.step ?? 'none'}`);
+      if (ended.skipped) throw new Error(`checkpoint of step ${step} requested, but the numerical guard skipped that step: no checkpoint is written from it`);
+      if (ended.written) return;
+      await writeCheckpoint(step, Math.floor((step - 1) / cfg.stepsPerEpoch));
+      ended.written = true;
     },
     async close() {
       method.dispose();
