@@ -61,6 +61,12 @@ describe('deploy shell scripts', () => {
     expect(r.out).toMatch(/SC2086/);
   });
 
+  it('the Slurm script asks for SIGTERM early enough for a final checkpoint (default shutdownTimeoutMs + 10 s)', () => {
+    const m = /^#SBATCH --signal=TERM@(\d+)$/m.exec(read('deploy/slurm/train.sbatch'));
+    expect(m, '#SBATCH --signal=TERM@SECONDS').not.toBeNull();
+    expect(Number(m![1]) * 1000).toBeGreaterThan(resolveConfig({}).shutdownTimeoutMs + 10_000);
+  });
+
   it('the Slurm script passes only options that exist', () => {
     const text = read('deploy/slurm/train.sbatch');
     expect(optionsUsed(text, 'coordinator')).toEqual(['bind', 'workers', 'config', 'run-dir', 'token-file', 'job']);
@@ -259,6 +265,14 @@ describe('Kubernetes manifests', () => {
     expect(workerJob.spec.template.metadata.labels).not.toMatchObject(service.spec.selector); // only the coordinator behind it
   });
 
+  /** The ConfigMap's shutdownTimeoutMs (the default where it sets none). */
+  const shutdownTimeoutMs = () => {
+    const file = argValue(coord.args, 'config');
+    const { mountPath, volume } = volumeHolding(coordPod, coord, file);
+    const values = JSON.parse(find('ConfigMap', volume.configMap.name).data[posix.relative(mountPath, file)]) as Record<string, unknown>;
+    return resolveConfig({ values: { ...values, data: 'synthetic:1000', val: 'none' } }).shutdownTimeoutMs;
+  };
+
   it('runs once, fails fast and stops gracefully: Never, no retries, SIGTERM grace', () => {
     for (const job of [coordinatorJob, workerJob]) {
       const pod = job.spec.template.spec;
@@ -266,6 +280,8 @@ describe('Kubernetes manifests', () => {
       expect(job.spec.backoffLimit).toBe(0);
       expect(job.spec.podFailurePolicy.rules[0]).toMatchObject({ action: 'FailJob', onExitCodes: { containerName: pod.containers[0].name, operator: 'NotIn', values: [0] } });
       expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(120);
+      // a signalled worker waits shutdownTimeoutMs + 10 s for the coordinator's stop after the final checkpoint
+      expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThan(shutdownTimeoutMs() + 10_000);
       expect(pod.containers[0].resources.requests.cpu).toBeDefined();
       expect(pod.containers[0].resources.limits.memory).toBeDefined();
       expect(pod.securityContext.runAsNonRoot).toBe(true);

@@ -112,7 +112,7 @@ export class CheckpointClock {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Asked as step `step` begins; returns the minutes since the last checkpoint when one is due, else null. */
+  /** Asked as a step begins: the minutes since the last checkpoint when one is due, else null. */
   due(): number | null {
     if (this.minutes <= 0) return null;
     const t = this.now();

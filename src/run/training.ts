@@ -215,8 +215,8 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
         if (done) {
           lastCheckpoint = done.dir;
           lastCheckpointStep = f.step;
-          clock.written();
           logger.log.info({ checkpoint: done.dir, step: f.step, removed: done.removed }, 'checkpoint written');
+          clock.written();
           graceful.onCheckpoint(f.step);
         }
       } catch (e) {

@@ -19,7 +19,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (args.other.help) {
     console.log(
-      `usage: shardface train [--config FILE] [--print-config] [--KEY VALUE ...]\n       shardface train --resume RUN_DIR [--steps N] [--KEY VALUE ...]   continue a run from its newest verified checkpoint\n\nConfiguration keys (file or command line):\n${configHelp()}`,
+      `usage: shardface train [--config FILE] [--print-config] [--KEY VALUE ...]\n       shardface train --resume RUN_DIR [--steps N] [--KEY VALUE ...]   continue a run from its newest verified checkpoint\n\nSIGTERM/SIGINT: the step finishes, a final checkpoint is written, exit 143/130 (a second signal stops at once).\n\nConfiguration keys (file or command line):\n${configHelp()}`,
     );
     return 0;
   }
