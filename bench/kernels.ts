@@ -9,7 +9,11 @@
  * ones (conv backprop-filter at ~0.01 GFLOPS) at a smaller batch: `shape` says
  * what ran. `ms` is the best of the timed calls (peak_gemm too). Numbers on a
  * shared 2-core VM swing up to 2× (more with 2 threads while other processes
- * run); compare the two backends within one run.
+ * run); compare the two backends within one run. For that case the native lines
+ * also carry `cpu_ms` (the least process CPU time of one call, all threads) and,
+ * GEMM-bound ones, `pct_of_peak_cpu` = 100 · (flops / cpu_ms) / (peak's flops /
+ * cpu_ms): work per CPU-second does not drop when other processes take the cores
+ * away, so it stays comparable under load where pct_of_peak does not.
  */
 import { performance } from 'node:perf_hooks';
 import { tf } from '../src/ops/tf.js';
@@ -42,31 +46,59 @@ interface Case {
 const rand = (shape: number[]): tf.Tensor => tf.randomUniform(shape, -1, 1, 'float32', 7);
 const SLOW_S = 0.25;
 
-function timeCall(call: () => tf.Tensor | tf.Tensor[], reps: number, warm: boolean): number {
-  const once = (): number => {
-    const t0 = performance.now();
-    const out = call();
-    for (const t of [out].flat()) t.dataSync();
-    const ms = performance.now() - t0;
-    tf.dispose(out);
-    return ms;
-  };
+interface Timing {
+  /** Best wall time of one call. */
+  ms: number;
+  /** Least process CPU time (user + system, all threads) of one call. */
+  cpuMs: number;
+}
+
+/** Wall and CPU time of `body`. */
+function timed(body: () => void): Timing {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  body();
+  const ms = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { ms, cpuMs: (c.user + c.system) / 1000 };
+}
+
+function best(times: Timing[]): Timing {
+  // best of reps: the least disturbed by other processes
+  return { ms: Math.min(...times.map((t) => t.ms)), cpuMs: Math.min(...times.map((t) => t.cpuMs)) };
+}
+
+function timeCall(call: () => tf.Tensor | tf.Tensor[], reps: number, warm: boolean): Timing {
+  const once = (): Timing =>
+    timed(() => {
+      const out = call();
+      for (const t of [out].flat()) t.dataSync();
+      tf.dispose(out);
+    });
   let first = once();
-  if (first > SLOW_S * 1000) return first; // unbearably slow: one call is the measurement
+  if (first.ms > SLOW_S * 1000) return first; // unbearably slow: one call is the measurement
   if (warm) first = once();
   const times = [first];
   for (let i = 1; i < reps; i++) times.push(once());
-  return Math.min(...times); // best of reps: the least disturbed by other processes
+  return best(times);
 }
 
-async function runCase(c: Case, backend: Backend, reps: number, peakGflops: number | null): Promise<void> {
+/** GFLOPS per wall second and per CPU second. */
+interface Peak {
+  gflops: number;
+  cpuGflops: number;
+}
+
+async function runCase(c: Case, backend: Backend, reps: number, peak: Peak | null): Promise<void> {
   await tf.setBackend(backend);
   const use = backend === 'cpu' && c.stock ? c.stock : c;
   const call = use.setup();
-  const ms = timeCall(call, backend === 'cpu' ? Math.min(reps, 3) : reps, true);
+  const { ms, cpuMs } = timeCall(call, backend === 'cpu' ? Math.min(reps, 3) : reps, true);
   const gflops = use.flops / ms / 1e6;
-  const pct = c.gemmBound && backend === 'cpu-native' && peakGflops ? { pct_of_peak: round((100 * gflops) / peakGflops) } : {};
-  console.log(JSON.stringify({ kernel: c.kernel, shape: use.shape, backend, ms: round(ms), gflops: round(gflops), ...pct }));
+  const native = backend === 'cpu-native';
+  const cpu = native ? { cpu_ms: round(cpuMs) } : {};
+  const pct = c.gemmBound && native && peak ? { pct_of_peak: round((100 * gflops) / peak.gflops), pct_of_peak_cpu: round((100 * use.flops) / cpuMs / 1e6 / peak.cpuGflops) } : {};
+  console.log(JSON.stringify({ kernel: c.kernel, shape: use.shape, backend, ms: round(ms), gflops: round(gflops), ...cpu, ...pct }));
 }
 
 function round(v: number): number {
@@ -234,7 +266,7 @@ function elementwiseCases(): Case[] {
 }
 
 /** GFLOPS of one large sgemm straight through the addon (best of several calls), printed as the peak_gemm line. */
-function peakGemm(reps: number): number | null {
+function peakGemm(reps: number): Peak | null {
   const addon = nativeAddon();
   if (!addon) return null;
   const m = 2048,
@@ -244,17 +276,15 @@ function peakGemm(reps: number): number | null {
   const b = new Float32Array(k * n).map((_, i) => ((i % 7) - 3) / 7);
   const c = new Float32Array(m * n);
   addon.batchMatMul(a, b, c, 1, 1, 1, m, n, k, false, false);
-  const times: number[] = [];
-  for (let i = 0; i < Math.max(5, Math.min(reps, 10)); i++) {
-    const t0 = performance.now();
-    addon.batchMatMul(a, b, c, 1, 1, 1, m, n, k, false, false);
-    times.push(performance.now() - t0);
-  }
-  const ms = times.sort((p, q) => p - q)[0]!;
+  const times: Timing[] = [];
+  for (let i = 0; i < Math.max(5, Math.min(reps, 10)); i++) times.push(timed(() => addon.batchMatMul(a, b, c, 1, 1, 1, m, n, k, false, false)));
+  const { ms, cpuMs } = best(times);
   const info = addon.info();
-  const gflops = (2 * m * n * k) / ms / 1e6;
-  console.log(JSON.stringify({ kernel: 'peak_gemm', shape: { m, n, k }, backend: 'blas', ms: round(ms), gflops: round(gflops), threads: info.threads, blasCore: info.blasCore }));
-  return gflops;
+  const flops = 2 * m * n * k;
+  const gflops = flops / ms / 1e6;
+  const line = { kernel: 'peak_gemm', shape: { m, n, k }, backend: 'blas', ms: round(ms), gflops: round(gflops), cpu_ms: round(cpuMs), threads: info.threads, blasCore: info.blasCore };
+  console.log(JSON.stringify(line));
+  return { gflops, cpuGflops: flops / cpuMs / 1e6 };
 }
 
 export async function benchKernels(opts: BenchKernelsOptions = {}): Promise<void> {

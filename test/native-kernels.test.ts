@@ -141,6 +141,9 @@ describe('native kernels: conv2d', () => {
     },
     { x: [2, 6, 5, 3], k: [3, 3, 3, 4], s: 1, pad: 1 },
     { x: [2, 5, 7, 6], k: [1, 1, 6, 9], s: 1, pad: 'valid' }, // pointwise: plain GEMM
+    { x: [3, 13, 11, 20], k: [1, 1, 20, 24], s: 1, pad: 'same' }, // pointwise over several row blocks, last one short
+    { x: [1, 17, 19, 33], k: [1, 1, 33, 7], s: 1, pad: 'valid' }, // pointwise, batch 1, odd sizes
+    { x: [2, 9, 11, 12], k: [1, 1, 12, 10], s: 2, pad: 'valid' }, // strided pointwise: a gather, then GEMM
     { x: [1, 7, 7, 6], k: [1, 1, 6, 5], s: 2, pad: 'same' },
     { x: [1, 11, 10, 3], k: [5, 5, 3, 4], s: 2, pad: 'valid' },
   ];
@@ -239,6 +242,14 @@ describe('native kernels: grouped conv2d (SfGroupedConv2D)', () => {
     { x: [2, 8, 9, 12], k: [3, 3, 4, 6], s: 2, pad: 'valid', groups: 3 },
     { x: [1, 7, 6, 10], k: [3, 3, 5, 4], s: 1, pad: 1, groups: 2 },
     { x: [2, 7, 7, 64], k: [7, 7, 8, 64], s: 1, pad: 'valid', groups: 8 }, // the 7×7 embedding conv, scaled down
+    // Shapes for conv.cc's AVX-512 grouped kernels (≤ 64 outputs per group): pixel tiles of 8, 4
+    // and 1 (ow = 11, 13), 16 lanes with a masked tail (20 outputs per group), 8 or 16 inputs per
+    // group (unrolled) and an odd count (5), stride 2, batch 1, and every padding mode.
+    { x: [2, 13, 11, 16], k: [3, 3, 8, 32], s: 1, pad: 'same', groups: 2 },
+    { x: [1, 12, 13, 32], k: [3, 3, 16, 40], s: 2, pad: 'same', groups: 2 },
+    { x: [2, 10, 13, 15], k: [3, 3, 5, 30], s: 1, pad: 'valid', groups: 3 },
+    { x: [1, 9, 10, 24], k: [5, 5, 8, 48], s: 1, pad: 2, groups: 3 },
+    { x: [2, 11, 9, 40], k: [3, 3, 8, 80], s: 2, pad: 'valid', groups: 5 },
   ];
   for (const { x: xs, k: ks, s, pad, groups } of cases) {
     it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${pad} groups ${groups}: matches one conv per group`, async () => {

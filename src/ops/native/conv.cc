@@ -10,9 +10,14 @@
 // while the patch gradients are still in L2); images too big for that, with stride
 // 1, run as the forward conv of dy with the flipped, transposed filter. Backprop-
 // filter gives each thread its own partial dw over its blocks and sums them at the end.
-// Pointwise (1×1, stride 1) forward and backprop-input have nothing to copy and stay
-// one sgemm over all threads.
+// Pointwise (1×1, stride 1) convs have nothing to copy: the NHWC buffer is the patch
+// matrix, and the forward and backprop-input run blocked the same way straight on it
+// (one sgemm per block per thread beats one sgemm over all threads at K = 64: the
+// output block stays in L2). Groups with few output channels (VarGFaceNet's 16 per
+// group) run through a small AVX-512 kernel of our own (narrowGemm, narrowGemmT):
+// OpenBLAS's per-call packing costs more than the multiply at N = 16, K = 72.
 #include <cblas.h>
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -37,6 +42,81 @@ static void sgemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
               1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
 }
+
+// ---- narrow GEMMs for grouped convs (AVX-512) --------------------------------------------
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SF_AVX512 __attribute__((target("avx512f")))
+#define SF_AVX512_INLINE __attribute__((target("avx512f"), always_inline)) inline
+static bool hasAvx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+}
+
+/** c[R rows, 16 lanes (mask)] = a[R rows, k] · b[k, 16 lanes]: one accumulator per row, b's row loaded once per k. */
+template <int R>
+SF_AVX512_INLINE void narrowTile(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                                 int64_t k, __mmask16 mask) {
+  __m512 acc[R];
+  for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < k; j++) {
+    const __m512 bv = _mm512_maskz_loadu_ps(mask, b + j * ldb);
+    for (int i = 0; i < R; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * lda + j]), bv, acc[i]);
+  }
+  for (int i = 0; i < R; i++) _mm512_mask_storeu_ps(c + i * ldc, mask, acc[i]);
+}
+
+/** c[m, n] = a[m, k] · b[k, n] (row-major, leading dimensions lda/ldb/ldc), single-threaded. */
+SF_AVX512 static void narrowGemm(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                                 int64_t m, int64_t n, int64_t k) {
+  for (int64_t o = 0; o < n; o += 16) {
+    const __mmask16 mask = n - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - o)) - 1);
+    int64_t r = 0;
+    for (; r + 12 <= m; r += 12) narrowTile<12>(a + r * lda, lda, b + o, ldb, c + r * ldc + o, ldc, k, mask);
+    for (; r + 4 <= m; r += 4) narrowTile<4>(a + r * lda, lda, b + o, ldb, c + r * ldc + o, ldc, k, mask);
+    for (; r < m; r++) narrowTile<1>(a + r * lda, lda, b + o, ldb, c + r * ldc + o, ldc, k, mask);
+  }
+}
+
+/** d[T rows of k, 16 lanes] (+)= Σ_r a[r, T columns]ᵀ · g[r, 16 lanes]: the filter gradient of T patch columns. */
+template <int T>
+SF_AVX512_INLINE void narrowTileT(const float* a, int64_t lda, const float* g, int64_t ldg, float* d, int64_t ldd,
+                                  int64_t rows, bool accumulate, __mmask16 mask) {
+  __m512 acc[T];
+  for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+  for (int64_t r = 0; r < rows; r++) {
+    const __m512 gv = _mm512_maskz_loadu_ps(mask, g + r * ldg);
+    const float* ar = a + r * lda;
+    for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(ar[t]), gv, acc[t]);
+  }
+  for (int t = 0; t < T; t++) {
+    float* dt = d + t * ldd;
+    const __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dt), acc[t]) : acc[t];
+    _mm512_mask_storeu_ps(dt, mask, v);
+  }
+}
+
+/** d[k, n] = aᵀ · g (+ d when accumulate), a [rows, k], g [rows, n], single-threaded. */
+SF_AVX512 static void narrowGemmT(const float* a, int64_t lda, const float* g, int64_t ldg, float* d, int64_t ldd,
+                                  int64_t rows, int64_t n, int64_t k, bool accumulate) {
+  for (int64_t o = 0; o < n; o += 16) {
+    const __mmask16 mask = n - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - o)) - 1);
+    int64_t j = 0;
+    for (; j + 24 <= k; j += 24) narrowTileT<24>(a + j, lda, g + o, ldg, d + j * ldd + o, ldd, rows, accumulate, mask);
+    for (; j + 8 <= k; j += 8) narrowTileT<8>(a + j, lda, g + o, ldg, d + j * ldd + o, ldd, rows, accumulate, mask);
+    for (; j < k; j++) narrowTileT<1>(a + j, lda, g + o, ldg, d + j * ldd + o, ldd, rows, accumulate, mask);
+  }
+}
+#else
+static bool hasAvx512() { return false; }
+static void narrowGemm(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, int64_t) {}
+static void narrowGemmT(const float*, int64_t, const float*, int64_t, float*, int64_t, int64_t, int64_t, int64_t, bool) {}
+#endif
+
+/** Per-group output channels at most this many run through narrowGemm (wider ones pack well in OpenBLAS). */
+static const int64_t kNarrowMax = 64;
+
+static bool narrow(const ConvShape& s) { return s.groups > 1 && s.cout / s.groups <= kNarrowMax && hasAvx512(); }
 
 static bool isPointwise(const ConvShape& s) {
   return s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pt == 0 && s.pl == 0 && s.oh == s.h && s.ow == s.w;
@@ -96,12 +176,175 @@ static void blockGemm(const float* patches, int64_t K, const float* w, float* ou
     return;
   }
   const int64_t O = s.cout / s.groups, Kg = K / s.groups;
-  for (int64_t g = 0; g < s.groups; g++)
-    sgemm(false, false, rows, O, Kg, patches + g * Kg, K, w + g * O, s.cout, 0.0f, out + g * O, s.cout);
+  const bool small = narrow(s);
+  for (int64_t g = 0; g < s.groups; g++) {
+    if (small) narrowGemm(patches + g * Kg, K, w + g * O, s.cout, out + g * O, s.cout, rows, O, Kg);
+    else sgemm(false, false, rows, O, Kg, patches + g * Kg, K, w + g * O, s.cout, 0.0f, out + g * O, s.cout);
+  }
 }
+
+/** x zero-padded to [n, hp, wp, c] (hp = (oh-1)·sh + kh, likewise wp): the implicit kernels then index without bounds checks. */
+struct Padded {
+  const float* x;
+  int64_t hp, wp;
+};
+
+static Padded padInput(const float* x, const ConvShape& s) {
+  const int64_t hp = (s.oh - 1) * s.sh + s.kh, wp = (s.ow - 1) * s.sw + s.kw, C = s.c;
+  float* xp = scratch(3, (size_t)(s.n * hp * wp * C));
+#pragma omp parallel for collapse(2) schedule(static) if (s.n * hp * wp * C > 65536)
+  for (int64_t img = 0; img < s.n; img++)
+    for (int64_t py = 0; py < hp; py++) {
+      float* dst = xp + (img * hp + py) * wp * C;
+      const int64_t iy = py - s.pt;
+      if (iy < 0 || iy >= s.h) { std::memset(dst, 0, wp * C * sizeof(float)); continue; }
+      const float* src = x + (img * s.h + iy) * s.w * C;
+      for (int64_t px = 0; px < wp; px++) {
+        const int64_t ix = px - s.pl;
+        if (ix >= 0 && ix < s.w) std::memcpy(dst + px * C, src + ix * C, C * sizeof(float));
+        else std::memset(dst + px * C, 0, C * sizeof(float));
+      }
+    }
+  return {xp, hp, wp};
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/**
+ * R consecutive output pixels of one group's 16-lane slice, read straight from the
+ * padded input: a points at the first pixel's window corner (+ g·S), pixels lie sw·c
+ * apart, w at tap 0 (+ g·O + o).
+ */
+template <int R, int kS>
+SF_AVX512_INLINE void implicitTile(const float* a, int64_t pixStride, int64_t rowStride, const float* w, float* y,
+                                   const ConvShape& s, int64_t sRun, __mmask16 mask) {
+  const int64_t S = kS > 0 ? kS : sRun;  // compile-time for the common group widths: the tap loop unrolls
+  __m512 acc[R];
+  for (int i = 0; i < R; i++) acc[i] = _mm512_setzero_ps();
+  for (int64_t ky = 0; ky < s.kh; ky++)
+    for (int64_t kx = 0; kx < s.kw; kx++) {
+      const float* at = a + ky * rowStride + kx * s.c;
+      const float* wt = w + (ky * s.kw + kx) * S * s.cout;
+      for (int64_t j = 0; j < S; j++) {
+        const __m512 bv = _mm512_maskz_loadu_ps(mask, wt + j * s.cout);
+        for (int i = 0; i < R; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(at[i * pixStride + j]), bv, acc[i]);
+      }
+    }
+  for (int i = 0; i < R; i++) _mm512_mask_storeu_ps(y + i * s.cout, mask, acc[i]);
+}
+
+/** One output row of one group's 16-lane slice, in tiles of 8, 4 and 1 pixels. */
+template <int kS>
+SF_AVX512_INLINE void implicitRow(const float* xg, int64_t pixStride, int64_t rowStride, const float* wg, float* yg,
+                                  const ConvShape& s, int64_t S, __mmask16 mask) {
+  int64_t ox = 0;
+  for (; ox + 8 <= s.ow; ox += 8) implicitTile<8, kS>(xg + ox * pixStride, pixStride, rowStride, wg, yg + ox * s.cout, s, S, mask);
+  for (; ox + 4 <= s.ow; ox += 4) implicitTile<4, kS>(xg + ox * pixStride, pixStride, rowStride, wg, yg + ox * s.cout, s, S, mask);
+  for (; ox < s.ow; ox++) implicitTile<1, kS>(xg + ox * pixStride, pixStride, rowStride, wg, yg + ox * s.cout, s, S, mask);
+}
+
+/** Grouped forward conv with no patch matrix: each thread takes whole output rows (img, oy). */
+SF_AVX512 static void forwardImplicit(const float* x, const float* w, float* y, const ConvShape& s) {
+  const Padded p = padInput(x, s);
+  const int64_t S = s.c / s.groups, O = s.cout / s.groups, rowStride = p.wp * s.c, pixStride = s.sw * s.c;
+  const int t = threads();
+#pragma omp parallel for schedule(static) num_threads(t) if (t > 1)
+  for (int64_t row = 0; row < s.n * s.oh; row++) {
+    const int64_t img = row / s.oh, oy = row % s.oh;
+    const float* xr = p.x + (img * p.hp + oy * s.sh) * rowStride;
+    float* yr = y + row * s.ow * s.cout;
+    for (int64_t g = 0; g < s.groups; g++)
+      for (int64_t o = 0; o < O; o += 16) {
+        const __mmask16 mask = O - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (O - o)) - 1);
+        if (S == 8) implicitRow<8>(xr + g * S, pixStride, rowStride, w + g * O + o, yr + g * O + o, s, S, mask);
+        else if (S == 16) implicitRow<16>(xr + g * S, pixStride, rowStride, w + g * O + o, yr + g * O + o, s, S, mask);
+        else implicitRow<0>(xr + g * S, pixStride, rowStride, w + g * O + o, yr + g * O + o, s, S, mask);
+      }
+  }
+}
+
+/**
+ * d[T patch columns, 16 lanes] (+)= Σ over output rows [row0, row1) and their pixels of
+ * x's T columns at one tap (a: padded input + tap offset + g·S + j) times dy's lanes (g: + g·O + o).
+ */
+template <int T>
+SF_AVX512_INLINE void implicitFilterTile(const float* a, const float* g, float* d, const ConvShape& s, const Padded& p,
+                                         int64_t row0, int64_t row1, bool accumulate, __mmask16 mask) {
+  __m512 acc[T];
+  for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+  const int64_t pixStride = s.sw * s.c;
+  for (int64_t row = row0; row < row1; row++) {
+    const int64_t img = row / s.oh, oy = row % s.oh;
+    const float* ar = a + (img * p.hp + oy * s.sh) * p.wp * s.c;
+    const float* gr = g + row * s.ow * s.cout;
+    for (int64_t ox = 0; ox < s.ow; ox++) {
+      const __m512 gv = _mm512_maskz_loadu_ps(mask, gr + ox * s.cout);
+      const float* ap = ar + ox * pixStride;
+      for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(ap[t]), gv, acc[t]);
+    }
+  }
+  for (int t = 0; t < T; t++) {
+    float* dt = d + t * s.cout;
+    _mm512_mask_storeu_ps(dt, mask, accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dt), acc[t]) : acc[t]);
+  }
+}
+
+/** Output rows per filter-gradient block: its dy rows and input window stay in L2 across all groups and taps. */
+static const int64_t kFilterBlockPixels = 256;
+
+/** Grouped backprop-filter with no patch matrix; each thread sums its blocks into its own partial dw. */
+SF_AVX512 static void filterImplicit(const float* x, const float* dy, float* dw, const ConvShape& s) {
+  const Padded p = padInput(x, s);
+  const int64_t S = s.c / s.groups, O = s.cout / s.groups, outSize = s.kh * s.kw * S * s.cout;
+  const int64_t rows = s.n * s.oh, rb = std::max<int64_t>(1, kFilterBlockPixels / std::max<int64_t>(s.ow, 1));
+  const int64_t blocks = (rows + rb - 1) / rb;
+  const int t = (int)std::min<int64_t>(threads(), blocks);
+  float* parts = t > 1 ? scratch(1, (size_t)(t - 1) * outSize) : nullptr;
+#pragma omp parallel num_threads(t) if (t > 1)
+  {
+    const int me = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* acc = me == 0 ? dw : parts + (size_t)(me - 1) * outSize;
+    bool first = true;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t b = 0; b < blocks; b++) {
+      const int64_t r0 = b * rb, r1 = std::min(rows, r0 + rb);
+      for (int64_t g = 0; g < s.groups; g++)
+        for (int64_t tap = 0; tap < s.kh * s.kw; tap++) {
+          const float* at = p.x + ((tap / s.kw) * p.wp + tap % s.kw) * s.c + g * S;
+          for (int64_t o = 0; o < O; o += 16) {
+            const __mmask16 mask = O - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (O - o)) - 1);
+            const float* gg = dy + g * O + o;
+            float* d = acc + tap * S * s.cout + g * O + o;
+            int64_t j = 0;
+            for (; j + 24 <= S; j += 24) implicitFilterTile<24>(at + j, gg, d + j * s.cout, s, p, r0, r1, !first, mask);
+            for (; j + 8 <= S; j += 8) implicitFilterTile<8>(at + j, gg, d + j * s.cout, s, p, r0, r1, !first, mask);
+            for (; j < S; j++) implicitFilterTile<1>(at + j, gg, d + j * s.cout, s, p, r0, r1, !first, mask);
+          }
+        }
+      first = false;
+    }
+    if (first) std::memset(acc, 0, outSize * sizeof(float));
+    if (nt > 1) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+      for (int64_t j = 0; j < outSize; j++) {
+        float v = dw[j];
+        for (int q = 1; q < nt; q++) v += parts[(size_t)(q - 1) * outSize + j];
+        dw[j] = v;
+      }
+    }
+  }
+}
+#else
+static void forwardImplicit(const float*, const float*, float*, const ConvShape&) {}
+static void filterImplicit(const float*, const float*, float*, const ConvShape&) {}
+#endif
 
 /** Forward conv of any shape, blocked (see the top of the file). */
 static void forwardBlocked(const float* x, const float* w, float* y, const ConvShape& s) {
+  if (narrow(s)) {
+    forwardImplicit(x, w, y, s);
+    return;
+  }
   const int64_t K = s.kh * s.kw * s.c, rows = s.n * s.oh * s.ow;
   const bool direct = isPointwise(s);  // x is already the patch matrix
   const int64_t rb = blockRows(K, rows), blocks = (rows + rb - 1) / rb;
@@ -122,11 +365,6 @@ static void forwardBlocked(const float* x, const float* w, float* y, const ConvS
 
 void conv2d(const float* x, const float* w, float* y, const ConvShape& s) {
   prefaultOutput(y, (size_t)(s.n * s.oh * s.ow * s.cout));
-  if (isPointwise(s) && s.groups == 1) {
-    // Nothing to copy: one sgemm over all threads (OpenBLAS splits it well).
-    sgemm(false, false, s.n * s.h * s.w, s.cout, s.c, x, s.c, w, s.cout, 0.0f, y, s.cout);
-    return;
-  }
   forwardBlocked(x, w, y, s);
 }
 
@@ -182,7 +420,14 @@ void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvS
   prefaultOutput(dx, (size_t)(s.n * s.h * s.w * s.c));
   const int64_t S = s.c / s.groups, O = s.cout / s.groups, K = s.kh * s.kw * s.c, Kg = s.kh * s.kw * S;
   if (isPointwise(s) && s.groups == 1) {
-    sgemm(false, true, s.n * s.h * s.w, s.c, s.cout, dy, s.cout, w, s.cout, 0.0f, dx, s.c);
+    // dx = dy · wᵀ straight on the NHWC buffers, in row blocks as the forward runs.
+    const int64_t rows = s.n * s.h * s.w, rb = blockRows(std::max(s.c, s.cout), rows), blocks = (rows + rb - 1) / rb;
+    const int t = threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(t) if (t > 1 && blocks > 1)
+    for (int64_t b = 0; b < blocks; b++) {
+      const int64_t r0 = b * rb, r1 = std::min(rows, r0 + rb);
+      sgemm(false, true, r1 - r0, s.c, s.cout, dy + r0 * s.cout, s.cout, w, s.cout, 0.0f, dx + r0 * s.c, s.c);
+    }
     return;
   }
   const int64_t pixels = s.oh * s.ow;
@@ -252,11 +497,18 @@ static void blockFilterGemm(const float* patches, int64_t K, const float* g, int
     return;
   }
   const int64_t O = s.cout / s.groups, Kg = K / s.groups;
-  for (int64_t grp = 0; grp < s.groups; grp++)
-    sgemm(true, false, Kg, O, rows, patches + grp * Kg, K, g + grp * O, s.cout, beta, dw + grp * O, s.cout);
+  const bool small = narrow(s);
+  for (int64_t grp = 0; grp < s.groups; grp++) {
+    if (small) narrowGemmT(patches + grp * Kg, K, g + grp * O, s.cout, dw + grp * O, s.cout, rows, O, Kg, beta != 0.0f);
+    else sgemm(true, false, Kg, O, rows, patches + grp * Kg, K, g + grp * O, s.cout, beta, dw + grp * O, s.cout);
+  }
 }
 
 void conv2dBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s) {
+  if (narrow(s)) {
+    filterImplicit(x, dy, dw, s);
+    return;
+  }
   const int64_t K = s.kh * s.kw * s.c, rows = s.n * s.oh * s.ow, outSize = K * (s.cout / s.groups);
   const bool direct = isPointwise(s);
   // Long blocks: the output (K × cout) is reloaded once per block.
