@@ -16,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { tf } from './tf.js';
 import { judgeTensorflowDevice, type TensorflowDeviceObservation } from './tensorflow-device.js';
+import { ROW_WRITE_KERNEL, cpuWriteRows, tensorflowWriteRows } from './row-write.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'cpu-native', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -70,6 +71,18 @@ export interface NativeRegistration {
 let current: BackendInfo | null = null;
 
 /**
+ * shardface's kernels that are plain tfjs code over each backend (row-write.ts), registered
+ * for the backends they serve; cpu-native has fused kernels of its own (src/ops/native).
+ */
+function registerPortableKernels(): void {
+  const mine: [string, string, tf.KernelFunc][] = [
+    [ROW_WRITE_KERNEL, 'tensorflow', tensorflowWriteRows],
+    [ROW_WRITE_KERNEL, 'cpu', cpuWriteRows],
+  ];
+  for (const [kernelName, backendName, kernelFunc] of mine) if (!tf.getKernel(kernelName, backendName)) tf.registerKernel({ kernelName, backendName, kernelFunc });
+}
+
+/**
  * Initialises the backend once per process. Must run after CUDA_VISIBLE_DEVICES
  * is set (see worker/device.ts), because libtensorflow reads it on load.
  */
@@ -78,6 +91,7 @@ export async function initBackend(requested: BackendChoice = 'auto', opts: { thr
     if (current.requested !== requested) throw new Error(`backend already initialised as ${current.backend}; cannot switch to ${requested}`);
     return current;
   }
+  registerPortableKernels();
   const device = process.env.CUDA_VISIBLE_DEVICES ?? 'cpu';
   const reasons: string[] = [];
 
