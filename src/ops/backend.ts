@@ -17,6 +17,7 @@ import { createRequire } from 'node:module';
 import { tf } from './tf.js';
 import { judgeTensorflowDevice, type TensorflowDeviceObservation } from './tensorflow-device.js';
 import { ROW_WRITE_KERNEL, cpuWriteRows, tensorflowWriteRows } from './row-write.js';
+import { FUSED_BN_GRAD_KERNEL, FUSED_BN_KERNEL, fusedBatchNormGradient, tensorflowFusedBatchNorm, tensorflowFusedBatchNormGrad } from './fused-batch-norm.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'cpu-native', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -71,15 +72,18 @@ export interface NativeRegistration {
 let current: BackendInfo | null = null;
 
 /**
- * shardface's kernels that are plain tfjs code over each backend (row-write.ts), registered
- * for the backends they serve; cpu-native has fused kernels of its own (src/ops/native).
+ * shardface's kernels written over what each backend offers (row-write.ts, fused-batch-norm.ts),
+ * registered for the backends they serve; cpu-native has native kernels of its own (src/ops/native).
  */
 function registerPortableKernels(): void {
   const mine: [string, string, tf.KernelFunc][] = [
     [ROW_WRITE_KERNEL, 'tensorflow', tensorflowWriteRows],
     [ROW_WRITE_KERNEL, 'cpu', cpuWriteRows],
+    [FUSED_BN_KERNEL, 'tensorflow', tensorflowFusedBatchNorm],
+    [FUSED_BN_GRAD_KERNEL, 'tensorflow', tensorflowFusedBatchNormGrad],
   ];
   for (const [kernelName, backendName, kernelFunc] of mine) if (!tf.getKernel(kernelName, backendName)) tf.registerKernel({ kernelName, backendName, kernelFunc });
+  tf.registerGradient(fusedBatchNormGradient);
 }
 
 /**
