@@ -33,12 +33,10 @@ export function fusedBatchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Ten
   const c = x.shape[x.rank - 1]!;
   const n = x.size / c;
   return tf.tidy(() => {
-    const [y4, mean, unbiased] = tf
-      .engine()
-      .runKernel(FUSED_BN_KERNEL, { x: tf.reshape(x, [n, 1, 1, c]), gamma: tf.reshape(gamma, [c]), beta: tf.reshape(beta, [c]) }, {
-        epsilon: eps,
-        statsGradient,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    const [y4, mean, unbiased] = tf.engine().runKernel(FUSED_BN_KERNEL, { x: tf.reshape(x, [n, 1, 1, c]), gamma: tf.reshape(gamma, [c]), beta: tf.reshape(beta, [c]) }, {
+      epsilon: eps,
+      statsGradient,
+    } as unknown as tf.NamedAttrMap) as tf.Tensor[];
     return { y: tf.reshape(y4!, x.shape), mean: mean!, variance: tf.mul(unbiased!, (n - 1) / n) };
   });
 }
