@@ -1,11 +1,14 @@
 /**
  * `shardface bench train`: images/s of real distributed training steps
  * (coordinator + N worker processes, synthetic faces at the given size),
- * with the time spent all-reducing backbone gradients beside it.
+ * with the time spent all-reducing backbone gradients beside it; optionally
+ * the same backbone step in the user's arcface_torch checkout beside ours
+ * (bench/peer-arcface-torch.ts).
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { peerArgs, runArcfaceTorchPeer, type PeerOptions } from './peer-arcface-torch.js';
 import { resolveConfig } from '../src/config/index.js';
 import { planTraining } from '../src/run/plan.js';
 import { trainWithPlan } from '../src/run/training.js';
@@ -19,6 +22,8 @@ export interface BenchTrainOptions {
   backend: string;
   embeddingSize?: number;
   classes?: number;
+  /** Also time arcface_torch's step of the same backbone (bench/peer/arcface_torch_step.py). */
+  peer?: PeerOptions;
 }
 
 const median = (xs: number[]) => {
@@ -28,6 +33,8 @@ const median = (xs: number[]) => {
 };
 
 export async function benchTrain(o: BenchTrainOptions): Promise<Record<string, unknown>> {
+  const peerJob = { backbone: o.backbone, batch: o.batch, imageSize: o.imageSize, embeddingSize: o.embeddingSize ?? 512 };
+  if (o.peer) peerArgs(o.peer, peerJob); // a bad peer setting fails before our run, not after it
   const runDir = mkdtempSync(join(tmpdir(), 'shardface-bench-train-'));
   const classes = o.classes ?? 1000;
   const perId = Math.max(2, Math.ceil(((o.steps + 1) * o.workers * o.batch) / classes));
@@ -59,6 +66,8 @@ export async function benchTrain(o: BenchTrainOptions): Promise<Record<string, u
     const timed = steps.length > 1 ? steps.slice(1) : steps; // the first step warms up
     const stepSeconds = median(timed.map((s) => (o.workers * o.batch) / s.images_per_s!));
     const comm = median(timed.map((s) => s.comm_seconds!));
+    const ours = (o.workers * o.batch) / stepSeconds;
+    const peer = o.peer ? await runArcfaceTorchPeer(o.peer, peerJob) : null;
     return {
       bench: 'train',
       backbone: o.backbone,
@@ -67,10 +76,11 @@ export async function benchTrain(o: BenchTrainOptions): Promise<Record<string, u
       image_size: o.imageSize,
       backend: o.backend,
       steps: steps.length,
-      images_per_s: (o.workers * o.batch) / stepSeconds,
+      images_per_s: ours,
       step_seconds: stepSeconds,
       comm_seconds: comm,
       comm_fraction: comm / stepSeconds,
+      ...(peer ? { peer, ratio_vs_peer: ours / peer.images_per_s } : {}),
     };
   } finally {
     rmSync(runDir, { recursive: true, force: true });

@@ -5,7 +5,8 @@
  * BatchNorm in training mode normalises with the batch statistics (gradients
  * flow through mean and variance; ops/norm-act.ts, one native kernel with its
  * own backward kernel on cpu-native, fused with a following PReLU when the
- * block asks through `batchNormPrelu`) and writes the running statistics in place.
+ * block asks through `batchNormPrelu`; TensorFlow's FusedBatchNormV3 and its
+ * gradient op on the tensorflow backend) and writes the running statistics in place.
  * That write is an `assign` of a tensor that does not feed the output, so it
  * contributes nothing to any gradient, and it runs inside its own `tf.tidy`, so
  * no intermediate outlives the call (under a gradient tape the engine's saved
@@ -75,7 +76,9 @@ export class TensorRunner implements Runner<tf.Tensor> {
     }
     const n = x.size / l.channels;
     if (n < 2) throw new Error(`${l.name}: BatchNorm in training mode needs more than one value per channel`);
-    const { y, mean, variance } = act ? batchNormPrelu(x, gamma, beta, this.v(`${act.name}.alpha`), l.eps) : batchNormTrain(x, gamma, beta, l.eps);
+    // the statistics feed only the running averages, never the loss
+    const opts = { statsGradient: false };
+    const { y, mean, variance } = act ? batchNormPrelu(x, gamma, beta, this.v(`${act.name}.alpha`), l.eps, opts) : batchNormTrain(x, gamma, beta, l.eps, opts);
     if (this.updateStats) {
       updateRunning(runningMean, mean, l.momentum, 1);
       updateRunning(runningVar, variance, l.momentum, n / (n - 1));

@@ -4,13 +4,20 @@
  *
  *  - `tensorflow`: @tensorflow/tfjs-node-gpu (CUDA libtensorflow), falling back
  *    to @tensorflow/tfjs-node (CPU libtensorflow) when only that is installed.
+ *    The CUDA build must see a GPU, or the choice is an error (auto passes over
+ *    it): tensorflow-device.ts.
  *  - `cpu-native`: TensorFlow.js's CPU backend with shardface's native kernels
  *    (src/ops/native) registered over the stock ones.
  *  - `cpu`: the stock pure-JavaScript CPU backend.
- *  - `auto`: tensorflow if installed, else cpu-native if the addon loaded, else cpu.
+ *  - `auto`: tensorflow if installed (the CUDA build only with a GPU), else
+ *    cpu-native if the addon loaded, else cpu.
  */
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { tf } from './tf.js';
+import { judgeTensorflowDevice, type TensorflowDeviceObservation } from './tensorflow-device.js';
+import { ROW_WRITE_KERNEL, cpuWriteRows, tensorflowWriteRows } from './row-write.js';
+import { FUSED_BN_GRAD_KERNEL, FUSED_BN_KERNEL, fusedBatchNormGradient, tensorflowFusedBatchNorm, tensorflowFusedBatchNormGrad } from './fused-batch-norm.js';
 
 export const BACKEND_CHOICES = ['auto', 'tensorflow', 'cpu-native', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
@@ -26,6 +33,8 @@ export interface BackendInfo {
   threads: number | null;
   /** Why this backend: one line for the start-up log. */
   reason: string;
+  /** Something the user should fix although a backend was found (auto passed over a GPU build that sees no GPU). */
+  warning?: string;
 }
 
 const require = createRequire(import.meta.url);
@@ -63,6 +72,21 @@ export interface NativeRegistration {
 let current: BackendInfo | null = null;
 
 /**
+ * shardface's kernels written over what each backend offers (row-write.ts, fused-batch-norm.ts),
+ * registered for the backends they serve; cpu-native has native kernels of its own (src/ops/native).
+ */
+function registerPortableKernels(): void {
+  const mine: [string, string, tf.KernelFunc][] = [
+    [ROW_WRITE_KERNEL, 'tensorflow', tensorflowWriteRows],
+    [ROW_WRITE_KERNEL, 'cpu', cpuWriteRows],
+    [FUSED_BN_KERNEL, 'tensorflow', tensorflowFusedBatchNorm],
+    [FUSED_BN_GRAD_KERNEL, 'tensorflow', tensorflowFusedBatchNormGrad],
+  ];
+  for (const [kernelName, backendName, kernelFunc] of mine) if (!tf.getKernel(kernelName, backendName)) tf.registerKernel({ kernelName, backendName, kernelFunc });
+  tf.registerGradient(fusedBatchNormGradient);
+}
+
+/**
  * Initialises the backend once per process. Must run after CUDA_VISIBLE_DEVICES
  * is set (see worker/device.ts), because libtensorflow reads it on load.
  */
@@ -71,15 +95,25 @@ export async function initBackend(requested: BackendChoice = 'auto', opts: { thr
     if (current.requested !== requested) throw new Error(`backend already initialised as ${current.backend}; cannot switch to ${requested}`);
     return current;
   }
+  registerPortableKernels();
   const device = process.env.CUDA_VISIBLE_DEVICES ?? 'cpu';
   const reasons: string[] = [];
 
+  let warning: string | undefined;
   if (requested === 'tensorflow' || requested === 'auto') {
     for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
       const r = tryRequire(pkg);
       if (r.ok && (await tf.setBackend('tensorflow'))) {
-        current = { requested, backend: 'tensorflow', device, threads: null, reason: `${pkg} loaded` };
-        return current;
+        const verdict = judgeTensorflowDevice(observeTensorflow(pkg));
+        if (verdict.ok) {
+          current = { requested, backend: 'tensorflow', device: verdict.gpu ? device : 'cpu', threads: null, reason: verdict.reason };
+          return current;
+        }
+        if (requested === 'tensorflow') throw new Error(`--backend tensorflow: ${verdict.message}`);
+        // auto: not libtensorflow on the CPU, and not the CPU package on top of the GPU one (one libtensorflow per process)
+        warning = verdict.message;
+        reasons.push(verdict.message);
+        break;
       }
       if (!r.ok) reasons.push(r.reason);
     }
@@ -93,7 +127,7 @@ export async function initBackend(requested: BackendChoice = 'auto', opts: { thr
     if (n.ok) {
       await tf.setBackend('cpu-native');
       silenceCpuBanner();
-      current = { requested, backend: 'cpu-native', device: 'cpu', threads: n.threads, reason: [...reasons, 'native CPU kernels registered'].join('; ') };
+      current = { requested, backend: 'cpu-native', device: 'cpu', threads: n.threads, reason: [...reasons, 'native CPU kernels registered'].join('; '), ...(warning ? { warning } : {}) };
       return current;
     }
     if (requested === 'cpu-native') throw new Error(`--backend cpu-native requested but ${n.reason}`);
@@ -105,8 +139,27 @@ export async function initBackend(requested: BackendChoice = 'auto', opts: { thr
     device: 'cpu',
     threads: null,
     reason: requested === 'cpu' ? 'stock CPU kernels requested' : [...reasons, 'using the slow stock CPU kernels'].join('; '),
+    ...(warning ? { warning } : {}),
   };
   return current;
+}
+
+/** What tfjs-node's backend found when it listed TensorFlow's devices (tensorflow-device.ts), plus the driver's view for the error message. */
+function observeTensorflow(pkg: string): TensorflowDeviceObservation {
+  const b = tf.backend() as unknown as { isGPUPackage?: boolean; isUsingGpuDevice?: boolean; binding?: { isUsingGpuDevice?: () => boolean } };
+  const usingGpu = typeof b.isUsingGpuDevice === 'boolean' ? b.isUsingGpuDevice : typeof b.binding?.isUsingGpuDevice === 'function' ? b.binding.isUsingGpuDevice() : null;
+  const gpuPackage = typeof b.isGPUPackage === 'boolean' ? b.isGPUPackage : pkg.endsWith('-gpu');
+  // the driver is asked only when it can explain a missing GPU
+  const driver = gpuPackage && usingGpu !== true ? listDriverGpus() : { gpus: 0 };
+  return { pkg, gpuPackage, usingGpu, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES, driver };
+}
+
+/** `nvidia-smi -L`, one "GPU i: …" line per device; independent of CUDA_VISIBLE_DEVICES. */
+function listDriverGpus(): { gpus: number } | { error: string } {
+  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error) return { error: `nvidia-smi: ${r.error.message}` };
+  if (r.status !== 0) return { error: `nvidia-smi exited with ${r.status}: ${firstLine((r.stderr || r.stdout || '').trim())}` };
+  return { gpus: r.stdout.split('\n').filter((l) => /^GPU \d+:/.test(l)).length };
 }
 
 export function backendInfo(): BackendInfo | null {

@@ -8,7 +8,10 @@
  *    gradient (registered below) as one native backward kernel
  *    (`SfBatchNormTrainBackprop`, `SfPreluBackprop`) instead of the dozen
  *    broadcasting element-wise ops and reductions of the composite's gradient;
- *  - otherwise (stock cpu, GPU, or a case the native kernels do not cover) as
+ *  - BatchNorm where the backend has TensorFlow's fused training ops
+ *    (tensorflow, GPU included: fused-batch-norm.ts) as FusedBatchNormV3 and
+ *    its gradient as FusedBatchNormGradV3, PReLU as tf.prelu after it;
+ *  - otherwise (stock cpu, or a case the kernels above do not cover) as
  *    the tfjs composite that has always run: tf.moments, one scale and one shift
  *    per channel, tf.prelu.
  *
@@ -17,6 +20,7 @@
  * through the composite's tf.moments.
  */
 import { tf } from './tf.js';
+import { FUSED_BN_KERNEL, fusedBatchNormTrain } from './fused-batch-norm.js';
 
 export const BN_TRAIN_KERNEL = 'SfBatchNormTrain';
 export const BN_PRELU_KERNEL = 'SfBatchNormPrelu';
@@ -31,6 +35,15 @@ export interface BatchNormTrainResult {
   mean: tf.Tensor;
   /** Per-channel biased batch variance, [C]. */
   variance: tf.Tensor;
+}
+
+export interface BatchNormOptions {
+  /**
+   * Whether gradients must flow through the returned mean and variance (default true). A caller
+   * whose statistics feed only running averages passes false; the fused TensorFlow path then
+   * skips their terms. The native and composite paths are exact either way.
+   */
+  statsGradient?: boolean;
 }
 
 /** SHARDFACE_NATIVE_NORM_ACT=0 starts with the native kernels off (A/B benches across worker processes). */
@@ -59,21 +72,22 @@ function bnCovered(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): boolean {
  * y = (x − mean)·γ/√(variance + eps) + β with the batch statistics of x (every
  * axis but the last); x is [B, C] (BatchNorm1d) or NHWC.
  */
-export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): BatchNormTrainResult {
+export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, opts: BatchNormOptions = {}): BatchNormTrainResult {
   if (bnCovered(x, gamma, beta) && hasNative(BN_TRAIN_KERNEL, x, gamma, beta)) {
     const [y, mean, variance] = tf.engine().runKernel(BN_TRAIN_KERNEL, { x, gamma, beta }, { epsilon: eps }) as tf.Tensor[];
     return { y: y!, mean: mean!, variance: variance! };
   }
+  if (bnCovered(x, gamma, beta) && hasNative(FUSED_BN_KERNEL, x, gamma, beta)) return fusedBatchNormTrain(x, gamma, beta, eps, opts.statsGradient ?? true);
   return batchNormComposite(x, gamma, beta, eps);
 }
 
 /** prelu(batchNormTrain(x).y, alpha), one kernel where native (alpha per channel). */
-export function batchNormPrelu(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, alpha: tf.Tensor, eps: number): BatchNormTrainResult {
+export function batchNormPrelu(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, alpha: tf.Tensor, eps: number, opts: BatchNormOptions = {}): BatchNormTrainResult {
   if (bnCovered(x, gamma, beta) && perChannel(alpha, x) && hasNative(BN_PRELU_KERNEL, x, gamma, beta, alpha)) {
     const [y, mean, variance] = tf.engine().runKernel(BN_PRELU_KERNEL, { x, gamma, beta, alpha }, { epsilon: eps }) as tf.Tensor[];
     return { y: y!, mean: mean!, variance: variance! };
   }
-  const bn = batchNormTrain(x, gamma, beta, eps);
+  const bn = batchNormTrain(x, gamma, beta, eps, opts);
   return { ...bn, y: prelu(bn.y, alpha) };
 }
 

@@ -17,14 +17,18 @@
  * bias correction therefore uses the number of updates of the shard, not of
  * the row. Standard decoupled AdamW (PyTorch): w ← w(1 − lr·wd), then Adam.
  *
- * Two paths, same arithmetic:
+ * Three paths, same arithmetic, bit-identical results:
  *  - fused, in place (backend has SfRowSgdUpdate / SfRowAdamWUpdate, i.e.
  *    cpu-native): the kernel writes the active rows straight into the
  *    variables' buffers, O(|index|·D) whatever the shard size; float32
  *    operations in the composite's order, so the results are bit-identical;
- *  - composite, any backend (GPU too): rows are gathered, updated with tfjs ops
- *    and written back with tf.tensorScatterUpdate (one whole-variable assign
- *    when `index` is every row in order), O(C·D) per step for the scatter.
+ *  - composite, rows written in place (backend has SfWriteRows: tensorflow,
+ *    GPU included, and cpu; row-write.ts): rows are gathered, updated with
+ *    tfjs ops and written back into the variables' buffers, O(|index|·D);
+ *  - composite, scattered (any other backend, or `rowWrite: 'scatter'`): the
+ *    same, written back with tf.tensorScatterUpdate, which copies the whole
+ *    C×D variable each step.
+ * When `index` is every row in order the composite assigns whole variables.
  *
  * Invariant for the in-place path: a ShardState's variables are owned by the
  * state. Nothing may keep a zero-copy view of their buffers across an update:
@@ -33,10 +37,14 @@
  * does) or finish with it before the next updateRows. Tensors that share the
  * buffer by reference count (tf.clone, reshape, a tensor a variable was made
  * from) are safe: the kernel sees refCount > 1 and the variable gets a private
- * copy first (see src/ops/native/kernels-classifier.ts).
+ * copy first (see src/ops/native/kernels-classifier.ts). On tensorflow the
+ * same holds for TensorFlow's own views of a variable (tf.reshape, a slice
+ * along the first axis, which share its buffer without a refCount): finish
+ * with them before the next updateRows.
  */
 import { tf } from './tf.js';
 import { Rng, deriveSeed } from '../common/random.js';
+import { ROW_WRITE_KERNEL } from './row-write.js';
 
 export type ShardOptimizerKind = 'sgd' | 'adamw';
 
@@ -203,7 +211,12 @@ function checkHyper(hp: object, keys: string[]): void {
  *   AdamW: w ← w·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
  *          w ← w − lr·(m/(1−β1^t)) / (sqrt(v/(1−β2^t)) + eps)
  */
-export function updateRows(state: ShardState, index: Int32Array, gradRows: tf.Tensor2D, hp: RowHyperParams): void {
+export interface UpdateRowsOptions {
+  /** How the composite writes the rows back: in place where the backend can (default), or by scatter (the reference the tests compare with). */
+  rowWrite?: 'in-place' | 'scatter';
+}
+
+export function updateRows(state: ShardState, index: Int32Array, gradRows: tf.Tensor2D, hp: RowHyperParams, opts: UpdateRowsOptions = {}): void {
   const all = checkIndex(state, index);
   if (gradRows.rank !== 2 || gradRows.shape[0] !== index.length || gradRows.shape[1] !== state.dim)
     throw new Error(`updateRows: gradient is [${gradRows.shape.join(',')}], expected [${index.length},${state.dim}]`);
@@ -264,6 +277,13 @@ export function updateRows(state: ShardState, index: Int32Array, gradRows: tf.Te
     const idx = tf.tensor1d(index, 'int32');
     const rows = buffers.map((b) => tf.gather(b, idx) as tf.Tensor2D);
     const updated = compute(rows[0]!, rows.slice(1));
+    if (opts.rowWrite !== 'scatter' && hasKernel(ROW_WRITE_KERNEL)) {
+      buffers.forEach((b, i) => {
+        const written = tf.engine().runKernel(ROW_WRITE_KERNEL, { x: b, index: idx, rows: updated[i]! }) as tf.Tensor2D;
+        if (written.dataId !== b.dataId) b.assign(written);
+      });
+      return;
+    }
     const scatterIdx = tf.reshape(idx, [index.length, 1]);
     buffers.forEach((b, i) => b.assign(tf.tensorScatterUpdate(b, scatterIdx, updated[i]!) as tf.Tensor2D));
   });

@@ -122,6 +122,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       threads: opts.threads ?? (cfgThreads > 0 ? cfgThreads : undefined),
     });
     log.info({ backend: backend.backend, device: backend.device, threads: backend.threads, why: backend.reason }, 'compute backend');
+    if (backend.warning) log.warn({ backend: backend.backend }, backend.warning);
     const dev = describeDevice(backend.backend, pin);
     log[dev.level]({ gpu: dev.gpu, cudaVisibleDevices: pin.cudaVisibleDevices, deviceSource: pin.source }, `device: ${dev.message}`);
     if (dev.level === 'error') throw new Error(dev.message);

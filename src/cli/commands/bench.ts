@@ -31,6 +31,9 @@ const COMMAND_OPTIONS: Record<string, Record<string, OptionSpec>> = {
     'embedding-size': { kind: 'int', default: 512, help: 'embedding size' },
     classes: { kind: 'int', default: 1000, help: 'synthetic identities' },
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+    'peer-arcface-torch': { kind: 'string', help: "also time arcface_torch's step of the same backbone: its recognition/arcface_torch folder" },
+    'peer-python': { kind: 'string', default: 'python3', help: 'Python with torch for --peer-arcface-torch' },
+    'peer-threads': { kind: 'int', help: 'torch.set_num_threads of the peer (default: every core)' },
   },
   data: {
     data: { kind: 'string', default: 'synthetic-rec:3000', help: 'dataset: a .rec, folder, list file, or synthetic-rec:N (JPEG faces written to a temporary RecordIO)' },
@@ -138,6 +141,9 @@ export async function run(argv: string[]): Promise<number> {
         embeddingSize: o['embedding-size'] as number,
         classes: o.classes as number,
         backend: o.backend as string,
+        ...(o['peer-arcface-torch'] !== undefined
+          ? { peer: { dir: o['peer-arcface-torch'] as string, python: o['peer-python'] as string, ...(o['peer-threads'] !== undefined ? { threads: o['peer-threads'] as number } : {}) } }
+          : {}),
       });
       console.log(JSON.stringify(line));
       return 0;
