@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/ops/tf.js';
 import { groupedConv2d, groupedConv2dPerGroup } from '../src/ops/grouped-conv.js';
 import { GROUPED_SMALL_MAX, groupedSmallCalls } from '../src/ops/native/kernels-grouped-small.js';
-import { nativeKernelCounts, registerNativeKernels } from '../src/ops/native/register.js';
+import { nativeAddon, nativeKernelCounts, registerNativeKernels } from '../src/ops/native/register.js';
 
 const TOL = 1e-4;
 let seed = 1;
@@ -74,6 +74,15 @@ describe('native kernels: addon', () => {
     // `cpu` keeps the stock kernels.
     expect(tf.getKernel('Conv2D', 'cpu')!.kernelFunc).not.toBe(tf.getKernel('Conv2D', 'cpu-native')!.kernelFunc);
     expect(tf.getKernel('Tile', 'cpu-native')).toBeDefined();
+  });
+
+  it('keeps freed memory for reuse on glibc (threads.cc), and fully written outputs still match after reuse', async () => {
+    const addon = nativeAddon()!;
+    const glibc = process.platform === 'linux' && (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime !== undefined;
+    expect(addon.reuseFreedMemory(true)).toBe(glibc);
+    // outputs over the unzeroed-allocation threshold, allocated and freed again and again: reused blocks hold stale values
+    const x = rand([4, 33, 33, 40]);
+    for (let i = 0; i < 3; i++) await compare(() => [tf.relu(x), tf.mul(x, 3), tf.sum(x, [0, 1, 2])]);
   });
 });
 
