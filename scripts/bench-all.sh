@@ -10,6 +10,9 @@ run() { echo "+ shardface $*" >&2; $SF "$@" | grep '^{' | tee -a "$OUT"; }
 
 for w in 2 4; do for f in 1000000 10000000 25000000; do run bench collectives --workers $w --floats $f --reps 5; done; done
 run bench kernels
+run bench profile --backbone mobilefacenet --batch 32
+run bench profile --backbone iresnet50 --batch 16
+run bench profile --backbone vargfacenet --batch 32
 run bench classifier --workers 1 --classes 100000 --dim 512 --batch 128 --sample-rate 1
 run bench classifier --workers 1 --classes 100000 --dim 512 --batch 128 --sample-rate 0.1
 run bench classifier --workers 1 --classes 200000 --dim 512 --batch 64

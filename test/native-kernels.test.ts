@@ -7,7 +7,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '../src/ops/tf.js';
 import { groupedConv2d, groupedConv2dPerGroup } from '../src/ops/grouped-conv.js';
-import { nativeKernelCounts, registerNativeKernels } from '../src/ops/native/register.js';
+import { GROUPED_SMALL_MAX, groupedSmallCalls } from '../src/ops/native/kernels-grouped-small.js';
+import { nativeAddon, nativeKernelCounts, registerNativeKernels } from '../src/ops/native/register.js';
 
 const TOL = 1e-4;
 let seed = 1;
@@ -73,6 +74,15 @@ describe('native kernels: addon', () => {
     // `cpu` keeps the stock kernels.
     expect(tf.getKernel('Conv2D', 'cpu')!.kernelFunc).not.toBe(tf.getKernel('Conv2D', 'cpu-native')!.kernelFunc);
     expect(tf.getKernel('Tile', 'cpu-native')).toBeDefined();
+  });
+
+  it('keeps freed memory for reuse on glibc (threads.cc), and fully written outputs still match after reuse', async () => {
+    const addon = nativeAddon()!;
+    const glibc = process.platform === 'linux' && (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } }).header?.glibcVersionRuntime !== undefined;
+    expect(addon.reuseFreedMemory(true)).toBe(glibc);
+    // outputs over the unzeroed-allocation threshold, allocated and freed again and again: reused blocks hold stale values
+    const x = rand([4, 33, 33, 40]);
+    for (let i = 0; i < 3; i++) await compare(() => [tf.relu(x), tf.mul(x, 3), tf.sum(x, [0, 1, 2])]);
   });
 });
 
@@ -250,9 +260,18 @@ describe('native kernels: grouped conv2d (SfGroupedConv2D)', () => {
     { x: [2, 10, 13, 15], k: [3, 3, 5, 30], s: 1, pad: 'valid', groups: 3 },
     { x: [1, 9, 10, 24], k: [5, 5, 8, 48], s: 1, pad: 2, groups: 3 },
     { x: [2, 11, 9, 40], k: [3, 3, 8, 80], s: 2, pad: 'valid', groups: 5 },
+    // ≤ 4 channels per group each way: the direct kernels (kernels-grouped-small.ts)
+    { x: [2, 10, 9, 16], k: [3, 3, 2, 16], s: 1, pad: 1, groups: 8 }, // MobileFaceNet's stem2: 2 in, 2 out per group
+    { x: [1, 6, 7, 136], k: [3, 3, 2, 136], s: 1, pad: 1, groups: 68 }, // 64-channel vector blocks plus a tail
+    { x: [2, 9, 7, 12], k: [3, 3, 3, 4], s: 2, pad: 'valid', groups: 4 }, // 3 in, 1 out; odd sizes
+    { x: [1, 9, 8, 8], k: [3, 3, 2, 16], s: 2, pad: 'same', groups: 4 }, // 2 in, 4 out, stride 2
+    { x: [1, 7, 7, 4], k: [5, 5, 1, 8], s: 1, pad: 2, groups: 4 }, // 1 in, 2 out, 5×5
+    { x: [1, 3, 2, 6], k: [3, 3, 2, 6], s: 2, pad: 'same', groups: 3 }, // window wider than the input
   ];
   for (const { x: xs, k: ks, s, pad, groups } of cases) {
-    it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${pad} groups ${groups}: matches one conv per group`, async () => {
+    const direct = xs[3]! / groups <= GROUPED_SMALL_MAX && ks[3]! / groups <= GROUPED_SMALL_MAX;
+    it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${pad} groups ${groups}: matches one conv per group (${direct ? 'direct' : 'conv.cc'})`, async () => {
+      const directBefore = groupedSmallCalls.count;
       const x = rand(xs),
         k = rand(ks);
       const args = { strides: s, pad, groups };
@@ -266,6 +285,8 @@ describe('native kernels: grouped conv2d (SfGroupedConv2D)', () => {
         const cotangentSeed = seed;
         await compare(gradsOf(native, [x, k]), ((seed = cotangentSeed), gradsOf(reference, [x, k])));
       });
+      // forward three times (compare, gradsOf for the shape, inside tf.grads), each backprop once, or none of them
+      expect(groupedSmallCalls.count - directBefore).toBe(direct ? 5 : 0);
     });
   }
 });

@@ -15,7 +15,7 @@ const COMMANDS: Record<string, { file: string; summary: string }> = {
   keys: { file: 'keys', summary: 'generate CURVE keys for encrypted, authenticated connections' },
   train: { file: 'train', summary: 'train a model (coordinator + local workers)' },
   selftest: { file: 'selftest', summary: 'check the sharded classifier against one process' },
-  bench: { file: 'bench', summary: 'benchmarks (collectives, classifier, kernels, train)' },
+  bench: { file: 'bench', summary: 'benchmarks (collectives, classifier, kernels, profile, train)' },
   'model-info': { file: 'model-info', summary: 'parameters and multiply-adds of a backbone' },
   data: { file: 'data', summary: 'inspect training data (info) and convert image folders to RecordIO' },
   export: { file: 'export', summary: 'write a checkpoint as a TensorFlow.js model' },

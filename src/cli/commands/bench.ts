@@ -1,6 +1,7 @@
 /** `shardface bench <what>`: benchmarks printing JSON lines (bench/ holds them). */
 import { parseArgs, usage, UsageError, type OptionSpec } from '../args.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../../ops/backend.js';
+import { BACKBONE_NAMES, isBackboneName } from '../../models/index.js';
 
 const COMMAND_OPTIONS: Record<string, Record<string, OptionSpec>> = {
   collectives: {
@@ -76,6 +77,17 @@ const COMMAND_OPTIONS: Record<string, Record<string, OptionSpec>> = {
     backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
   },
   // --- end thin data
+  profile: {
+    backbone: { kind: 'string', default: 'mobilefacenet', help: BACKBONE_NAMES.join('|') },
+    batch: { kind: 'int', default: 32, help: 'images per step' },
+    'image-size': { kind: 'int', default: 112, help: 'input size' },
+    'embedding-size': { kind: 'int', default: 512, help: 'embedding size' },
+    backend: { kind: 'string', default: 'cpu-native', help: BACKEND_CHOICES.join('|') },
+    threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
+    steps: { kind: 'int', default: 1, help: 'profiled steps, averaged (after one warm-up and one timed unprofiled step)' },
+    'by-shape': { kind: 'boolean', default: false, help: 'also break the top kernels down by input and output shapes' },
+    top: { kind: 'int', default: 5, help: 'with --by-shape: how many of the slowest kernels to break down' },
+  },
   kernels: {
     reps: { kind: 'int', default: 5, help: 'timed repetitions' },
     threads: { kind: 'int', help: 'native kernel threads (default all cores)' },
@@ -200,6 +212,26 @@ export async function run(argv: string[]): Promise<number> {
       return 0;
     }
     // --- end thin data
+    case 'profile': {
+      const backbone = o.backbone as string;
+      if (!isBackboneName(backbone)) throw new UsageError(`--backbone must be one of ${BACKBONE_NAMES.join('|')}, got ${JSON.stringify(backbone)}`);
+      const backend = o.backend as string;
+      if (!(BACKEND_CHOICES as readonly string[]).includes(backend)) throw new UsageError(`--backend must be one of ${BACKEND_CHOICES.join('|')}`);
+      for (const k of ['batch', 'image-size', 'embedding-size', 'steps', 'top'] as const) if ((o[k] as number) < 1) throw new UsageError(`--${k} must be positive, got ${o[k] as number}`);
+      if ((o.batch as number) < 2) throw new UsageError('--batch must be at least 2 (BatchNorm needs batch statistics)');
+      const { benchProfile } = await import('../../../bench/profile.js');
+      await benchProfile({
+        backbone,
+        batch: o.batch as number,
+        imageSize: o['image-size'] as number,
+        embeddingSize: o['embedding-size'] as number,
+        backend: backend as BackendChoice,
+        threads: o.threads as number | undefined,
+        steps: o.steps as number,
+        byShape: o['by-shape'] ? (o.top as number) : 0,
+      });
+      return 0;
+    }
     case 'kernels': {
       const { benchKernels } = await import('../../../bench/kernels.js');
       await benchKernels({ reps: o.reps as number, threads: o.threads as number | undefined });

@@ -76,6 +76,10 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value ReuseFreedMemory(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), sf::reuseFreedMemory(info[0].ToBoolean().Value()));
+}
+
 // batchMatMul(a, b, out, batch, batchA, batchB, m, n, k, transA, transB)
 Napi::Value BatchMatMul(const Napi::CallbackInfo& info) {
   const int64_t batch = integer(info, 3), batchA = integer(info, 4), batchB = integer(info, 5);
@@ -251,6 +255,7 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("reuseFreedMemory", Napi::Function::New(env, ReuseFreedMemory));
   exports.Set("batchMatMul", Napi::Function::New(env, BatchMatMul));
   exports.Set("epilogue", Napi::Function::New(env, Epilogue));
   exports.Set("conv2d", Napi::Function::New(env, Conv<sf::conv2d, 0>));
@@ -259,6 +264,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("depthwise", Napi::Function::New(env, Conv<sf::depthwise, 3>));
   exports.Set("depthwiseBackpropInput", Napi::Function::New(env, Conv<sf::depthwiseBackpropInput, 4>));
   exports.Set("depthwiseBackpropFilter", Napi::Function::New(env, Conv<sf::depthwiseBackpropFilter, 5>));
+  exports.Set("groupedSmall", Napi::Function::New(env, Conv<sf::groupedSmall, 0>));
+  exports.Set("groupedSmallBackpropInput", Napi::Function::New(env, Conv<sf::groupedSmallBackpropInput, 1>));
+  exports.Set("groupedSmallBackpropFilter", Napi::Function::New(env, Conv<sf::groupedSmallBackpropFilter, 2>));
   exports.Set("binary", Napi::Function::New(env, Binary));
   exports.Set("relu", Napi::Function::New(env, Relu));
   exports.Set("reduceSum", Napi::Function::New(env, ReduceSum));

@@ -15,6 +15,8 @@ export type ConvGeometry = [number, number, number, number, number, number, numb
 export interface NativeAddon {
   setThreads(n: number): number;
   info(): { threads: number; blasConfig: string; blasCore: string; avx2: boolean };
+  /** Keep freed memory for reuse instead of returning it to the OS (threads.cc); false where unsupported. */
+  reuseFreedMemory(on: boolean): boolean;
   batchMatMul(a: Float32Array, b: Float32Array, out: Float32Array, batch: number, batchA: number, batchB: number, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
   epilogue(y: Float32Array, rows: number, cols: number, bias: Float32Array | null, biasMode: number, activation: number, alpha: number, prelu: Float32Array | null, preluMode: number): void;
   conv2d(x: Float32Array, w: Float32Array, y: Float32Array, g: ConvGeometry): void;
@@ -23,6 +25,10 @@ export interface NativeAddon {
   depthwise(x: Float32Array, w: Float32Array, y: Float32Array, g: ConvGeometry): void;
   depthwiseBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, g: ConvGeometry): void;
   depthwiseBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, g: ConvGeometry): void;
+  /** Grouped conv with ≤ 4 channels per group each way, direct (depthwise.cc); same arguments as conv2d and its backprops. */
+  groupedSmall(x: Float32Array, w: Float32Array, y: Float32Array, g: ConvGeometry): void;
+  groupedSmallBackpropInput(dy: Float32Array, w: Float32Array, dx: Float32Array, g: ConvGeometry): void;
+  groupedSmallBackpropFilter(x: Float32Array, dy: Float32Array, dw: Float32Array, g: ConvGeometry): void;
   binary(op: number, a: Float32Array, b: Float32Array, out: Float32Array, p: number, q: number, r: number, side: number): void;
   relu(x: Float32Array, y: Float32Array): void;
   reduceSum(x: Float32Array, out: Float32Array, p: number, q: number, r: number, scale: number): void;

@@ -357,4 +357,216 @@ void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const C
   }
 }
 
+// ---- grouped convolution with few channels per group (filter [kh, kw, I, cout]) ----------
+// MobileFaceNet's 3×3 with 64 groups of 2: as im2col + GEMM that is 64 GEMMs of 18×2 per
+// block, far below what a direct loop does. Here it becomes a depthwise-like sum: each
+// input row is first expanded to e[ix][i][o] = x[ix][g(o)·I + i] (g(o) = o / M, M the
+// output channels per group), so that output channel o reads contiguous, channel-aligned
+// vectors e[ix][i][·] just as a depthwise conv reads x[ix][·], and tap (ky, kx, i) pairs
+// with the filter's contiguous w[ky][kx][i][·]. The backprop-input does the same over
+// expanded dy rows against the filter rearranged per input channel; the backprop-filter
+// reduces e·dy over the pixels as the depthwise one does. A thread keeps the kh expanded
+// rows it last made (a ring keyed by row), so consecutive output rows share them.
+namespace {
+
+/** dst[p][i][o] = src[p·srcC + idx[i·outC + o]] for p < pixels. */
+SF_INLINE void expandPixels(const float* __restrict src, int64_t srcC, const int32_t* __restrict idx, int64_t width,
+                            int64_t pixels, float* __restrict dst) {
+  for (int64_t p = 0; p < pixels; p++) {
+    const float* s = src + p * srcC;
+    float* d = dst + p * width;
+    for (int64_t k = 0; k < width; k++) d[k] = s[idx[k]];
+  }
+}
+
+/** The last kh expanded rows a thread made, keyed by (image, row). */
+struct RowRing {
+  std::vector<float> rows;
+  std::vector<int64_t> tags;
+  int64_t slot, kh;
+  RowRing(int64_t kh_, int64_t slotFloats) : rows((size_t)(kh_ * slotFloats)), tags((size_t)kh_, -1), slot(slotFloats), kh(kh_) {}
+  /** Expanded row `r` of image `n` (rows per image `perImage`), expanding src on a miss. */
+  SF_INLINE const float* get(int64_t n, int64_t r, int64_t perImage, const float* src, int64_t srcC, const int32_t* idx,
+                             int64_t width, int64_t pixels) {
+    const int64_t k = r % kh, tag = n * perImage + r;
+    float* d = rows.data() + k * slot;
+    if (tags[k] != tag) {
+      expandPixels(src + tag * pixels * srcC, srcC, idx, width, pixels, d);
+      tags[k] = tag;
+    }
+    return d;
+  }
+};
+
+}  // namespace
+
+/** Output rows [r0, r1) of the n·oh rows; I input channels per group. */
+static SF_INLINE void groupedSmallRowsBody(const float* x, const float* w, float* y, const ConvShape& s, const int32_t* idx,
+                                           int64_t r0, int64_t r1) {
+  const int64_t I = s.c / s.groups, CO = s.cout, width = I * CO;
+  RowRing ring(s.kh, s.w * width);
+  std::vector<const float*> taps((size_t)(2 * s.kh * s.kw * I));
+  const float** xs = taps.data();
+  const float** ws = taps.data() + s.kh * s.kw * I;
+  const float* er[64];
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t n = r / s.oh, oy = r % s.oh;
+    for (int64_t ky = 0; ky < s.kh; ky++) {
+      const int64_t iy = oy * s.sh - s.pt + ky;
+      er[ky] = iy >= 0 && iy < s.h ? ring.get(n, iy, s.h, x, s.c, idx, width, s.w) : nullptr;
+    }
+    float* yRow = y + r * s.ow * CO;
+    for (int64_t ox = 0; ox < s.ow; ox++) {
+      int nt = 0;
+      for (int64_t ky = 0; ky < s.kh; ky++) {
+        if (!er[ky]) continue;
+        for (int64_t kx = 0; kx < s.kw; kx++) {
+          const int64_t ix = ox * s.sw - s.pl + kx;
+          if (ix < 0 || ix >= s.w) continue;
+          for (int64_t i = 0; i < I; i++) {
+            xs[nt] = er[ky] + (ix * I + i) * CO;
+            ws[nt++] = w + ((ky * s.kw + kx) * I + i) * CO;
+          }
+        }
+      }
+      tapsDotAll(xs, ws, nt, CO, yRow + ox * CO);
+    }
+  }
+}
+SF_DISPATCH(groupedSmallRows, (const float* x, const float* w, float* y, const ConvShape& s, const int32_t* idx, int64_t r0, int64_t r1), (x, w, y, s, idx, r0, r1))
+
+/** Input-gradient rows [r0, r1) of the n·h rows, from dy rows expanded per input channel and the rearranged filter wr. */
+static SF_INLINE void groupedSmallBackpropInputRowsBody(const float* dy, const float* wr, float* dx, const ConvShape& s,
+                                                        const int32_t* idx, int64_t r0, int64_t r1) {
+  const int64_t M = s.cout / s.groups, C = s.c, width = M * C;
+  RowRing ring(s.kh, s.ow * width);
+  std::vector<const float*> taps((size_t)(2 * s.kh * s.kw * M));
+  const float** gs = taps.data();
+  const float** ws = taps.data() + s.kh * s.kw * M;
+  const float* er[64];
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t n = r / s.h, iy = r % s.h;
+    for (int64_t ky = 0; ky < s.kh; ky++) {
+      const int64_t ty = iy + s.pt - ky;
+      er[ky] = ty >= 0 && ty % s.sh == 0 && ty / s.sh < s.oh ? ring.get(n, ty / s.sh, s.oh, dy, s.cout, idx, width, s.ow) : nullptr;
+    }
+    float* dxRow = dx + r * s.w * C;
+    for (int64_t ix = 0; ix < s.w; ix++) {
+      int nt = 0;
+      for (int64_t ky = 0; ky < s.kh; ky++) {
+        if (!er[ky]) continue;
+        for (int64_t kx = 0; kx < s.kw; kx++) {
+          const int64_t tx = ix + s.pl - kx;
+          if (tx < 0 || tx % s.sw != 0 || tx / s.sw >= s.ow) continue;
+          for (int64_t j = 0; j < M; j++) {
+            gs[nt] = er[ky] + ((tx / s.sw) * M + j) * C;
+            ws[nt++] = wr + ((ky * s.kw + kx) * M + j) * C;
+          }
+        }
+      }
+      tapsDotAll(gs, ws, nt, C, dxRow + ix * C);
+    }
+  }
+}
+SF_DISPATCH(groupedSmallBackpropInputRows, (const float* dy, const float* wr, float* dx, const ConvShape& s, const int32_t* idx, int64_t r0, int64_t r1), (dy, wr, dx, s, idx, r0, r1))
+
+/** out[c] += sum over i < count of x[i·xs + c] · g[i·gs + c], for c < channels. */
+static SF_INLINE void stridedDotAll(const float* x, int64_t xs, const float* g, int64_t gs, int64_t count, int64_t channels, float* out) {
+  int64_t c = 0;
+  for (; c + 64 <= channels; c += 64) stridedDot<8>(x, xs, g, gs, count, c, out);
+  for (; c + 16 <= channels; c += 16) stridedDot<2>(x, xs, g, gs, count, c, out);
+  for (; c + 8 <= channels; c += 8) stridedDot<1>(x, xs, g, gs, count, c, out);
+  for (; c < channels; c++) {
+    float sum = 0.0f;
+    for (int64_t i = 0; i < count; i++) sum += x[i * xs + c] * g[i * gs + c];
+    out[c] += sum;
+  }
+}
+
+/** acc[ky][kx][i][o] += the filter gradient of output rows r of `rows` taken by this thread (dynamic chunks). */
+static SF_INLINE void groupedSmallBackpropFilterRowsBody(const float* x, const float* dy, float* acc, const ConvShape& s,
+                                                         const int32_t* idx, int64_t r0, int64_t r1) {
+  const int64_t I = s.c / s.groups, CO = s.cout, width = I * CO;
+  RowRing ring(s.kh, s.w * width);
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t n = r / s.oh, oy = r % s.oh;
+    const float* dyRow = dy + r * s.ow * CO;
+    for (int64_t ky = 0; ky < s.kh; ky++) {
+      const int64_t iy = oy * s.sh - s.pt + ky;
+      if (iy < 0 || iy >= s.h) continue;
+      const float* er = ring.get(n, iy, s.h, x, s.c, idx, width, s.w);
+      for (int64_t kx = 0; kx < s.kw; kx++) {
+        int64_t oxLo, oxHi;
+        tapRange(s, kx, &oxLo, &oxHi);
+        if (oxHi <= oxLo) continue;
+        for (int64_t i = 0; i < I; i++)
+          stridedDotAll(er + ((oxLo * s.sw - s.pl + kx) * I + i) * CO, s.sw * width, dyRow + oxLo * CO, CO, oxHi - oxLo, CO,
+                        acc + ((ky * s.kw + kx) * I + i) * CO);
+      }
+    }
+  }
+}
+SF_DISPATCH(groupedSmallBackpropFilterRows, (const float* x, const float* dy, float* acc, const ConvShape& s, const int32_t* idx, int64_t r0, int64_t r1), (x, dy, acc, s, idx, r0, r1))
+
+/** idx[a·outC + o] = (o / per) · across + a: where expanded slot (a, o) reads its source pixel. */
+static std::vector<int32_t> expandIndex(int64_t slots, int64_t outC, int64_t per, int64_t across) {
+  std::vector<int32_t> idx((size_t)(slots * outC));
+  for (int64_t a = 0; a < slots; a++)
+    for (int64_t o = 0; o < outC; o++) idx[a * outC + o] = (int32_t)((o / per) * across + a);
+  return idx;
+}
+
+/** Runs work(r0, r1) over contiguous shares of `rows`, one per thread. */
+template <typename F>
+static void splitRows(int64_t rows, F work) {
+  const int t = (int)std::max<int64_t>(1, std::min<int64_t>(threads(), rows));
+#pragma omp parallel num_threads(t) if (t > 1)
+  {
+    const int i = omp_get_thread_num(), nt = omp_get_num_threads();
+    work(rows * i / nt, rows * (i + 1) / nt);
+  }
+}
+
+bool groupedSmallFits(const ConvShape& s) {
+  return s.groups > 1 && s.c / s.groups <= kGroupedSmallMax && s.cout / s.groups <= kGroupedSmallMax && s.kh <= 64;
+}
+
+void groupedSmall(const float* x, const float* w, float* y, const ConvShape& s) {
+  const int64_t I = s.c / s.groups, M = s.cout / s.groups;
+  const std::vector<int32_t> idx = expandIndex(I, s.cout, M, I);
+  splitRows(s.n * s.oh, [&](int64_t r0, int64_t r1) { groupedSmallRows(x, w, y, s, idx.data(), r0, r1); });
+}
+
+void groupedSmallBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
+  const int64_t I = s.c / s.groups, M = s.cout / s.groups, taps = s.kh * s.kw;
+  // wr[tap][j][c] = w[tap][c % I][(c / I)·M + j]: the filter entry input channel c meets output j of its group at
+  std::vector<float> wr((size_t)(taps * M * s.c));
+  for (int64_t t = 0; t < taps; t++)
+    for (int64_t j = 0; j < M; j++)
+      for (int64_t c = 0; c < s.c; c++) wr[(t * M + j) * s.c + c] = w[(t * I + c % I) * s.cout + (c / I) * M + j];
+  const std::vector<int32_t> idx = expandIndex(M, s.c, I, M);
+  splitRows(s.n * s.h, [&](int64_t r0, int64_t r1) { groupedSmallBackpropInputRows(dy, wr.data(), dx, s, idx.data(), r0, r1); });
+}
+
+void groupedSmallBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s) {
+  const int64_t I = s.c / s.groups, M = s.cout / s.groups, size = s.kh * s.kw * I * s.cout, rows = s.n * s.oh;
+  const std::vector<int32_t> idx = expandIndex(I, s.cout, M, I);
+  const int t = (int)std::max<int64_t>(1, std::min<int64_t>(threads(), rows));
+  float* parts = scratch(1, (size_t)t * size);
+#pragma omp parallel num_threads(t) if (t > 1)
+  {
+    const int i = omp_get_thread_num(), nt = omp_get_num_threads();
+    float* acc = parts + i * size;
+    std::memset(acc, 0, size * sizeof(float));
+    groupedSmallBackpropFilterRows(x, dy, acc, s, idx.data(), rows * i / nt, rows * (i + 1) / nt);
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t j = 0; j < size; j++) {
+      float v = 0.0f;
+      for (int p = 0; p < nt; p++) v += parts[p * size + j];
+      dw[j] = v;
+    }
+  }
+}
+
 }  // namespace sf

@@ -47,6 +47,23 @@ export function sizeOf(shape: readonly number[]): number {
   return n;
 }
 
+/** Below this many floats zeroing costs less than the Buffer machinery skipping it. */
+const UNINITIALISED_MIN = 1 << 14;
+
+/**
+ * A Float32Array of `n` floats with unspecified contents, for outputs a kernel
+ * writes in full: a fresh Float32Array is zeroed, a pass over the whole block
+ * that the kernel's own writes make useless. With freed memory kept for reuse
+ * (threads.cc reuseFreedMemory) the block comes back without page faults and,
+ * this way, without a memset. Its own ArrayBuffer (offset 0, exact length), as
+ * a fresh Float32Array would have.
+ */
+export function uninitialised(n: number): Float32Array {
+  if (n < UNINITIALISED_MIN) return new Float32Array(n);
+  const b = Buffer.allocUnsafeSlow(n * 4);
+  return new Float32Array(b.buffer, b.byteOffset, n);
+}
+
 export function output(backend: MathBackendCPU, shape: number[], values: Float32Array): TensorInfo {
   return backend.makeTensorInfo(shape, 'float32', values);
 }

@@ -5,7 +5,7 @@
  */
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
-import { type NativeKernel, type TensorInfo, f32, output, sizeOf } from './kernel-util.js';
+import { type NativeKernel, type TensorInfo, f32, output, sizeOf, uninitialised } from './kernel-util.js';
 
 /** addon.cc's BinaryOp codes. */
 const BINARY_OPS = { Add: 0, Sub: 1, Multiply: 2, RealDiv: 3, Prelu: 4, Maximum: 5, Minimum: 6, SquaredDifference: 7 } as const;
@@ -68,7 +68,7 @@ export function binary(addon: NativeAddon, name: BinaryKernelName): NativeKernel
     if (!av || !bv) return null;
     const plan = broadcastPlan(a.shape, b.shape);
     if (!plan) return null;
-    const out = new Float32Array(sizeOf(plan.outShape));
+    const out = uninitialised(sizeOf(plan.outShape));
     if (out.length > 0) addon.binary(op, av, bv, out, plan.p, plan.q, plan.r, plan.side);
     return output(backend, plan.outShape, out);
   };
@@ -79,7 +79,7 @@ export function relu(addon: NativeAddon): NativeKernel {
     const x = inputs.x as TensorInfo;
     const xv = f32(backend, x);
     if (!xv) return null;
-    const out = new Float32Array(xv.length);
+    const out = uninitialised(xv.length);
     if (out.length > 0) addon.relu(xv, out);
     return output(backend, x.shape, out);
   };
@@ -126,7 +126,7 @@ export function reduce(addon: NativeAddon, mean: boolean): NativeKernel {
     const { axis, keepDims } = attrs as { axis: number | number[]; keepDims: boolean };
     const plan = reducePlan(x.shape, axis, keepDims);
     if (!plan) return null;
-    const out = new Float32Array(sizeOf(plan.outShape));
+    const out = uninitialised(sizeOf(plan.outShape));
     addon.reduceSum(xv, out, plan.p, plan.q, plan.r, mean ? 1 / plan.q : 1);
     return output(backend, plan.outShape, out);
   };

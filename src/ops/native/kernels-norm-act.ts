@@ -5,7 +5,7 @@
  * float32 tensors with per-channel γ/β/α, so a null (uncovered) here is a bug.
  */
 import type { NativeAddon } from './addon.js';
-import { type NativeKernel, type TensorInfo, f32, output } from './kernel-util.js';
+import { type NativeKernel, type TensorInfo, f32, output, uninitialised } from './kernel-util.js';
 
 /** [rows, c] of a channels-last tensor against per-channel weights of `c` values, or null. */
 function view(x: TensorInfo, c: number): { rows: number; c: number } | null {
@@ -25,7 +25,7 @@ export function batchNormTrain(addon: NativeAddon, withAlpha: boolean): NativeKe
     if (!x || x.shape.length < 2 || !xv || !gv || !bv || (withAlpha && !av)) return null;
     const v = view(x, x.shape[x.shape.length - 1]!);
     if (!v || gv.length !== v.c || bv.length !== v.c || (av && av.length !== v.c)) return null;
-    const y = new Float32Array(xv.length),
+    const y = uninitialised(xv.length),
       mean = new Float32Array(v.c),
       variance = new Float32Array(v.c);
     addon.bnForward(xv, v.rows, v.c, gv, bv, av, (attrs as { epsilon: number }).epsilon, y, mean, variance);
@@ -50,7 +50,7 @@ export function batchNormTrainBackprop(addon: NativeAddon): NativeKernel {
     if (!xv || !gv || !bv || !mv || !vv || !dyv || (alpha && !av) || (dmean && !dmv) || (dvariance && !dvv)) return null;
     const v = view(x, x.shape[x.shape.length - 1]!);
     if (!v || dyv.length !== xv.length || [gv, bv, mv, vv, av, dmv, dvv].some((t) => t && t.length !== v.c)) return null;
-    const dx = new Float32Array(xv.length),
+    const dx = uninitialised(xv.length),
       dgamma = new Float32Array(v.c),
       dbeta = new Float32Array(v.c);
     const dalpha = av ? new Float32Array(v.c) : null;
@@ -77,7 +77,7 @@ export function prelu(addon: NativeAddon): NativeKernel {
     if (!xv || !av || x.shape.length < 1) return null;
     const v = preluView(x, av.length);
     if (!v) return null;
-    const y = new Float32Array(xv.length);
+    const y = uninitialised(xv.length);
     addon.preluForward(xv, v.rows, v.c, av, y);
     return output(backend, x.shape, y);
   };
@@ -93,7 +93,7 @@ export function preluBackprop(addon: NativeAddon): NativeKernel {
     if (!xv || !av || !dyv || dyv.length !== xv.length) return null;
     const v = preluView(x, av.length);
     if (!v) return null;
-    const dx = new Float32Array(xv.length),
+    const dx = uninitialised(xv.length),
       dalpha = new Float32Array(av.length);
     addon.preluBackward(xv, dyv, v.rows, v.c, av, dx, dalpha);
     return [output(backend, x.shape, dx), output(backend, alpha.shape, dalpha)];

@@ -19,6 +19,17 @@ float* scratch(int slot, size_t floats);
  * much as a small kernel. A no-op for small buffers and where the kernel lacks it.
  */
 void prefaultOutput(float* p, size_t floats);
+/**
+ * Keeps freed memory in the process (on) or lets glibc hand it back (off, its
+ * defaults). A training step allocates the same tensor sizes every step, tens of
+ * MB each; by default glibc mmaps each such block fresh and unmaps it on free, so
+ * every step page-faults its whole working set in again, which on a virtual
+ * machine costs more than the kernels (docs/architecture.md#compute-backends).
+ * On: no block is mmapped and the heap is never trimmed, so a freed block serves
+ * the next allocation of its size without a fault. Returns false where it is not
+ * glibc or mallopt refused.
+ */
+bool reuseFreedMemory(bool on);
 
 // ---- GEMM (gemm.cc) -------------------------------------------------------------
 /**
@@ -54,6 +65,15 @@ void conv2dBackpropFilter(const float* x, const float* dy, float* dw, const Conv
 void depthwise(const float* x, const float* w, float* y, const ConvShape& s);
 void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s);
 void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s);
+
+/** Most input and output channels per group the direct grouped kernels below take. */
+constexpr int64_t kGroupedSmallMax = 4;
+/** Whether the direct grouped kernels take this shape (groups > 1, few channels per group). */
+bool groupedSmallFits(const ConvShape& s);
+/** Grouped conv with few channels per group as direct loops (depthwise.cc), filter [kh, kw, c/groups, cout]. */
+void groupedSmall(const float* x, const float* w, float* y, const ConvShape& s);
+void groupedSmallBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s);
+void groupedSmallBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s);
 
 // ---- element-wise and reductions (elementwise.cc) ---------------------------------------
 enum BinaryOp { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kPreluOp = 4, kMax = 5, kMin = 6, kSquaredDiff = 7 };

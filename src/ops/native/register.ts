@@ -11,6 +11,7 @@ import { tf } from '../tf.js';
 import { type NativeAddon, loadAddon } from './addon.js';
 import { type NativeKernel, kernelCounts, withFallback } from './kernel-util.js';
 import * as conv from './kernels-conv.js';
+import * as grouped from './kernels-grouped-small.js';
 import { binary, reduce, relu } from './kernels-elementwise.js';
 import { batchMatMul, fusedMatMul } from './kernels-matmul.js';
 import * as classifier from './kernels-classifier.js';
@@ -57,9 +58,10 @@ function nativeKernels(addon: NativeAddon): Record<string, NativeKernel> {
  */
 function shardfaceKernels(addon: NativeAddon): Record<string, NativeKernel> {
   return {
-    [conv.GROUPED_CONV]: conv.groupedConv2d(addon),
-    [conv.GROUPED_CONV_BACKPROP_INPUT]: conv.groupedConv2dBackpropInput(addon),
-    [conv.GROUPED_CONV_BACKPROP_FILTER]: conv.groupedConv2dBackpropFilter(addon),
+    // few channels per group: direct loops (kernels-grouped-small.ts), else im2col + GEMM
+    [conv.GROUPED_CONV]: grouped.groupedSmall(addon, conv.groupedConv2d(addon)),
+    [conv.GROUPED_CONV_BACKPROP_INPUT]: grouped.groupedSmallBackpropInput(addon, conv.groupedConv2dBackpropInput(addon)),
+    [conv.GROUPED_CONV_BACKPROP_FILTER]: grouped.groupedSmallBackpropFilter(addon, conv.groupedConv2dBackpropFilter(addon)),
     [ROW_NORMS_KERNEL]: classifier.rowNorms(addon),
     [SHARD_FORWARD_KERNEL]: classifier.shardForward(addon),
     [SHARD_BACKWARD_KERNEL]: classifier.shardBackward(addon),
@@ -100,6 +102,8 @@ export function registerNativeKernels(opts: { threads?: number } = {}): NativeRe
     return result;
   }
   addonRef = addon;
+  // SHARDFACE_REUSE_MEMORY=0 leaves glibc's defaults (A/B benches); see threads.cc.
+  if (process.env.SHARDFACE_REUSE_MEMORY !== '0') addon.reuseFreedMemory(true);
   const threads = addon.setThreads(opts.threads ?? defaultThreads());
   registerBackend(addon);
   result = { ok: true, threads };

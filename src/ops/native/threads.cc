@@ -3,7 +3,11 @@
 #include <omp.h>
 
 #include <sys/mman.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -33,6 +37,17 @@ float* scratch(int slot, size_t floats) {
     sizes[slot] = floats;
   }
   return buffers[slot].get();
+}
+
+bool reuseFreedMemory(bool on) {
+#if defined(__GLIBC__)
+  // Off: glibc's defaults (mmap above a dynamic threshold, trim the heap's top above 128 KiB).
+  const bool ok = mallopt(M_MMAP_MAX, on ? 0 : 65536) == 1;
+  return mallopt(M_TRIM_THRESHOLD, on ? INT_MAX : 128 * 1024) == 1 && ok;
+#else
+  (void)on;
+  return false;
+#endif
 }
 
 #ifndef MADV_POPULATE_WRITE
