@@ -2,7 +2,7 @@
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { tf } from '../tf.js';
 import type { NativeAddon } from './addon.js';
-import { ACTIVATIONS, type KernelArgs, type NativeKernel, type TensorInfo, f32, lineUp, output, sizeOf } from './kernel-util.js';
+import { ACTIVATIONS, type KernelArgs, type NativeKernel, type TensorInfo, f32, lineUp, output, sizeOf, uninitialised } from './kernel-util.js';
 
 /** a·b for float32 tensors of rank ≥ 2; null if the batch dims broadcast in a way we do not cover. */
 function matMul(addon: NativeAddon, backend: MathBackendCPU, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): TensorInfo | null {
@@ -26,7 +26,8 @@ function matMul(addon: NativeAddon, backend: MathBackendCPU, a: TensorInfo, b: T
     return null;
   }
   const batch = Math.max(batchA, batchB);
-  const out = new Float32Array(batch * m * n);
+  // sgemm with beta = 0 writes every element, so the output need not be zeroed first (k = 0 writes none)
+  const out = k > 0 ? uninitialised(batch * m * n) : new Float32Array(batch * m * n);
   if (out.length > 0 && k > 0) addon.batchMatMul(av, bv, out, batch, batchA, batchB, m, n, k, transposeA, transposeB);
   return output(backend, [...outer, m, n], out);
 }
