@@ -40,6 +40,7 @@ export const RESUME_OVERRIDABLE: readonly string[] = [
   'logFormat',
   'heartbeatMs',
   'workerTimeoutMs',
+  'maxRestarts',
   'metricsPort',
   'metricsHost',
   'curveKeys',
