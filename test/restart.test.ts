@@ -102,6 +102,19 @@ describe('train --max-restarts', () => {
     expectSameAsStraight(run);
   }, 150_000);
 
+  it("over CURVE: the replacement authenticates with the lost rank's key pair and the run still ends bit-identical", async () => {
+    const keys = join(dir, 'keys');
+    expect((await runCli(['keys', 'generate', keys, '--workers', '2'])).code).toBe(0);
+    const run = runDir('curve');
+    const p = startCli(['train', '--config', CONFIG, '--run-dir', run, '--curve-keys', keys], { SHARDFACE_FAULT: 'kill:rank=1:step=6' });
+    const exit = await p.exit;
+    expect(exit.code, p.lines.slice(-20).join('\n')).toBe(0);
+    expect(p.json().find((l) => l.event === 'checkpoint-reloaded')).toMatchObject({ rank: 1, checkpointStep: 4, stepsLost: 1 });
+    expect(p.json().filter((l) => l.msg === 'joined job' && l.curve === true)).toHaveLength(4);
+    expect(summary(run)).toMatchObject({ ok: true, restarts: 1 });
+    expectSameAsStraight(run);
+  }, 150_000);
+
   it('stops at the failure after the last restart, naming the rank', async () => {
     const run = runDir('twice');
     // round 0 loses rank 1 at step 7; round 1 (its replacement) at step 6; the fault of one round never fires in another
@@ -157,6 +170,8 @@ describe('train --max-restarts', () => {
     ).toBe(true);
     expect(coord.json().some((l) => l.msg === 'rejected message from an unregistered connection' && l.code === 'bad-token')).toBe(true);
 
+    // a scheduler takes its time: the survivor, registered and waiting, must not be taken for silent meanwhile
+    await new Promise((r) => setTimeout(r, 4000));
     const replacement = worker(1, 'token');
     const [c, r0, r1] = await Promise.all([coord.exit, w0.exit, replacement.exit]);
     expect(c.code, coord.lines.slice(-20).join('\n')).toBe(0);

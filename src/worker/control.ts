@@ -172,7 +172,12 @@ export class ControlChannel {
           this.badFrames.warn({ code: 'wrong-job' }, 'message for another job');
           continue;
         }
-        if (h.type === 'heartbeat') continue;
+        if (h.type === 'heartbeat') {
+          // registered, not yet welcomed (waiting for the others, e.g. a restart's replacement): the heartbeat thread
+          // starts with welcome, so answer here, or the coordinator would take the wait for silence
+          if (!this.welcomed && !this.stopped) void this.socket.send(encode('heartbeat', { job: h.job, step: 0, rank: this.rank }, {})).catch(() => undefined);
+          continue;
+        }
         if (h.type === 'stop') {
           this.deliverStop(new JobStopped(h.body.reason, h.body.ok, h.body.restart === true));
           continue;
