@@ -26,3 +26,5 @@ run bench train --backbone mobilefacenet --workers 2 --batch 32 --image-size 112
 run bench data --data synthetic-rec:3000 --batch 128
 run bench occlusion
 run bench occlusion --train-occluders 0.2
+# the run's own log records (the restart's) share stdout: keep the bench line only
+echo "+ shardface bench recovery" >&2; $SF bench recovery | grep '^{"bench"' | tee -a "$OUT"

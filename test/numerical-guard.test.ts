@@ -56,17 +56,21 @@ describe('SHARDFACE_FAULT', () => {
   it('parses a comma-separated list and refuses malformed entries, naming them', () => {
     expect(parseFaults(undefined)).toEqual([]);
     expect(parseFaults('')).toEqual([]);
-    const f = parseFaults('nan:rank=1:step=12,kill:step=30:rank=0');
+    const f = parseFaults('nan:rank=1:step=12,kill:step=30:rank=0,kill:rank=0:step=30:restart=2');
     expect(f).toEqual([
-      { kind: 'nan', rank: 1, step: 12 },
-      { kind: 'kill', rank: 0, step: 30 },
+      { kind: 'nan', rank: 1, step: 12, restart: 0 },
+      { kind: 'kill', rank: 0, step: 30, restart: 0 },
+      { kind: 'kill', rank: 0, step: 30, restart: 2 },
     ]);
     expect(faultAt(f, 'nan', 1, 12)).toBe(true);
     expect(faultAt(f, 'nan', 0, 12)).toBe(false);
     expect(faultAt(f, 'kill', 0, 12)).toBe(false);
+    // a fault fires in one round of a restarted job only: the redone step 30 of round 1 is not killed, round 2's is
+    expect([0, 1, 2].map((restarts) => faultAt(f, 'kill', 0, 30, restarts))).toEqual([true, false, true]);
+    expect(faultAt(f, 'nan', 1, 12, 1)).toBe(false);
     expect(() => parseFaults('inf:rank=1:step=2')).toThrow(/entry "inf:rank=1:step=2": unknown kind "inf"/);
     expect(() => parseFaults('nan:rank=1')).toThrow(/needs both rank= and step=/);
-    expect(() => parseFaults('nan:rank=x:step=2')).toThrow(/"rank=x" is not rank=N or step=N/);
+    expect(() => parseFaults('nan:rank=x:step=2')).toThrow(/"rank=x" is not rank=N, step=N or restart=N/);
     expect(() => parseFaults('nan:rank=1:rank=2:step=2')).toThrow(/rank given twice/);
     expect(() => parseFaults('nan:rank=1:step=0')).toThrow(/step must be ≥ 1/);
     expect(() => parseFaults('nan:rank=1:step=2,')).toThrow(/unknown kind ""/);

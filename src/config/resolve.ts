@@ -333,6 +333,7 @@ export function configWarnings(cfg: TrainConfig): string[] {
     out.push(`each epoch drops ${dropped} of ${f.trainImages} images (the incomplete last global batch)`);
   }
   if (cfg.optimizer === 'adamw' && cfg.momentum !== 0.9) out.push('momentum is an SGD setting and is not used by adamw');
+  if (cfg.maxRestarts > 0 && cfg.checkpointEvery === 0) out.push(`maxRestarts ${cfg.maxRestarts} without checkpointEvery: a restart starts the run over from step 1`);
   if (f.numClasses === 1) {
     out.push(
       `the training set (${cfg.data}) has a single identity: a softmax over one class is always 1, so the loss is 0 from the first step and nothing is learned; face recognition needs at least 2 identities (many more in practice)`,

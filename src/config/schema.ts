@@ -266,6 +266,13 @@ const KEY_TABLE = {
     max: 86_400_000,
     docs: 'A worker silent for this long (ms) is declared lost; must exceed heartbeatMs. Also bounds connecting: a coordinator or ring neighbour not reached within it fails the worker with an error naming its address and rank.',
   },
+  maxRestarts: {
+    kind: 'int',
+    default: 0,
+    min: 0,
+    max: 1000,
+    docs: 'How many times a worker that dies or goes silent restarts the job from its newest verified checkpoint (the survivors register again, a replacement takes the lost rank) instead of stopping it; 0 = stop at the first failure. The failure after the last restart stops the job, naming the rank.',
+  },
   metricsPort: {
     kind: 'int',
     default: 0,

@@ -6,7 +6,11 @@
  * Every received frame is decoded and validated; a bad message gets an
  * `error` reply naming what was wrong, plus a rate-limited log line, and never
  * stops the loop. A worker that goes silent, or leaves, stops the job with an
- * error naming its rank, host and last step.
+ * error naming its rank, host and last step — unless the job may restart
+ * (`maxRestarts`): then every worker is stopped for a restart, the membership
+ * starts over (the survivors and a replacement register again, exactly like
+ * the first time: token, CURVE key, fresh sessions and ring ids) and the next
+ * round begins from the newest checkpoint (docs/architecture.md#restarts).
  *
  * Who may say what: a connection (ZeroMQ routing id) becomes a member only by
  * a hello with the right token; from then on its messages are its rank's, and
@@ -75,6 +79,24 @@ export interface CoordinatorOptions {
   transport?: Transport;
   /** Asked as each step begins: whether every worker also writes a checkpoint at its end (checkpointMinutes: one clock for all ranks). */
   checkpointDue?: (step: number) => boolean;
+  /** How many times a worker's failure may restart the job from its newest checkpoint (default 0: the failure stops it). */
+  maxRestarts?: number;
+  /** Where a restart continues: asked once per restart, after every worker was stopped. Required for maxRestarts > 0. */
+  restartPoint?: () => RestartPoint;
+  /** A worker declared lost while its process may still run (silent): a local launcher kills it, so it is replaced. */
+  onWorkerLost?: (pid: number) => void;
+}
+
+/** Where the job continues after a restart. */
+export interface RestartPoint {
+  /** The checkpoint's step (0: none verifies, the job starts over); the next round begins at step + 1. */
+  step: number;
+  /** The checkpoint directory, for the logs; null for none. */
+  dir: string | null;
+  /** The job-wide state saved with it (CurricularFace's t); merged over the reducer's initial state. */
+  lossState: Record<string, number>;
+  /** The job configuration the next round's workers get in welcome (e.g. with `resumeFrom` the checkpoint). */
+  config: Record<string, unknown>;
 }
 
 /** Longest error text sent back: enough for a reason, too short to echo a payload. */
@@ -105,11 +127,14 @@ export interface JobSnapshot {
   world: number;
   heartbeatMs: number;
   workers: MemberView[];
+  /** Times the job restarted from a checkpoint after a worker failed. */
+  restarts: number;
 }
 
 export class Coordinator {
   private readonly socket: ControlServer;
-  private readonly members: Membership;
+  /** This round's members: a restart starts a fresh membership, which everyone joins again. */
+  private members: Membership;
   private readonly log: ShardfaceLogger['log'];
   private phase: Phase = 'joining';
   private step = 0;
@@ -133,6 +158,17 @@ export class Coordinator {
   private readonly strangers: RateLimitedLog;
   /** A graceful stop under way: what runs once the current step has ended, instead of the next step. */
   private drain: ((lastStep: number) => Promise<string>) | null = null;
+  /** Restarts so far; the round now running is number `restarts` (0 = the first). */
+  private restarts = 0;
+  /** This round's first step and the configuration its workers get. */
+  private round: { startStep: number; config: Record<string, unknown> };
+  /** The last step every rank completed. */
+  private lastCompleted: number;
+  /** During a restart until the first step after it completes: for the recovery's log line. */
+  private recovering: { rank: number; failedAt: number; checkpointStep: number; stepsLost: number } | null = null;
+  /** pid → rank of every member of the rounds before this one: their processes' exits are expected, or replaced. */
+  private readonly formerRanks = new Map<number, number>();
+  private roundTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: CoordinatorOptions) {
     this.transport = opts.transport ?? PLAIN_TRANSPORT;
@@ -143,6 +179,9 @@ export class Coordinator {
     this.strangers = new RateLimitedLog(this.log, 'refused connections or messages from strangers');
     this.finished = new Promise((resolve) => (this.finish = resolve));
     this.jobState = opts.jobState?.initial ?? {};
+    this.round = { startStep: opts.spec.startStep ?? 1, config: opts.spec.config };
+    this.lastCompleted = this.round.startStep - 1;
+    if ((opts.maxRestarts ?? 0) > 0 && !opts.restartPoint) throw new Error('maxRestarts > 0 needs a restartPoint');
   }
 
   /** The job-wide state (CurricularFace: { curricularT }) as of the last completed update; saved with checkpoints. */
@@ -153,7 +192,16 @@ export class Coordinator {
   /** The job as monitoring sees it (status page, metrics): a copy, so readers cannot change it. */
   snapshot(): JobSnapshot {
     const { job, spec, heartbeatMs } = this.opts;
-    return { job, phase: this.phase, step: this.step, steps: spec.steps, world: this.opts.workers, heartbeatMs, workers: this.members.members().map(memberView) };
+    return {
+      job,
+      phase: this.phase,
+      step: this.step,
+      steps: spec.steps,
+      world: this.opts.workers,
+      heartbeatMs,
+      workers: this.members.members().map(memberView),
+      restarts: this.restarts,
+    };
   }
 
   /** The address actually bound (resolves port 0 / wildcard). */
@@ -189,7 +237,8 @@ export class Coordinator {
     );
     this.timers.push(
       setTimeout(() => {
-        if (this.phase === 'joining' || this.phase === 'starting') {
+        // the first round's deadline (a restart's round has its own, see restart())
+        if (this.restarts === 0 && (this.phase === 'joining' || this.phase === 'starting')) {
           const notReady = this.members.ranked().filter((m) => !m.ready);
           // Registered but not ready: usually the ring cannot connect, i.e. a peer's advertised data address is unreachable.
           const missing =
@@ -203,6 +252,7 @@ export class Coordinator {
     void this.receiveLoop();
     const result = await this.finished;
     for (const t of this.timers) clearInterval(t);
+    if (this.roundTimer) clearTimeout(this.roundTimer);
     this.socket.close();
     this.releaseZap();
     this.rejects.flush();
@@ -238,14 +288,102 @@ export class Coordinator {
 
   /**
    * A launcher saw a local worker process exit: stop the job now instead of
-   * waiting for the heartbeat timeout, naming the rank it held.
+   * waiting for the heartbeat timeout, naming the rank it held. Returns the
+   * rank a replacement process must take when the job restarts (maxRestarts),
+   * else null (the job stops).
    */
-  processExited(pid: number | undefined, how: string): void {
-    if (this.phase === 'done' || this.phase === 'stopping') return;
+  processExited(pid: number | undefined, how: string): number | null {
+    if (this.phase === 'done' || this.phase === 'stopping') return null;
     const m = this.members.members().find((x) => x.pid === pid);
-    if (m) m.gone = true;
-    const who = m ? `worker rank ${m.rank ?? '(unassigned)'} (host ${m.host}, pid ${m.pid})` : `worker process ${pid} (not yet registered)`;
-    void this.abort(`${who} exited with ${how}; last completed step ${m?.lastStep ?? 0}`);
+    if (m) {
+      m.gone = true;
+      return this.workerFailed(m, `worker rank ${m.rank ?? m.requestedRank ?? '(unassigned)'} (host ${m.host}, pid ${m.pid}) exited with ${how}; last completed step ${m.lastStep}`);
+    }
+    // a process of an earlier round that has not registered again (the one that failed, or one that could not stop cleanly): replace it
+    const former = pid === undefined ? undefined : this.formerRanks.get(pid);
+    if (former !== undefined && this.phase === 'joining') {
+      this.formerRanks.delete(pid!);
+      this.log.warn(
+        { event: 'replacing', rank: former, pid, how, restart: this.restarts },
+        `worker process ${pid} (rank ${former} before the restart) exited with ${how}; starting a replacement for rank ${former}`,
+      );
+      return former;
+    }
+    void this.abort(`worker process ${pid} (not yet registered) exited with ${how}; last completed step ${this.lastCompleted}`);
+    return null;
+  }
+
+  /**
+   * A member failed (exited, silent, or said bye with an error). With a
+   * restart left, and ranks known, the job restarts; otherwise it stops with
+   * `reason`. Returns the rank to replace when it restarts.
+   */
+  private workerFailed(m: Member, reason: string): number | null {
+    const max = this.opts.maxRestarts ?? 0;
+    const rank = m.rank ?? m.requestedRank;
+    // a failure before the first round's ranks exist is a job that cannot start: no restart loop for that
+    const restartable = max > 0 && rank !== null && (this.phase === 'starting' || this.phase === 'running' || (this.phase === 'joining' && this.restarts > 0));
+    if (!restartable) {
+      void this.abort(reason);
+      return null;
+    }
+    if (this.restarts >= max) {
+      void this.abort(`${reason}; no restart left (maxRestarts ${max}, all used)`);
+      return null;
+    }
+    void this.restart(rank, reason);
+    return rank;
+  }
+
+  /**
+   * Stops every member for a restart, starts a fresh membership and waits
+   * for the next round's workers; they are welcomed (and authenticated) like
+   * the first round's, and the round begins after the restart point's step.
+   */
+  private async restart(rank: number, reason: string): Promise<void> {
+    const failedAt = Date.now();
+    this.restarts++;
+    const max = this.opts.maxRestarts ?? 0;
+    this.log.error(
+      { event: 'worker-failed', rank, reason, restart: this.restarts, maxRestarts: max, lastCompletedStep: this.lastCompleted },
+      `worker rank ${rank} failed: ${reason}; restart ${this.restarts} of ${max} from the newest checkpoint`,
+    );
+    this.phase = 'joining';
+    const previous = this.members.members();
+    for (const x of previous) if (x.rank !== null || x.requestedRank !== null) this.formerRanks.set(x.pid, (x.rank ?? x.requestedRank)!);
+    for (const x of previous) if (x.gone && x.rank !== null && x.rank !== rank) this.log.error({ event: 'worker-failed', rank: x.rank }, `worker rank ${x.rank} is gone too`);
+    // a member declared lost whose process may still run: let a local launcher end it (then replace it)
+    for (const x of previous) if (x.gone) this.opts.onWorkerLost?.(x.pid);
+    // nothing of the interrupted step may complete now
+    this.reduction = null;
+    this.targets = null;
+    await this.broadcast('stop', { reason: `restarting: ${reason}`, ok: false, restart: true });
+    this.members = new Membership(this.opts.workers);
+    this.heartbeatLinks.clear();
+    this.stepEnds.clear();
+    const point = this.opts.restartPoint!();
+    this.jobState = { ...(this.opts.jobState?.initial ?? {}), ...point.lossState };
+    this.round = { startStep: point.step + 1, config: point.config };
+    const stepsLost = Math.max(0, this.lastCompleted - point.step);
+    this.lastCompleted = point.step;
+    this.recovering = { rank, failedAt, checkpointStep: point.step, stepsLost };
+    this.log.warn(
+      { event: 'checkpoint-reloaded', rank, checkpoint: point.dir, checkpointStep: point.step, stepsLost, restart: this.restarts },
+      point.dir
+        ? `restart ${this.restarts}: continuing from the checkpoint of step ${point.step} (${point.dir}); ${stepsLost} steps to redo; waiting for ${this.opts.workers} workers (rank ${rank}: a replacement)`
+        : `restart ${this.restarts}: no checkpoint verifies; starting over from step 1 (${stepsLost} steps lost); waiting for ${this.opts.workers} workers`,
+    );
+    // the next round must assemble in time like the first: a replacement that never comes stops the job, naming the missing ranks
+    if (this.roundTimer) clearTimeout(this.roundTimer);
+    const round = this.restarts;
+    this.roundTimer = setTimeout(() => {
+      if (this.restarts !== round || (this.phase !== 'joining' && this.phase !== 'starting')) return;
+      const present = new Set(this.members.members().map((x) => x.rank ?? x.requestedRank));
+      const missing = Array.from({ length: this.opts.workers }, (_, r) => r).filter((r) => !present.has(r));
+      void this.abort(
+        `restart ${round}: workers did not join again within ${this.opts.joinTimeoutMs} ms (${this.members.size}/${this.opts.workers} registered; missing rank(s) ${missing.join(', ') || 'none'})`,
+      );
+    }, this.opts.joinTimeoutMs);
   }
 
   private end(r: JobResult): void {
@@ -349,6 +487,8 @@ export class Coordinator {
     if (this.phase !== 'joining') return this.reject(id, undefined, new ProtocolError('unexpected-type', `job already started; ${hello.host}:${hello.pid} cannot join`));
     const r = this.members.join(id, key, msg.header.rank, hello, Date.now());
     if (!r.ok) return this.reject(id, undefined, new ProtocolError(r.code, r.message));
+    if (this.recovering && msg.header.rank === this.recovering.rank)
+      this.log.info({ event: 'replacement-joined', rank: this.recovering.rank, workerHost: hello.host, workerPid: hello.pid, restart: this.restarts }, `rank ${this.recovering.rank} joined again`);
     this.log.info(
       { workerHost: hello.host, workerPid: hello.pid, dataAddress: hello.dataAddress, requestedRank: msg.header.rank, device: hello.device, registered: this.members.size, of: this.opts.workers },
       'worker registered',
@@ -383,7 +523,7 @@ export class Coordinator {
           numClasses: spec.numClasses,
           heartbeatMs: this.opts.heartbeatMs,
           seed: spec.seed,
-          config: { ...spec.config, kind: spec.kind, steps: spec.steps, workerTimeoutMs: this.opts.workerTimeoutMs },
+          config: { ...this.round.config, kind: spec.kind, steps: spec.steps, workerTimeoutMs: this.opts.workerTimeoutMs, restarts: this.restarts },
         },
         m.rank!,
       );
@@ -426,8 +566,8 @@ export class Coordinator {
     this.log.info({ worker: m.rank, backend: b.backend, device: b.device, threads: b.threads, why: b.reason }, 'worker ready');
     if (this.members.ranked().every((x) => x.ready)) {
       this.phase = 'running';
-      const first = this.opts.spec.startStep ?? 1;
-      this.log.info({ steps: this.opts.spec.steps, ...(first > 1 ? { startStep: first } : {}) }, 'all workers ready; starting');
+      const first = this.round.startStep;
+      this.log.info({ steps: this.opts.spec.steps, ...(first > 1 ? { startStep: first } : {}), ...(this.restarts > 0 ? { restart: this.restarts } : {}) }, 'all workers ready; starting');
       await this.beginStep(first);
     }
   }
@@ -499,6 +639,16 @@ export class Coordinator {
     if (this.stepEnds.size < this.opts.workers) return;
     const metrics = this.members.ranked().map((x) => this.stepEnds.get(x.rank!)!);
     if (metrics.some((x) => x.skipped === 1)) this.jobState = this.jobStateBefore;
+    this.lastCompleted = this.step;
+    if (this.recovering) {
+      const r = this.recovering;
+      this.recovering = null;
+      const secondsToResume = (Date.now() - r.failedAt) / 1000;
+      this.log.warn(
+        { event: 'resumed', rank: r.rank, restart: this.restarts, checkpointStep: r.checkpointStep, stepsLost: r.stepsLost, secondsToResume },
+        `restart ${this.restarts}: step ${this.step} done ${secondsToResume.toFixed(1)} s after rank ${r.rank} failed (${r.stepsLost} steps redone)`,
+      );
+    }
     await this.opts.onStepEnd?.(this.step, metrics, this.stepLoss);
     if (this.phase !== 'running') return;
     // not awaited: the receive loop must go on (the final checkpoint's files arrive through it)
@@ -524,7 +674,7 @@ export class Coordinator {
     m.gone = true;
     const b = msg.header.body;
     if (this.phase === 'done' || this.phase === 'stopping') return;
-    await this.abort(`worker rank ${m.rank} (host ${m.host}, pid ${m.pid}) left at step ${m.lastStep}: ${b.reason}`);
+    this.workerFailed(m, `worker rank ${m.rank ?? m.requestedRank} (host ${m.host}, pid ${m.pid}) left at step ${m.lastStep}: ${b.reason}`);
   }
 
   /** Liveness check: a worker silent past the timeout stops the job. */
@@ -533,8 +683,10 @@ export class Coordinator {
     const now = Date.now();
     for (const m of this.members.silent(now, this.opts.workerTimeoutMs)) {
       m.gone = true;
-      const who = m.rank !== null ? `worker rank ${m.rank}` : `worker ${m.pid}`;
-      void this.abort(
+      const rank = m.rank ?? m.requestedRank;
+      const who = rank !== null ? `worker rank ${rank}` : `worker ${m.pid}`;
+      this.workerFailed(
+        m,
         `${who} (host ${m.host}, pid ${m.pid}) silent for ${((now - m.lastSeen) / 1000).toFixed(1)} s (timeout ${this.opts.workerTimeoutMs / 1000} s); last completed step ${m.lastStep}`,
       );
       return;

@@ -2,7 +2,8 @@
  * Starting N worker processes on this machine (torchrun-style): each gets its
  * local rank (which pins its GPU, see worker/device.ts) and its share of the
  * CPU cores. Their output is forwarded line by line, and if one fails the
- * others are stopped.
+ * others are stopped — or, in a job that restarts (maxRestarts), a
+ * replacement takes its place (same local rank, so the same device).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { choosePin, OWN_LOCAL_RANK } from '../worker/device.js';
@@ -23,6 +24,11 @@ export interface LocalWorkersOptions {
   out?: (line: string, from: ChildRef, stream: 'stdout' | 'stderr') => void;
   /** How the default `out` shows lines: JSON records (default) or pretty ones. */
   format?: LogFormat;
+  /**
+   * A worker failed (non-zero exit or a signal): the extra arguments of a
+   * replacement to start in its place, or null to stop the others (default).
+   */
+  replaceFailed?: (e: WorkerExit) => string[] | null;
 }
 
 export interface WorkerExit {
@@ -33,8 +39,9 @@ export interface WorkerExit {
 }
 
 export interface LocalWorkers {
+  /** Every process started, replacements included (index = start order). */
   readonly children: ChildProcess[];
-  /** Resolves when every worker has exited; reports the first failure. */
+  /** Resolves when every worker has exited (for a replaced one: its last replacement); reports the first failure not replaced. */
   readonly done: Promise<{ ok: boolean; exits: WorkerExit[]; firstFailure: WorkerExit | null }>;
   stop(signal?: NodeJS.Signals): void;
 }
@@ -89,8 +96,11 @@ export function startLocalWorkers(opts: LocalWorkersOptions): LocalWorkers {
   };
 
   const done = new Promise<{ ok: boolean; exits: WorkerExit[]; firstFailure: WorkerExit | null }>((resolve) => {
-    for (let i = 0; i < opts.workers; i++) {
-      const args = [...cli.args, 'worker', '--coordinator', opts.coordinator, ...opts.workerArgs];
+    /** Worker slots (local ranks) whose process, or last replacement, still runs. */
+    let running = 0;
+    const start = (i: number, extraArgs: string[]) => {
+      running++;
+      const args = [...cli.args, 'worker', '--coordinator', opts.coordinator, ...opts.workerArgs, ...extraArgs];
       const child = spawn(cli.command, args, {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
@@ -108,14 +118,19 @@ export function startLocalWorkers(opts: LocalWorkersOptions): LocalWorkers {
       createInterface({ input: child.stderr! }).on('line', (l) => out(l, from, 'stderr'));
       child.on('exit', (code, signal) => {
         const e: WorkerExit = { index: i, pid: child.pid, code, signal };
+        const failed = code !== 0 || signal !== null;
+        const replacement = failed && !stopping && !firstFailure ? (opts.replaceFailed?.(e) ?? null) : null;
+        running--;
+        if (replacement) return start(i, replacement);
         exits.push(e);
-        if ((code !== 0 || signal) && !firstFailure && !stopping) {
+        if (failed && !firstFailure && !stopping) {
           firstFailure = e;
           stop();
         }
-        if (exits.length === opts.workers) resolve({ ok: exits.every((x) => x.code === 0) && !firstFailure, exits, firstFailure });
+        if (running === 0) resolve({ ok: exits.every((x) => x.code === 0) && !firstFailure, exits, firstFailure });
       });
-    }
+    };
+    for (let i = 0; i < opts.workers; i++) start(i, []);
   });
   return { children, done, stop };
 }

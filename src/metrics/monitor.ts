@@ -72,7 +72,7 @@ export class RunMonitor {
       latest: this.latest,
       workers: s ? s.workers.map((w) => workerStatus(w, s, w.rank === null ? undefined : this.lastMetrics.get(w.rank), now)).sort((a, b) => (a.rank ?? 1e9) - (b.rank ?? 1e9)) : [],
       history: this.history.all(),
-      counters: { restarts: 0, skippedSteps: this.skippedSteps },
+      counters: { restarts: s?.restarts ?? 0, skippedSteps: this.skippedSteps },
     };
   }
 

@@ -69,13 +69,23 @@ export class TrainingMetrics {
     this.rss = gauge('shardface_worker_rss_bytes', 'Resident set size of a worker process at the end of its last step.', ['rank']);
     this.bytesSent = counter('shardface_worker_bytes_sent_total', 'Bytes a worker sent, by plane (ring = data plane to its right neighbour, control = to the coordinator).', ['rank', 'plane']);
     this.bytesReceived = counter('shardface_worker_bytes_received_total', 'Bytes a worker received, by plane (ring = from its left neighbour, control = from the coordinator).', ['rank', 'plane']);
-    counter('shardface_restarts_total', 'Times the job was restarted from a checkpoint after a failure.');
+    const { snapshot } = opts;
+    new Counter({
+      name: 'shardface_restarts_total',
+      help: 'Times the job was restarted from a checkpoint after a failure.',
+      registers,
+      // the coordinator counts restarts; the counter shows its count
+      collect() {
+        this.reset();
+        const n = snapshot()?.restarts ?? 0;
+        if (n > 0) this.inc(n);
+      },
+    });
     this.skipped = counter('shardface_skipped_steps_total', 'Steps skipped (not applied) because a worker reported them skipped.');
     this.accuracy = gauge('shardface_verification_accuracy', 'Last verification accuracy, by set (held-out = the pairs held out of the training data; others: the config `val` sets).', ['set']);
 
     // Worker views are read at scrape time (so a scrape between steps still shows fresh heartbeats): the first
     // of these series, which prom-client serialises first, refreshes the others.
-    const { snapshot } = opts;
     new Gauge({
       name: 'shardface_workers_expected',
       help: 'Workers the job needs.',

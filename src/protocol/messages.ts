@@ -87,8 +87,8 @@ export interface Bodies {
   'step-end': { metrics: Record<string, number> };
   /** worker → coordinator: finished the job, or leaving because of `reason`. */
   bye: { reason: string; ok: boolean };
-  /** coordinator → workers: stop now. */
-  stop: { reason: string; ok: boolean };
+  /** coordinator → workers: stop now; `restart`: a worker failed and the job goes on from its newest checkpoint, so register again (same rank). */
+  stop: { reason: string; ok: boolean; restart?: boolean };
   /** either way: something was wrong with a message or with the job. */
   error: { code: string; message: string };
   /** worker → worker (data plane): one chunk of a collective. Tensor `data`. */

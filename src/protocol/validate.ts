@@ -86,7 +86,7 @@ const bodyChecks: Record<MessageType, Check> = {
   'target-reduced': shape({ extras: record(float) }),
   'step-end': shape({ metrics: record(num) }),
   bye: shape({ reason: str, ok: bool }),
-  stop: shape({ reason: str, ok: bool }),
+  stop: shape({ reason: str, ok: bool, restart: optional(bool) }),
   error: shape({ code: str, message: str }),
   ring: shape({ op: str, seq: int(0), chunk: int(0), slot: int(0) }),
   event: shape({ name: str, fields: record(any) }),

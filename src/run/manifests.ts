@@ -26,6 +26,11 @@ export class CheckpointManifests {
 
   constructor(private readonly ctx: ManifestContext) {}
 
+  /** Forgets the files of checkpoints not yet complete: after a restart their steps are redone and their files written again. */
+  dropPending(): void {
+    this.pending.clear();
+  }
+
   /**
    * Records one written file; when it completes a checkpoint, writes the
    * manifest, prunes checkpoints beyond `keep` and returns the directory and

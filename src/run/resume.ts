@@ -42,6 +42,7 @@ export const RESUME_OVERRIDABLE: readonly string[] = [
   'logFormat',
   'heartbeatMs',
   'workerTimeoutMs',
+  'maxRestarts',
   'metricsPort',
   'metricsHost',
   'curveKeys',

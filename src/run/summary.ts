@@ -26,6 +26,8 @@ export interface RunSummary {
   skipped_images: number;
   /** skipped_images over the images drawn. */
   skipped_image_share: number;
+  /** Times the job restarted from a checkpoint after a worker failed (maxRestarts). */
+  restarts: number;
   error?: string;
   /** The signal that stopped the run (SIGTERM, SIGINT); `error` then says after which step and names the final checkpoint. */
   stopped_by?: string;

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { createLogger, prettyLine } from '../log/logger.js';
 import { LineForwarder } from '../log/forward.js';
 import { launchLocal } from '../launcher/launch.js';
-import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.js';
+import { Coordinator, type CoordinatorOptions, type RestartPoint } from '../coordinator/coordinator.js';
+import { newestVerifiedCheckpoint, readManifest } from '../checkpoint/checkpoint.js';
 import { newJobId, onTermination } from './lifecycle.js';
 import { CheckpointClock, GracefulStop } from './shutdown.js';
 import { signalExitCode } from '../common/signals.js';
@@ -144,6 +145,20 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     if (mode === 'terminal') process.stderr.write(`shardface: curveKeys: ${e.message}\n`);
     return 2;
   }
+  // the job configuration every worker gets; a restart swaps resumeFrom for the checkpoint it continues from
+  const jobConfig: Record<string, unknown> = { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch };
+  /** Where a restart (maxRestarts) continues: the newest checkpoint that verifies now; the records of the steps after it go. */
+  const restartPoint = (): RestartPoint => {
+    const found = newestVerifiedCheckpoint(join(runDir, 'ckpt'));
+    for (const r of found.rejected) logger.log.warn({ checkpoint: r.dir, problems: r.problems }, `checkpoint ${r.dir} rejected: ${r.problems.join('; ')}`);
+    manifests.dropPending();
+    badSteps = 0;
+    const step = found.dir === null ? 0 : found.step;
+    const dropped = keepRecordsUpTo(metricsPath, step);
+    logger.log.info({ checkpoint: found.dir, step, droppedRecords: dropped }, `restart: metrics.jsonl keeps the records up to step ${step}`);
+    if (found.dir === null) return { step: 0, dir: null, lossState: {}, config: jobConfig };
+    return { step, dir: found.dir, lossState: readManifest(found.dir).lossState ?? {}, config: { ...jobConfig, resumeFrom: found.dir } };
+  };
   const transportArgs = [...(curveOn ? ['--curve-keys', cfg.curveKeys] : []), '--max-frame-mb', String(cfg.maxFrameMb), '--worker-timeout', String(cfg.workerTimeoutMs / 1000)];
   const coordinatorOptions: CoordinatorOptions = {
     transport,
@@ -160,8 +175,10 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
       startStep: firstStep,
       numClasses: plan.numClasses,
       seed: cfg.seed,
-      config: { ...cfg, runDir, steps: plan.steps, stepsPerEpoch: plan.stepsPerEpoch, ...(resume ? { resumeFrom: resume.dir } : {}) },
+      config: { ...jobConfig, ...(resume ? { resumeFrom: resume.dir } : {}) },
     },
+    maxRestarts: cfg.maxRestarts,
+    restartPoint,
     logger,
     // the training method's job-wide state (CurricularFace's t) lives on the coordinator
     ...(jobState ? { jobState } : {}),
@@ -265,6 +282,7 @@ export async function runTraining(plan: TrainPlan, opts: TrainRunOptions & { wor
     seconds: elapsed,
     skipped_images: badImages.skipped,
     skipped_image_share: skippedShare(badImages),
+    restarts: coordinator.snapshot().restarts,
     ...(r.ok ? {} : { error: r.reason }),
     ...(stoppedBy ? { stopped_by: stoppedBy } : {}),
   };

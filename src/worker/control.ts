@@ -19,6 +19,8 @@ export class JobStopped extends Error {
   constructor(
     readonly reason: string,
     readonly ok: boolean,
+    /** The coordinator restarts the job from its newest checkpoint: this worker registers again instead of exiting. */
+    readonly restart = false,
   ) {
     super(reason);
     this.name = 'JobStopped';
@@ -40,6 +42,8 @@ export class ControlChannel {
   private readonly badFrames: RateLimitedLog;
   job = '';
   rank = -1;
+  /** Set once welcome arrived: until then an error reply is the coordinator refusing this worker (a requested rank is set before). */
+  welcomed = false;
   /** Bytes of every message sent to / received from the coordinator on this channel (for metrics). */
   bytesSent = 0;
   bytesReceived = 0;
@@ -174,15 +178,20 @@ export class ControlChannel {
           this.badFrames.warn({ code: 'wrong-job' }, 'message for another job');
           continue;
         }
-        if (h.type === 'heartbeat') continue;
+        if (h.type === 'heartbeat') {
+          // registered, not yet welcomed (waiting for the others, e.g. a restart's replacement): the heartbeat thread
+          // starts with welcome, so answer here, or the coordinator would take the wait for silence
+          if (!this.welcomed && !this.stopped) void this.socket.send(encode('heartbeat', { job: h.job, step: 0, rank: this.rank }, {})).catch(() => undefined);
+          continue;
+        }
         if (h.type === 'stop') {
-          this.deliverStop(new JobStopped(h.body.reason, h.body.ok));
+          this.deliverStop(new JobStopped(h.body.reason, h.body.ok, h.body.restart === true));
           continue;
         }
         if (h.type === 'error' && !this.waiters.some((w) => w.types.includes('error'))) {
           // An error reply to something we sent; while registering it is fatal.
           this.logger.log.error({ code: h.body.code }, `coordinator: ${h.body.message}`);
-          if (this.rank < 0) this.deliverStop(new JobStopped(`coordinator refused registration: ${h.body.code}: ${h.body.message}`, false));
+          if (!this.welcomed) this.deliverStop(new JobStopped(`coordinator refused registration: ${h.body.code}: ${h.body.message}`, false));
           continue;
         }
         const w = this.waiters.findIndex((x) => x.types.includes(h.type) && (x.step === null || x.step === h.step));

@@ -9,7 +9,7 @@ import type { ShardfaceLogger } from '../log/logger.js';
 import { initBackend, type BackendChoice } from '../ops/backend.js';
 import { bindInbox, Ring } from '../collectives/ring.js';
 import { ControlChannel, JobStopped } from './control.js';
-import { applyPin, choosePin, describeDevice, localRankFromEnv } from './device.js';
+import { applyPin, choosePin, describeDevice, localRankFromEnv, type DevicePin } from './device.js';
 import { chooseAdvertised } from './advertise.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { JOB_MODULES, type JobFactory, type WorkerContext, type WorkerJob } from './job.js';
@@ -35,15 +35,37 @@ export interface WorkerOptions {
   timeoutMs?: number;
 }
 
-/** Returns the process exit code. */
+/**
+ * Returns the process exit code. A job with `maxRestarts` may stop this worker
+ * for a restart (another rank failed): it then registers again, in this
+ * process, for the rank it held, and the coordinator starts the next round
+ * from the newest checkpoint (docs/architecture.md#restarts).
+ */
 export async function runWorker(opts: WorkerOptions): Promise<number> {
-  const { log, ctx: logCtx } = opts.logger;
+  const { log } = opts.logger;
+  // once per process: the pin narrows CUDA_VISIBLE_DEVICES, which a second choice would read as the parent's list
   const pin = choosePin({ device: opts.device, localRank: localRankFromEnv(), visible: process.env.CUDA_VISIBLE_DEVICES });
   if (!pin.ok) {
     log.error({ device: opts.device ?? null, cudaVisibleDevices: process.env.CUDA_VISIBLE_DEVICES ?? null }, pin.message);
     return 1;
   }
   applyPin(pin);
+  for (let o = opts; ;) {
+    const r = await runWorkerRound(o, pin);
+    if (typeof r === 'number') return r;
+    o = { ...o, rank: r.rank, job: r.job };
+  }
+}
+
+/** A stop for a restart: register again as `rank` of `job`. */
+interface RegisterAgain {
+  rank: number | undefined;
+  job: string;
+}
+
+/** One round of a job, from registering to a stop: the exit code, or a restart to register again for. */
+async function runWorkerRound(opts: WorkerOptions, pin: DevicePin): Promise<number | RegisterAgain> {
+  const { log, ctx: logCtx } = opts.logger;
   const device = pin.cudaVisibleDevices ?? 'cpu';
   let advertised;
   try {
@@ -106,6 +128,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     const welcome = (await control.waitFor('welcome')).header;
     const w = welcome.body;
     control.job = welcome.job;
+    control.welcomed = true;
     control.rank = w.rank;
     control.world = w.world;
     logCtx.rank = w.rank;
@@ -214,6 +237,13 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     // A collective cut short by a stop reports the stop, not the broken socket.
     const e = control.stopReason && !(caught instanceof JobStopped) ? control.stopReason : caught;
     if (e instanceof JobStopped) {
+      if (e.restart) {
+        // the rank this worker held (or asked for, if the stop came before its welcome) is its again in the next round
+        const rank = control.rank >= 0 ? control.rank : opts.rank;
+        log.warn({ reason: e.reason, rank: rank ?? null }, 'job restarting from its newest checkpoint; registering again');
+        await job?.close?.(false);
+        return { rank, job: control.job || (opts.job ?? '') };
+      }
       if (e.ok) {
         log.info({ reason: e.reason }, 'stopped');
         await job?.close?.(true);

@@ -36,6 +36,20 @@ const COMMAND_OPTIONS: Record<string, Record<string, OptionSpec>> = {
     'peer-python': { kind: 'string', default: 'python3', help: 'Python with torch for --peer-arcface-torch' },
     'peer-threads': { kind: 'int', help: 'torch.set_num_threads of the peer (default: every core)' },
   },
+  recovery: {
+    workers: { kind: 'int', default: 2, help: 'worker processes' },
+    backbone: { kind: 'string', default: 'tiny', help: 'backbone to train' },
+    batch: { kind: 'int', default: 16, help: 'per-worker batch' },
+    'image-size': { kind: 'int', default: 32, help: 'input size' },
+    'embedding-size': { kind: 'int', default: 128, help: 'embedding size' },
+    classes: { kind: 'int', default: 20000, help: 'synthetic identities (the classifier shards are most of the checkpoint)' },
+    steps: { kind: 'int', default: 50, help: 'steps of the run' },
+    'checkpoint-every': { kind: 'int', default: 20, help: 'checkpoint interval' },
+    'kill-step': { kind: 'int', default: 31, help: 'the step at whose start a worker is SIGKILLed' },
+    'kill-rank': { kind: 'int', default: 1, help: 'the rank killed' },
+    reps: { kind: 'int', default: 5, help: 'timed repetitions of each checkpoint write (median reported)' },
+    backend: { kind: 'string', default: 'auto', help: BACKEND_CHOICES.join('|') },
+  },
   data: {
     data: { kind: 'string', default: 'synthetic-rec:3000', help: 'dataset: a .rec, folder, list file, or synthetic-rec:N (JPEG faces written to a temporary RecordIO)' },
     batch: { kind: 'int', default: 128, help: 'images per batch' },
@@ -156,6 +170,28 @@ export async function run(argv: string[]): Promise<number> {
         ...(o['peer-arcface-torch'] !== undefined
           ? { peer: { dir: o['peer-arcface-torch'] as string, python: o['peer-python'] as string, ...(o['peer-threads'] !== undefined ? { threads: o['peer-threads'] as number } : {}) } }
           : {}),
+      });
+      console.log(JSON.stringify(line));
+      return 0;
+    }
+    case 'recovery': {
+      const { benchRecovery } = await import('../../../bench/recovery.js');
+      if ((o['kill-rank'] as number) >= (o.workers as number)) throw new UsageError(`--kill-rank must be below --workers (${o.workers as number})`);
+      const [every, kill, steps] = [o['checkpoint-every'] as number, o['kill-step'] as number, o.steps as number];
+      if (every < 1 || kill <= every || kill > steps) throw new UsageError(`--kill-step ${kill} must come after the first checkpoint (--checkpoint-every ${every}) and within --steps ${steps}`);
+      const line = await benchRecovery({
+        workers: o.workers as number,
+        backbone: o.backbone as string,
+        batch: o.batch as number,
+        imageSize: o['image-size'] as number,
+        embeddingSize: o['embedding-size'] as number,
+        classes: o.classes as number,
+        steps: o.steps as number,
+        checkpointEvery: o['checkpoint-every'] as number,
+        killStep: o['kill-step'] as number,
+        killRank: o['kill-rank'] as number,
+        reps: o.reps as number,
+        backend: o.backend as string,
       });
       console.log(JSON.stringify(line));
       return 0;

@@ -41,6 +41,8 @@ export const createJob: JobFactory = async (ctx) => {
   const cfg = ctx.config as unknown as TrainJobConfig;
   const { rank, world } = ctx;
   const faults = parseFaults(process.env.SHARDFACE_FAULT);
+  // restarts before this round of the job (maxRestarts): a fault fires in its own round only (faults.ts)
+  const restarts = Number(ctx.config.restarts ?? 0);
 
   // data: this rank's disjoint, reshuffled-per-epoch slice
   const { train, heldOut } = await openTrainingData(cfg);
@@ -101,8 +103,8 @@ export const createJob: JobFactory = async (ctx) => {
 
   return {
     async step(step, request) {
-      if (faultAt(faults, 'kill', rank, step)) process.kill(process.pid, 'SIGKILL');
-      const stall = stallAt(faults, rank, step);
+      if (faultAt(faults, 'kill', rank, step, restarts)) process.kill(process.pid, 'SIGKILL');
+      const stall = stallAt(faults, rank, step, restarts);
       if (stall > 0) await new Promise((r) => setTimeout(r, stall));
       const t0 = performance.now();
       const epoch = Math.floor((step - 1) / cfg.stepsPerEpoch);
@@ -116,7 +118,7 @@ export const createJob: JobFactory = async (ctx) => {
         const r = await method.step({ step, epoch, batchIndex, x, batch, lr, hooks: [] });
         const tb = performance.now();
         const local = r.backboneGrads;
-        if (local && faultAt(faults, 'nan', rank, step)) local[0] = poison(local[0]!);
+        if (local && faultAt(faults, 'nan', rank, step, restarts)) local[0] = poison(local[0]!);
         // which rank's own gradients were non-finite (for the coordinator's message; the decision below needs no exchange)
         const nonFiniteLocal = local ? await anyNonFinite(local) : false;
         // gradients of the global-batch mean loss: SUM over workers (see sharded-classifier.ts)
@@ -204,6 +206,8 @@ export const createJob: JobFactory = async (ctx) => {
       method.dispose();
       backbone.dispose();
       optimizer.dispose();
+      // a worker that registers again after a restart (maxRestarts) lives on in this process: release the data files too
+      await loader.close();
     },
   };
 };
