@@ -1,0 +1,207 @@
+/**
+ * Shared-memory collectives across real worker processes on one host: every op
+ * equals the TCP ring's serial result bit for bit (same summation order) on
+ * every rank; arrays larger than a slot agree across ranks and with a float64
+ * sum; a SIGKILLed peer fails the others within the timeout naming its rank and
+ * leaves nothing in /dev/shm; a stale segment of a dead run is removed; forced
+ * tcp, no room in /dev/shm and unsuitable host layouts fall back (or fail when
+ * shm is forced).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { hostLayout } from '../src/collectives/transport.js';
+import { casesFor, expectedFor, inputFor, sha256 } from './fixtures/collective-cases.js';
+import type { ShmResult, ShmStart } from './fixtures/shm-worker.js';
+
+const WORKER = fileURLToPath(new URL('./fixtures/shm-worker.ts', import.meta.url));
+type Report = { results: ShmResult[]; choice: { transport: string; reason: string; removed: string[] } | null; setupError: string | null };
+
+let jobs = 0;
+function jobId(): string {
+  return `shmtest${process.pid}x${jobs++}`;
+}
+
+function segmentsOf(job: string): string[] {
+  return readdirSync('/dev/shm').filter((f) => f.startsWith(`shardface-${job}-`));
+}
+
+async function runWorkers(world: number, start: Omit<ShmStart, 'rank' | 'world' | 'peers'>, dying: number[] = []): Promise<Report[]> {
+  const children: ChildProcess[] = [];
+  const addresses: string[] = [];
+  const reports: Report[] = [];
+  try {
+    await Promise.all(
+      Array.from({ length: world }, (_, rank) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', WORKER], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        children.push(child);
+        return new Promise<void>((resolve, reject) => {
+          child.once('error', reject);
+          child.once('exit', (code, signal) => (dying.includes(rank) ? resolve() : reject(new Error(`worker ${rank} exited with ${signal ?? code} before reporting`))));
+          child.on('message', (m: { kind: string; address?: string } & Report) => {
+            if (m.kind === 'address') {
+              addresses[rank] = m.address!;
+              if (addresses.filter(Boolean).length === world) children.forEach((c, r) => c.send({ ...start, rank: r, world, peers: addresses } satisfies ShmStart));
+            } else if (m.kind === 'results') {
+              reports[rank] = { results: m.results, choice: m.choice, setupError: m.setupError };
+              resolve();
+            }
+          });
+        });
+      }),
+    );
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill();
+  }
+  return reports;
+}
+
+const MiB = 1 << 20;
+
+describe('shared-memory collectives across processes', () => {
+  for (const world of [2, 3]) {
+    it(`n = ${world}: all-reduce, all-gather and reduce-scatter equal the TCP ring's result bit for bit on every rank`, async () => {
+      const job = jobId();
+      const reports = await runWorkers(world, { job, choice: 'shm', slotBytes: 8 * MiB, timeoutMs: 10_000, mode: 'cases' });
+      const cases = casesFor(world).filter((c) => c.op !== 'broadcast' && c.op !== 'barrier');
+      for (const r of reports) {
+        expect(r.setupError).toBeNull();
+        expect(r.choice?.transport).toBe('shm');
+        expect(r.results.length).toBe(cases.length);
+      }
+      for (let i = 0; i < cases.length; i++) {
+        const c = cases[i]!;
+        const inputs = Array.from({ length: world }, (_, r) => inputFor(c, i, r));
+        for (let r = 0; r < world; r++) {
+          const got = reports[r]!.results[i]!;
+          expect(got.error, `${c.name} on rank ${r}`).toBeUndefined();
+          expect(got.sha, `${c.name} on rank ${r}`).toBe(sha256(expectedFor(c, inputs, r)!));
+        }
+      }
+      // The name was unlinked as soon as every rank had mapped it.
+      expect(segmentsOf(job)).toEqual([]);
+    });
+  }
+
+  it('n = 3, arrays larger than a slot go in pieces: ranks agree bit for bit and match a float64 sum', async () => {
+    const job = jobId();
+    const world = 3;
+    // 1e6 floats through slots of 256 KiB: 16 pieces, each split unevenly over 3 ranks.
+    const reports = await runWorkers(world, { job, choice: 'shm', slotBytes: 256 << 10, timeoutMs: 10_000, mode: 'cases', sizes: [1_000_000, 7] });
+    const cases = casesFor(world).filter((c) => c.op !== 'broadcast' && c.op !== 'barrier' && (c.size === 1_000_000 || c.size === 7));
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[i]!;
+      for (const r of reports) expect(r.results[i]?.error, c.name).toBeUndefined();
+      if (c.op === 'allreduce') expect(new Set(reports.map((r) => r.results[i]!.sha)).size, c.name).toBe(1);
+      if (c.op !== 'allreduce' || c.reduce !== 'sum' || c.dtype !== 'float32') continue;
+      // Against an independent float64 sum (the order differs from the ring's beyond one slot, so within float tolerance).
+      const inputs = Array.from({ length: world }, (_, r) => inputFor(c, i, r) as Float32Array);
+      if (c.size === 7) {
+        const got = reports[0]!.results[i]!.sum!;
+        for (let k = 0; k < c.size; k++)
+          expect(got[k]).toBeCloseTo(
+            inputs.reduce((s, x) => s + x[k]!, 0),
+            5,
+          );
+      }
+    }
+    // The large float sum, recomputed here in the pieces' order, bit for bit.
+    const idx = cases.findIndex((c) => c.op === 'allreduce' && c.reduce === 'sum' && c.dtype === 'float32' && c.size === 1_000_000);
+    const inputs = Array.from({ length: world }, (_, r) => inputFor(cases[idx]!, idx, r) as Float32Array);
+    const want = piecewiseSum(inputs, (256 << 10) / 4);
+    expect(reports[0]!.results[idx]!.sha).toBe(sha256(want));
+    let worst = 0;
+    for (let k = 0; k < want.length; k++) worst = Math.max(worst, Math.abs(want[k]! - inputs.reduce((s, x) => s + x[k]!, 0)));
+    expect(worst).toBeLessThan(1e-3);
+    expect(segmentsOf(job)).toEqual([]);
+  });
+
+  it('a peer SIGKILLed mid-job fails the others within the timeout, naming its rank; nothing is left in /dev/shm', async () => {
+    const job = jobId();
+    const world = 3;
+    const reports = await runWorkers(world, { job, choice: 'shm', slotBytes: MiB, timeoutMs: 5_000, mode: 'kill' }, [world - 1]);
+    for (let r = 0; r < world - 1; r++) {
+      const res = reports[r]!.results[0]!;
+      expect(res.error, `rank ${r}`).toMatch(/rank 2 \(pid \d+, same host\) died|rank \d \(same host\) aborted/);
+      expect(res.ms!).toBeLessThan(5_000);
+    }
+    expect(reports.slice(0, world - 1).some((r) => /rank 2 \(pid \d+, same host\) died/.test(r.results[0]!.error!))).toBe(true);
+    expect(segmentsOf(job)).toEqual([]);
+  });
+
+  it('forced tcp, and no room in /dev/shm, fall back to the ring with the reason; forced shm without room fails on every rank', async () => {
+    const tcp = await runWorkers(2, { job: jobId(), choice: 'tcp', slotBytes: MiB, timeoutMs: 5_000, mode: 'cases', sizes: [7] });
+    for (const r of tcp) {
+      expect(r.choice).toMatchObject({ transport: 'tcp', reason: 'collectiveTransport is tcp' });
+      expect(r.results.every((x) => x.error === undefined)).toBe(true);
+    }
+    const huge = 2 ** 50; // more than any /dev/shm
+    const job = jobId();
+    const full = await runWorkers(2, { job, choice: 'auto', slotBytes: huge, timeoutMs: 5_000, mode: 'cases', sizes: [7] });
+    expect(full[0]!.choice!.transport).toBe('tcp');
+    expect(full[0]!.choice!.reason).toMatch(/\/dev\/shm has [\d.]+ MiB free, the segment needs/);
+    expect(full[1]!.choice!.transport).toBe('tcp');
+    expect(full[1]!.choice!.reason).toMatch(/rank 0.*could not create the segment/);
+    const forced = await runWorkers(2, { job, choice: 'shm', slotBytes: huge, timeoutMs: 5_000, mode: 'cases', sizes: [7] });
+    for (const r of forced) expect(r.setupError).toMatch(/^collectiveTransport is shm, but rank \d: /);
+    expect(segmentsOf(job)).toEqual([]);
+  });
+
+  it('a stale segment of a dead run is removed, not reused', async () => {
+    const job = jobId();
+    // A process creates a segment the way local rank 0 does and dies before unlinking it.
+    const stale = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '-e',
+        `import('${fileURLToPath(new URL('../src/collectives/shm-segment.ts', import.meta.url))}').then((m) => { m.ShmSegment.create('${job}', m.newNonce(), 2, 4096); process.kill(process.pid, 'SIGKILL'); })`,
+      ],
+      { stdio: 'inherit' },
+    );
+    await new Promise((r) => stale.once('exit', r));
+    const left = segmentsOf(job);
+    expect(left.length).toBe(1);
+    const reports = await runWorkers(2, { job, choice: 'shm', slotBytes: MiB, timeoutMs: 5_000, mode: 'cases', sizes: [7] });
+    expect(reports[0]!.choice!.transport).toBe('shm');
+    expect(reports[0]!.choice!.removed).toEqual([`/${left[0]}`]);
+    expect(reports.every((r) => r.results.length > 0 && r.results.every((x) => x.error === undefined))).toBe(true);
+    expect(segmentsOf(job)).toEqual([]);
+  });
+});
+
+describe('host layout', () => {
+  it('needs equal, consecutive groups of two or more workers per host', () => {
+    expect(hostLayout(['a', 'a', 'b', 'b'], 3)).toEqual({ local: 2, hosts: 2, localRank: 1, hostIndex: 1 });
+    expect(hostLayout(['a', 'a', 'a'], 0)).toEqual({ local: 3, hosts: 1, localRank: 0, hostIndex: 0 });
+    expect(hostLayout(['a', 'b', 'a'], 0)).toEqual({ why: 'the ranks of host a are not consecutive' });
+    expect(hostLayout(['a', 'a', 'a', 'b'], 0)).toEqual({ why: 'hosts hold different numbers of workers (3, 1)' });
+    expect(hostLayout(['a', 'b'], 0)).toEqual({ why: 'no two workers share a host' });
+    expect(hostLayout(['a'], 0)).toEqual({ why: 'a single worker' });
+  });
+});
+
+/** The shm all-reduce's order: per piece of `cap` elements, slice l (splitCounts(piece, n)) summed from input l+1 round to l. */
+function piecewiseSum(inputs: Float32Array[], cap: number): Float32Array {
+  const n = inputs.length;
+  const len = inputs[0]!.length;
+  const out = new Float32Array(len);
+  for (let off = 0; off < len; off += cap) {
+    const m = Math.min(cap, len - off);
+    const base = Math.floor(m / n);
+    const extra = m % n;
+    let at = off;
+    for (let b = 0; b < n; b++) {
+      const cnt = base + (b < extra ? 1 : 0);
+      for (let i = at; i < at + cnt; i++) {
+        let acc = inputs[(b + 1) % n]![i]!;
+        for (let k = 2; k <= n; k++) acc = Math.fround(acc + inputs[(b + k) % n]![i]!);
+        out[i] = acc;
+      }
+      at += cnt;
+    }
+  }
+  return out;
+}
