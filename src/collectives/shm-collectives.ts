@@ -2,11 +2,14 @@
  * Collectives for the workers of one host through a shared-memory segment
  * (shm-segment.ts), hierarchical when the job spans hosts.
  *
- * All-reduce, per piece of at most one slot:
- *   1. every local rank writes its piece into its own slot (or already did:
+ * All-reduce: the array is cut into L slices (splitCounts(n, L), the ring's
+ * blocks) and every slice into chunks; piece k is chunk k of every slice
+ * (about 4 MiB in all, so it stays in cache through the three steps):
+ *   1. every local rank writes its piece into its own slot, at the array's own
+ *      offsets when the array fits a slot (or already did:
  *      {@link ShmCollectives.transferBuffer} hands out the slot itself);
- *   2. local rank l sums slice l (splitCounts(piece, L)) over all L slots, reading
- *      the peers' slots in place, into slice l of its own slot;
+ *   2. local rank l sums its chunk of slice l over all L slots, reading the
+ *      peers' slots in place, into its own slot;
  *   3. with H > 1 hosts, rank l all-reduces that slice with the rank l of every
  *      other host over `cross`, the ZeroMQ ring among equal local ranks;
  *   4. every rank copies slice p out of slot p, for every p.
@@ -16,8 +19,8 @@
  *
  * Summation order: slice l is summed starting at slot l+1, then l+2, …, ending
  * at l, rounding after every add: the order the TCP ring uses for block l, so
- * on one host, for arrays that fit one slot, the result is bit for bit the TCP
- * ring's. Every rank copies the owner's bytes, so all ranks agree bit for bit.
+ * on one host the result is bit for bit the TCP ring's, whatever the size.
+ * Every rank copies the owner's bytes, so all ranks agree bit for bit.
  *
  * Synchronisation: each rank publishes a stage counter in the header; a step
  * waits for every peer's counter (futex, bounded slices so the event loop
@@ -48,7 +51,12 @@ export interface ShmCollectivesOptions {
   ring: Ring;
   /** A peer whose stage counter is stale this long fails the op; −1: never (liveness left to its pid). */
   timeoutMs: number;
+  /** Bytes of one all-reduce piece; default {@link DEFAULT_PIECE_BYTES}. */
+  pieceBytes?: number;
 }
+
+/** Default bytes of an all-reduce piece (all local ranks' parts together). */
+export const DEFAULT_PIECE_BYTES = 4 << 20;
 
 /** Longest a single futex wait blocks the event loop. */
 const SLICE_MS = 20;
@@ -70,6 +78,11 @@ export class ShmCollectives implements Collectives {
     this.seg = opts.segment;
   }
 
+  /** Elements of one piece of an all-reduce (over all local ranks): small enough to stay in cache between copy, sum and gather. */
+  private get pieceElements(): number {
+    return Math.max(1, Math.floor((this.o.pieceBytes ?? DEFAULT_PIECE_BYTES) / 4));
+  }
+
   /** Elements of one slot. */
   get slotElements(): number {
     return this.seg.slotBytes / 4;
@@ -87,33 +100,43 @@ export class ShmCollectives implements Collectives {
     return this.run('allreduce', async (what) => {
       const code = checkOp(a, op, ['sum', 'mean', 'max'], 'allReduce');
       const { world, hosts, localRank: me, local } = this.o;
+      const n = a.length;
       const cap = this.slotElements;
+      // Slices of the whole array, as the ring's blocks: the summation order of an element depends on its slice only.
+      const counts = splitCounts(n, local);
+      const offsets = blockOffsets(counts);
+      // Arrays that fit a slot sit at their own offsets in it, so pieces never share slot memory and need no wait
+      // between them; larger ones go through the slot piece by piece, each piece once every peer has read the last.
+      const inPlace = n <= cap;
       const inSlot = this.isOwnSlot(a);
-      for (let off = 0; off < a.length || off === 0; off += cap) {
-        const len = Math.min(cap, a.length - off);
-        const piece = a.subarray(off, off + len);
-        await this.slotFree(what);
-        const slot = this.slot(a, me, len);
-        if (!inSlot) slot.set(piece);
-        await this.stage(what, len);
-        const counts = splitCounts(len, local);
-        const offsets = blockOffsets(counts);
-        const from = offsets[me]!;
-        const to = from + counts[me]!;
-        const inputs = Array.from({ length: local }, (_, k) => this.slot(a, mod(me + 1 + k, local), len).subarray(from, to));
-        const mine = slot.subarray(from, to);
-        this.seg.addonReduce(mine, inputs, code, op === 'mean' && hosts === 1 ? world : 1);
+      const chunk = Math.max(1, Math.min(counts[0]!, inPlace ? Math.ceil(this.pieceElements / local) : Math.floor(cap / local)));
+      const pieces = Math.max(1, Math.ceil(counts[0]! / chunk));
+      const divisor = op === 'mean' && hosts === 1 ? world : 1;
+      const at = (p: number, k: number) => offsets[p]! + k * chunk;
+      const len = (p: number, k: number) => Math.max(0, Math.min(chunk, counts[p]! - k * chunk));
+      const pos = (p: number, k: number) => (inPlace ? at(p, k) : p * chunk);
+      const slots = Array.from({ length: local }, (_, p) => this.slot(a, p, inPlace ? n : chunk * local));
+      await this.slotFree(what);
+      for (let k = 0; k < pieces; k++) {
+        if (!inPlace && k > 0) await this.slotFree(what);
+        const mine = slots[me]!;
+        if (!inSlot) for (let p = 0; p < local; p++) mine.set(a.subarray(at(p, k), at(p, k) + len(p, k)), pos(p, k));
+        await this.stage(what, n);
+        const from = pos(me, k);
+        const to = from + len(me, k);
+        const inputs = Array.from({ length: local }, (_, j) => slots[mod(me + 1 + j, local)]!.subarray(from, to));
+        const sum = mine.subarray(from, to);
+        this.seg.addonReduce(sum, inputs, code, divisor);
         if (this.o.cross) {
-          await this.o.cross.allReduce(mine, op === 'mean' ? 'sum' : op);
-          if (op === 'mean') for (let i = 0; i < mine.length; i++) mine[i] = mine[i]! / world;
+          await this.o.cross.allReduce(sum, op === 'mean' ? 'sum' : op);
+          if (op === 'mean') for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! / world;
         }
-        await this.stage(what, len);
+        await this.stage(what, n);
         for (let p = 0; p < local; p++) {
           if (inSlot && p === me) continue;
-          piece.set(this.slot(a, p, len).subarray(offsets[p]!, offsets[p]! + counts[p]!), offsets[p]!);
+          a.set(slots[p]!.subarray(pos(p, k), pos(p, k) + len(p, k)), at(p, k));
         }
         this.finish();
-        if (a.length === 0) break;
       }
     });
   }

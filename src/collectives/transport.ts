@@ -60,6 +60,8 @@ export interface OpenCollectivesOptions {
   slotBytes: number;
   /** A same-host peer whose progress stalls this long fails the op (the worker timeout); −1: never. */
   timeoutMs: number;
+  /** Bytes of one all-reduce piece (shm-collectives.ts); default 4 MiB. */
+  pieceBytes?: number;
   /** Told once what was chosen and why; `removed` lists stale segments of dead runs this rank deleted. */
   onChoice?: (info: { transport: 'shm' | 'tcp'; reason: string; removed: string[] }) => void;
 }
@@ -136,7 +138,7 @@ export async function openCollectives(o: OpenCollectivesOptions): Promise<Collec
     throw e;
   }
   o.onChoice?.({ transport: 'shm', reason: `${local} workers on this host share ${segment.slotBytes * local + 4096} bytes of shared memory`, removed });
-  return new ShmCollectives({ segment, rank: o.rank, world: o.world, local, localRank, hosts: 1, cross: null, ring: o.ring, timeoutMs: o.timeoutMs });
+  return new ShmCollectives({ segment, rank: o.rank, world: o.world, local, localRank, hosts: 1, cross: null, ring: o.ring, timeoutMs: o.timeoutMs, pieceBytes: o.pieceBytes });
 }
 
 export { ShmUnavailable };
