@@ -12,7 +12,7 @@ import { ringCollectives, type Collectives } from './collectives.js';
 import { CollectiveError } from './errors.js';
 import type { Ring } from './ring.js';
 import { ShmCollectives } from './shm-collectives.js';
-import { newNonce, removeStaleSegments, segmentName, ShmSegment, ShmUnavailable } from './shm-segment.js';
+import { newNonce, removeStaleSegments, segmentName, ShmSegment } from './shm-segment.js';
 
 export const TRANSPORT_CHOICES = ['auto', 'shm', 'tcp'] as const;
 export type TransportChoice = (typeof TRANSPORT_CHOICES)[number];
@@ -140,5 +140,3 @@ export async function openCollectives(o: OpenCollectivesOptions): Promise<Collec
   o.onChoice?.({ transport: 'shm', reason: `${local} workers on this host share ${segment.slotBytes * local + 4096} bytes of shared memory`, removed });
   return new ShmCollectives({ segment, rank: o.rank, world: o.world, local, localRank, hosts: 1, cross: null, ring: o.ring, timeoutMs: o.timeoutMs, pieceBytes: o.pieceBytes });
 }
-
-export { ShmUnavailable };
