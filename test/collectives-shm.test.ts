@@ -118,6 +118,32 @@ describe('shared-memory collectives across processes', () => {
     expect(segmentsOf(job)).toEqual([]);
   });
 
+  it('2 hosts × 2 workers, hierarchical: shm within each host, the cross-host ring between them; every rank agrees bit for bit with the documented order', async () => {
+    const job = jobId();
+    const world = 4;
+    const hosts = ['host-a', 'host-a', 'host-b', 'host-b'];
+    const reports = await runWorkers(world, { job, choice: 'shm', slotBytes: 8 * MiB, timeoutMs: 10_000, mode: 'cases', hosts, cross: true, sizes: [0, 1, 7, 1_000_000] });
+    const cases = casesFor(world).filter((c) => c.op !== 'broadcast' && c.op !== 'barrier');
+    for (const r of reports) {
+      expect(r.setupError).toBeNull();
+      expect(r.choice?.transport).toBe('shm');
+      expect(r.choice?.reason).toMatch(/hierarchical over 2 hosts/);
+    }
+    for (let i = 0; i < cases.length; i++) {
+      const c = cases[i]!;
+      const inputs = Array.from({ length: world }, (_, r) => inputFor(c, i, r));
+      // Float sums and means add in the hierarchical order; max, integer sums (which wrap) and the gathers equal the ring's.
+      const hierarchical = c.op === 'allreduce' && c.dtype === 'float32' && c.reduce !== 'max';
+      for (let r = 0; r < world; r++) {
+        const got = reports[r]!.results[i];
+        expect(got?.error, `${c.name} on rank ${r}`).toBeUndefined();
+        const want = hierarchical ? hierarchicalSum(inputs as Float32Array[], 2, c.reduce === 'mean') : expectedFor(c, inputs, r)!;
+        expect(got!.sha, `${c.name} on rank ${r}`).toBe(sha256(want));
+      }
+    }
+    expect(segmentsOf(job)).toEqual([]);
+  });
+
   it('a peer SIGKILLed mid-job fails the others within the timeout, naming its rank; nothing is left in /dev/shm', async () => {
     const job = jobId();
     const world = 3;
@@ -183,3 +209,37 @@ describe('host layout', () => {
     expect(hostLayout(['a'], 0)).toEqual({ why: 'a single worker' });
   });
 });
+
+/**
+ * The hierarchical all-reduce's order for arrays that fit one piece: slice l of
+ * splitCounts(n, L) is summed over the host's ranks from local rank l+1 round to
+ * l; the cross-host ring then splits the slice into H blocks and sums block b
+ * from host b+1 round to b; a mean divides once by the world size.
+ */
+function hierarchicalSum(inputs: Float32Array[], hostCount: number, mean: boolean): Float32Array {
+  const world = inputs.length;
+  const L = world / hostCount;
+  const n = inputs[0]!.length;
+  const out = new Float32Array(n);
+  const split = (m: number, k: number) => Array.from({ length: k }, (_, j) => Math.floor(m / k) + (j < m % k ? 1 : 0));
+  let sliceStart = 0;
+  split(n, L).forEach((sliceLen, l) => {
+    let blockStart = 0;
+    split(sliceLen, hostCount).forEach((blockLen, b) => {
+      for (let q = blockStart; q < blockStart + blockLen; q++) {
+        const i = sliceStart + q;
+        const hostSum = (h: number) => {
+          let acc = inputs[h * L + ((l + 1) % L)]![i]!;
+          for (let k = 2; k <= L; k++) acc = Math.fround(acc + inputs[h * L + ((l + k) % L)]![i]!);
+          return acc;
+        };
+        let acc = hostSum((b + 1) % hostCount);
+        for (let k = 2; k <= hostCount; k++) acc = Math.fround(acc + hostSum((b + k) % hostCount));
+        out[i] = mean ? Math.fround(acc / world) : acc;
+      }
+      blockStart += blockLen;
+    });
+    sliceStart += sliceLen;
+  });
+  return out;
+}

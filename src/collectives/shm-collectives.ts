@@ -53,6 +53,8 @@ export interface ShmCollectivesOptions {
   timeoutMs: number;
   /** Bytes of one all-reduce piece; default {@link DEFAULT_PIECE_BYTES}. */
   pieceBytes?: number;
+  /** Called by close() (closes the cross-host ring and its inbox). */
+  onClose?: () => Promise<void>;
 }
 
 /** Default bytes of an all-reduce piece (all local ranks' parts together). */
@@ -189,6 +191,7 @@ export class ShmCollectives implements Collectives {
     } catch {
       // the mapping is gone already
     }
+    await this.o.onClose?.().catch(() => undefined);
     await this.tail.catch(() => undefined);
   }
 

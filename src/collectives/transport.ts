@@ -8,9 +8,11 @@
  * unlinked at once); any failure anywhere falls every rank back to TCP — or,
  * with `collectiveTransport: shm`, fails the job naming the rank and reason.
  */
+import { randomBytes } from 'node:crypto';
+import type { DataInbox, Transport } from '../protocol/sockets.js';
 import { ringCollectives, type Collectives } from './collectives.js';
 import { CollectiveError } from './errors.js';
-import type { Ring } from './ring.js';
+import { Ring } from './ring.js';
 import { ShmCollectives } from './shm-collectives.js';
 import { newNonce, removeStaleSegments, segmentName, ShmSegment } from './shm-segment.js';
 
@@ -62,6 +64,15 @@ export interface OpenCollectivesOptions {
   timeoutMs: number;
   /** Bytes of one all-reduce piece (shm-collectives.ts); default 4 MiB. */
   pieceBytes?: number;
+  /**
+   * Jobs over several hosts: binds an inbox for the ring among equal local
+   * ranks (the middle step of the hierarchical all-reduce); called only then.
+   * Without it such jobs use the TCP ring throughout.
+   */
+  bindCrossInbox?: () => Promise<{ inbox: DataInbox; address: string; release: () => void }>;
+  /** CURVE keys and frame limit for the cross-host ring, and every rank's inbox key (as for the job's ring). */
+  transport?: Transport;
+  peerKeys?: string[];
   /** Told once what was chosen and why; `removed` lists stale segments of dead runs this rank deleted. */
   onChoice?: (info: { transport: 'shm' | 'tcp'; reason: string; removed: string[] }) => void;
 }
@@ -80,11 +91,9 @@ export async function openCollectives(o: OpenCollectivesOptions): Promise<Collec
     if (o.choice === 'shm') throw new CollectiveError('usage', `collectiveTransport is shm, but shared memory cannot serve this job: ${layout.why}`);
     return tcp(`shared memory not applicable: ${layout.why}`);
   }
-  if (layout.hosts > 1) {
-    // The cross-host ring among equal local ranks needs inboxes of its own, which workers do not set up yet.
-    if (o.choice === 'shm')
-      throw new CollectiveError('usage', `collectiveTransport is shm, but the job spans ${layout.hosts} hosts and hierarchical collectives across hosts are not wired into workers yet`);
-    return tcp(`the job spans ${layout.hosts} hosts (hierarchical shared memory across hosts is not wired into workers yet)`);
+  if (layout.hosts > 1 && !o.bindCrossInbox) {
+    if (o.choice === 'shm') throw new CollectiveError('usage', `collectiveTransport is shm, but the job spans ${layout.hosts} hosts and no inbox for the cross-host ring was given`);
+    return tcp(`the job spans ${layout.hosts} hosts and no inbox for the cross-host ring was given`);
   }
   const { local, localRank } = layout;
   let segment: ShmSegment | null = null;
@@ -137,6 +146,75 @@ export async function openCollectives(o: OpenCollectivesOptions): Promise<Collec
     process.off('exit', unlinkAtExit);
     throw e;
   }
-  o.onChoice?.({ transport: 'shm', reason: `${local} workers on this host share ${segment.slotBytes * local + 4096} bytes of shared memory`, removed });
-  return new ShmCollectives({ segment, rank: o.rank, world: o.world, local, localRank, hosts: 1, cross: null, ring: o.ring, timeoutMs: o.timeoutMs, pieceBytes: o.pieceBytes });
+  const cross = layout.hosts > 1 ? await crossRing(o, layout) : null;
+  const hostsNote = layout.hosts > 1 ? `, hierarchical over ${layout.hosts} hosts` : '';
+  o.onChoice?.({ transport: 'shm', reason: `${local} workers on this host share ${segment.slotBytes * local + 4096} bytes of shared memory${hostsNote}`, removed });
+  return new ShmCollectives({
+    segment,
+    rank: o.rank,
+    world: o.world,
+    local,
+    localRank,
+    hosts: layout.hosts,
+    cross: cross?.ring ?? null,
+    ring: o.ring,
+    timeoutMs: o.timeoutMs,
+    pieceBytes: o.pieceBytes,
+    onClose: cross?.close,
+  });
+}
+
+/** Bytes of one rank's entry in the cross-ring exchange: its inbox address and link id, UTF-8. */
+const CROSS_ENTRY_BYTES = 512;
+
+/**
+ * The ring among the ranks with this local rank on every host: each binds an
+ * inbox, and address and a fresh random link id travel in one all-gather on the
+ * job's ring (so they are as private as the ring itself).
+ */
+async function crossRing(o: OpenCollectivesOptions, layout: HostLayout): Promise<{ ring: Ring; close: () => Promise<void> }> {
+  const bound = await o.bindCrossInbox!();
+  try {
+    const id = randomBytes(16).toString('hex');
+    const entry = Buffer.from(`${bound.address}\n${id}`, 'utf8');
+    if (entry.length > CROSS_ENTRY_BYTES) throw new CollectiveError('usage', `cross-host inbox address too long: ${bound.address}`);
+    const mine = new Int32Array(CROSS_ENTRY_BYTES / 4);
+    Buffer.from(mine.buffer).set(entry);
+    const all = await o.ring.allGather(mine);
+    const entryOf = (r: number) => {
+      const bytes = Buffer.from(all.buffer, all.byteOffset + r * CROSS_ENTRY_BYTES, CROSS_ENTRY_BYTES);
+      const end = bytes.indexOf(0);
+      const [address = '', linkId = ''] = bytes
+        .subarray(0, end < 0 ? CROSS_ENTRY_BYTES : end)
+        .toString('utf8')
+        .split('\n');
+      return { address, linkId };
+    };
+    const members = Array.from({ length: layout.hosts }, (_, h) => h * layout.local + layout.localRank);
+    const left = members[(layout.hostIndex - 1 + layout.hosts) % layout.hosts]!;
+    const ring = await Ring.connect({
+      job: o.job,
+      rank: layout.hostIndex,
+      world: layout.hosts,
+      peers: members.map((r) => entryOf(r).address),
+      inbox: bound.inbox,
+      timeoutMs: -1,
+      connectTimeoutMs: o.timeoutMs > 0 ? o.timeoutMs : undefined,
+      transport: o.transport,
+      peerKeys: o.peerKeys ? members.map((r) => o.peerKeys![r]!) : undefined,
+      ids: { send: id, accept: entryOf(left).linkId },
+    });
+    return {
+      ring,
+      close: async () => {
+        await ring.close();
+        bound.inbox.close();
+        bound.release();
+      },
+    };
+  } catch (e) {
+    bound.inbox.close();
+    bound.release();
+    throw e;
+  }
 }

@@ -143,6 +143,11 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       choice: (w.config.collectiveTransport as TransportChoice | undefined) ?? 'auto',
       slotBytes: Math.ceil(Number(w.config.bucketMb ?? 16) * 2 ** 20),
       timeoutMs,
+      // Jobs over several hosts: the ring among equal local ranks gets its own inbox, bound like the first.
+      bindCrossInbox: () =>
+        bindInbox(advertised.bind, advertised.host, transport, { onRefused: (peer, why) => strangers.warn({ peer, why }, 'cross-host ring inbox refused a connection: CURVE key not authorised') }),
+      transport,
+      peerKeys: w.peerKeys,
       onChoice: ({ transport: via, reason, removed }) => {
         for (const name of removed) log.warn({ segment: name }, 'removed a stale shared-memory segment left by a dead run');
         log.info({ collectiveTransport: via, reason }, `gradient all-reduce over ${via === 'shm' ? 'shared memory' : 'the TCP ring'}`);
