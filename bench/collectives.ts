@@ -18,17 +18,28 @@
  * - reducescatter: every rank passes F floats and gets back F/n.
  *   algbw = F·4 / seconds, busbw = algbw · (n−1)/n.
  *
+ * `transport`: tcp (the ZeroMQ ring), shm (the same-host shared-memory
+ * collectives, src/collectives/shm-collectives.ts; p2p is a ring measurement and
+ * is skipped) or both (default), one set of lines each, marked `transport`.
+ * With `gloo` (default on when /usr/bin/python3 has torch) PyTorch's gloo
+ * backend is timed the same way on the same machine first
+ * (bench/gloo_collectives.py), and the all-reduce and all-gather lines carry
+ * its bus bandwidth and the ratio: `gloo_busbw_GBps`, `vs_gloo`.
+ *
  * Rendezvous without a coordinator: each child binds its inboxes on ports the
  * OS picks and reports the addresses to the parent over IPC; the parent sends
  * every child the full peer list. The child entry is this same module with
  * `--child` (run through tsx when this file is TypeScript, plain node when compiled).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { resolve } from 'node:path';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bindInbox, Ring, DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_BYTES, MIN_CHUNK_BYTES } from '../src/collectives/ring.js';
 import { chunksOf } from '../src/collectives/split.js';
 import { Scavenger } from '../src/collectives/scavenge.js';
+import { openCollectives } from '../src/collectives/transport.js';
+import type { Collectives } from '../src/collectives/collectives.js';
 import { decode, encode } from '../src/protocol/codec.js';
 import { dataLink, PLAIN_TRANSPORT, type DataInbox } from '../src/protocol/sockets.js';
 
@@ -40,15 +51,23 @@ export interface BenchCollectivesOptions {
   chunkBytes?: number;
   /** Chunks in flight per link (default: the ring's default). */
   inFlight?: number;
+  /** Which transports to time; default both. */
+  transport?: 'tcp' | 'shm' | 'both';
+  /** Time PyTorch gloo too; default: when /usr/bin/python3 imports torch. */
+  gloo?: boolean;
 }
 
 export interface CollectivesLine {
   op: 'p2p' | 'allreduce' | 'allgather' | 'reducescatter';
+  transport: 'tcp' | 'shm';
   workers: number;
   floats: number;
   seconds: number;
   algbw_GBps: number;
   busbw_GBps: number;
+  /** gloo's bus bandwidth for the same op, size and workers, and this line's ratio to it (allreduce, allgather). */
+  gloo_busbw_GBps?: number;
+  vs_gloo?: number;
 }
 
 const OPS = ['p2p', 'allreduce', 'allgather', 'reducescatter'] as const;
@@ -68,10 +87,12 @@ interface Start {
   reps: number;
   chunkBytes?: number;
   inFlight?: number;
+  transports: Via[];
 }
+type Via = 'tcp' | 'shm';
 interface Timings {
   kind: 'timings';
-  seconds: Record<Op, number[]>;
+  seconds: Record<Via, Record<Op, number[]>>;
 }
 
 const THIS_FILE = fileURLToPath(import.meta.url);
@@ -83,6 +104,8 @@ export async function benchCollectives(opts: BenchCollectivesOptions): Promise<C
   if (!Number.isInteger(workers) || workers < 1) throw new Error(`--workers must be an integer >= 1, got ${workers}`);
   if (!Number.isInteger(floats) || floats < 1) throw new Error(`--floats must be an integer >= 1, got ${floats}`);
   if (!Number.isInteger(reps) || reps < 1) throw new Error(`--reps must be an integer >= 1, got ${reps}`);
+  const transports: Via[] = opts.transport === 'tcp' ? ['tcp'] : opts.transport === 'shm' ? ['shm'] : ['tcp', 'shm'];
+  const gloo = (opts.gloo ?? glooAvailable()) && workers > 1 ? runGloo(workers, floats, reps) : null;
   const loader = THIS_FILE.endsWith('.ts') ? ['--import', 'tsx'] : [];
   const children: ChildProcess[] = [];
   const hellos: Hello[] = [];
@@ -101,7 +124,7 @@ export async function benchCollectives(opts: BenchCollectivesOptions): Promise<C
               if (hellos.filter(Boolean).length === workers) {
                 const ring = hellos.map((h) => h.ring);
                 const p2p = hellos.map((h) => h.p2p);
-                children.forEach((c, r) => c.send({ rank: r, world: workers, ring, p2p, floats, reps, chunkBytes: opts.chunkBytes, inFlight: opts.inFlight } satisfies Start));
+                children.forEach((c, r) => c.send({ rank: r, world: workers, ring, p2p, floats, reps, chunkBytes: opts.chunkBytes, inFlight: opts.inFlight, transports } satisfies Start));
               }
             } else {
               timings[rank] = m;
@@ -116,19 +139,42 @@ export async function benchCollectives(opts: BenchCollectivesOptions): Promise<C
   }
   const lines: CollectivesLine[] = [];
   const n = workers;
-  for (const op of OPS) {
-    if (op === 'p2p' && n < 2) continue;
-    // Per run, the slowest rank; then the median over runs.
-    const perRun = Array.from({ length: reps }, (_, i) => Math.max(...timings.map((t) => t.seconds[op][i]!)));
-    const seconds = median(perRun);
-    const payload = (op === 'allgather' ? Math.floor(floats / n) * n : floats) * 4;
-    const algbw = payload / seconds / 1e9;
-    const factor = op === 'allreduce' ? (2 * (n - 1)) / n : op === 'p2p' ? 1 : (n - 1) / n;
-    const line: CollectivesLine = { op, workers: n, floats, seconds: round(seconds, 6), algbw_GBps: round(algbw, 3), busbw_GBps: round(algbw * factor, 3) };
-    console.log(JSON.stringify(line));
-    lines.push(line);
+  const factorOf = (op: Op) => (op === 'allreduce' ? (2 * (n - 1)) / n : op === 'p2p' ? 1 : (n - 1) / n);
+  const payloadOf = (op: Op) => (op === 'allgather' ? Math.floor(floats / n) * n : floats) * 4;
+  const glooBus: Partial<Record<Op, number>> = gloo
+    ? { allreduce: (payloadOf('allreduce') / gloo.allreduce_s / 1e9) * factorOf('allreduce'), allgather: (payloadOf('allgather') / gloo.allgather_s / 1e9) * factorOf('allgather') }
+    : {};
+  for (const via of transports) {
+    for (const op of OPS) {
+      if (op === 'p2p' && (n < 2 || via === 'shm')) continue;
+      // Per run, the slowest rank; then the median over runs.
+      const perRun = Array.from({ length: reps }, (_, i) => Math.max(...timings.map((t) => t.seconds[via][op][i]!)));
+      const seconds = median(perRun);
+      const algbw = payloadOf(op) / seconds / 1e9;
+      const busbw = algbw * factorOf(op);
+      const line: CollectivesLine = { op, transport: via, workers: n, floats, seconds: round(seconds, 6), algbw_GBps: round(algbw, 3), busbw_GBps: round(busbw, 3) };
+      const g = glooBus[op];
+      if (g !== undefined) Object.assign(line, { gloo_busbw_GBps: round(g, 3), vs_gloo: round(busbw / g, 2) });
+      console.log(JSON.stringify(line));
+      lines.push(line);
+    }
   }
   return lines;
+}
+
+const PYTHON = '/usr/bin/python3';
+const GLOO_SCRIPT = resolve(dirname(THIS_FILE), THIS_FILE.endsWith('.ts') ? '.' : '../../bench', 'gloo_collectives.py');
+
+function glooAvailable(): boolean {
+  return existsSync(PYTHON) && existsSync(GLOO_SCRIPT) && spawnSync(PYTHON, ['-c', 'import torch.distributed'], { stdio: 'ignore' }).status === 0;
+}
+
+/** gloo's median seconds for all-reduce and all-gather (bench/gloo_collectives.py). */
+function runGloo(workers: number, floats: number, reps: number): { allreduce_s: number; allgather_s: number } {
+  const r = spawnSync(PYTHON, [GLOO_SCRIPT, String(workers), String(floats), String(reps)], { encoding: 'utf8', timeout: 600_000 });
+  const line = r.stdout?.split('\n').find((l) => l.startsWith('{'));
+  if (r.status !== 0 || !line) throw new Error(`gloo benchmark failed (${r.status ?? r.signal}): ${(r.stderr ?? '').trim().split('\n').pop() ?? ''}`);
+  return JSON.parse(line) as { allreduce_s: number; allgather_s: number };
 }
 
 function median(xs: number[]): number {
@@ -158,7 +204,7 @@ async function child(): Promise<void> {
     chunkBytes: start.chunkBytes,
     inFlight: start.inFlight,
   });
-  const seconds: Record<Op, number[]> = { p2p: [], allreduce: [], allgather: [], reducescatter: [] };
+  const seconds: Record<Via, Record<Op, number[]>> = { tcp: { p2p: [], allreduce: [], allgather: [], reducescatter: [] }, shm: { p2p: [], allreduce: [], allgather: [], reducescatter: [] } };
   const data = new Float32Array(floats);
   for (let i = 0; i < floats; i++) data[i] = ((i * 7 + rank) % 1000) / 1000;
   const part = data.subarray(0, Math.floor(floats / world));
@@ -166,21 +212,39 @@ async function child(): Promise<void> {
   p2pLink?.connect(start.p2p[1 - rank]!);
   const chunkBytes = start.chunkBytes ?? DEFAULT_CHUNK_BYTES;
 
-  const runs: Record<Op, () => Promise<unknown>> = {
-    p2p: () => p2p(rank, data, chunkBytes, p2pInbox.inbox, p2pLink),
-    allreduce: () => ring.allReduce(data, 'sum'),
-    allgather: () => ring.allGather(part),
-    reducescatter: () => ring.reduceScatter(data, 'sum'),
-  };
-  for (const op of OPS) {
-    if (op === 'p2p' && world < 2) continue;
-    for (let i = -1; i < reps; i++) {
-      await ring.barrier();
-      const t0 = process.hrtime.bigint();
-      await runs[op]();
-      const dt = Number(process.hrtime.bigint() - t0) / 1e9;
-      if (i >= 0) seconds[op].push(dt);
+  for (const via of start.transports) {
+    let coll: Collectives | null = null;
+    if (via === 'shm')
+      coll = await openCollectives({
+        ring,
+        job: 'bench',
+        rank,
+        world,
+        hosts: Array.from({ length: world }, () => 'this-host'),
+        choice: 'shm',
+        slotBytes: floats * 4,
+        timeoutMs: 60_000,
+        pieceBytes: process.env.PB ? Number(process.env.PB) : undefined,
+      });
+    const runs: Record<Op, () => Promise<unknown>> = coll
+      ? { p2p: () => Promise.resolve(), allreduce: () => coll.allReduce(data, 'sum'), allgather: () => coll.allGather(part), reducescatter: () => coll.reduceScatter(data, 'sum') }
+      : {
+          p2p: () => p2p(rank, data, chunkBytes, p2pInbox.inbox, p2pLink),
+          allreduce: () => ring.allReduce(data, 'sum'),
+          allgather: () => ring.allGather(part),
+          reducescatter: () => ring.reduceScatter(data, 'sum'),
+        };
+    for (const op of OPS) {
+      if (op === 'p2p' && (world < 2 || via === 'shm')) continue;
+      for (let i = -1; i < reps; i++) {
+        await ring.barrier();
+        const t0 = process.hrtime.bigint();
+        await runs[op]();
+        const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+        if (i >= 0) seconds[via][op].push(dt);
+      }
     }
+    await coll?.close();
   }
   await ring.barrier();
   process.send!({ kind: 'timings', seconds } satisfies Timings, () => {
@@ -226,14 +290,18 @@ if (isMain()) {
       process.exit(1);
     });
   } else {
-    // Direct use: tsx bench/collectives.ts --workers N --floats F [--reps R] [--chunk-bytes B] [--in-flight D]
+    // Direct use: tsx bench/collectives.ts --workers N --floats F [--reps R] [--chunk-bytes B] [--in-flight D] [--transport tcp|shm|both]
     const arg = (name: string) => {
       const i = process.argv.indexOf(`--${name}`);
       return i > 0 ? Number(process.argv[i + 1]) : undefined;
     };
-    benchCollectives({ workers: arg('workers') ?? 2, floats: arg('floats') ?? 1_000_000, reps: arg('reps'), chunkBytes: arg('chunk-bytes'), inFlight: arg('in-flight') }).catch((e: Error) => {
-      console.error(e.message);
-      process.exit(1);
-    });
+    const t = process.argv[process.argv.indexOf('--transport') + 1];
+    const transport = process.argv.includes('--transport') && (t === 'tcp' || t === 'shm' || t === 'both') ? t : undefined;
+    benchCollectives({ workers: arg('workers') ?? 2, floats: arg('floats') ?? 1_000_000, reps: arg('reps'), chunkBytes: arg('chunk-bytes'), inFlight: arg('in-flight'), transport }).catch(
+      (e: Error) => {
+        console.error(e.message);
+        process.exit(1);
+      },
+    );
   }
 }

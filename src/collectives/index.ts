@@ -3,3 +3,5 @@ export { bindInbox } from './inbox.js';
 export { splitCounts } from './split.js';
 export { CollectiveError, COLLECTIVE_ERROR_CODES, type CollectiveErrorCode } from './errors.js';
 export type { ReduceOp, RingArray } from './reduce.js';
+export { openCollectives, hostLayout, TRANSPORT_CHOICES, type TransportChoice, type OpenCollectivesOptions } from './transport.js';
+export { ringCollectives, type Collectives, type CollectiveTransport } from './collectives.js';

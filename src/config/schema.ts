@@ -200,6 +200,12 @@ const KEY_TABLE = {
   'dcq.m': { kind: 'number', default: 0.3, min: 0, max: 1, docs: 'dcq: CosFace margin m on the positive logit s·(q·k − m).' },
   // --- end DCQ
   bucketMb: { kind: 'number', default: 16, min: 0, minExclusive: true, max: 4096, docs: 'Backbone gradient all-reduce bucket size in MiB.' },
+  collectiveTransport: {
+    kind: 'enum',
+    values: ['auto', 'shm', 'tcp'],
+    default: 'auto',
+    docs: 'Transport of the backbone gradient all-reduce: shm = shared memory among the workers of one host (fails the job when unavailable), tcp = the ZeroMQ ring, auto = shm when every host runs two or more workers and /dev/shm has room, else tcp (the reason is logged once).',
+  },
   flip: { kind: 'boolean', default: true, docs: 'Random horizontal flip augmentation.' },
   'augment.cropScale': {
     kind: 'number',

@@ -32,17 +32,27 @@ export function planBuckets(sizes: number[], bucketMb: number): Bucket[] {
 
 /**
  * Sums gradients over workers bucket by bucket with `allReduceSum`; returns new
- * tensors of the same shapes (the inputs are disposed).
+ * tensors of the same shapes (the inputs are disposed). With `transferBuffer`
+ * (the shared-memory slot, src/collectives/collectives.ts) each bucket is
+ * written straight into the transport's buffer, and the sums are copied out
+ * of it, since the buffer is reused by the next bucket.
  */
-export async function allReduceGradients(grads: tf.Tensor[], buckets: Bucket[], allReduceSum: (a: Float32Array) => Promise<void>): Promise<tf.Tensor[]> {
+export async function allReduceGradients(
+  grads: tf.Tensor[],
+  buckets: Bucket[],
+  allReduceSum: (a: Float32Array) => Promise<void>,
+  transferBuffer?: (length: number) => Promise<Float32Array | null>,
+): Promise<tf.Tensor[]> {
   const out = new Array<tf.Tensor>(grads.length);
   for (const b of buckets) {
-    const flat = new Float32Array(b.length);
+    const slot = transferBuffer ? await transferBuffer(b.length) : null;
+    const flat = slot ?? new Float32Array(b.length);
     b.params.forEach((p, k) => flat.set(grads[p]!.dataSync() as Float32Array, b.offsets[k]!));
     await allReduceSum(flat);
     b.params.forEach((p, k) => {
       const g = grads[p]!;
-      out[p] = tf.tensor(flat.subarray(b.offsets[k]!, b.offsets[k]! + g.size), g.shape, 'float32');
+      const sum = flat.subarray(b.offsets[k]!, b.offsets[k]! + g.size);
+      out[p] = tf.tensor(slot ? sum.slice() : sum, g.shape, 'float32');
       g.dispose();
     });
   }

@@ -5,6 +5,7 @@
 import type { Bodies, StepKind } from '../protocol/index.js';
 import type { ShardfaceLogger } from '../log/logger.js';
 import type { Ring } from '../collectives/ring.js';
+import type { Collectives } from '../collectives/collectives.js';
 import type { ShardStats } from '../ops/softmax-shard.js';
 import type { HeadShardStats } from '../ops/shard-heads.js';
 
@@ -16,6 +17,8 @@ export interface WorkerContext {
   seed: number;
   config: Record<string, unknown>;
   ring: Ring;
+  /** Bulk collectives (the backbone gradient all-reduce): shared memory among same-host workers or the ring (`collectiveTransport`). */
+  collectives: Collectives;
   logger: ShardfaceLogger;
   /** Sends this shard's per-row statistics; resolves with the global log-sum-exp and loss. */
   exchangeSoftmax(step: number, batch: number, stats: ShardStats | HeadShardStats): Promise<{ logSumExp: Float32Array; loss: number; extras: Record<string, number> }>;

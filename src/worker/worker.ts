@@ -8,6 +8,8 @@ import { signalExitCode } from '../common/signals.js';
 import type { ShardfaceLogger } from '../log/logger.js';
 import { initBackend, type BackendChoice } from '../ops/backend.js';
 import { bindInbox, Ring } from '../collectives/ring.js';
+import { openCollectives, type TransportChoice } from '../collectives/transport.js';
+import type { Collectives } from '../collectives/collectives.js';
 import { ControlChannel, JobStopped } from './control.js';
 import { applyPin, choosePin, describeDevice, localRankFromEnv, type DevicePin } from './device.js';
 import { chooseAdvertised } from './advertise.js';
@@ -90,6 +92,7 @@ async function runWorkerRound(opts: WorkerOptions, pin: DevicePin): Promise<numb
   control.connect();
   control.watch(opts.timeoutMs ?? 30_000);
   let ring: Ring | null = null;
+  let collectives: Collectives | null = null;
   let job: WorkerJob | null = null;
   let heartbeat: Heartbeat | null = null;
   // A stop (coordinator's, its silence, a signal) ends whatever this worker waits on, connecting included.
@@ -97,6 +100,7 @@ async function runWorkerRound(opts: WorkerOptions, pin: DevicePin): Promise<numb
   control.onStop = () => {
     stopConnecting.abort();
     void ring?.close();
+    void collectives?.close();
     inbox.close();
   };
   // A signal while training (schedulers signal every process of a job at about the same time): keep serving the
@@ -168,6 +172,26 @@ async function runWorkerRound(opts: WorkerOptions, pin: DevicePin): Promise<numb
       ids: w.ringIds,
       onStranger: (info) => strangers.warn(info, "ring inbox dropped a message from a connection other than the left neighbour's"),
     });
+    // Same-host workers move the gradient buckets through shared memory; the slot is one bucket.
+    collectives = await openCollectives({
+      ring,
+      job: welcome.job,
+      rank: w.rank,
+      world: w.world,
+      hosts: w.hosts,
+      choice: (w.config.collectiveTransport as TransportChoice | undefined) ?? 'auto',
+      slotBytes: Math.ceil(Number(w.config.bucketMb ?? 16) * 2 ** 20),
+      timeoutMs,
+      // Jobs over several hosts: the ring among equal local ranks gets its own inbox, bound like the first.
+      bindCrossInbox: () =>
+        bindInbox(advertised.bind, advertised.host, transport, { onRefused: (peer, why) => strangers.warn({ peer, why }, 'cross-host ring inbox refused a connection: CURVE key not authorised') }),
+      transport,
+      peerKeys: w.peerKeys,
+      onChoice: ({ transport: via, reason, removed }) => {
+        for (const name of removed) log.warn({ segment: name }, 'removed a stale shared-memory segment left by a dead run');
+        log.info({ collectiveTransport: via, reason }, `gradient all-reduce over ${via === 'shm' ? 'shared memory' : 'the TCP ring'}`);
+      },
+    });
     const kind = (typeof w.config.kind === 'string' ? w.config.kind : 'empty') as StepKind;
     const ctx: WorkerContext = {
       rank: w.rank,
@@ -177,6 +201,7 @@ async function runWorkerRound(opts: WorkerOptions, pin: DevicePin): Promise<numb
       seed: w.seed,
       config: w.config,
       ring,
+      collectives,
       logger: opts.logger,
       async exchangeSoftmax(step, batch, stats) {
         await control.send(
@@ -265,6 +290,7 @@ async function runWorkerRound(opts: WorkerOptions, pin: DevicePin): Promise<numb
     await heartbeat?.stop();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await collectives?.close().catch(() => undefined);
     await ring?.close().catch(() => undefined);
     if (!inbox.closed) inbox.close();
     releaseInbox();

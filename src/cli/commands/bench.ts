@@ -8,6 +8,8 @@ const COMMAND_OPTIONS: Record<string, Record<string, OptionSpec>> = {
     workers: { kind: 'int', default: 2, help: 'processes in the ring' },
     floats: { kind: 'int', default: 10_000_000, help: 'float32 elements per tensor' },
     reps: { kind: 'int', default: 5, help: 'timed repetitions (median reported)' },
+    transport: { kind: 'string', default: 'both', help: 'tcp (ZeroMQ ring) | shm (same-host shared memory) | both' },
+    gloo: { kind: 'string', default: 'auto', help: 'time PyTorch gloo for comparison: auto (when /usr/bin/python3 has torch) | yes | no' },
   },
   classifier: {
     workers: { kind: 'int', default: 1, help: 'worker processes' },
@@ -127,7 +129,11 @@ export async function run(argv: string[]): Promise<number> {
   switch (what) {
     case 'collectives': {
       const { benchCollectives } = await import('../../../bench/collectives.js');
-      await benchCollectives({ workers: o.workers as number, floats: o.floats as number, reps: o.reps as number });
+      const transport = o.transport as string;
+      if (transport !== 'tcp' && transport !== 'shm' && transport !== 'both') throw new UsageError('--transport must be tcp, shm or both');
+      const gloo = o.gloo as string;
+      if (gloo !== 'auto' && gloo !== 'yes' && gloo !== 'no') throw new UsageError('--gloo must be auto, yes or no');
+      await benchCollectives({ workers: o.workers as number, floats: o.floats as number, reps: o.reps as number, transport, gloo: gloo === 'auto' ? undefined : gloo === 'yes' });
       return 0;
     }
     case 'classifier': {

@@ -6,6 +6,7 @@
 
 #include "kernels.h"
 #include "norm-act.h"
+#include "shm.h"
 
 namespace {
 
@@ -277,6 +278,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rowAdamWUpdate", Napi::Function::New(env, RowAdamWUpdate));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   sf::registerNormAct(env, exports);  // bnForward, bnBackward, preluForward, preluBackward
+  sf::registerShm(env, exports);      // shmCreate, shmOpen, shmUnlink, shmWait, shmStore, shmReduce
   return exports;
 }
 

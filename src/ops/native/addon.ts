@@ -98,6 +98,18 @@ export interface NativeAddon {
   ): void;
   preluForward(x: Float32Array, rows: number, c: number, alpha: Float32Array, y: Float32Array): void;
   preluBackward(x: Float32Array, dy: Float32Array, rows: number, c: number, alpha: Float32Array, dx: Float32Array, dalpha: Float32Array): void;
+  /** Shared memory for the same-host collectives (shm.cc): a new owner-only segment of `bytes`, pages reserved; throws with `code` EEXIST, ENOSPC, … */
+  shmCreate(name: string, bytes: number): ArrayBuffer;
+  /** Maps an existing segment this user owns privately; throws with `code` ENOENT, EACCES, … */
+  shmOpen(name: string): ArrayBuffer;
+  /** Removes the name (mappings stay valid); false when there was none. */
+  shmUnlink(name: string): boolean;
+  /** Waits until a[index] >= target or timeoutMs pass (futex, process-shared); returns a[index]. */
+  shmWait(a: Int32Array, index: number, target: number, timeoutMs: number): number;
+  /** a[index] = value (release) and wakes its waiters. */
+  shmStore(a: Int32Array, index: number, value: number): void;
+  /** out = inputs[0] ∘ inputs[1] ∘ … in that order (op 0 sum, then / divisor; op 1 max); out may alias an input. */
+  shmReduce<T extends Float32Array | Int32Array>(out: T, inputs: T[], op: 0 | 1, divisor: number): void;
 }
 
 /** [s, m1, m2, m3, variant code (0 straight-through, 1 exact, 2 legacy, 3 legacy-easy)]. */

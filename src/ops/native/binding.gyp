@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "shardface_native",
-      "sources": ["addon.cc", "threads.cc", "gemm.cc", "conv.cc", "depthwise.cc", "elementwise.cc", "classifier.cc", "norm-act.cc"],
+      "sources": ["addon.cc", "threads.cc", "gemm.cc", "conv.cc", "depthwise.cc", "elementwise.cc", "classifier.cc", "norm-act.cc", "shm.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-O2", "-O0"],
