@@ -70,17 +70,17 @@ describe('SHARDFACE_FAULT', () => {
     expect(faultAt(f, 'nan', 1, 12, 1)).toBe(false);
     expect(() => parseFaults('inf:rank=1:step=2')).toThrow(/entry "inf:rank=1:step=2": unknown kind "inf"/);
     expect(() => parseFaults('nan:rank=1')).toThrow(/needs both rank= and step=/);
-    expect(() => parseFaults('nan:rank=x:step=2')).toThrow(/"rank=x" is not rank=N, step=N or restart=N/);
+    expect(() => parseFaults('nan:rank=x:step=2')).toThrow(/"rank=x" is not rank=N, step=N, restart=N \(or ms=N for stall\)/);
     expect(() => parseFaults('nan:rank=1:rank=2:step=2')).toThrow(/rank given twice/);
     expect(() => parseFaults('nan:rank=1:step=0')).toThrow(/step must be ≥ 1/);
     expect(() => parseFaults('nan:rank=1:step=2,')).toThrow(/unknown kind ""/);
     // stall: a slow step on one rank, for signals that must land mid-step
     const s = parseFaults('stall:rank=1:step=6:ms=1500,stall:rank=0:step=2');
     expect(s).toEqual([
-      { kind: 'stall', rank: 1, step: 6, ms: 1500 },
-      { kind: 'stall', rank: 0, step: 2, ms: 2000 },
+      { kind: 'stall', rank: 1, step: 6, ms: 1500, restart: 0 },
+      { kind: 'stall', rank: 0, step: 2, ms: 2000, restart: 0 },
     ]);
-    expect([stallAt(s, 1, 6), stallAt(s, 0, 2), stallAt(s, 0, 6)]).toEqual([1500, 2000, 0]);
+    expect([stallAt(s, 1, 6), stallAt(s, 0, 2), stallAt(s, 0, 6), stallAt(s, 1, 6, 1)]).toEqual([1500, 2000, 0, 0]);
     expect(() => parseFaults('nan:rank=1:step=2:ms=5')).toThrow(/ms= belongs to stall only/);
   });
 });
