@@ -8,8 +8,9 @@
  * Numerical guard: a step whose loss or summed gradients hold NaN or ±Inf is
  * skipped on every rank alike — the loss comes from the coordinator and the
  * summed all-reduce carries a NaN of any rank to all of them — with nothing
- * changed: no optimizer step, no classifier rows, and the BatchNorm running
- * statistics its forward moved are put back. The skipped step still uses up
+ * changed: no optimizer step, and the method's `apply` — its classifier rows,
+ * queue, key encoder or adversary, and the BatchNorm running statistics its
+ * forward computed — never runs (`discard` drops it instead). The skipped step still uses up
  * its batch and its place in the LR schedule. The coordinator counts the
  * skips (src/run/training.ts) and stops the job after maxBadSteps in a row.
  */
@@ -32,7 +33,7 @@ import type { TrainJobConfig } from '../methods/method.js';
 import { createTrainingMethod } from '../methods/registry.js';
 import { backboneOptions } from '../methods/backbone-options.js';
 import { writeMethodCheckpoint } from '../methods/checkpoint.js';
-import { anyNonFinite, snapshotBuffers } from '../numerical-guard.js';
+import { anyNonFinite } from '../numerical-guard.js';
 import { faultAt, parseFaults } from '../faults.js';
 import { readManifest } from '../../checkpoint/checkpoint.js';
 
@@ -106,7 +107,6 @@ export const createJob: JobFactory = async (ctx) => {
       const tData = performance.now();
       const lr = learningRate(step, schedule);
       const x = tf.tensor4d(batch.images, [cfg.batch, cfg.imageSize, cfg.imageSize, 3]);
-      const buffers = snapshotBuffers(backbone);
       try {
         const r = await method.step({ step, epoch, batchIndex, x, batch, lr, hooks: [] });
         const tb = performance.now();
@@ -128,15 +128,14 @@ export const createJob: JobFactory = async (ctx) => {
             norm = clipped.norm;
             optimizer.step(clipped.grads, lr);
             clipped.grads.forEach((g) => g.dispose());
-            r.apply(lr);
           }
         }
+        // the method's deferred update (classifier rows, queue, key encoder, adversary, the forward's BatchNorm statistics)
         if (skipped) {
           r.discard();
-          buffers.restore();
           badSteps++;
         } else {
-          buffers.dispose();
+          r.apply(lr);
           badSteps = 0;
         }
         const t1 = performance.now();
@@ -177,9 +176,6 @@ export const createJob: JobFactory = async (ctx) => {
         if (valSets.length > 0 && (last || ((cfg.valEvery ?? 0) > 0 && step % cfg.valEvery === 0)))
           Object.assign(metrics, await scoreValSets(method.inferenceNetwork, valSets, { imageSize: cfg.imageSize, batch: cfg.batch }));
         return metrics;
-      } catch (e) {
-        buffers.dispose();
-        throw e;
       } finally {
         x.dispose();
       }
