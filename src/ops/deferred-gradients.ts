@@ -38,7 +38,8 @@ export const TAPE_ENGINE_VERSION = '4.22.0';
 function engineState(): EngineState {
   const st = tf.engine().state as Partial<EngineState>;
   // activeTape exists only once a tape was opened; gradientDepth and kernelDepth from the start
-  if (typeof st.gradientDepth !== 'number' || typeof st.kernelDepth !== 'number') throw new Error(`deferred gradients: the tfjs engine has no state.gradientDepth (written against tfjs-core ${TAPE_ENGINE_VERSION})`);
+  if (typeof st.gradientDepth !== 'number' || typeof st.kernelDepth !== 'number')
+    throw new Error(`deferred gradients: the tfjs engine has no state.gradientDepth (written against tfjs-core ${TAPE_ENGINE_VERSION})`);
   return st as EngineState;
 }
 
