@@ -117,6 +117,7 @@ async function runSharded(o: { q: number[][]; k: number[][]; y: number[]; queue:
   );
   const grad = new Float32Array(o.q.length * d);
   results.forEach((res, r) => grad.set(res.gradEmbeddings, r * b * d));
+  results.forEach((res) => res.enqueue());
   const keys: number[] = [];
   const labels: number[] = [];
   for (const w of workers) {

@@ -1,7 +1,8 @@
 /**
  * The numerical guard through the real CLI (coordinator + 2 worker
  * processes): an injected NaN gradient on one rank skips the step on every
- * rank with nothing changed; maxBadSteps skips in a row stop the job with an
+ * rank with nothing changed (DCQ's queue and key encoder and the occlusion
+ * adversary included); maxBadSteps skips in a row stop the job with an
  * error naming the step and rank; the diverging lr-100 run of the issue ends
  * in bounded time without a non-finite checkpoint. Also SHARDFACE_FAULT's
  * parsing and its kill fault.
@@ -117,6 +118,40 @@ describe('numerical guard (real processes)', () => {
     const bb = readTensorFile(join(r.runDir, 'ckpt', 'step-000005', readManifest(join(r.runDir, 'ckpt', 'step-000005')).backbone.file));
     expect(bb.metadata.optimizerStep).toBe('3');
   }, 120_000);
+
+  // DCQ's key encoder (EMA and its BatchNorm statistics), queue keys, labels and pointer; the occlusion adversary's G
+  // and S with their optimizer slots: all of it wait for the step's apply, so the final checkpoint after a skipped
+  // last step equals the one before it bit for bit (before that was so, they moved inside the step)
+  it.each([
+    ['dcq', ['--classifier', 'dcq', '--dcq.queue-size', '64', '--warmup-steps', '0']],
+    ['occlusion (joint stage)', ['--occlusion', 'adversarial', '--occlusion-start-step', '1', '--occlusion-pretrain-steps', '1', '--occlusion-width', '16']],
+  ])(
+    '%s: a skipped step leaves every method state unchanged',
+    async (_name, extra) => {
+      const r = await train([...TINY, ...extra, '--steps', '4', '--checkpoint-every', '1', '--checkpoint-keep', '0'], 'nan:rank=1:step=4');
+      expect(r.code, r.out.slice(-3000)).toBe(0);
+      expect(metricsOf(r.runDir).map((x) => x.skipped ?? 0)).toEqual([0, 0, 0, 1]);
+      expect(stepDirs(r.runDir)).toEqual(['step-000001', 'step-000002', 'step-000003', 'step-000004']);
+      const s2 = tensorsOf(join(r.runDir, 'ckpt', 'step-000002'));
+      const s3 = tensorsOf(join(r.runDir, 'ckpt', 'step-000003'));
+      const s4 = tensorsOf(join(r.runDir, 'ckpt', 'step-000004'));
+      expect([...s4.keys()].sort()).toEqual([...s3.keys()].sort());
+      for (const [k, v] of s4) expect(bytes(v).equals(bytes(s3.get(k)!)), k).toBe(true);
+      // the method state is in the files compared, and an applied step (3) moved it
+      // (DCQ: global batch 16 of a 64-slot queue, so step 3 writes slots 32…47, rank 1's)
+      const methodKeys = extra.includes('dcq') ? ['queue-shard-1.safetensors/keys', 'queue-shard-1.safetensors/labels'] : ['backbone.safetensors/occlusion.'];
+      for (const m of methodKeys)
+        expect(
+          [...s3].some(([k, v]) => k.startsWith(m) && !bytes(v).equals(bytes(s2.get(k)!))),
+          m,
+        ).toBe(true);
+      if (extra.includes('dcq')) {
+        const meta = (step: string) => readTensorFile(join(r.runDir, 'ckpt', step, 'queue-shard-0.safetensors')).metadata.ptr;
+        expect(meta('step-000004')).toBe(meta('step-000003'));
+      }
+    },
+    120_000,
+  );
 
   it('maxBadSteps skipped steps in a row stop the job, naming the step and rank, with no checkpoint at or after them', async () => {
     const r = await train([...TINY, '--steps', '6', '--checkpoint-every', '1', '--max-bad-steps', '2'], 'nan:rank=1:step=3,nan:rank=1:step=4');

@@ -89,7 +89,10 @@ describe('OcclusionTrainer.step (1 worker)', () => {
     try {
       // stage 1
       const before = { g: gen(), s: seg(), b: bb() };
-      const r1 = await trainer.step(1, x, labels, classifier, comm, 0.1);
+      const r1 = await trainer.step(1, x, labels, classifier, comm);
+      // nothing moves before the step is applied (a step the numerical guard skips is discarded instead)
+      expect(changed(before.g, gen())).toBe(false);
+      r1.apply(0.1);
       expect(trainer.stage(1)).toBe(1);
       expect(batches).toEqual([B * 14]);
       expect(r1.backboneGrads).toBeNull();
@@ -97,11 +100,15 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       expect(changed(before.g, gen())).toBe(true);
       expect(changed(before.s, seg())).toBe(false);
       expect(changed(before.b, bb())).toBe(false); // weights and BatchNorm statistics frozen
-      await trainer.step(2, x, labels, classifier, comm, 0.1);
+      (await trainer.step(2, x, labels, classifier, comm)).apply(0.1);
 
       // stage 2
-      const mid = { s: seg() };
-      const r3 = await trainer.step(3, x, labels, classifier, comm, 0.1);
+      const mid = { s: seg(), g: gen(), b: bb() };
+      const r3 = await trainer.step(3, x, labels, classifier, comm);
+      expect([changed(mid.s, seg()), changed(mid.g, gen()), changed(mid.b, bb())]).toEqual([false, false, false]);
+      r3.apply(0.1);
+      // the backbone's BatchNorm statistics moved in apply (its weights are the training loop's to step)
+      expect(changed(mid.b, bb())).toBe(true);
       expect(trainer.stage(3)).toBe(2);
       expect(batches.at(-1)).toBe(2 * B);
       expect(r3.cls.gradEmbeddings.length).toBe(2 * B * D);
@@ -118,11 +125,16 @@ describe('OcclusionTrainer.step (1 worker)', () => {
       r3.backboneGrads!.forEach((g) => g.dispose());
       r3.cls.gradWeight.dispose();
       const memory = tf.memory().numTensors; // after the first joint step (tf.js caches a few constants once)
-      const r4 = await trainer.step(4, x, labels, classifier, comm, 0.1);
+      // a discarded step: G, S and the BatchNorm statistics stay as they were
+      const kept = { s: seg(), g: gen(), b: bb() };
+      const r4 = await trainer.step(4, x, labels, classifier, comm);
+      r4.discard();
+      expect([changed(kept.s, seg()), changed(kept.g, gen()), changed(kept.b, bb())]).toEqual([false, false, false]);
       r4.backboneGrads!.forEach((g) => g.dispose());
       r4.cls.gradWeight.dispose();
       expect(tf.memory().numTensors).toBe(memory);
-      const r5 = await trainer.step(5, x, labels, classifier, comm, 0.1);
+      const r5 = await trainer.step(5, x, labels, classifier, comm);
+      r5.apply(0.1);
       r5.backboneGrads!.forEach((g) => g.dispose());
       r5.cls.gradWeight.dispose();
       expect(tf.memory().numTensors).toBe(memory);
@@ -136,7 +148,8 @@ describe('OcclusionTrainer.step (1 worker)', () => {
     const { classifier, comm, trainer, x, labels, dispose } = setup({ pretrainSteps: 0, gate: 1, structuredShare: 0 });
     try {
       const before = snapshot(trainer.generator.state());
-      const r = await trainer.step(1, x, labels, classifier, comm, 0.1);
+      const r = await trainer.step(1, x, labels, classifier, comm);
+      r.apply(0.1);
       expect(r.metrics.generatorMaskShare).toBe(1);
       expect(r.metrics.adversaryShare).toBe(0);
       expect(r.metrics.generatorGradNorm).toBe(0);
@@ -174,18 +187,18 @@ describe('OcclusionTrainer.step (1 worker)', () => {
         labels,
         classifier,
         comm,
-        0.1,
         Array.from({ length: B }, () => whole),
       );
+      r.apply(0.1);
       expect(r.metrics.occludedShare).toBe(1);
       expect(r.metrics.generatorMaskShare).toBe(0); // the masks are G's, but occluded samples never teach G
       expect(r.metrics.adversaryShare).toBe(0);
       expect(changed(before, snapshot(trainer.generator.state()))).toBe(false);
-      // an occluder over the whole image: every cell of both masked passes (before and on the tape) is zero;
-      // the two clean passes have no zero cell
+      // an occluder over the whole image: every cell of the masked pass is zero; the clean pass has no zero
+      // cell (one forward: R runs once on each)
       const allZero = headInputs.filter((cells) => Math.max(...cells) === 0);
       const noZero = headInputs.filter((cells) => cells.every((v) => v > 0));
-      expect([allZero.length, noZero.length, headInputs.length]).toEqual([2, 2, 4]);
+      expect([allZero.length, noZero.length, headInputs.length]).toEqual([1, 1, 2]);
       // S reads f ⊙ (1 − M) without the occluder's cells: G's 31 of 100 dropped, the rest still there
       const zeroCells = segInputs[0]!.filter((v) => v === 0).length;
       expect(zeroCells).toBe(B * 31);

@@ -6,7 +6,8 @@
 import { tf } from '../ops/tf.js';
 import { Rng } from '../common/random.js';
 import { isFeatureHeadBlock, numel, tensorSpecs, type FeatureHeadBlock, type NetworkDescription, type TensorSpec } from './module.js';
-import { TensorRunner } from './tensor-runner.js';
+import { TensorRunner, type StatsMode } from './tensor-runner.js';
+import type { PendingStats } from './pending-stats.js';
 import { ShapeRunner, type LayerCost } from './trace.js';
 import { describeIResNet, IRESNET_LAYERS, type IResNetName } from './iresnet.js';
 import { describeMobileFaceNet } from './mobilefacenet.js';
@@ -47,10 +48,12 @@ export interface TrainableVariable {
 export interface ApplyOptions {
   /**
    * Training mode only: whether BatchNorm writes its running statistics
-   * (default true). The trainer's first, tape-less forward passes false so a
-   * step that runs the forward twice updates them once.
+   * (default true), or a PendingStats that receives the new values to be
+   * committed later (the training step, which commits them only when the
+   * numerical guard keeps the step). False: passes whose statistics must not
+   * count (the occlusion method's masked feature maps, adversary pre-training).
    */
-  updateStats?: boolean;
+  updateStats?: boolean | PendingStats;
 }
 
 export interface Backbone {
@@ -76,6 +79,11 @@ export interface Backbone {
   /** All persistent tensors (parameters, frozen ones, BN running statistics), in a fixed order. */
   state(): Map<string, tf.Variable>;
   dispose(): void;
+}
+
+function statsMode(opts: ApplyOptions): StatsMode {
+  const u = opts.updateStats ?? true;
+  return u === true ? 'write' : u === false ? 'skip' : u;
 }
 
 /** Builds the description of a backbone and checks it end to end by a shape trace. */
@@ -163,20 +171,20 @@ class ModuleBackbone implements Backbone {
 
   apply(x: tf.Tensor4D, training: boolean, opts: ApplyOptions = {}): tf.Tensor2D {
     this.checkInput(x);
-    return tf.tidy(() => this.desc.root.forward(new TensorRunner(this.vars, training, opts.updateStats ?? true), x as tf.Tensor) as tf.Tensor2D);
+    return tf.tidy(() => this.desc.root.forward(new TensorRunner(this.vars, training, statsMode(opts)), x as tf.Tensor) as tf.Tensor2D);
   }
 
   features(x: tf.Tensor4D, training: boolean, opts: ApplyOptions = {}): tf.Tensor4D {
     this.checkInput(x);
     const root = this.split();
-    return tf.tidy(() => root.features(new TensorRunner(this.vars, training, opts.updateStats ?? true), x as tf.Tensor) as tf.Tensor4D);
+    return tf.tidy(() => root.features(new TensorRunner(this.vars, training, statsMode(opts)), x as tf.Tensor) as tf.Tensor4D);
   }
 
   head(f: tf.Tensor4D, training: boolean, opts: ApplyOptions = {}): tf.Tensor2D {
     if (this.disposed) throw new Error(`${this.name}: backbone disposed`);
     if (f.rank !== 4) throw new Error(`${this.name}: head expects an NHWC feature map, got [${f.shape}]`);
     const root = this.split();
-    return tf.tidy(() => root.head(new TensorRunner(this.vars, training, opts.updateStats ?? true), f as tf.Tensor) as tf.Tensor2D);
+    return tf.tidy(() => root.head(new TensorRunner(this.vars, training, statsMode(opts)), f as tf.Tensor) as tf.Tensor2D);
   }
 
   featureShape(inputSize = this.inputSize): [number, number, number] {

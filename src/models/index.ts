@@ -4,3 +4,4 @@ export type { ApplyOptions, ArchitectureOptions, Backbone, BackboneName, Backbon
 export { humanCount, modelInfo } from './cost.js';
 export type { ModelInfo } from './cost.js';
 export type { LayerCost } from './trace.js';
+export { PendingStats } from './pending-stats.js';

@@ -16,13 +16,17 @@ import { tf } from '../ops/tf.js';
 import { groupedConv2d } from '../ops/grouped-conv.js';
 import { batchNormPrelu, batchNormTrain, prelu } from '../ops/norm-act.js';
 import type { BatchNorm, Conv2d, Linear, PReLU, Runner } from './module.js';
+import type { PendingStats } from './pending-stats.js';
+
+/** What a training-mode BatchNorm does with its new running statistics: write them, drop them, or stage them for a later commit. */
+export type StatsMode = 'write' | 'skip' | PendingStats;
 
 export class TensorRunner implements Runner<tf.Tensor> {
   constructor(
     private readonly vars: ReadonlyMap<string, tf.Variable>,
     private readonly training: boolean,
-    /** Write BatchNorm running statistics (training mode only). */
-    private readonly updateStats: boolean = true,
+    /** BatchNorm's running statistics in training mode. */
+    private readonly stats: StatsMode = 'write',
   ) {}
 
   private v(name: string): tf.Variable {
@@ -79,9 +83,10 @@ export class TensorRunner implements Runner<tf.Tensor> {
     // the statistics feed only the running averages, never the loss
     const opts = { statsGradient: false };
     const { y, mean, variance } = act ? batchNormPrelu(x, gamma, beta, this.v(`${act.name}.alpha`), l.eps, opts) : batchNormTrain(x, gamma, beta, l.eps, opts);
-    if (this.updateStats) {
-      updateRunning(runningMean, mean, l.momentum, 1);
-      updateRunning(runningVar, variance, l.momentum, n / (n - 1));
+    if (this.stats !== 'skip') {
+      const write = this.stats === 'write' ? (v: tf.Variable, next: tf.Tensor) => v.assign(next) : (v: tf.Variable, next: tf.Tensor) => (this.stats as PendingStats).stage(v, next);
+      updateRunning(runningMean, mean, l.momentum, 1, write);
+      updateRunning(runningVar, variance, l.momentum, n / (n - 1), write);
     }
     return y;
   }
@@ -117,8 +122,8 @@ export class TensorRunner implements Runner<tf.Tensor> {
  * op; none is needed, because the new value never feeds the output, so
  * backpropagation from the loss never reaches these ops.
  */
-function updateRunning(running: tf.Variable, batch: tf.Tensor, momentum: number, correction: number): void {
+function updateRunning(running: tf.Variable, batch: tf.Tensor, momentum: number, correction: number, write: (v: tf.Variable, next: tf.Tensor) => void): void {
   tf.tidy(() => {
-    running.assign(tf.add(tf.mul(running, 1 - momentum), tf.mul(batch, momentum * correction)));
+    write(running, tf.add(tf.mul(running, 1 - momentum), tf.mul(batch, momentum * correction)));
   });
 }

@@ -294,7 +294,10 @@ export function momentumUpdate(keyParams: readonly tf.Variable[], queryParams: r
   keyParams.forEach((k, i) => {
     const q = queryParams[i]!;
     if (k.shape.join() !== q.shape.join()) throw new Error(`dcq EMA: parameter ${i} has shape [${k.shape}] in the key encoder, [${q.shape}] in the query encoder`);
-    k.assign(tf.tidy(() => tf.add(tf.mul(k, momentum), tf.mul(q, 1 - momentum))));
+    // assign() shares the new tensor's buffer; the tensor itself must still go, or every step leaks one per parameter
+    const next = tf.tidy(() => tf.add(tf.mul(k, momentum), tf.mul(q, 1 - momentum)));
+    k.assign(next);
+    next.dispose();
   });
 }
 

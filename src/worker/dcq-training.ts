@@ -2,7 +2,7 @@
  * What `classifier: dcq` adds to a worker's training (docs/methods.md#dcq-step), in the
  * order of one step: the reference batch (a second loader over the same
  * data), the key encoder's EMA update, the keys, the sharded queue softmax
- * and enqueue. train.ts calls `step` where the fc path calls the sharded
+ * and enqueue, the last two and the EMA committed only when the step is applied. train.ts calls `step` where the fc path calls the sharded
  * classifier; the backbone backward, gradient all-reduce and optimizer step
  * are shared.
  *
@@ -26,8 +26,8 @@ import type { AnyDataset } from '../data/dataset.js';
 import { Loader, type Batch } from '../data/loader.js';
 import { IdentityIndex, ReferenceSampler, datasetLabels } from '../data/reference.js';
 import type { Backbone } from '../models/index.js';
-import { KeyEncoder } from './key-encoder.js';
-import { ShardedClassQueue, checkQueueSize, type QueueStepResult } from './sharded-class-queue.js';
+import { KeyEncoder, type KeyStep } from './key-encoder.js';
+import { ShardedClassQueue, checkQueueSize } from './sharded-class-queue.js';
 import type { ShardComm } from './sharded-classifier.js';
 
 /** Prefix of the query encoder's tensors in a DCQ run's backbone.safetensors. */
@@ -45,6 +45,16 @@ export function queueShardFile(rank: number): string {
 function checkDcqConfig(cfg: Pick<TrainConfig, 'workers' | 'batch' | 'dcq'>): void {
   const problem = checkQueueSize(cfg.dcq.queueSize, cfg.workers * cfg.batch);
   if (problem) throw new Error(`config key "dcq.queueSize": ${problem}`);
+}
+
+/** One DCQ step: the loss and ∂L/∂q, and the key encoder's and queue's changes, pending. */
+export interface DcqStepResult {
+  loss: number;
+  gradEmbeddings: Float32Array;
+  /** Commits the key encoder's EMA and statistics and the enqueue. */
+  apply(): void;
+  /** Puts the key encoder back; the queue was never written. */
+  discard(): void;
 }
 
 export class DcqTraining {
@@ -87,21 +97,36 @@ export class DcqTraining {
   /**
    * Steps 1, 3–7 for batch `batchIdx` of `epoch`, after the query forward
    * (step 2) gave `queries` (raw, B×D): reference batch, EMA, keys, queue
-   * softmax (loss, ∂L/∂q of this worker's rows) and enqueue.
+   * softmax (loss, ∂L/∂q of this worker's rows). The EMA, the key encoder's
+   * BatchNorm statistics and the enqueue wait for `apply`; `discard` leaves
+   * key encoder and queue as they were before the step.
    */
-  async step(step: number, epoch: number, batchIdx: number, queries: Float32Array, labels: Int32Array, comm: ShardComm): Promise<QueueStepResult> {
+  async step(step: number, epoch: number, batchIdx: number, queries: Float32Array, labels: Int32Array, comm: ShardComm): Promise<DcqStepResult> {
     this.refBatch = await this.refLoader.batch(epoch, batchIdx, this.refBatch);
-    this.keyEncoder.update(this.cfg.dcq.momentum);
     const s = this.cfg.imageSize;
     const x = tf.tensor4d(this.refBatch.images, [labels.length, s, s, 3]);
-    let keys: Float32Array;
+    let key: KeyStep;
     try {
-      keys = await this.keyEncoder.encode(x);
+      key = await this.keyEncoder.step(x, this.cfg.dcq.momentum);
     } finally {
       x.dispose();
     }
-    // the key is the class weight of the QUERY's identity (the reference is drawn from it)
-    return this.queue.forwardBackward(step, queries, keys, labels, comm);
+    try {
+      // the key is the class weight of the QUERY's identity (the reference is drawn from it)
+      const q = await this.queue.forwardBackward(step, queries, key.keys, labels, comm);
+      return {
+        loss: q.loss,
+        gradEmbeddings: q.gradEmbeddings,
+        apply: () => {
+          key.commit();
+          q.enqueue();
+        },
+        discard: () => key.discard(),
+      };
+    } catch (e) {
+      key.discard();
+      throw e;
+    }
   }
 
   /** The network for verification and inference: the key encoder. */

@@ -4,11 +4,14 @@
  * k = n(f_k(x_ref)). No gradient ever flows into it. It runs in training mode,
  * so its BatchNorm normalises with batch statistics and updates ITS OWN
  * running statistics (no MoCo shuffle-BN: each worker's keys use that
- * worker's reference batch). At inference the key encoder is the network to
+ * worker's reference batch). A step's EMA and statistics are provisional
+ * until the training method applies the step (`KeyStep`): a step the
+ * numerical guard skips puts the parameters back and drops the statistics.
+ * At inference the key encoder is the network to
  * use (docs/methods.md#dcq-step "Inference").
  */
 import { tf } from '../ops/tf.js';
-import type { Backbone } from '../models/index.js';
+import { PendingStats, type Backbone } from '../models/index.js';
 import { momentumUpdate, normalizeRowsInPlace } from '../ops/dcq.js';
 
 export class KeyEncoder {
@@ -39,20 +42,47 @@ export class KeyEncoder {
     this.keyParams = q.map((p) => byName.get(p.name)!);
   }
 
-  /** θ_k ← μ·θ_k + (1 − μ)·θ_q, parameters only; call before computing this step's keys. */
-  update(momentum: number): void {
-    momentumUpdate(this.keyParams, this.queryParams, momentum);
-  }
-
-  /** Unit keys n(f_k(x)) of the reference images, B×D row-major (training mode, own BN statistics updated, no tape). */
-  async encode(x: tf.Tensor4D): Promise<Float32Array> {
-    const raw = tf.tidy(() => this.network.apply(x, true, { updateStats: true }));
-    const keys = new Float32Array((await raw.data()) as Float32Array);
-    raw.dispose();
-    return normalizeRowsInPlace(keys, this.network.embeddingSize);
+  /**
+   * One step's keys: θ_k ← μ·θ_k + (1 − μ)·θ_q (parameters only), then the
+   * unit keys n(f_k(x)) of the reference images, B×D row-major (training
+   * mode, no tape). Both changes are held until `commit`; `discard` puts the
+   * parameters back bit for bit and drops the new BatchNorm statistics.
+   */
+  async step(x: tf.Tensor4D, momentum: number): Promise<KeyStep> {
+    // the previous values: a clone shares the buffer, which assign() below replaces rather than overwrites
+    const before = this.keyParams.map((v) => tf.clone(v));
+    const stats = new PendingStats();
+    let settled = false;
+    const settle = (keep: boolean) => {
+      if (settled) throw new Error('key encoder: a step committed or discarded twice');
+      settled = true;
+      if (keep) stats.commit();
+      else {
+        stats.discard();
+        this.keyParams.forEach((v, i) => v.assign(before[i]!));
+      }
+      before.forEach((t) => t.dispose());
+    };
+    try {
+      momentumUpdate(this.keyParams, this.queryParams, momentum);
+      const raw = tf.tidy(() => this.network.apply(x, true, { updateStats: stats }));
+      const keys = new Float32Array((await raw.data()) as Float32Array);
+      raw.dispose();
+      return { keys: normalizeRowsInPlace(keys, this.network.embeddingSize), commit: () => settle(true), discard: () => settle(false) };
+    } catch (e) {
+      settle(false);
+      throw e;
+    }
   }
 
   dispose(): void {
     this.network.dispose();
   }
+}
+
+/** A key-encoder step: its keys, and the EMA and BatchNorm statistics that produced them, pending. */
+export interface KeyStep {
+  keys: Float32Array;
+  commit(): void;
+  discard(): void;
 }

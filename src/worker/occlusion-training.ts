@@ -47,14 +47,23 @@
  * tried first and measured worse on `bench occlusion` (seed 1: +0.6 points of
  * mean occluded accuracy instead of +1.4, seed 2: −0.8 instead of +1.3).
  *
- * Stop-gradient: G reads the feature map computed before the tape (the same
- * values the taped forward recomputes), so nothing flows from G into F; the
- * masks are constants.
+ * Stop-gradient: G reads a copy of the feature map that the tape did not
+ * make, so nothing flows from G into F; the masks are constants.
+ *
+ * One forward per step: stage 2 records F, R, S and G once under a deferred
+ * tape (src/ops/deferred-gradients.ts) and backpropagates after the
+ * classifier exchange. Nothing the step computes is written before the
+ * training method applies the step: G's and S's optimizer steps and the
+ * backbone's BatchNorm statistics wait for `apply` (a step the numerical
+ * guard skips drops them), though their gradients are summed over workers
+ * within the step.
  */
 import { tf } from '../ops/tf.js';
 import { Rng } from '../common/random.js';
 import type { Backbone, TrainableVariable } from '../models/index.js';
 import { OcclusionNet } from '../models/occlusion-nets.js';
+import { PendingStats } from '../models/index.js';
+import { DeferredTape } from '../ops/deferred-gradients.js';
 import { adversaryGate, boxCells, candidateMasks, hardestCandidate, sampleTopKMask, topKDropCounts, type CellMask, type FractionBox } from '../ops/occlusion-masks.js';
 import { BackboneOptimizer, clipGradNorm, type OptimizerSettings } from './backbone-optimizer.js';
 import { allReduceGradients, planBuckets, type Bucket } from './grad-buckets.js';
@@ -90,7 +99,21 @@ export interface OcclusionStepResult {
   /** This worker's gradients of the backbone's trainable variables (in their order); null while F and R are frozen (stage 1). */
   backboneGrads: tf.Tensor[] | null;
   metrics: Record<string, number>;
+  /** The step's updates of G and S (their optimizer steps) and of the backbone's BatchNorm statistics: only when the step is applied. */
+  apply(lr: number): void;
+  /** Drops them: G, S and the statistics stay as they were. */
+  discard(): void;
 }
+
+/** An optimizer step whose gradients are summed and clipped already, waiting for the step to be applied. */
+interface PendingUpdate {
+  /** The summed gradients' norm before clipping. */
+  norm: number;
+  apply(lr: number): void;
+  discard(): void;
+}
+
+const NO_UPDATE: PendingUpdate = { norm: 0, apply: () => {}, discard: () => {} };
 
 /** A-Fast-RCNN back-propagates the pre-training BCE on this fraction of the negative cells. */
 const NEGATIVE_CELL_SHARE = 0.4;
@@ -149,12 +172,12 @@ export class OcclusionTrainer {
   }
 
   /** `occluders`: the box of the synthetic occluder drawn on each image (augment.occluders), or null per image. */
-  async step(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number, occluders?: readonly (FractionBox | null)[]): Promise<OcclusionStepResult> {
-    return this.stage(step) === 1 ? this.pretrainStep(step, x, labels, classifier, comm, lr) : this.jointStep(step, x, labels, classifier, comm, lr, occluders);
+  async step(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, occluders?: readonly (FractionBox | null)[]): Promise<OcclusionStepResult> {
+    return this.stage(step) === 1 ? this.pretrainStep(step, x, labels, classifier, comm) : this.jointStep(step, x, labels, classifier, comm, occluders);
   }
 
   /** Stage 1: G learns the hardest candidate mask of each sample; everything else frozen. */
-  private async pretrainStep(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, lr: number): Promise<OcclusionStepResult> {
+  private async pretrainStep(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm): Promise<OcclusionStepResult> {
     const [h, w] = this.grid;
     const b = labels.length;
     const cells = h * w;
@@ -196,16 +219,18 @@ export class OcclusionTrainer {
       value.dispose();
       t.dispose();
       wt.dispose();
-      const genNorm = await this.update(grads, this.genBuckets, this.genOptimizer, lr);
+      const gen = await this.reduce(grads, this.genBuckets, this.genOptimizer);
       cls.gradWeight.dispose(); // the classifier is frozen in stage 1
       return {
         cls,
         backboneGrads: null,
+        apply: (lr) => gen.apply(lr),
+        discard: () => gen.discard(),
         metrics: {
           occlusionStage: 1,
           occlusionCandidates: k,
           generatorLoss: genLoss,
-          generatorGradNorm: genNorm,
+          generatorGradNorm: gen.norm,
           targetLandmarkShare: family.landmark / b,
           targetHalfShare: family.half / b,
           targetRandomShare: family.random / b,
@@ -217,26 +242,29 @@ export class OcclusionTrainer {
   }
 
   /** Stage 2: clean + masked through the classifier; F, R, S minimise, G follows the masks that hurt. */
-  private async jointStep(
-    step: number,
-    x: tf.Tensor4D,
-    labels: Int32Array,
-    classifier: ShardedClassifier,
-    comm: ShardComm,
-    lr: number,
-    occluders?: readonly (FractionBox | null)[],
-  ): Promise<OcclusionStepResult> {
+  private async jointStep(step: number, x: tf.Tensor4D, labels: Int32Array, classifier: ShardedClassifier, comm: ShardComm, occluders?: readonly (FractionBox | null)[]): Promise<OcclusionStepResult> {
     const [h, w] = this.grid;
     const b = labels.length;
     const cells = h * w;
     const dim = this.backbone.embeddingSize;
     const globalCells = b * this.world * cells;
 
-    // forward without a tape: f (stop-gradient for G), π, the sampled masks, both embeddings
-    const f = this.backbone.features(x, true, { updateStats: false });
+    // one forward of F, R, S and G under a deferred tape (src/ops/deferred-gradients.ts), backpropagated after the
+    // classifier exchange; the backbone's BatchNorm statistics are staged for apply. The nodes are recorded in the
+    // order of a single tape over the whole loss, so every gradient sums its parts in the same order.
+    const tape = new DeferredTape();
+    const stats = new PendingStats();
     const owned: tf.Tensor[] = [];
+    const pending: PendingUpdate[] = [];
     try {
-      const pi = tf.tidy(() => tf.sigmoid(this.generator.apply(f)).dataSync() as Float32Array);
+      // f, and G's logits on a copy of f: a tensor the tape did not make, so nothing flows from G into F (stop-gradient)
+      const { ft, gLogits } = tape.record(() => {
+        const ft = this.backbone.features(x, true, { updateStats: stats });
+        const fStop = tf.tensor4d(new Float32Array(ft.dataSync() as Float32Array), ft.shape);
+        return { ft, gLogits: this.generator.apply(fStop) };
+      });
+      owned.push(ft, gLogits);
+      const pi = tf.tidy(() => tf.sigmoid(gLogits).dataSync() as Float32Array);
       const { top, drop } = topKDropCounts(h, w);
       const maskRng = Rng.derive(this.s.seed, 'occlusion-mask', step, this.rank);
       const structured = candidateMasks(h, w, { randomHalves: this.s.randomHalves, rng: Rng.derive(this.s.seed, 'occlusion-candidates', step, this.rank) });
@@ -268,13 +296,18 @@ export class OcclusionTrainer {
       const segInputMask = occluded > 0 ? tf.tensor4d(masks, [b, h, w, 1]) : mask;
       owned.push(mask);
       if (segInputMask !== mask) owned.push(segInputMask);
+      // R on the clean and the masked map (only the clean pass counts for BatchNorm statistics), S on the masked one
+      const { eClean, eMasked, segLogits } = tape.record(() => {
+        const fm = maskFeatures(ft, mask);
+        const eClean = this.backbone.head(ft, true, { updateStats: stats });
+        const eMasked = this.backbone.head(fm, MASKED_HEAD_TRAINING, { updateStats: false });
+        const segInput = segInputMask === mask ? fm : maskFeatures(ft, segInputMask);
+        return { eClean, eMasked, segLogits: this.segmentation.apply(segInput) };
+      });
+      owned.push(eClean, eMasked, segLogits);
       const emb = new Float32Array(2 * b * dim);
-      const eClean = tf.tidy(() => this.backbone.head(f, true, { updateStats: false }));
-      const eMasked = tf.tidy(() => this.backbone.head(maskFeatures(f, mask), MASKED_HEAD_TRAINING, { updateStats: false }));
       emb.set(eClean.dataSync() as Float32Array, 0);
       emb.set(eMasked.dataSync() as Float32Array, b * dim);
-      eClean.dispose();
-      eMasked.dispose();
 
       // one classifier batch of 2B rows per worker: [clean; masked], loss = ½(L_clean + L_masked)
       const twice = new Int32Array(2 * b);
@@ -286,36 +319,34 @@ export class OcclusionTrainer {
       for (let i = 0; i < b; i++) gate[i] = fromG[i] && adversaryGate(p[i]!, p[b + i]!, this.s.gate) ? 1 : 0;
       const gated = await this.sumOverWorkers(gate.reduce((a, v) => a + v, 0));
 
-      // backward: one tape over F, R, S and G
+      // the loss on the recorded outputs, then the backward through F, R, S and G
       const dyClean = tf.tensor2d(cls.gradEmbeddings.subarray(0, b * dim), [b, dim]);
       const dyMasked = tf.tensor2d(cls.gradEmbeddings.subarray(b * dim), [b, dim]);
       const gateT = tf.tensor4d(gate, [b, 1, 1, 1]);
+      owned.push(dyClean, dyMasked, gateT);
       const backboneVars = this.params.map((q) => q.variable);
       const segVars = this.segmentation.trainableVariables().map((q) => q.variable);
       const genVars = this.generator.trainableVariables().map((q) => q.variable);
       let segLoss = 0;
       let genLoss = 0;
-      const { value: total, grads } = tf.engine().gradients(() => {
-        const ft = this.backbone.features(x, true); // BatchNorm statistics updated here, once per step
-        const fm = maskFeatures(ft, mask);
-        const recognition = tf.add(tf.sum(tf.mul(this.backbone.head(ft, true), dyClean)), tf.sum(tf.mul(this.backbone.head(fm, MASKED_HEAD_TRAINING, { updateStats: false }), dyMasked)));
-        const segInput = segInputMask === mask ? fm : maskFeatures(ft, segInputMask);
-        const lSeg = tf.div(tf.sum(bceWithLogits(this.segmentation.apply(segInput), mask)), globalCells);
-        const lGen = tf.div(tf.sum(tf.mul(gateT, bceWithLogits(this.generator.apply(f), mask))), globalCells);
+      const total = tape.record(() => {
+        const recognition = tf.add(tf.sum(tf.mul(eClean, dyClean)), tf.sum(tf.mul(eMasked, dyMasked)));
+        const lSeg = tf.div(tf.sum(bceWithLogits(segLogits, mask)), globalCells);
+        const lGen = tf.div(tf.sum(tf.mul(gateT, bceWithLogits(gLogits, mask))), globalCells);
         segLoss = lSeg.dataSync()[0]!;
         genLoss = lGen.dataSync()[0]!;
         return tf.addN([recognition, tf.mul(lSeg, this.s.segWeight), tf.mul(lGen, this.s.adversaryWeight)]) as tf.Scalar;
-      }, [...backboneVars, ...segVars, ...genVars]);
-      total.dispose();
-      dyClean.dispose();
-      dyMasked.dispose();
-      gateT.dispose();
+      });
+      owned.push(total);
+      const grads = tape.gradients(total, [...backboneVars, ...segVars, ...genVars]);
       const backboneGrads = grads.slice(0, backboneVars.length);
-      const segNorm = await this.update(grads.slice(backboneVars.length, backboneVars.length + segVars.length), this.segBuckets, this.segOptimizer, lr);
+      const seg = await this.reduce(grads.slice(backboneVars.length, backboneVars.length + segVars.length), this.segBuckets, this.segOptimizer);
+      pending.push(seg);
       const genGrads = grads.slice(backboneVars.length + segVars.length);
-      let genNorm = 0;
-      if (gated > 0) genNorm = await this.update(genGrads, this.genBuckets, this.genOptimizer, lr);
+      let gen = NO_UPDATE;
+      if (gated > 0) gen = await this.reduce(genGrads, this.genBuckets, this.genOptimizer);
       else genGrads.forEach((g) => g.dispose());
+      pending.push(gen);
 
       // global means, for the log: L_clean, L_masked (−log p_y), L_seg, gated share, BCE(π, M) on the gated samples, G's share, drawn occluders' share
       const sums = new Float32Array(7);
@@ -333,6 +364,16 @@ export class OcclusionTrainer {
       return {
         cls,
         backboneGrads,
+        apply: (lr) => {
+          stats.commit();
+          seg.apply(lr);
+          gen.apply(lr);
+        },
+        discard: () => {
+          stats.discard();
+          seg.discard();
+          gen.discard();
+        },
         metrics: {
           occlusionStage: 2,
           lossClean: sums[0]! / n,
@@ -342,24 +383,34 @@ export class OcclusionTrainer {
           generatorMaskShare: sums[5]! / n,
           occludedShare: sums[6]! / n,
           generatorLoss: sums[4]!,
-          segGradNorm: segNorm,
-          generatorGradNorm: genNorm,
+          segGradNorm: seg.norm,
+          generatorGradNorm: gen.norm,
           droppedCells: drop,
         },
       };
+    } catch (e) {
+      tape.dispose();
+      stats.discard();
+      pending.forEach((u) => u.discard());
+      throw e;
     } finally {
-      f.dispose();
       owned.forEach((t) => t.dispose());
     }
   }
 
-  /** Sum over workers, clip, optimizer step; returns the norm before clipping. */
-  private async update(local: tf.Tensor[], buckets: Bucket[], optimizer: BackboneOptimizer, lr: number): Promise<number> {
+  /** Sums over workers and clips now (the collectives belong to the step); the optimizer step waits for apply. */
+  private async reduce(local: tf.Tensor[], buckets: Bucket[], optimizer: BackboneOptimizer): Promise<PendingUpdate> {
     const summed = await allReduceGradients(local, buckets, (a) => this.ring.allReduce(a, 'sum'));
     const { grads, norm } = clipGradNorm(summed, this.s.clipGradNorm);
-    optimizer.step(grads, lr);
-    grads.forEach((g) => g.dispose());
-    return norm;
+    const release = () => grads.forEach((g) => g.dispose());
+    return {
+      norm,
+      apply: (lr) => {
+        optimizer.step(grads, lr);
+        release();
+      },
+      discard: release,
+    };
   }
 
   private async sumOverWorkers(v: number): Promise<number> {

@@ -5,7 +5,9 @@
  *   all-gather [q | k] and labels → per-row stats over this block (+ the
  *   positives of this worker's own rows) → coordinator exchangeSoftmax →
  *   partial ∂q for all rows → reduce-scatter → ∂q of this worker's rows;
- *   then the enqueue of the whole global batch (after the logits).
+ *   then the enqueue of the whole global batch (after the logits), which the
+ *   step hands back as `enqueue` for the training method's apply, so a step
+ *   the numerical guard skips leaves the queue as it was.
  *
  * The queue holds K = queueSize slots in total; worker r of n holds the
  * contiguous block of slots classRange(K, n, r) (same split rule as classes),
@@ -41,6 +43,8 @@ export interface QueueStepResult {
   loss: number;
   /** ∂L/∂q_raw for this worker's own B rows (B×D), L = mean over the global batch. */
   gradEmbeddings: Float32Array;
+  /** Writes this step's keys into the queue and moves the pointer (once; the queue is unchanged until then). */
+  enqueue: () => void;
 }
 
 /** Checks that K is a positive multiple of the global batch (docs/methods.md#dcq-step: "K must be divisible by the global batch"). */
@@ -70,8 +74,8 @@ export class ShardedClassQueue {
   }
 
   /**
-   * One forward + backward through the sharded queue for this worker's batch,
-   * then the enqueue. `queries`: raw embeddings (B×D); `keys`: unit keys of
+   * One forward + backward through the sharded queue for this worker's batch;
+   * the enqueue is returned, not done. `queries`: raw embeddings (B×D); `keys`: unit keys of
    * the reference images (B×D), no gradient; `labels`: the rows' identities.
    */
   async forwardBackward(step: number, queries: Float32Array, keys: Float32Array, labels: Int32Array, comm: ShardComm): Promise<QueueStepResult> {
@@ -113,9 +117,14 @@ export class ShardedClassQueue {
       grad.dispose();
       blockKeys.dispose();
       const own = await comm.reduceScatter(partial);
-      // 7. enqueue the whole global batch after the logits (each worker writes the slots it holds)
-      this.state.ptr = enqueueBlock(this.state, this.slots, queueSize, this.state.ptr, allK, allLabels, dim);
-      return { loss, gradEmbeddings: own };
+      // 7. enqueue the whole global batch after the logits (each worker writes the slots it holds), when the step is applied
+      let done = false;
+      const enqueue = () => {
+        if (done) throw new Error('class queue: a step enqueued twice');
+        done = true;
+        this.state.ptr = enqueueBlock(this.state, this.slots, queueSize, this.state.ptr, allK, allLabels, dim);
+      };
+      return { loss, gradEmbeddings: own, enqueue };
     } finally {
       if (!blockKeys.isDisposed) blockKeys.dispose();
       q.dispose();

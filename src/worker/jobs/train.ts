@@ -8,8 +8,9 @@
  * Numerical guard: a step whose loss or summed gradients hold NaN or ±Inf is
  * skipped on every rank alike — the loss comes from the coordinator and the
  * summed all-reduce carries a NaN of any rank to all of them — with nothing
- * changed: no optimizer step, no classifier rows, and the BatchNorm running
- * statistics its forward moved are put back. The skipped step still uses up
+ * changed: no optimizer step, and the method's `apply` — its classifier rows,
+ * queue, key encoder or adversary, and the BatchNorm running statistics its
+ * forward computed — never runs (`discard` drops it instead). The skipped step still uses up
  * its batch and its place in the LR schedule. The coordinator counts the
  * skips (src/run/training.ts) and stops the job after maxBadSteps in a row.
  */
@@ -32,7 +33,7 @@ import type { TrainJobConfig } from '../methods/method.js';
 import { createTrainingMethod } from '../methods/registry.js';
 import { backboneOptions } from '../methods/backbone-options.js';
 import { writeMethodCheckpoint } from '../methods/checkpoint.js';
-import { anyNonFinite, snapshotBuffers } from '../numerical-guard.js';
+import { anyNonFinite } from '../numerical-guard.js';
 import { faultAt, parseFaults, stallAt } from '../faults.js';
 import { readManifest } from '../../checkpoint/checkpoint.js';
 
@@ -113,7 +114,6 @@ export const createJob: JobFactory = async (ctx) => {
       const tData = performance.now();
       const lr = learningRate(step, schedule);
       const x = tf.tensor4d(batch.images, [cfg.batch, cfg.imageSize, cfg.imageSize, 3]);
-      const buffers = snapshotBuffers(backbone);
       try {
         const r = await method.step({ step, epoch, batchIndex, x, batch, lr, hooks: [] });
         const tb = performance.now();
@@ -140,15 +140,14 @@ export const createJob: JobFactory = async (ctx) => {
             norm = clipped.norm;
             optimizer.step(clipped.grads, lr);
             clipped.grads.forEach((g) => g.dispose());
-            r.apply(lr);
           }
         }
+        // the method's deferred update (classifier rows, queue, key encoder, adversary, the forward's BatchNorm statistics)
         if (skipped) {
           r.discard();
-          buffers.restore();
           badSteps++;
         } else {
-          buffers.dispose();
+          r.apply(lr);
           badSteps = 0;
         }
         const t1 = performance.now();
@@ -191,15 +190,12 @@ export const createJob: JobFactory = async (ctx) => {
         if (valSets.length > 0 && (last || ((cfg.valEvery ?? 0) > 0 && step % cfg.valEvery === 0)))
           Object.assign(metrics, await scoreValSets(method.inferenceNetwork, valSets, { imageSize: cfg.imageSize, batch: cfg.batch }));
         return metrics;
-      } catch (e) {
-        buffers.dispose();
-        throw e;
       } finally {
         x.dispose();
       }
     },
     // the final checkpoint of a graceful stop: the state after the step that just ended, never from a step the guard
-    // skipped (a method's in-step updates, DCQ's queue say, are not held back; docs/architecture.md#numerical-guard)
+    // skipped (docs/architecture.md#graceful-stop)
     async checkpoint(step) {
       if (ended?.step !== step) throw new Error(`checkpoint of step ${step} requested, but the last step this worker ran is ${ended?.step ?? 'none'}`);
       if (ended.skipped) throw new Error(`checkpoint of step ${step} requested, but the numerical guard skipped that step: no checkpoint is written from it`);

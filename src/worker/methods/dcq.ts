@@ -1,7 +1,7 @@
 /**
  * `classifier: dcq`: the Dynamic Class Queue (dcq-training.ts) as a training
  * method. No classifier rows: the queue softmax gives ∂L/∂q, and the queue
- * and key encoder move inside the step.
+ * and key encoder move in the step's apply (nothing of theirs in a skipped step).
  *
  * Checkpoints (checkpoint/checkpoint.ts layout, manifest unchanged):
  *  - backbone.safetensors (rank 0) holds the network to run at inference
@@ -43,7 +43,7 @@ export class DcqMethod implements TrainingMethod {
   step(input: MethodStepInput): Promise<MethodStepResult> {
     return embeddingStep(this.m.backbone, this.m.params, input, async (emb) => {
       const r = await this.dcq.step(input.step, input.epoch, input.batchIndex, emb, input.batch.labels, this.m.comm);
-      return { loss: r.loss, gradEmbeddings: r.gradEmbeddings, metrics: { activeClasses: this.dcq.queue.slots.count }, apply: () => {}, discard: () => {} };
+      return { loss: r.loss, gradEmbeddings: r.gradEmbeddings, metrics: { activeClasses: this.dcq.queue.slots.count }, apply: () => r.apply(), discard: () => r.discard() };
     });
   }
 

@@ -72,9 +72,15 @@ export interface MethodStepResult {
   backboneGrads: tf.Tensor[] | null;
   metrics: Record<string, number>;
   marks: StepMarks;
-  /** The method's own update after the backbone's optimizer step (classifier rows…); the loop calls it only when backboneGrads is non-null. */
+  /**
+   * Everything else the step changes, after the backbone's optimizer step: the
+   * forward's BatchNorm running statistics, classifier rows, DCQ's queue and
+   * key encoder, the occlusion adversary. The loop calls it exactly when the
+   * numerical guard keeps the step (backboneGrads null or not), so a step
+   * must change none of that state before it.
+   */
   apply: (lr: number) => void;
-  /** Releases what `apply` would have used, for a step that is not applied. */
+  /** Releases what `apply` would have used, for a step that is skipped. */
   discard: () => void;
 }
 

@@ -50,10 +50,10 @@ export class OcclusionMethod extends FcMethod {
    * teacher with occlusion, so no hook is ever handed to it.
    */
   override async step(input: MethodStepInput): Promise<MethodStepResult> {
-    const { step, x, batch, lr } = input;
+    const { step, x, batch } = input;
     if (!this.occlusion.active(step)) return super.step(input);
     const start = performance.now();
-    const occ = await this.occlusion.step(step, x, batch.labels, this.classifier, this.m.comm, lr, batch.occluders);
+    const occ = await this.occlusion.step(step, x, batch.labels, this.classifier, this.m.comm, batch.occluders);
     const lossDone = performance.now();
     const { rank } = this.m.worker;
     const { cfg } = this.m;
@@ -66,8 +66,14 @@ export class OcclusionMethod extends FcMethod {
       backboneGrads: occ.backboneGrads,
       metrics: { ...l.metrics, ...occ.metrics },
       marks: { forwardDone: start, lossStart: start, lossDone },
-      apply: frozen ? () => {} : (lr) => l.apply(lr),
-      discard: frozen ? () => {} : () => l.discard(),
+      apply: (lr) => {
+        occ.apply(lr);
+        if (!frozen) l.apply(lr);
+      },
+      discard: () => {
+        occ.discard();
+        if (!frozen) l.discard();
+      },
     };
   }
 
