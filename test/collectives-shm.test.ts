@@ -8,7 +8,7 @@
  * shm is forced).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { hostLayout } from '../src/collectives/transport.js';
@@ -193,7 +193,10 @@ describe('shared-memory collectives across processes', () => {
     expect(left.length).toBe(1);
     const reports = await runWorkers(2, { job, choice: 'shm', slotBytes: MiB, timeoutMs: 5_000, mode: 'cases', sizes: [7] });
     expect(reports[0]!.choice!.transport).toBe('shm');
-    expect(reports[0]!.choice!.removed).toEqual([`/${left[0]}`]);
+    // every run clears dead runs' segments, so another shm job on this machine (a parallel test file) may clear it first
+    const ours = reports[0]!.choice!.removed.filter((n) => n.includes(job));
+    if (ours.length > 0) expect(ours).toEqual([`/${left[0]}`]);
+    else expect(existsSync(`/dev/shm/${left[0]}`), 'the stale segment was neither removed by this run nor gone').toBe(false);
     expect(reports.every((r) => r.results.length > 0 && r.results.every((x) => x.error === undefined))).toBe(true);
     expect(segmentsOf(job)).toEqual([]);
   });
