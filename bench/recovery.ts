@@ -7,7 +7,7 @@
  * coordinator logged them (docs/architecture.md#restarts). Beside it, the
  * checkpoint writer's throughput (src/checkpoint/tensor-file.ts: streamed,
  * hashed, fsynced, renamed) on the run's own checkpoint, against a plain
- * sequential write + fsync of the same bytes.
+ * sequential write + fsync of the same bytes, alternating, medians compared.
  */
 import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -82,7 +82,7 @@ export async function benchRecovery(o: BenchRecoveryOptions): Promise<Record<str
     if (!resumed) throw new Error(`bench recovery: no restart was logged; see ${runDir}/train.log`);
     const lastCheckpoint = Math.floor((o.killStep - 1) / o.checkpointEvery) * o.checkpointEvery;
     const stepsSinceCheckpoint = o.killStep - 1 - lastCheckpoint;
-    const write = checkpointThroughput(runDir, o.reps);
+    const write = await checkpointThroughput(runDir, o.reps);
     return {
       bench: 'recovery',
       workers: o.workers,
@@ -108,10 +108,13 @@ export async function benchRecovery(o: BenchRecoveryOptions): Promise<Record<str
 
 /**
  * Rewrites the run's newest checkpoint files with the checkpoint writer, and
- * the same number of bytes per file with plain write + fsync, alternating, in
- * a scratch directory next to the run's (same file system).
+ * the same bytes (each file as the run wrote it) with plain write + fsync, in
+ * a scratch directory next to the run's (same file system). One untimed round
+ * of each first, so neither meets a cold page cache or new directory alone;
+ * then `reps` timed rounds, the order alternating so neither always follows
+ * the other's dirty pages; medians compared.
  */
-function checkpointThroughput(runDir: string, reps: number): Record<string, number> {
+async function checkpointThroughput(runDir: string, reps: number): Promise<Record<string, number>> {
   const found = newestVerifiedCheckpoint(join(runDir, 'ckpt'));
   if (found.dir === null) throw new Error('bench recovery: the run left no verified checkpoint');
   const m = readManifest(found.dir);
@@ -119,17 +122,30 @@ function checkpointThroughput(runDir: string, reps: number): Record<string, numb
   const total = files.reduce((a, f) => a + f.bytes, 0);
   const scratch = mkdtempSync(join(runDir, 'write-bench-'));
   // the baseline's bytes exist before its clock starts, as the tensors do before the writer's
-  const buffers = files.map((f) => Buffer.alloc(f.bytes, 0x5a));
+  const buffers = files.map((f) => readFileSync(join(found.dir!, f.name)));
   const writer: number[] = [];
   const plain: number[] = [];
+  const timeWriter = async () => {
+    const t = performance.now();
+    for (const f of files) await writeTensorFile(join(scratch, f.name), f.tensors, f.metadata);
+    return (performance.now() - t) / 1000;
+  };
+  const timePlain = () => {
+    const t = performance.now();
+    files.forEach((f, i) => plainWrite(join(scratch, `${f.name}.plain`), buffers[i]!));
+    return (performance.now() - t) / 1000;
+  };
   try {
+    await timeWriter();
+    timePlain();
     for (let r = 0; r < reps; r++) {
-      let t = performance.now();
-      for (const f of files) writeTensorFile(join(scratch, f.name), f.tensors, f.metadata);
-      writer.push((performance.now() - t) / 1000);
-      t = performance.now();
-      files.forEach((f, i) => plainWrite(join(scratch, `${f.name}.plain`), buffers[i]!));
-      plain.push((performance.now() - t) / 1000);
+      if (r % 2 === 0) {
+        writer.push(await timeWriter());
+        plain.push(timePlain());
+      } else {
+        plain.push(timePlain());
+        writer.push(await timeWriter());
+      }
     }
   } finally {
     rmSync(scratch, { recursive: true, force: true });

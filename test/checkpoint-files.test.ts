@@ -12,6 +12,8 @@ import { runCli } from './helpers/processes.js';
 
 const root = mkdtempSync(join(tmpdir(), 'shardface-ckpt-'));
 const fileSha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
+/** coreutils' sha256sum, a hash computed outside this process and outside Node. */
+const sha256sum = (p: string) => execFileSync('sha256sum', [p], { encoding: 'utf8' }).split(' ')[0];
 const ramp = (n: number, k = 1) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 * k));
 
 function flipByte(path: string, at: number): void {
@@ -21,15 +23,16 @@ function flipByte(path: string, at: number): void {
 }
 
 /** A 2-shard checkpoint with known rows: shard r holds classes [r·5, r·5+5) of a 10 × 4 classifier. */
-function fakeCheckpoint(ckptRoot: string, step: number): { dir: string; weight: Float32Array } {
+async function fakeCheckpoint(ckptRoot: string, step: number): Promise<{ dir: string; weight: Float32Array }> {
   const dir = stepDir(ckptRoot, step);
   const weight = ramp(40, step);
-  const shards = [0, 1].map((rank) => {
+  const shards: Manifest['shards'] = [];
+  for (const rank of [0, 1]) {
     const rows = weight.slice(rank * 20, rank * 20 + 20);
-    const f = writeCheckpointFile(dir, shardFile(rank), { weight: { data: rows, shape: [5, 4] }, momentum: { data: rows.map((v) => v / 2), shape: [5, 4] } }, { rank: String(rank) });
-    return { ...f, rank, classStart: rank * 5, classCount: 5 };
-  });
-  const bb = writeCheckpointFile(dir, BACKBONE_FILE, { 'conv.w': { data: ramp(12), shape: [3, 4] } }, {});
+    const f = await writeCheckpointFile(dir, shardFile(rank), { weight: { data: rows, shape: [5, 4] }, momentum: { data: rows.map((v) => v / 2), shape: [5, 4] } }, { rank: String(rank) });
+    shards.push({ ...f, rank, classStart: rank * 5, classCount: 5 });
+  }
+  const bb = await writeCheckpointFile(dir, BACKBONE_FILE, { 'conv.w': { data: ramp(12), shape: [3, 4] } }, {});
   const m: Manifest = {
     format: 'shardface-checkpoint',
     version: 1,
@@ -48,11 +51,11 @@ function fakeCheckpoint(ckptRoot: string, step: number): { dir: string; weight: 
 }
 
 describe('tensor files: streamed, checksummed, atomic', () => {
-  it('round-trips every dtype and pieced tensors; the returned SHA-256 is the file bytes', () => {
+  it('round-trips every dtype and pieced tensors; the returned SHA-256 is the file bytes', async () => {
     const p = join(root, 'a.safetensors');
     const f32 = ramp(1000);
     const pieces = [ramp(6), ramp(6, 2)];
-    const r = writeTensorFile(
+    const r = await writeTensorFile(
       p,
       {
         f32: { data: f32, shape: [10, 100] },
@@ -76,27 +79,59 @@ describe('tensor files: streamed, checksummed, atomic', () => {
     expect(existsSync(p + '.tmp')).toBe(false);
   });
 
-  it('crosses the 64 MiB read/write piece boundary intact', () => {
+  it('crosses the 4 MiB write and 64 MiB read piece boundaries intact; the SHA-256 is sha256sum of the file', async () => {
     const p = join(root, 'big.safetensors');
     const big = new Float32Array(17 * 2 ** 20 + 3); // 68 MiB
     for (let i = 0; i < big.length; i += 4099) big[i] = i;
     big[big.length - 1] = -1;
-    const r = writeTensorFile(p, { big: { data: big, shape: [big.length] } });
-    expect(r.sha256).toBe(fileSha(p));
+    const r = await writeTensorFile(p, { big: { data: big, shape: [big.length] } });
+    expect(r.sha256).toBe(sha256sum(p));
     const back = readTensorFile(p, r.sha256).tensors.big!.data;
     expect(back.length).toBe(big.length);
     expect(back[big.length - 1]).toBe(-1);
     expect(back[4099 * 1000]).toBe(4099 * 1000);
   });
 
-  it('rejects a truncated file, a flipped byte and a piece of the wrong size with errors naming the file', () => {
+  it("a checkpoint manifest's SHA-256 and size of each file are sha256sum's and stat's, pieces crossing the write piece", async () => {
+    const dir = stepDir(join(root, 'sums', 'ckpt'), 1);
+    // 5 MiB rows split unevenly, so pieces straddle the 4 MiB write piece; plus tensors smaller than one piece
+    const rows = ramp(1_310_720 + 5, 3);
+    const pieces = [rows.subarray(0, 1_000_003), rows.subarray(1_000_003, 1_200_000), rows.subarray(1_200_000)];
+    const shard = await writeTensorFile(join(dir, shardFile(0)), { weight: { dtype: 'F32', shape: [rows.length], pieces: () => pieces }, momentum: { data: ramp(999), shape: [999] } }, { rank: '0' });
+    const bb = await writeCheckpointFile(dir, BACKBONE_FILE, { a: { data: ramp(4_194_305, 5), shape: [4_194_305] }, b: { data: Int32Array.from([3, 1]), shape: [2] } }, {});
+    const m: Manifest = {
+      format: 'shardface-checkpoint',
+      version: 1,
+      step: 1,
+      epoch: 0,
+      world: 1,
+      numClasses: 1,
+      embeddingSize: rows.length,
+      backbone: { ...bb, name: 'tiny' },
+      shards: [{ file: shardFile(0), ...shard, rank: 0, classStart: 0, classCount: 1 }],
+      config: {},
+      createdAt: new Date(0).toISOString(),
+    };
+    writeManifest(dir, m);
+    const written = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    for (const f of [written.backbone, ...written.shards]) {
+      expect(f.sha256).toBe(sha256sum(join(dir, f.file)));
+      expect(f.bytes).toBe(statSync(join(dir, f.file)).size);
+    }
+    expect(Array.from(readTensorFile(join(dir, shardFile(0)), shard.sha256).tensors.weight!.data)).toEqual(Array.from(rows));
+    expect(checkpointProblems(dir)).toEqual([]);
+  });
+
+  it('rejects a truncated file, a flipped byte and a piece of the wrong size with errors naming the file', async () => {
     const p = join(root, 'b.safetensors');
-    const r = writeTensorFile(p, { w: { data: ramp(64), shape: [8, 8] } });
+    const r = await writeTensorFile(p, { w: { data: ramp(64), shape: [8, 8] } });
     flipByte(p, statSync(p).size - 5);
     expect(() => readTensorFile(p, r.sha256)).toThrow(/b\.safetensors: checksum mismatch/);
     truncateSync(p, statSync(p).size - 16);
     expect(() => readTensorFile(p)).toThrow(/b\.safetensors: tensor w lies outside the file \(truncated\?\)/);
-    expect(() => writeTensorFile(join(root, 'c.safetensors'), { w: { dtype: 'F32', shape: [2, 2], pieces: () => [ramp(3)] } })).toThrow(/tensor w got 12 bytes for shape \[2,2\] \(16 expected\)/);
+    await expect(writeTensorFile(join(root, 'c.safetensors'), { w: { dtype: 'F32', shape: [2, 2], pieces: () => [ramp(3)] } })).rejects.toThrow(
+      /tensor w got 12 bytes for shape \[2,2\] \(16 expected\)/,
+    );
     expect(existsSync(join(root, 'c.safetensors'))).toBe(false);
     expect(existsSync(join(root, 'c.safetensors.tmp'))).toBe(false);
   });
@@ -115,12 +150,12 @@ describe('a full disk', () => {
   afterAll(() => {
     if (mounted) execFileSync('umount', [mnt]);
   });
-  it.skipIf(!mounted)('fails with one line naming the file and ENOSPC, and leaves the previous file intact (needs root for a tmpfs)', () => {
+  it.skipIf(!mounted)('fails with one line naming the file and ENOSPC, and leaves the previous file intact (needs root for a tmpfs)', async () => {
     const p = join(mnt, 'shard.safetensors');
-    const small = writeTensorFile(p, { w: { data: ramp(1000), shape: [1000] } });
+    const small = await writeTensorFile(p, { w: { data: ramp(1000), shape: [1000] } });
     let err: unknown;
     try {
-      writeTensorFile(p, { w: { data: ramp(400_000), shape: [400_000] } }); // 1.6 MB > 1 MiB
+      await writeTensorFile(p, { w: { data: ramp(400_000), shape: [400_000] } }); // 1.6 MB > 1 MiB
     } catch (e) {
       err = e;
     }
@@ -135,11 +170,11 @@ describe('a full disk', () => {
 });
 
 describe('checkpoints: verification, newest usable, pruning, merge', () => {
-  it('finds the newest checkpoint whose every file verifies and says why newer ones were passed over', () => {
+  it('finds the newest checkpoint whose every file verifies and says why newer ones were passed over', async () => {
     const ck = join(root, 'run1', 'ckpt');
-    fakeCheckpoint(ck, 10);
-    const b = fakeCheckpoint(ck, 20);
-    const c = fakeCheckpoint(ck, 30);
+    await fakeCheckpoint(ck, 10);
+    const b = await fakeCheckpoint(ck, 20);
+    const c = await fakeCheckpoint(ck, 30);
     mkdirSync(stepDir(ck, 40)); // an interrupted write: no manifest
     expect(checkpointProblems(b.dir)).toEqual([]);
     flipByte(join(c.dir, shardFile(1)), 100);
@@ -153,9 +188,9 @@ describe('checkpoints: verification, newest usable, pruning, merge', () => {
     ]);
   });
 
-  it('keeps the newest K complete checkpoints and removes the remains of interrupted writes', () => {
+  it('keeps the newest K complete checkpoints and removes the remains of interrupted writes', async () => {
     const ck = join(root, 'run2', 'ckpt');
-    for (const s of [5, 10, 15, 20]) fakeCheckpoint(ck, s);
+    for (const s of [5, 10, 15, 20]) await fakeCheckpoint(ck, s);
     mkdirSync(stepDir(ck, 12));
     mkdirSync(stepDir(ck, 25)); // newer than every complete one: may be being written now, so it stays
     expect(pruneCheckpoints(ck, 2).sort()).toEqual([stepDir(ck, 5), stepDir(ck, 10), stepDir(ck, 12)].sort());
@@ -163,10 +198,10 @@ describe('checkpoints: verification, newest usable, pruning, merge', () => {
     expect(pruneCheckpoints(ck, 0)).toEqual([]);
   });
 
-  it('merges the shards into the whole classifier, rows in class order with their optimizer slots', () => {
-    const { dir, weight } = fakeCheckpoint(join(root, 'run3', 'ckpt'), 7);
+  it('merges the shards into the whole classifier, rows in class order with their optimizer slots', async () => {
+    const { dir, weight } = await fakeCheckpoint(join(root, 'run3', 'ckpt'), 7);
     const out = join(root, 'merged.safetensors');
-    const r = mergeClassifier(dir, out);
+    const r = await mergeClassifier(dir, out);
     expect(r).toMatchObject({ numClasses: 10, embeddingSize: 4, tensors: ['weight', 'momentum'], sha256: fileSha(out) });
     const t = readTensorFile(out, r.sha256);
     expect(t.tensors.weight!.shape).toEqual([10, 4]);
@@ -178,8 +213,8 @@ describe('checkpoints: verification, newest usable, pruning, merge', () => {
   it('shardface ckpt info / merge through the CLI, and their errors', async () => {
     const run = join(root, 'run4');
     const ck = join(run, 'ckpt');
-    fakeCheckpoint(ck, 3);
-    const bad = fakeCheckpoint(ck, 6);
+    await fakeCheckpoint(ck, 3);
+    const bad = await fakeCheckpoint(ck, 6);
     flipByte(join(bad.dir, shardFile(0)), 90);
     let o = await runCli(['ckpt', 'info', run, '--json']);
     expect(o.code, o.stderr).toBe(0);

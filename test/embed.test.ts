@@ -40,7 +40,7 @@ async function writeTinyCheckpoint(root: string): Promise<string> {
   }
   b.dispose();
   const dir = stepDir(join(root, 'ckpt'), 12);
-  const file = writeCheckpointFile(dir, BACKBONE_FILE, tensors, {});
+  const file = await writeCheckpointFile(dir, BACKBONE_FILE, tensors, {});
   const cfg = { backbone: 'tiny', embeddingSize: 64, imageSize: 32, seed: 9 };
   writeManifest(dir, {
     format: 'shardface-checkpoint',

@@ -104,7 +104,7 @@ async function writeBackboneCheckpoint(root: string, name: BackboneName, step: n
   }
   b.dispose();
   const dir = stepDir(join(root, 'ckpt'), step);
-  const file = writeCheckpointFile(dir, BACKBONE_FILE, tensors, { step: String(step), backbone: name });
+  const file = await writeCheckpointFile(dir, BACKBONE_FILE, tensors, { step: String(step), backbone: name });
   writeManifest(dir, {
     format: 'shardface-checkpoint',
     version: 1,

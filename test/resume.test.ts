@@ -153,7 +153,7 @@ describe('train --resume', () => {
     const dir = stepDir(join(run, 'ckpt'), 4);
     const manifest = readManifest(dir);
     expect(manifest.world).toBe(2);
-    const merged = readTensorFile(mergeClassifier(dir, join(run, 'merged.safetensors')).out).tensors;
+    const merged = readTensorFile((await mergeClassifier(dir, join(run, 'merged.safetensors'))).out).tensors;
     const dim = 16;
     const ranges = [0, 1, 2].map((r) => classRange(manifest.numClasses, 3, r));
     // rank 1's range [7, 14) takes rows from both saved shards [0, 10) and [10, 20)

@@ -53,8 +53,8 @@ export function shardFile(rank: number): string {
 
 export const BACKBONE_FILE = 'backbone.safetensors';
 
-export function writeCheckpointFile(dir: string, file: string, tensors: Record<string, StoredTensor>, metadata: Record<string, string>): FileEntry {
-  const r = writeTensorFile(join(dir, file), tensors, metadata);
+export async function writeCheckpointFile(dir: string, file: string, tensors: Record<string, StoredTensor>, metadata: Record<string, string>): Promise<FileEntry> {
+  const r = await writeTensorFile(join(dir, file), tensors, metadata);
   return { file, sha256: r.sha256, bytes: r.bytes };
 }
 

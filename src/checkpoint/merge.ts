@@ -20,7 +20,7 @@ export interface MergeResult {
   tensors: string[];
 }
 
-export function mergeClassifier(dir: string, out: string): MergeResult {
+export async function mergeClassifier(dir: string, out: string): Promise<MergeResult> {
   const m = readManifest(dir);
   const shards = orderedShards(m);
   const first = readTensorFile(join(dir, shards[0]!.file), shards[0]!.sha256);
@@ -34,7 +34,7 @@ export function mergeClassifier(dir: string, out: string): MergeResult {
       shape: [m.numClasses, dim],
       pieces: () => shardRows(dir, shards, name, dim, first.tensors),
     };
-  const r = writeTensorFile(out, tensors, { format: 'shardface-classifier', step: String(m.step), numClasses: String(m.numClasses), embeddingSize: String(dim), sourceWorld: String(m.world) });
+  const r = await writeTensorFile(out, tensors, { format: 'shardface-classifier', step: String(m.step), numClasses: String(m.numClasses), embeddingSize: String(dim), sourceWorld: String(m.world) });
   return { out, ...r, numClasses: m.numClasses, embeddingSize: dim, tensors: names };
 }
 

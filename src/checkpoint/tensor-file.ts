@@ -11,7 +11,8 @@
  * full disk leaves either the old file or the new one, never half of one.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync, fstatSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readSync, rmSync, fstatSync } from 'node:fs';
+import { mkdir, open, rename, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ioFailure } from '../common/atomic-file.js';
 
@@ -35,6 +36,12 @@ const BYTES: Record<DType, number> = { F32: 4, I32: 4, U8: 1, F64: 8 };
 
 /** The largest piece moved by one read or write call (also bounds the temporary memory of a read). */
 const IO_PIECE = 64 * 2 ** 20;
+/**
+ * The piece of a write hashed while it is in flight: small enough that the
+ * hash of one piece and its write overlap for most of a tensor, large enough
+ * that the calls' overhead stays negligible.
+ */
+const WRITE_PIECE = 4 * 2 ** 20;
 
 /** An I/O failure while writing or reading a checkpoint file, with a one-line message that names the file and the cause. */
 export class TensorFileError extends Error {
@@ -108,35 +115,40 @@ export function fsyncDir(dir: string): void {
 }
 
 /**
- * Writes `path` atomically and durably; returns its SHA-256 and size. On any
- * failure the temp file is removed, a previous `path` is left untouched, and a
- * TensorFileError says which file and why.
+ * Writes `path` atomically and durably; resolves to its SHA-256 and size. On
+ * any failure the temp file is removed, a previous `path` is left untouched,
+ * and a TensorFileError says which file and why.
+ *
+ * Each piece's write is issued before the piece is hashed: the write runs on
+ * libuv's thread pool while SHA-256 runs here on the main thread, so the hash
+ * costs little beyond the write itself. Tensors are written from their own
+ * memory (no copy), and the file is fsynced once, at the end.
  */
-export function writeTensorFile(path: string, tensors: Record<string, AnyTensor>, metadata: Record<string, string> = {}): { sha256: string; bytes: number } {
+export async function writeTensorFile(path: string, tensors: Record<string, AnyTensor>, metadata: Record<string, string> = {}): Promise<{ sha256: string; bytes: number }> {
   const { head, names, dataBytes } = headerOf(tensors, metadata);
   const tmp = path + '.tmp';
   const hash = createHash('sha256');
-  let fd: number | undefined;
+  let file: FileHandle | undefined;
   try {
-    mkdirSync(dirname(path), { recursive: true });
-    fd = openSync(tmp, 'w');
-    writeAll(fd, head, hash);
+    await mkdir(dirname(path), { recursive: true });
+    file = await open(tmp, 'w');
+    await writeHashed(file, head, hash);
     for (const name of names) {
       const t = tensors[name]!;
       const want = t.shape.reduce((a, b) => a * b, 1) * BYTES[isPiecewise(t) ? t.dtype : dtypeOf(t.data)];
       let wrote = 0;
       for (const piece of isPiecewise(t) ? t.pieces() : [t.data]) {
-        writeAll(fd, bytesOf(piece), hash);
+        await writeHashed(file, bytesOf(piece), hash);
         wrote += piece.byteLength;
       }
       if (wrote !== want) throw new TensorFileError(`cannot write ${path}: tensor ${name} got ${wrote} bytes for shape ${JSON.stringify(t.shape)} (${want} expected)`);
     }
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = undefined;
-    renameSync(tmp, path);
+    await file.sync();
+    await file.close();
+    file = undefined;
+    await rename(tmp, path);
   } catch (e) {
-    if (fd !== undefined) closeSync(fd);
+    if (file !== undefined) await file.close().catch(() => undefined);
     rmSync(tmp, { force: true });
     throw ioError('write', path, e);
   }
@@ -144,15 +156,21 @@ export function writeTensorFile(path: string, tensors: Record<string, AnyTensor>
   return { sha256: hash.digest('hex'), bytes: head.length + dataBytes };
 }
 
-function writeAll(fd: number, bytes: Uint8Array, hash: Hash): void {
+/** Writes `bytes` at the file's position a piece at a time, hashing each piece while its write is in flight. */
+async function writeHashed(file: FileHandle, bytes: Uint8Array, hash: Hash): Promise<void> {
   for (let p = 0; p < bytes.byteLength;) {
-    const end = Math.min(bytes.byteLength, p + IO_PIECE);
+    const end = Math.min(bytes.byteLength, p + WRITE_PIECE);
     const piece = bytes.subarray(p, end);
-    let done = 0;
-    while (done < piece.byteLength) done += writeSync(fd, piece, done, piece.byteLength - done);
+    const written = writeFully(file, piece);
+    // both only read `piece`, so hashing it while the thread pool writes it is safe
     hash.update(piece);
+    await written;
     p = end;
   }
+}
+
+async function writeFully(file: FileHandle, piece: Uint8Array): Promise<void> {
+  for (let done = 0; done < piece.byteLength;) done += (await file.write(piece, done, piece.byteLength - done)).bytesWritten;
 }
 
 /** Reads exactly `into.byteLength` bytes at `position`, hashing them; a short file is a truncation error. */

@@ -42,7 +42,7 @@ export async function run(argv: string[]): Promise<number> {
     const problems = checkpointProblems(step);
     if (problems.length > 0) return fail(`${step} does not verify: ${problems.join('; ')}`);
     try {
-      console.log(JSON.stringify(mergeClassifier(step, resolve(out))));
+      console.log(JSON.stringify(await mergeClassifier(step, resolve(out))));
     } catch (e) {
       return fail((e as Error).message);
     }

@@ -24,9 +24,9 @@ export async function writeMethodCheckpoint(ctx: WorkerContext, cfg: TrainJobCon
   const dir = stepDir(`${cfg.runDir}/ckpt`, step);
   const meta = { step: String(step), epoch: String(epoch), rank: String(ctx.rank), world: String(ctx.world) };
   const { shard, network } = content;
-  const s = writeCheckpointFile(dir, shard.file, shard.tensors, { ...meta, ...shard.meta });
+  const s = await writeCheckpointFile(dir, shard.file, shard.tensors, { ...meta, ...shard.meta });
   await ctx.emit('checkpoint-file', { kind: 'shard', step, dir, rank: ctx.rank, classStart: ctx.classRange.start, classCount: ctx.classRange.count, ...shard.announce, ...s });
   if (!network) return;
-  const b = writeCheckpointFile(dir, network.file, network.tensors, { ...meta, ...network.meta });
+  const b = await writeCheckpointFile(dir, network.file, network.tensors, { ...meta, ...network.meta });
   await ctx.emit('checkpoint-file', { kind: 'backbone', step, dir, rank: 0, name: cfg.backbone, ...b });
 }
