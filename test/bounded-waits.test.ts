@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { freePort, startCli } from './helpers/processes.js';
+import { freePort, startCli, startCoordinator } from './helpers/processes.js';
 
 /** Runs `ip` (root only); false if it is not available. */
 function ip(...args: string[]): boolean {
@@ -22,9 +22,7 @@ const canNetns = process.getuid?.() === 0 && ip('netns', 'add', NS);
 if (canNetns) ip('netns', 'del', NS);
 
 async function twoWorkers(job: string, timeoutS: number) {
-  const addr = `tcp://127.0.0.1:${await freePort()}`;
-  const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '5', '--heartbeat-ms', '200', '--worker-timeout', String(timeoutS), '--job', job]);
-  await coord.waitFor((l) => l.msg === 'coordinator listening');
+  const { coord, address: addr } = await startCoordinator(['--workers', '2', '--steps', '5', '--heartbeat-ms', '200', '--worker-timeout', String(timeoutS), '--job', job]);
   // rank 1 advertises a loopback address nothing listens on: rank 0 cannot reach its right neighbour
   const w = [
     startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', '0']),
@@ -90,9 +88,7 @@ describe('an unreachable or dead coordinator', () => {
   });
 
   it('dies while the worker waits for the others to register: the worker notices the silence', async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--heartbeat-ms', '200', '--job', 'dead-coordinator']);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '2', '--heartbeat-ms', '200', '--job', 'dead-coordinator']);
     const w = startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--worker-timeout', '2']);
     await coord.waitFor((l) => l.msg === 'worker registered');
     await new Promise((r) => setTimeout(r, 500));

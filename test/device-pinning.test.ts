@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { choosePin, describeDevice, lookupGpu, parseNvidiaSmi, applyPin, localRankFromEnv, type DevicePin } from '../src/worker/device.js';
-import { freePort, startCli } from './helpers/processes.js';
+import { startCli, startCoordinator } from './helpers/processes.js';
 
 const lr = (value: number, variable = 'LOCAL_RANK') => ({ value, variable });
 
@@ -135,9 +135,7 @@ describe('pinning in real worker processes', () => {
   });
 
   it('a worker under Slurm pins from SLURM_LOCALID alone, and refuses one beyond the list', async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    const coord = startCli(['coordinator', '--workers', '1', '--bind', addr, '--kind', 'empty', '--steps', '1']);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '1', '--kind', 'empty', '--steps', '1']);
     const w = startCli(['worker', '--coordinator', addr], { SLURM_LOCALID: '1', CUDA_VISIBLE_DEVICES: '6,7' });
     const [c, x] = await Promise.all([coord.exit, w.exit]);
     expect(c.code).toBe(0);

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import * as zmq from 'zeromq';
 import { encode, PROTOCOL_VERSION } from '../src/protocol/index.js';
 import { Packr } from 'msgpackr';
-import { freePort, startCli } from './helpers/processes.js';
+import { startCli, startCoordinator } from './helpers/processes.js';
 import { rssBytes } from './helpers/rss.js';
 
 const MiB = 2 ** 20;
@@ -23,10 +23,8 @@ async function sendOnce(addr: string, frames: Uint8Array[]): Promise<void> {
 
 describe('frame size limit', () => {
   it('a 256 MiB frame to the coordinator and to a worker inbox is refused with bounded RSS; the job still runs', async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--steps', '200', '--step-delay-ms', '50', '--max-frame-mb', '1', '--job', 'big-frames']);
-    const listening = await coord.waitFor((l) => l.msg === 'coordinator listening');
-    expect(listening.maxFrameBytes).toBe(MiB);
+    const { coord, address: addr } = await startCoordinator(['--workers', '1', '--steps', '200', '--step-delay-ms', '50', '--max-frame-mb', '1', '--job', 'big-frames']);
+    expect((await coord.waitFor((l) => l.msg === 'coordinator listening')).maxFrameBytes).toBe(MiB);
     const w = startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--max-frame-mb', '1']);
     const reg = await w.waitFor((l) => l.msg === 'registering');
     await coord.waitFor((l) => l.msg === 'all workers ready; starting', 30_000);
@@ -63,9 +61,7 @@ describe('frame size limit', () => {
 
 describe('a flood of bad frames', () => {
   it('gives at most a burst of log lines plus counted summaries, none echoing the payload', async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--steps', '2', '--job', 'flood']);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '1', '--steps', '2', '--job', 'flood']);
     const MARK = 'PAYLOAD-MARKER-93731';
     const s = new zmq.Dealer({ linger: 0, receiveTimeout: 20_000 });
     s.connect(addr);

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import sharp from 'sharp';
-import { freePort, runCli, startCli, type Proc } from './helpers/processes.js';
+import { runCli, startCli, startCoordinator, type Proc } from './helpers/processes.js';
 import { parsePrometheus } from './helpers/prometheus-text.js';
 import { Browser } from './helpers/chromium.js';
 
@@ -277,8 +277,7 @@ describe('monitoring endpoint: bad settings', () => {
 
 describe('shardface coordinator serves the same endpoint', () => {
   it('a plain job: workers and step times while it runs; --metrics-port -1: none', async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--steps', '6', '--step-delay-ms', '300', '--job', 'watch-plain']);
+    const { coord, address: addr } = await startCoordinator(['--workers', '1', '--steps', '6', '--step-delay-ms', '300', '--job', 'watch-plain']);
     try {
       const url = (await coord.waitFor((l) => typeof l.url === 'string')).url as string;
       const before = parsePrometheus(await (await fetch(`${url}metrics`)).text());
@@ -307,7 +306,7 @@ describe('shardface coordinator serves the same endpoint', () => {
     } finally {
       coord.child.kill();
     }
-    const off = startCli(['coordinator', '--bind', `tcp://127.0.0.1:${await freePort()}`, '--workers', '1', '--steps', '1', '--join-timeout', '1', '--metrics-port', '-1']);
+    const off = startCli(['coordinator', '--bind', 'tcp://127.0.0.1:0', '--workers', '1', '--steps', '1', '--join-timeout', '1', '--metrics-port', '-1']);
     await off.exit;
     expect(off.json().some((l) => 'url' in l)).toBe(false);
     expect(off.json().some((l) => l.msg === 'coordinator listening')).toBe(true);

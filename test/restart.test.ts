@@ -10,48 +10,16 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, runCli, startCli } from './helpers/processes.js';
-import { fileSha256 } from '../src/checkpoint/tensor-file.js';
-import { readManifest, stepDir } from '../src/checkpoint/checkpoint.js';
+import { runCli, startCli, startCoordinator } from './helpers/processes.js';
+import { stepDir } from '../src/checkpoint/checkpoint.js';
+import { checkpointHashes, records, TINY_CHECKPOINTED_JOB } from './helpers/resume.js';
 import { parsePrometheus } from './helpers/prometheus-text.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'shardface-restart-'));
 const CONFIG = join(dir, 'train.json');
-// one config for every run here, so all of them train the same model step by step (threads fixed: the kernels' sums follow it)
-writeFileSync(
-  CONFIG,
-  JSON.stringify({
-    workers: 2,
-    backbone: 'tiny',
-    imageSize: 16,
-    embeddingSize: 16,
-    data: 'synthetic:20',
-    imagesPerIdentity: 4,
-    heldOutIdentities: 0,
-    batch: 8,
-    steps: 12,
-    checkpointEvery: 4,
-    checkpointKeep: 0,
-    threads: 1,
-    backend: 'cpu-native',
-    maxRestarts: 1,
-    logFormat: 'json',
-  }),
-);
+// one config for every run here, so all of them train the same model step by step
+writeFileSync(CONFIG, JSON.stringify({ ...TINY_CHECKPOINTED_JOB, maxRestarts: 1, logFormat: 'json' }));
 const runDir = (name: string) => join(dir, name);
-
-/** SHA-256 of every file of a run's checkpoint at `step` (the manifest aside: it records when it was written). */
-function checkpointHashes(run: string, step: number): Record<string, string> {
-  const d = stepDir(join(run, 'ckpt'), step);
-  const m = readManifest(d);
-  return Object.fromEntries([m.backbone, ...m.shards].map((f) => [f.file, fileSha256(join(d, f.file)).sha256]));
-}
-
-const records = (run: string) =>
-  readFileSync(join(run, 'metrics.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { step: number; loss: number });
 
 const summary = (run: string) => JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8')) as { ok: boolean; steps: number; restarts: number; error?: string };
 
@@ -131,15 +99,11 @@ describe('train --max-restarts', () => {
     const run = runDir('external');
     writeFileSync(join(dir, 'token'), 'team-secret');
     writeFileSync(join(dir, 'wrong-token'), 'guessed');
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    const coord = startCli([
-      'coordinator',
+    const { coord, address: addr } = await startCoordinator([
       '--config',
       CONFIG,
       '--workers',
       '2',
-      '--bind',
-      addr,
       '--token-file',
       join(dir, 'token'),
       '--job',

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { Packr } from 'msgpackr';
 import { decode, encode, PROTOCOL_VERSION } from '../src/protocol/index.js';
-import { freePort, startCli, type Proc } from './helpers/processes.js';
+import { type Proc, startCli, startCoordinator } from './helpers/processes.js';
 
 const packr = new Packr({ useRecords: false });
 const JOB = 'bad-input-test';
@@ -19,9 +19,7 @@ describe('a live coordinator given bad input', () => {
   writeFileSync(tokenFile, 's3cret\n');
 
   beforeAll(async () => {
-    addr = `tcp://127.0.0.1:${await freePort()}`;
-    coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--steps', '3', '--job', JOB, '--token-file', tokenFile]);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    ({ coord, address: addr } = await startCoordinator(['--workers', '1', '--steps', '3', '--job', JOB, '--token-file', tokenFile]));
   });
   afterAll(() => {
     coord.child.kill('SIGKILL');
@@ -84,12 +82,10 @@ describe('a live coordinator given bad input', () => {
 
 describe('a worker the coordinator refuses', () => {
   it("exits non-zero with the coordinator's reason", async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
     const dir = mkdtempSync(join(tmpdir(), 'shardface-'));
     writeFileSync(join(dir, 't'), 'right');
     writeFileSync(join(dir, 'w'), 'wrong');
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--job', 'refuse', '--token-file', join(dir, 't')]);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '1', '--job', 'refuse', '--token-file', join(dir, 't')]);
     const w = startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--token-file', join(dir, 'w')]);
     const x = await w.exit;
     coord.child.kill('SIGTERM');

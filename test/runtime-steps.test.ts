@@ -1,12 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { freePort, startCli } from './helpers/processes.js';
+import { startCli, startCoordinator } from './helpers/processes.js';
 
 describe('coordinator + workers (real processes on 127.0.0.1)', () => {
   it('run 10 empty steps and stop cleanly, logging JSON with role/rank/host/pid/step', async () => {
-    const port = await freePort();
-    const addr = `tcp://127.0.0.1:${port}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '10', '--job', 'steps-test', '--heartbeat-ms', '200']);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '2', '--steps', '10', '--job', 'steps-test', '--heartbeat-ms', '200']);
     const w = [0, 1].map(() => startCli(['worker', '--coordinator', addr, '--backend', 'cpu']));
     const [c, ...ws] = await Promise.all([coord.exit, ...w.map((p) => p.exit)]);
     expect(c.code, coord.lines.slice(-10).join('\n')).toBe(0);
@@ -26,10 +23,7 @@ describe('coordinator + workers (real processes on 127.0.0.1)', () => {
   });
 
   it('honours explicit ranks (as a scheduler would give them)', async () => {
-    const port = await freePort();
-    const addr = `tcp://127.0.0.1:${port}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '2', '--job', 'rank-test']);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '2', '--steps', '2', '--job', 'rank-test']);
     const w1 = startCli(['worker', '--coordinator', addr, '--backend', 'cpu'], { SLURM_PROCID: '1' });
     const w0 = startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', '0']);
     await Promise.all([coord.exit, w0.exit, w1.exit]);

@@ -1,12 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { freePort, startCli } from './helpers/processes.js';
+import { startCli, startCoordinator } from './helpers/processes.js';
 
 describe('a worker that dies', () => {
   it('SIGKILL: the coordinator names the rank within the timeout and exits non-zero', async () => {
-    const port = await freePort();
-    const addr = `tcp://127.0.0.1:${port}`;
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '1000', '--step-delay-ms', '50', '--heartbeat-ms', '200', '--worker-timeout', '2', '--job', 'death-test']);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '2', '--steps', '1000', '--step-delay-ms', '50', '--heartbeat-ms', '200', '--worker-timeout', '2', '--job', 'death-test']);
     const w = [0, 1].map((r) => startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', String(r)]));
     await coord.waitFor((l) => l.msg === 'all workers ready; starting', 30_000);
     await new Promise((r) => setTimeout(r, 500)); // a few 50 ms steps

@@ -12,7 +12,7 @@ import * as zmq from 'zeromq';
 import { decode, encode } from '../src/protocol/index.js';
 import { readKeyPair, readPublicKey, loadWorkerKeys, readAuthorizedKeys } from '../src/protocol/keys.js';
 import { z85Decode, z85Encode } from '../src/protocol/z85.js';
-import { freePort, runCli, startCli, type Proc } from './helpers/processes.js';
+import { type Proc, runCli, startCli, startCoordinator } from './helpers/processes.js';
 
 const JOB = 'curve-job-7f3a';
 const dir = mkdtempSync(join(tmpdir(), 'shardface-curve-'));
@@ -88,9 +88,7 @@ describe('a coordinator with --curve-keys', () => {
   const stranger = () => readKeyPair(join(foreign, 'worker.key'));
 
   beforeAll(async () => {
-    addr = `tcp://127.0.0.1:${await freePort()}`;
-    coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '40', '--step-delay-ms', '50', '--job', JOB, '--token-file', tokenFile, '--curve-keys', keys]);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    ({ coord, address: addr } = await startCoordinator(['--workers', '2', '--steps', '40', '--step-delay-ms', '50', '--job', JOB, '--token-file', tokenFile, '--curve-keys', keys]));
   });
   afterAll(() => {
     coord.child.kill('SIGKILL');

@@ -10,15 +10,13 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encode } from '../src/protocol/index.js';
-import { freePort, startCli } from './helpers/processes.js';
+import { startCli, startCoordinator } from './helpers/processes.js';
 import { strangerSocket, trainWithExternalWorkers } from './helpers/strangers.js';
 
 describe("a stranger's heartbeats", () => {
   it('do not keep a dead rank alive', async () => {
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
     const JOB = 'hb-stranger';
-    const coord = startCli(['coordinator', '--bind', addr, '--workers', '2', '--steps', '100000', '--step-delay-ms', '20', '--heartbeat-ms', '200', '--worker-timeout', '2', '--job', JOB]);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    const { coord, address: addr } = await startCoordinator(['--workers', '2', '--steps', '100000', '--step-delay-ms', '20', '--heartbeat-ms', '200', '--worker-timeout', '2', '--job', JOB]);
     const w = [0, 1].map((r) => startCli(['worker', '--coordinator', addr, '--backend', 'cpu', '--rank', String(r)]));
     await coord.waitFor((l) => l.msg === 'all workers ready; starting', 30_000);
     // Heartbeats for rank 1 from a stranger (the job id right, no session or a guessed one), every 50 ms.

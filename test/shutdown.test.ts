@@ -14,10 +14,10 @@ import { describe, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, runCli, startCli, type Proc } from './helpers/processes.js';
+import { type Proc, runCli, startCli, startCoordinator } from './helpers/processes.js';
 import { checkpointProblems, stepDir } from '../src/checkpoint/checkpoint.js';
 import { TINY_TRAIN_ARGS } from './helpers/train-args.js';
-import { cli, expectSameContinuation, newRunDir } from './helpers/resume.js';
+import { cli, expectSameContinuation, newRunDir, TINY_CHECKPOINTED_JOB } from './helpers/resume.js';
 import { CheckpointClock } from '../src/run/shutdown.js';
 
 const TINY = [...TINY_TRAIN_ARGS, '--steps', '12', '--checkpoint-every', '4', '--checkpoint-keep', '0', '--log-every', '1'];
@@ -185,33 +185,14 @@ describe('shardface coordinator --resume', () => {
   it('a standalone coordinator and its workers, stopped by SIGTERM, continue bit-identically to train run straight through', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardface-coord-resume-'));
     const config = join(dir, 'train.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        workers: 2,
-        backbone: 'tiny',
-        imageSize: 16,
-        embeddingSize: 16,
-        data: 'synthetic:20',
-        imagesPerIdentity: 4,
-        heldOutIdentities: 0,
-        batch: 8,
-        steps: 12,
-        checkpointEvery: 4,
-        checkpointKeep: 0,
-        logEvery: 1,
-        backend: 'cpu-native',
-        threads: 1,
-      }),
-    );
+    writeFileSync(config, JSON.stringify({ ...TINY_CHECKPOINTED_JOB, logEvery: 1 }));
     writeFileSync(join(dir, 'token'), 'team-secret');
     const a = join(dir, 'straight');
     const b = join(dir, 'run');
     const straight = cli(['--config', config, '--run-dir', a]);
 
     const start = async (args: string[], fault = '') => {
-      const addr = `tcp://127.0.0.1:${await freePort()}`;
-      const coord = startCli(['coordinator', ...args, '--workers', '2', '--bind', addr, '--token-file', join(dir, 'token'), '--job', 'ext-1']);
+      const { coord, address: addr } = await startCoordinator([...args, '--workers', '2', '--token-file', join(dir, 'token'), '--job', 'ext-1']);
       await coord.waitFor((l) => /waiting for 2 workers/.test(String(l.msg)));
       const workers = [0, 1].map((r) => startCli(['worker', '--coordinator', addr, '--job', 'ext-1', '--token-file', join(dir, 'token')], { SLURM_PROCID: String(r), SHARDFACE_FAULT: fault }));
       return { coord, workers };

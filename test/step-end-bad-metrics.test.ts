@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { decode, encode, type Message } from '../src/protocol/index.js';
-import { freePort, startCli, type Proc } from './helpers/processes.js';
+import { type Proc, startCoordinator } from './helpers/processes.js';
 
 const JOB = 'bad-step-end';
 
@@ -20,9 +20,8 @@ describe('a step-end with a non-finite metric', () => {
   it('stops the job with an error naming the rank instead of hanging', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardface-'));
     writeFileSync(join(dir, 'token'), 't0ken\n');
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
-    coord = startCli(['coordinator', '--bind', addr, '--workers', '1', '--steps', '3', '--job', JOB, '--token-file', join(dir, 'token')]);
-    await coord.waitFor((l) => l.msg === 'coordinator listening');
+    let addr: string;
+    ({ coord, address: addr } = await startCoordinator(['--workers', '1', '--steps', '3', '--job', JOB, '--token-file', join(dir, 'token')]));
     const s = new zmq.Dealer({ linger: 0, receiveTimeout: 20_000 });
     s.connect(addr);
     /** The next message of `type` (heartbeats and others skipped). */

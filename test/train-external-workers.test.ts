@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startCli } from './helpers/processes.js';
+import { startCli, startCoordinator } from './helpers/processes.js';
 
 describe('multi-node style training: coordinator --config + workers started by a scheduler', () => {
   it('trains with ranks from SLURM_PROCID and a shared token', async () => {
@@ -13,9 +13,8 @@ describe('multi-node style training: coordinator --config + workers started by a
       JSON.stringify({ workers: 2, batch: 16, imageSize: 16, embeddingSize: 32, data: 'synthetic:20', imagesPerIdentity: 8, heldOutIdentities: 0, steps: 3, backend: 'cpu-native' }),
     );
     writeFileSync(join(dir, 'token'), 'team-secret');
-    const addr = `tcp://127.0.0.1:${await freePort()}`;
     const runDir = join(dir, 'run');
-    const coord = startCli(['coordinator', '--config', config, '--workers', '2', '--bind', addr, '--token-file', join(dir, 'token'), '--job', 'slurm-42', '--run-dir', runDir]);
+    const { coord, address: addr } = await startCoordinator(['--config', config, '--workers', '2', '--token-file', join(dir, 'token'), '--job', 'slurm-42', '--run-dir', runDir]);
     await coord.waitFor((l) => /waiting for 2 workers/.test(String(l.msg)));
     const workers = [1, 0].map((r) => startCli(['worker', '--coordinator', addr, '--job', 'slurm-42', '--token-file', join(dir, 'token')], { SLURM_PROCID: String(r) }));
     const [c, ...w] = await Promise.all([coord.exit, ...workers.map((p) => p.exit)]);

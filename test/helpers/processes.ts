@@ -71,6 +71,17 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, wrap: stri
   };
 }
 
+/**
+ * Starts `shardface coordinator ARGS` on an ephemeral loopback port and resolves once it
+ * listens, with the address it bound. Picking a "free" port first and binding it later
+ * races every other process of a parallel test run; binding port 0 cannot.
+ */
+export async function startCoordinator(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ coord: Proc; address: string }> {
+  const coord = startCli(['coordinator', ...args, '--bind', 'tcp://127.0.0.1:0'], env);
+  const listening = await coord.waitFor((l) => l.msg === 'coordinator listening');
+  return { coord, address: String(listening.bind) };
+}
+
 /** A free-ish TCP port on loopback for a coordinator to bind. */
 export async function freePort(): Promise<number> {
   const net = await import('node:net');

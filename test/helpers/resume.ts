@@ -19,6 +19,26 @@ export function cli(args: string[], fault = '', timeout = 120_000): Promise<{ co
   });
 }
 
+/**
+ * A tiny 2-worker job with checkpoints at steps 4, 8 and 12, every one kept. Threads are
+ * fixed: the native kernels' sums follow the thread count, and the tests compare bytes.
+ */
+export const TINY_CHECKPOINTED_JOB = {
+  workers: 2,
+  backbone: 'tiny',
+  imageSize: 16,
+  embeddingSize: 16,
+  data: 'synthetic:20',
+  imagesPerIdentity: 4,
+  heldOutIdentities: 0,
+  batch: 8,
+  steps: 12,
+  checkpointEvery: 4,
+  checkpointKeep: 0,
+  threads: 1,
+  backend: 'cpu-native',
+} as const;
+
 export const newRunDir = () => mkdtempSync(join(tmpdir(), 'shardface-resume-'));
 
 /** SHA-256 of every file of a run's checkpoint at `step` (the manifest aside: it records when it was written). */

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { expect } from 'vitest';
-import { freePort, startCli, type Proc } from './processes.js';
+import { type Proc, startCli, startCoordinator } from './processes.js';
 
 export interface Stranger {
   /** Queues a send (a socket allows one send in flight); failures are ignored. */
@@ -76,11 +76,10 @@ export async function trainWithExternalWorkers(
   const config = opts.config ?? TINY_TRAINING;
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
-  const addr = `tcp://127.0.0.1:${await freePort()}`;
   const runDir = join(dir, name);
   const job = `job-${name}`;
   writeFileSync(join(dir, 'token'), 'not-for-strangers');
-  const coord = startCli(['coordinator', '--config', file, '--workers', '2', '--bind', addr, '--token-file', join(dir, 'token'), '--job', job, '--run-dir', runDir]);
+  const { coord, address: addr } = await startCoordinator(['--config', file, '--workers', '2', '--token-file', join(dir, 'token'), '--job', job, '--run-dir', runDir]);
   await coord.waitFor((l) => /waiting for 2 workers/.test(String(l.msg)));
   const start = (r: number) => startCli(['worker', '--coordinator', addr, '--job', job, '--rank', String(r), '--token-file', join(dir, 'token')]);
   const first = start(0);
