@@ -3,6 +3,17 @@
  * bucket is one contiguous Float32Array holding several parameters' gradients,
  * all-reduced as one message stream, then split back. Fewer, larger
  * collectives keep the ring at full bandwidth.
+ *
+ * How a bucket gets to the host and back depends on where tensors live
+ * (docs/architecture.md#gradient-buckets):
+ * - `host` (the CPU backends): a tensor's data already is host memory, so the
+ *   gradients are copied straight into the bucket, or into the shared-memory
+ *   transport's own buffer when it offers one (no copy into the segment later);
+ * - `device` (tfjs-node-gpu): the bucket is concatenated on the device and read
+ *   back with one asynchronous download, and the sum goes up as one tensor and
+ *   is split on the device — one transfer each way per bucket instead of one
+ *   blocking `dataSync` and one upload per parameter. The download of the next
+ *   bucket runs while the current one is being reduced.
  */
 import { tf } from '../ops/tf.js';
 
@@ -12,6 +23,8 @@ export interface Bucket {
   offsets: number[];
   length: number;
 }
+
+export type BucketStaging = 'host' | 'device';
 
 export function planBuckets(sizes: number[], bucketMb: number): Bucket[] {
   const limit = Math.max(1, Math.floor((bucketMb * 2 ** 20) / 4));
@@ -30,22 +43,30 @@ export function planBuckets(sizes: number[], bucketMb: number): Bucket[] {
   return buckets;
 }
 
+/** The staging that suits the current backend: `device` where tensors live off the host (tfjs-node's `tensorflow`). */
+export function stagingForBackend(backend: string = tf.getBackend()): BucketStaging {
+  return backend === 'tensorflow' ? 'device' : 'host';
+}
+
+export interface AllReduceGradientsOptions {
+  /** The shared-memory transport's buffer for a bucket of `length` floats, or null (src/collectives/collectives.ts). */
+  transferBuffer?: (length: number) => Promise<Float32Array | null>;
+  staging?: BucketStaging;
+}
+
 /**
  * Sums gradients over workers bucket by bucket with `allReduceSum`; returns new
- * tensors of the same shapes (the inputs are disposed). With `transferBuffer`
- * (the shared-memory slot, src/collectives/collectives.ts) each bucket is
- * written straight into the transport's buffer, and the sums are copied out
- * of it, since the buffer is reused by the next bucket.
+ * tensors of the same shapes (the inputs are disposed).
  */
-export async function allReduceGradients(
-  grads: tf.Tensor[],
-  buckets: Bucket[],
-  allReduceSum: (a: Float32Array) => Promise<void>,
-  transferBuffer?: (length: number) => Promise<Float32Array | null>,
-): Promise<tf.Tensor[]> {
+export async function allReduceGradients(grads: tf.Tensor[], buckets: Bucket[], allReduceSum: (a: Float32Array) => Promise<void>, opts: AllReduceGradientsOptions = {}): Promise<tf.Tensor[]> {
   const out = new Array<tf.Tensor>(grads.length);
+  if ((opts.staging ?? stagingForBackend()) === 'device') {
+    await reduceDeviceBuckets(grads, buckets, allReduceSum, out);
+    return out;
+  }
   for (const b of buckets) {
-    const slot = transferBuffer ? await transferBuffer(b.length) : null;
+    // the slot is reused by the next bucket: the sums are copied out of it
+    const slot = opts.transferBuffer ? await opts.transferBuffer(b.length) : null;
     const flat = slot ?? new Float32Array(b.length);
     b.params.forEach((p, k) => flat.set(grads[p]!.dataSync() as Float32Array, b.offsets[k]!));
     await allReduceSum(flat);
@@ -57,4 +78,48 @@ export async function allReduceGradients(
     });
   }
   return out;
+}
+
+/** One bucket's gradients as one device tensor, and the promise of its host copy. */
+function download(grads: tf.Tensor[], b: Bucket): Promise<Float32Array> {
+  const flat = tf.tidy(() => tf.concat(b.params.map((p) => grads[p]!.reshape([-1]))));
+  return flat.data().then(
+    (d) => {
+      flat.dispose();
+      return d as Float32Array;
+    },
+    (e: unknown) => {
+      flat.dispose();
+      throw e;
+    },
+  );
+}
+
+async function reduceDeviceBuckets(grads: tf.Tensor[], buckets: Bucket[], allReduceSum: (a: Float32Array) => Promise<void>, out: tf.Tensor[]): Promise<void> {
+  let next: Promise<Float32Array> | null = buckets.length > 0 ? download(grads, buckets[0]!) : null;
+  try {
+    for (let i = 0; i < buckets.length; i++) {
+      const b = buckets[i]!;
+      const flat = await next!;
+      // the next bucket's download overlaps this one's reduction
+      next = i + 1 < buckets.length ? download(grads, buckets[i + 1]!) : null;
+      await allReduceSum(flat);
+      const parts = tf.tidy(() =>
+        tf.split(
+          tf.tensor1d(flat, 'float32'),
+          b.params.map((p) => grads[p]!.size),
+        ),
+      );
+      b.params.forEach((p, k) => {
+        out[p] = tf.tidy(() => parts[k]!.reshape(grads[p]!.shape));
+        parts[k]!.dispose();
+      });
+    }
+  } catch (e) {
+    // a failed reduction must not leave the next download's promise rejecting unobserved
+    next?.catch(() => {});
+    out.forEach((t) => t?.dispose());
+    throw e;
+  }
+  grads.forEach((g) => g.dispose());
 }

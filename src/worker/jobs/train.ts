@@ -126,12 +126,7 @@ export const createJob: JobFactory = async (ctx) => {
         let ta = tb;
         let skipped = !Number.isFinite(r.loss);
         if (local) {
-          const summed = await allReduceGradients(
-            local,
-            buckets,
-            (a) => ctx.collectives.allReduce(a, 'sum'),
-            (n) => ctx.collectives.transferBuffer(n),
-          );
+          const summed = await allReduceGradients(local, buckets, (a) => ctx.collectives.allReduce(a, 'sum'), { transferBuffer: (n) => ctx.collectives.transferBuffer(n) });
           ta = performance.now();
           skipped ||= await anyNonFinite(summed);
           if (skipped) summed.forEach((g) => g.dispose());
