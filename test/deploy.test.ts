@@ -265,23 +265,35 @@ describe('Kubernetes manifests', () => {
     expect(workerJob.spec.template.metadata.labels).not.toMatchObject(service.spec.selector); // only the coordinator behind it
   });
 
-  /** The ConfigMap's shutdownTimeoutMs (the default where it sets none). */
-  const shutdownTimeoutMs = () => {
+  /** The ConfigMap's training config, resolved (defaults filled in). */
+  const trainConfig = () => {
     const file = argValue(coord.args, 'config');
     const { mountPath, volume } = volumeHolding(coordPod, coord, file);
     const values = JSON.parse(find('ConfigMap', volume.configMap.name).data[posix.relative(mountPath, file)]) as Record<string, unknown>;
-    return resolveConfig({ values: { ...values, data: 'synthetic:1000', val: 'none' } }).shutdownTimeoutMs;
+    return resolveConfig({ values: { ...values, data: 'synthetic:1000', val: 'none' } });
   };
 
-  it('runs once, fails fast and stops gracefully: Never, no retries, SIGTERM grace', () => {
+  it('the coordinator runs once and fails fast; a failed worker is replaced as often as maxRestarts allows', () => {
+    expect(coordPod.restartPolicy).toBe('Never');
+    expect(coordinatorJob.spec.backoffLimit).toBe(0);
+    expect(coordinatorJob.spec.podFailurePolicy.rules[0]).toMatchObject({ action: 'FailJob', onExitCodes: { containerName: coord.name, operator: 'NotIn', values: [0] } });
+    // a new pod (possibly on another node) per failure of a rank, not a container restart in place: podFailurePolicy needs Never
+    const maxRestarts = trainConfig().maxRestarts;
+    expect(maxRestarts).toBeGreaterThan(0);
+    expect(workerPod.restartPolicy).toBe('Never');
+    expect(workerJob.spec.backoffLimitPerIndex).toBe(maxRestarts);
+    expect(workerJob.spec.maxFailedIndexes).toBe(0);
+    expect(workerJob.spec.backoffLimit).toBeUndefined();
+    // a bad config and a graceful stop are not retried
+    expect(workerJob.spec.podFailurePolicy.rules[0]).toMatchObject({ action: 'FailJob', onExitCodes: { containerName: worker.name, operator: 'In', values: [2, 130, 143] } });
+  });
+
+  it('stops gracefully within the SIGTERM grace, with resources and a non-root user', () => {
     for (const job of [coordinatorJob, workerJob]) {
       const pod = job.spec.template.spec;
-      expect(pod.restartPolicy).toBe('Never');
-      expect(job.spec.backoffLimit).toBe(0);
-      expect(job.spec.podFailurePolicy.rules[0]).toMatchObject({ action: 'FailJob', onExitCodes: { containerName: pod.containers[0].name, operator: 'NotIn', values: [0] } });
       expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(120);
       // a signalled worker waits shutdownTimeoutMs + 10 s for the coordinator's stop after the final checkpoint
-      expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThan(shutdownTimeoutMs() + 10_000);
+      expect(pod.terminationGracePeriodSeconds * 1000).toBeGreaterThan(trainConfig().shutdownTimeoutMs + 10_000);
       expect(pod.containers[0].resources.requests.cpu).toBeDefined();
       expect(pod.containers[0].resources.limits.memory).toBeDefined();
       expect(pod.securityContext.runAsNonRoot).toBe(true);
