@@ -19,6 +19,7 @@ import { prepareWeight, reduceSoftmaxStats, shardBackward, shardForward, type So
 import { createShardState, disposeShardState, gatherRows, updateRows, type RowHyperParams, type ShardState } from '../src/ops/row-optimizer.js';
 import { initialShardWeights } from '../src/ops/classifier-init.js';
 import { nativeKernelCounts, registerNativeKernels } from '../src/ops/native/register.js';
+import { HEAD_DW, HEAD_DX, LEGACY_DW, LEGACY_DX, VECTOR_A_LOSS, W, X, Y as VECTOR_A_Y } from './helpers/vector-a.js';
 
 const TOL = 2e-4;
 
@@ -198,21 +199,7 @@ describe('native classifier: fused forward/backward equal the composite', () => 
   });
 
   it('reproduces docs/methods.md#partial-fc-test-vectors, vector A (two shards, straight-through and exact) on cpu-native', () => {
-    const X = [
-      [1.0, 2.0, 0.5],
-      [-0.5, 0.3, 1.2],
-      [0.2, -1.0, 0.4],
-      [0.9, 0.1, -0.3],
-    ];
-    const Y = Int32Array.from([1, 4, 5, 0]);
-    const W = [
-      [0.8, 0.6, 0.2],
-      [0.9, 2.1, 0.3],
-      [0.2, -0.3, 0.5],
-      [0.05, 0.2, 0.1],
-      [-0.1, 0.8, 1.0],
-      [0.3, -0.9, 0.2],
-    ];
+    const Y = Int32Array.from(VECTOR_A_Y);
     const margin = resolveMargin({ type: 'arcface' });
     const run = (variant: MarginVariant) =>
       on('cpu-native', () =>
@@ -231,18 +218,13 @@ describe('native classifier: fused forward/backward equal the composite', () => 
         }),
       );
     const st = run('straight-through');
-    expect(st.loss).toBeCloseTo(4.35402806167, 4);
-    expectClose(st.dX, [-0.946823, -0.064612, 2.152095, 0.75445, -0.634694, 0.473028, 0.640269, 3.720135, 8.980203, -1.58644, 5.961708, -2.772083], 'dX', 2e-5);
-    expectClose(st.dW.slice(0, 9), [-5.812512, 5.34455, 7.2164, 5.058118, -1.713945, -3.176739, -3.452982, -11.052287, -5.250179], 'dW rank0', 2e-5);
-    expectClose(st.dW.slice(9), [8.646099, -0.245758, -3.831534, 1.214911, 1.252653, -0.880631, 1.822605, 0.058794, -2.469336], 'dW rank1', 2e-5);
+    expect(st.loss).toBeCloseTo(VECTOR_A_LOSS, 4);
+    expectClose(st.dX, HEAD_DX.flat(), 'dX', 2e-5);
+    expectClose(st.dW.slice(0, 9), HEAD_DW.slice(0, 3).flat(), 'dW rank0', 2e-5);
+    expectClose(st.dW.slice(9), HEAD_DW.slice(3).flat(), 'dW rank1', 2e-5);
     const ex = run('exact');
-    expectClose(ex.dX, [0.374779, -1.386214, 4.795299, 0.073149, -1.808646, 0.48264, -3.196437, 4.729794, 13.422704, -2.171074, 2.497748, -5.68064], 'legacy dX', 2e-5);
-    expectClose(
-      ex.dW,
-      [-8.114511, 7.441926, 10.132265, 3.602116, -0.705944, -5.864743, -3.452982, -11.052287, -5.250179, 8.646099, -0.245758, -3.831534, 2.091182, 2.156145, -1.515798, 5.818279, 0.187686, -7.88283],
-      'legacy dW',
-      2e-5,
-    );
+    expectClose(ex.dX, LEGACY_DX.flat(), 'legacy dX', 2e-5);
+    expectClose(ex.dW, LEGACY_DW.flat(), 'legacy dW', 2e-5);
   });
 });
 

@@ -1,24 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { generateCase, parseSelftestCase } from '../src/cli/selftest-case.js';
+import { vectorA } from './helpers/vector-a.js';
 
-const good = () => ({
-  embeddings: [
-    [1, 2, 0.5],
-    [-0.5, 0.3, 1.2],
-    [0.2, -1, 0.4],
-    [0.9, 0.1, -0.3],
-  ],
-  labels: [1, 4, 5, 0],
-  weight: [
-    [0.8, 0.6, 0.2],
-    [0.9, 2.1, 0.3],
-    [0.2, -0.3, 0.5],
-    [0.05, 0.2, 0.1],
-    [-0.1, 0.8, 1],
-    [0.3, -0.9, 0.2],
-  ],
-  margin: { type: 'arcface' },
-});
+const good = () => ({ ...vectorA(), margin: { type: 'arcface' } });
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the edits poke at arbitrary nested fields of a case
 type AnyCase = Record<string, any>;

@@ -6,6 +6,7 @@ import { sampleClasses } from '../src/ops/sampling.js';
 import { MARGIN_PRESETS, resolveMargin, type MarginSpec, type MarginVariant } from '../src/ops/margin.js';
 import { prepareWeight, reduceSoftmaxStats, shardBackward, shardForward, type SoftmaxStats } from '../src/ops/softmax-shard.js';
 import { referenceLossAndGrads } from '../src/ops/reference-classifier.js';
+import { HEAD_DW, HEAD_DX, LEGACY_DW, LEGACY_DX, VECTOR_A_LOSS, W, X, Y } from './helpers/vector-a.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -98,50 +99,7 @@ function randomCase(seed: number, n: number, c: number, d: number) {
   return { emb, weight, labels };
 }
 
-// docs/methods.md#partial-fc-test-vectors, vector A
-const X = [
-  [1.0, 2.0, 0.5],
-  [-0.5, 0.3, 1.2],
-  [0.2, -1.0, 0.4],
-  [0.9, 0.1, -0.3],
-];
-const Y = [1, 4, 5, 0];
-const W = [
-  [0.8, 0.6, 0.2],
-  [0.9, 2.1, 0.3],
-  [0.2, -0.3, 0.5],
-  [0.05, 0.2, 0.1],
-  [-0.1, 0.8, 1.0],
-  [0.3, -0.9, 0.2],
-];
-const HEAD_DW = [
-  [-5.812512, 5.34455, 7.2164],
-  [5.058118, -1.713945, -3.176739],
-  [-3.452982, -11.052287, -5.250179],
-  [8.646099, -0.245758, -3.831534],
-  [1.214911, 1.252653, -0.880631],
-  [1.822605, 0.058794, -2.469336],
-];
-const HEAD_DX = [
-  [-0.946823, -0.064612, 2.152095],
-  [0.75445, -0.634694, 0.473028],
-  [0.640269, 3.720135, 8.980203],
-  [-1.58644, 5.961708, -2.772083],
-];
-const LEGACY_DX = [
-  [0.374779, -1.386214, 4.795299],
-  [0.073149, -1.808646, 0.48264],
-  [-3.196437, 4.729794, 13.422704],
-  [-2.171074, 2.497748, -5.68064],
-];
-const LEGACY_DW = [
-  [-8.114511, 7.441926, 10.132265],
-  [3.602116, -0.705944, -5.864743],
-  [-3.452982, -11.052287, -5.250179],
-  [8.646099, -0.245758, -3.831534],
-  [2.091182, 2.156145, -1.515798],
-  [5.818279, 0.187686, -7.88283],
-];
+// docs/methods.md#partial-fc-test-vectors, vector A: X, Y, W and the expected values in test/helpers/vector-a.ts
 
 function expectMatrix(actual: ArrayLike<number>, expected: number[][], what: string) {
   const flat = expected.flat();
@@ -155,7 +113,7 @@ describe('docs/methods.md#partial-fc-test-vectors, vector A: two shards equal th
 
   it('straight-through (arcface_torch HEAD): loss, per-rank statistics, dL/dW, dL/dX', () => {
     const r = runSharded(X, W, Y, 2, arcface, 'straight-through');
-    expect(Math.abs(r.loss - 4.35402806167)).toBeLessThan(1e-5 * 4.354);
+    expect(Math.abs(r.loss - VECTOR_A_LOSS)).toBeLessThan(1e-5 * 4.354);
     // global M, S and q from the per-rank statistics
     const M = [60.952381, 33.67247, 51.178943, 27.076652];
     const S = [1.032474, 1.465468, 1.090352, 1.00215];
@@ -174,7 +132,7 @@ describe('docs/methods.md#partial-fc-test-vectors, vector A: two shards equal th
     expectMatrix(r.gradWeight, HEAD_DW, 'dL/dW');
     expectMatrix(r.gradEmb, HEAD_DX, 'dL/dX');
     const ref = reference(X, W, Y, arcface, 'straight-through');
-    expect(Math.abs(ref.loss - 4.35402806167)).toBeLessThan(1e-5 * 4.354);
+    expect(Math.abs(ref.loss - VECTOR_A_LOSS)).toBeLessThan(1e-5 * 4.354);
     expectMatrix(ref.gradWeight, HEAD_DW, 'reference dL/dW');
     expectMatrix(ref.gradEmb, HEAD_DX, 'reference dL/dX');
   });
@@ -182,7 +140,7 @@ describe('docs/methods.md#partial-fc-test-vectors, vector A: two shards equal th
   for (const variant of ['legacy', 'exact'] as const) {
     it(`${variant}: same loss, the legacy gradient vectors (every target has c > th)`, () => {
       const r = runSharded(X, W, Y, 2, arcface, variant);
-      expect(Math.abs(r.loss - 4.35402806167)).toBeLessThan(1e-5 * 4.354);
+      expect(Math.abs(r.loss - VECTOR_A_LOSS)).toBeLessThan(1e-5 * 4.354);
       expectMatrix(r.gradWeight, LEGACY_DW, 'dL/dW');
       expectMatrix(r.gradEmb, LEGACY_DX, 'dL/dX');
       const ref = reference(X, W, Y, arcface, variant);
