@@ -304,7 +304,7 @@ SF_AVX512 static void filterImplicit(const float* x, const float* dy, float* dw,
     const int me = omp_get_thread_num(), nt = omp_get_num_threads();
     float* acc = me == 0 ? dw : parts + (size_t)(me - 1) * outSize;
     bool first = true;
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(static) nowait  // a fixed share per thread: the partial sums, and so dw, are the same every run
     for (int64_t b = 0; b < blocks; b++) {
       const int64_t r0 = b * rb, r1 = std::min(rows, r0 + rb);
       for (int64_t g = 0; g < s.groups; g++)
@@ -522,7 +522,7 @@ void conv2dBackpropFilter(const float* x, const float* dy, float* dw, const Conv
     const int me = omp_get_thread_num(), nt = omp_get_num_threads();
     float* acc = me == 0 ? dw : parts + (size_t)(me - 1) * outSize;  // thread 0 sums straight into dw
     bool first = true;
-#pragma omp for schedule(dynamic, 1) nowait
+#pragma omp for schedule(static) nowait  // a fixed share per thread: the partial sums, and so dw, are the same every run
     for (int64_t b = 0; b < blocks; b++) {
       const int64_t r0 = b * rb, r1 = std::min(rows, r0 + rb);
       const float* patches = x + r0 * K;

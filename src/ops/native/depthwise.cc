@@ -335,7 +335,10 @@ void depthwiseBackpropInput(const float* dy, const float* w, float* dx, const Co
   }
 }
 
-/** Rows go to per-thread partial sums in small dynamic chunks (a preempted thread does not hold up the rest), then the partials are summed. */
+/**
+ * Rows go to per-thread partial sums, then the partials are summed. The rows are split statically: with a
+ * dynamic split which thread sums which rows changes from run to run, and so do the last bits of dw.
+ */
 void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const ConvShape& s) {
   const int64_t size = s.kh * s.kw * s.cout, rows = s.n * s.oh;
   const int t = (int)std::max<int64_t>(1, std::min<int64_t>(threads(), rows));
@@ -345,7 +348,7 @@ void depthwiseBackpropFilter(const float* x, const float* dy, float* dw, const C
     const int i = omp_get_thread_num(), nt = omp_get_num_threads();
     float* acc = parts + i * size;
     std::memset(acc, 0, size * sizeof(float));
-#pragma omp for schedule(dynamic, 4) nowait
+#pragma omp for schedule(static) nowait
     for (int64_t r = 0; r < rows; r++) backpropFilterRow(x, dy, acc, s, r / s.oh, r % s.oh);
 #pragma omp barrier
 #pragma omp for schedule(static)
@@ -483,7 +486,7 @@ static SF_INLINE void stridedDotAll(const float* x, int64_t xs, const float* g, 
   }
 }
 
-/** acc[ky][kx][i][o] += the filter gradient of output rows r of `rows` taken by this thread (dynamic chunks). */
+/** acc[ky][kx][i][o] += the filter gradient of output rows r of `rows` taken by this thread (a contiguous share). */
 static SF_INLINE void groupedSmallBackpropFilterRowsBody(const float* x, const float* dy, float* acc, const ConvShape& s,
                                                          const int32_t* idx, int64_t r0, int64_t r1) {
   const int64_t I = s.c / s.groups, CO = s.cout, width = I * CO;
