@@ -81,6 +81,16 @@ export class ShmCollectives implements Collectives {
   }
 
   /** Elements of one piece of an all-reduce (over all local ranks): small enough to stay in cache between copy, sum and gather. */
+  private get streamMin(): number {
+    return Number(process.env.SF_NT ?? 1 << 16);
+  }
+  private get streamSum(): boolean {
+    return process.env.SF_NTSUM !== '0';
+  }
+  private get spins(): number {
+    return Number(process.env.SF_SPINS ?? 4000);
+  }
+
   private get pieceElements(): number {
     return Math.max(1, Math.floor((this.o.pieceBytes ?? DEFAULT_PIECE_BYTES) / 4));
   }
@@ -101,46 +111,67 @@ export class ShmCollectives implements Collectives {
   allReduce(a: RingArray, op: ReduceOp = 'sum'): Promise<void> {
     return this.run('allreduce', async (what) => {
       const code = checkOp(a, op, ['sum', 'mean', 'max'], 'allReduce');
-      const { world, hosts, localRank: me, local } = this.o;
-      const n = a.length;
-      const cap = this.slotElements;
-      // Slices of the whole array, as the ring's blocks: the summation order of an element depends on its slice only.
-      const counts = splitCounts(n, local);
-      const offsets = blockOffsets(counts);
-      // Arrays that fit a slot sit at their own offsets in it, so pieces never share slot memory and need no wait
-      // between them; larger ones go through the slot piece by piece, each piece once every peer has read the last.
-      const inPlace = n <= cap;
-      const inSlot = this.isOwnSlot(a);
-      const chunk = Math.max(1, Math.min(counts[0]!, inPlace ? Math.ceil(this.pieceElements / local) : Math.floor(cap / local)));
-      const pieces = Math.max(1, Math.ceil(counts[0]! / chunk));
-      const divisor = op === 'mean' && hosts === 1 ? world : 1;
-      const at = (p: number, k: number) => offsets[p]! + k * chunk;
-      const len = (p: number, k: number) => Math.max(0, Math.min(chunk, counts[p]! - k * chunk));
-      const pos = (p: number, k: number) => (inPlace ? at(p, k) : p * chunk);
-      const slots = Array.from({ length: local }, (_, p) => this.slot(a, p, inPlace ? n : chunk * local));
-      await this.slotFree(what);
-      for (let k = 0; k < pieces; k++) {
-        if (!inPlace && k > 0) await this.slotFree(what);
-        const mine = slots[me]!;
-        if (!inSlot) for (let p = 0; p < local; p++) mine.set(a.subarray(at(p, k), at(p, k) + len(p, k)), pos(p, k));
-        await this.stage(what, n);
-        const from = pos(me, k);
-        const to = from + len(me, k);
-        const inputs = Array.from({ length: local }, (_, j) => slots[mod(me + 1 + j, local)]!.subarray(from, to));
-        const sum = mine.subarray(from, to);
-        this.seg.addonReduce(sum, inputs, code, divisor);
-        if (this.o.cross) {
-          await this.o.cross.allReduce(sum, op === 'mean' ? 'sum' : op);
-          if (op === 'mean') for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! / world;
-        }
-        await this.stage(what, n);
-        for (let p = 0; p < local; p++) {
-          if (inSlot && p === me) continue;
-          a.set(slots[p]!.subarray(pos(p, k), pos(p, k) + len(p, k)), at(p, k));
-        }
-        this.finish();
-      }
+      if (a.buffer === this.seg.buffer && !this.isOwnSlot(a)) {
+        // A view of the segment other than this rank's transfer buffer would alias the slots: go through a copy.
+        const copy = a.slice();
+        await this.reduceAll(what, copy, code, op);
+        a.set(copy);
+      } else await this.reduceAll(what, a, code, op);
     });
+  }
+
+  private async reduceAll(what: string, a: RingArray, code: 0 | 1, op: ReduceOp): Promise<void> {
+    const { world, hosts, localRank: me, local, cross } = this.o;
+    const n = a.length;
+    const cap = this.slotElements;
+    // Slices of the whole array, as the ring's blocks: the summation order of an element depends on its slice only.
+    const counts = splitCounts(n, local);
+    const offsets = blockOffsets(counts);
+    // Arrays that fit a slot sit at their own offsets in it, so pieces never share slot memory and need no wait
+    // between them; larger ones go through the slot piece by piece, each piece once every peer has read the last.
+    const inPlace = n <= cap;
+    const inSlot = this.isOwnSlot(a);
+    const chunk = Math.max(1, Math.min(counts[0]!, inPlace ? Math.ceil(this.pieceElements / local) : Math.floor(cap / local)));
+    const pieces = Math.max(1, Math.ceil(counts[0]! / chunk));
+    const divisor = op === 'mean' && hosts === 1 ? world : 1;
+    const at = (p: number, k: number) => offsets[p]! + k * chunk;
+    const len = (p: number, k: number) => Math.max(0, Math.min(chunk, counts[p]! - k * chunk));
+    const pos = (p: number, k: number) => (inPlace ? at(p, k) : p * chunk);
+    const slots = Array.from({ length: local }, (_, p) => this.slot(a, p, inPlace ? n : chunk * local));
+    const mine = slots[me]!;
+    const copy = this.seg.addonCopy;
+    const stream = (elements: number) => elements * 4 >= this.streamMin;
+    await this.slotFree(what);
+    for (let k = 0; k < pieces; k++) {
+      if (!inPlace && k > 0) await this.slotFree(what);
+      // 1. Only the slices the peers sum go through the slot; this rank's own slice is read from `a` in place.
+      if (!inSlot) for (let p = 0; p < local; p++) if (p !== me) copy(mine.subarray(pos(p, k), pos(p, k) + len(p, k)), a.subarray(at(p, k), at(p, k) + len(p, k)), stream(len(p, k)));
+      await this.stage(what, n);
+      // 2. Sum slice `me` in the ring's order, into the slot (for the peers) and, on one host, into `a` in the same pass.
+      const from = pos(me, k);
+      const m = len(me, k);
+      const own = a.subarray(at(me, k), at(me, k) + m);
+      const inputs = Array.from({ length: local }, (_, j) => {
+        const q = mod(me + 1 + j, local);
+        return q === me ? own : slots[q]!.subarray(from, from + m);
+      });
+      const sum = mine.subarray(from, from + m);
+      this.seg.addonReduce(sum, inputs, code, divisor, inSlot || cross ? null : own, !inSlot && this.streamSum && stream(m));
+      if (cross) {
+        await cross.allReduce(sum, op === 'mean' ? 'sum' : op);
+        if (op === 'mean') for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! / world;
+      }
+      await this.stage(what, n);
+      // 3. Gather the peers' sums.
+      for (let p = 0; p < local; p++) {
+        if (p === me) {
+          if (cross && !inSlot) copy(own, sum, false);
+          continue;
+        }
+        copy(a.subarray(at(p, k), at(p, k) + len(p, k)), slots[p]!.subarray(pos(p, k), pos(p, k) + len(p, k)), stream(len(p, k)));
+      }
+      this.finish();
+    }
   }
 
   allGather<T extends RingArray>(a: T): Promise<T> {
@@ -242,7 +273,7 @@ export class ShmCollectives implements Collectives {
     let seen = seg.stage(p);
     let since = Date.now();
     for (;;) {
-      const v = seg.waitStage(p, stage, SLICE_MS);
+      const v = seg.waitStage(p, stage, SLICE_MS, this.spins);
       if (v >= stage) return;
       if (this.closedHere) throw new CollectiveError('closed', `${what} on rank ${this.o.rank}: closed while waiting for rank ${this.rankOf(p)}`);
       const aborted = seg.aborted();

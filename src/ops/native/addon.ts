@@ -104,12 +104,18 @@ export interface NativeAddon {
   shmOpen(name: string): ArrayBuffer;
   /** Removes the name (mappings stay valid); false when there was none. */
   shmUnlink(name: string): boolean;
-  /** Waits until a[index] >= target or timeoutMs pass (futex, process-shared); returns a[index]. */
-  shmWait(a: Int32Array, index: number, target: number, timeoutMs: number): number;
+  /** Waits until a[index] >= target or timeoutMs pass (spinning up to `spins` pauses, default 4000, then a process-shared futex); returns a[index]. */
+  shmWait(a: Int32Array, index: number, target: number, timeoutMs: number, spins?: number): number;
   /** a[index] = value (release) and wakes its waiters. */
   shmStore(a: Int32Array, index: number, value: number): void;
-  /** out = inputs[0] ∘ inputs[1] ∘ … in that order (op 0 sum, then / divisor; op 1 max); out may alias an input. */
-  shmReduce<T extends Float32Array | Int32Array>(out: T, inputs: T[], op: 0 | 1, divisor: number): void;
+  /**
+   * out = inputs[0] ∘ inputs[1] ∘ … in that order (op 0 sum, then / divisor; op 1 max), and the
+   * same into `also` when given; out and also may alias an input. `stream`: write out with
+   * non-temporal stores.
+   */
+  shmReduce<T extends Float32Array | Int32Array>(out: T, inputs: T[], op: 0 | 1, divisor: number, also?: T | null, stream?: boolean): void;
+  /** dst.set(src) for equal byte lengths that do not overlap; `stream`: non-temporal stores. */
+  shmCopy(dst: Float32Array | Int32Array, src: Float32Array | Int32Array, stream: boolean): void;
 }
 
 /** [s, m1, m2, m3, variant code (0 straight-through, 1 exact, 2 legacy, 3 legacy-easy)]. */
