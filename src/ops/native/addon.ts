@@ -114,7 +114,7 @@ export interface NativeAddon {
    * non-temporal stores.
    */
   shmReduce<T extends Float32Array | Int32Array>(out: T, inputs: T[], op: 0 | 1, divisor: number, also?: T | null, stream?: boolean): void;
-  /** dst.set(src) for equal byte lengths that do not overlap; `stream`: non-temporal stores. */
+  /** dst.set(src) for equal byte lengths (overlapping ones as memmove); `stream`: non-temporal stores. */
   shmCopy(dst: Float32Array | Int32Array, src: Float32Array | Int32Array, stream: boolean): void;
 }
 

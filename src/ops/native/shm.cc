@@ -208,10 +208,11 @@ void streamBytes(uint8_t* d, const uint8_t* s, size_t bytes) {
   std::memcpy(d + i, s + i, bytes - i);
 }
 
-/** Copies `bytes` (a multiple of 4) from src to dst; streaming when `nt`. The ranges must not overlap. */
+/** Copies `bytes` (a multiple of 4) from src to dst; streaming when `nt` and the ranges do not overlap. */
 void copyBytes(void* dst, const void* src, size_t bytes, bool nt) {
-  if (!nt) {
-    std::memcpy(dst, src, bytes);
+  const auto d = reinterpret_cast<uintptr_t>(dst), s = reinterpret_cast<uintptr_t>(src);
+  if (!nt || (d < s + bytes && s < d + bytes)) {
+    std::memmove(dst, src, bytes);
     return;
   }
   streamBytes(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), bytes);
@@ -342,7 +343,8 @@ bad:
 }
 
 // shmCopy(dst, src, stream): dst.set(src) for Float32Array / Int32Array views of equal byte
-// length that do not overlap; `stream`: with non-temporal stores (large copies nobody reads soon).
+// length (overlapping ones as memmove); `stream`: with non-temporal stores (large copies nobody
+// on this core reads soon).
 Napi::Value ShmCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto ok = [](const Napi::Value& v) {
