@@ -194,9 +194,9 @@ export class ShmSegment {
   publishStage(stage: number): void {
     this.addon.shmStore(this.words, line(this.localRank) + 1, stage);
   }
-  /** Waits up to `ms` for local rank l's stage to reach `stage` (spinning up to `spins` pauses first); returns its stage. */
-  waitStage(l: number, stage: number, ms: number, spins?: number): number {
-    return this.addon.shmWait(this.words, line(l) + 1, stage, ms, spins);
+  /** Waits up to `ms` for local rank l's stage to reach `stage`; returns its stage. */
+  waitStage(l: number, stage: number, ms: number): number {
+    return this.addon.shmWait(this.words, line(l) + 1, stage, ms);
   }
   setLength(n: number): void {
     Atomics.store(this.words, line(this.localRank) + 2, n);

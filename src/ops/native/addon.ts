@@ -104,8 +104,8 @@ export interface NativeAddon {
   shmOpen(name: string): ArrayBuffer;
   /** Removes the name (mappings stay valid); false when there was none. */
   shmUnlink(name: string): boolean;
-  /** Waits until a[index] >= target or timeoutMs pass (spinning up to `spins` pauses, default 4000, then a process-shared futex); returns a[index]. */
-  shmWait(a: Int32Array, index: number, target: number, timeoutMs: number, spins?: number): number;
+  /** Waits until a[index] >= target or timeoutMs pass (futex, process-shared); returns a[index]. */
+  shmWait(a: Int32Array, index: number, target: number, timeoutMs: number): number;
   /** a[index] = value (release) and wakes its waiters. */
   shmStore(a: Int32Array, index: number, value: number): void;
   /**

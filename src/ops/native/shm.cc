@@ -134,19 +134,17 @@ double nowMs() {
   return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
 }
 
-// shmWait(i32, index, target, timeoutMs, spins = 4000) -> the counter's value: returns as
-// soon as it is >= target (signed), or after timeoutMs with whatever it is. Spins up to
-// `spins` pauses first (a peer that is about to arrive is cheaper to spin for than a futex
-// round trip, when it runs on another core), then sleeps on the process-shared futex of
-// that word.
+// shmWait(i32, index, target, timeoutMs) -> the counter's value: returns as soon as it is
+// >= target (signed), or after timeoutMs with whatever it is. Spins briefly (a peer
+// that is about to arrive is cheaper to spin for than a futex round trip), then sleeps
+// on the process-shared futex of that word.
 Napi::Value ShmWait(const Napi::CallbackInfo& info) {
   int32_t* word = counter(info);
   if (!word) return info.Env().Undefined();
   const int32_t target = info[2].As<Napi::Number>().Int32Value();
   const double timeoutMs = info[3].As<Napi::Number>().DoubleValue();
-  const int64_t spins = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int64Value() : 4000;
   int32_t v = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-  for (int64_t spin = 0; v < target && spin < spins; spin++) {
+  for (int spin = 0; v < target && spin < 4000; spin++) {
     __builtin_ia32_pause();
     v = __atomic_load_n(word, __ATOMIC_ACQUIRE);
   }
