@@ -192,12 +192,12 @@ export class ShmCollectives implements Collectives {
       const { local, localRank: me, world } = this.o;
       const len = a.length;
       if (len > this.slotElements) return this.o.ring.allGather(a);
-      const big = this.streams(len);
       await this.slotFree(what);
-      this.seg.addonCopy(this.slot(a, me, len), a, big);
+      this.seg.addonCopy(this.slot(a, me, len), a, this.streams(len));
       await this.stage(what, len);
+      // Plain copies into the new array: its pages are zeroed (so cached) as they fault in, and streaming past them measured slower.
       const block = new (a.constructor as new (length: number) => T)(local * len);
-      for (let p = 0; p < local; p++) this.seg.addonCopy(block.subarray(p * len, (p + 1) * len), p === me ? a : this.slot(a, p, len), big);
+      for (let p = 0; p < local; p++) block.set(p === me ? a : this.slot(a, p, len), p * len);
       this.finish();
       if (!this.o.cross) return block;
       const out = await this.o.cross.allGather(block);
