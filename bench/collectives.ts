@@ -13,6 +13,9 @@
  *   the rate one link moves payload each way — the transport's ceiling.
  * - allreduce: every rank reduces F floats. algbw = F·4 / seconds,
  *   busbw = algbw · 2(n−1)/n (the bytes each rank must send and receive).
+ * - allreduce_zerocopy (shm only): the same, on the transfer buffer
+ *   (Collectives.transferBuffer) the caller filled instead of its own array, as
+ *   training passes its gradient buckets; the fill is not timed.
  * - allgather: each rank contributes F/n floats, the result is the full F.
  *   algbw = F·4 / seconds, busbw = algbw · (n−1)/n.
  * - reducescatter: every rank passes F floats and gets back F/n.
@@ -58,7 +61,7 @@ export interface BenchCollectivesOptions {
 }
 
 export interface CollectivesLine {
-  op: 'p2p' | 'allreduce' | 'allgather' | 'reducescatter';
+  op: Op;
   transport: 'tcp' | 'shm';
   workers: number;
   floats: number;
@@ -70,7 +73,7 @@ export interface CollectivesLine {
   vs_gloo?: number;
 }
 
-const OPS = ['p2p', 'allreduce', 'allgather', 'reducescatter'] as const;
+const OPS = ['p2p', 'allreduce', 'allreduce_zerocopy', 'allgather', 'reducescatter'] as const;
 type Op = (typeof OPS)[number];
 
 interface Hello {
@@ -139,21 +142,21 @@ export async function benchCollectives(opts: BenchCollectivesOptions): Promise<C
   }
   const lines: CollectivesLine[] = [];
   const n = workers;
-  const factorOf = (op: Op) => (op === 'allreduce' ? (2 * (n - 1)) / n : op === 'p2p' ? 1 : (n - 1) / n);
+  const factorOf = (op: Op) => (op === 'allreduce' || op === 'allreduce_zerocopy' ? (2 * (n - 1)) / n : op === 'p2p' ? 1 : (n - 1) / n);
   const payloadOf = (op: Op) => (op === 'allgather' ? Math.floor(floats / n) * n : floats) * 4;
   const glooBus: Partial<Record<Op, number>> = gloo
     ? { allreduce: (payloadOf('allreduce') / gloo.allreduce_s / 1e9) * factorOf('allreduce'), allgather: (payloadOf('allgather') / gloo.allgather_s / 1e9) * factorOf('allgather') }
     : {};
   for (const via of transports) {
     for (const op of OPS) {
-      if (op === 'p2p' && (n < 2 || via === 'shm')) continue;
+      if (skipped(op, via, n)) continue;
       // Per run, the slowest rank; then the median over runs.
       const perRun = Array.from({ length: reps }, (_, i) => Math.max(...timings.map((t) => t.seconds[via][op][i]!)));
       const seconds = median(perRun);
       const algbw = payloadOf(op) / seconds / 1e9;
       const busbw = algbw * factorOf(op);
       const line: CollectivesLine = { op, transport: via, workers: n, floats, seconds: round(seconds, 6), algbw_GBps: round(algbw, 3), busbw_GBps: round(busbw, 3) };
-      const g = glooBus[op];
+      const g = glooBus[op === 'allreduce_zerocopy' ? 'allreduce' : op];
       if (g !== undefined) Object.assign(line, { gloo_busbw_GBps: round(g, 3), vs_gloo: round(busbw / g, 2) });
       console.log(JSON.stringify(line));
       lines.push(line);
@@ -175,6 +178,11 @@ function runGloo(workers: number, floats: number, reps: number): { allreduce_s: 
   const line = r.stdout?.split('\n').find((l) => l.startsWith('{'));
   if (r.status !== 0 || !line) throw new Error(`gloo benchmark failed (${r.status ?? r.signal}): ${(r.stderr ?? '').trim().split('\n').pop() ?? ''}`);
   return JSON.parse(line) as { allreduce_s: number; allgather_s: number };
+}
+
+/** p2p is a ring measurement (tcp only, two ranks or more); the zero-copy all-reduce exists on shm only. */
+function skipped(op: Op, via: Via, workers: number): boolean {
+  return (op === 'p2p' && (workers < 2 || via === 'shm')) || (op === 'allreduce_zerocopy' && via === 'tcp');
 }
 
 function median(xs: number[]): number {
@@ -204,7 +212,7 @@ async function child(): Promise<void> {
     chunkBytes: start.chunkBytes,
     inFlight: start.inFlight,
   });
-  const seconds: Record<Via, Record<Op, number[]>> = { tcp: { p2p: [], allreduce: [], allgather: [], reducescatter: [] }, shm: { p2p: [], allreduce: [], allgather: [], reducescatter: [] } };
+  const seconds = Object.fromEntries((['tcp', 'shm'] as const).map((via) => [via, Object.fromEntries(OPS.map((op) => [op, [] as number[]]))])) as Record<Via, Record<Op, number[]>>;
   const data = new Float32Array(floats);
   for (let i = 0; i < floats; i++) data[i] = ((i * 7 + rank) % 1000) / 1000;
   const part = data.subarray(0, Math.floor(floats / world));
@@ -226,17 +234,34 @@ async function child(): Promise<void> {
         timeoutMs: 60_000,
         pieceBytes: process.env.PB ? Number(process.env.PB) : undefined,
       });
+    // The zero-copy all-reduce: the caller fills the transfer buffer (untimed: it writes its data somewhere in any case, as
+    // src/worker/grad-buckets.ts does) and all-reduces the buffer itself.
+    let buffer: Float32Array | null = null;
+    const prepare = async (op: Op) => {
+      if (op !== 'allreduce_zerocopy' || !coll) return;
+      buffer = await coll.transferBuffer(floats);
+      if (!buffer) throw new Error(`no transfer buffer of ${floats} floats`);
+      buffer.set(data);
+    };
     const runs: Record<Op, () => Promise<unknown>> = coll
-      ? { p2p: () => Promise.resolve(), allreduce: () => coll.allReduce(data, 'sum'), allgather: () => coll.allGather(part), reducescatter: () => coll.reduceScatter(data, 'sum') }
+      ? {
+          p2p: () => Promise.resolve(),
+          allreduce: () => coll.allReduce(data, 'sum'),
+          allreduce_zerocopy: () => coll.allReduce(buffer!, 'sum'),
+          allgather: () => coll.allGather(part),
+          reducescatter: () => coll.reduceScatter(data, 'sum'),
+        }
       : {
           p2p: () => p2p(rank, data, chunkBytes, p2pInbox.inbox, p2pLink),
           allreduce: () => ring.allReduce(data, 'sum'),
+          allreduce_zerocopy: () => Promise.resolve(),
           allgather: () => ring.allGather(part),
           reducescatter: () => ring.reduceScatter(data, 'sum'),
         };
     for (const op of OPS) {
-      if (op === 'p2p' && (world < 2 || via === 'shm')) continue;
+      if (skipped(op, via, world)) continue;
       for (let i = -1; i < reps; i++) {
+        await prepare(op);
         await ring.barrier();
         const t0 = process.hrtime.bigint();
         await runs[op]();

@@ -3,19 +3,27 @@
  * (shm-segment.ts), hierarchical when the job spans hosts.
  *
  * All-reduce: the array is cut into L slices (splitCounts(n, L), the ring's
- * blocks) and every slice into chunks; piece k is chunk k of every slice
- * (about 4 MiB in all, so it stays in cache through the three steps):
- *   1. every local rank writes its piece into its own slot, at the array's own
- *      offsets when the array fits a slot (or already did:
- *      {@link ShmCollectives.transferBuffer} hands out the slot itself);
- *   2. local rank l sums its chunk of slice l over all L slots, reading the
- *      peers' slots in place, into its own slot;
- *   3. with H > 1 hosts, rank l all-reduces that slice with the rank l of every
- *      other host over `cross`, the ZeroMQ ring among equal local ranks;
- *   4. every rank copies slice p out of slot p, for every p.
+ * blocks), local rank l owning slice l; an array that fits a slot goes in one
+ * piece, a larger one in pieces of a chunk of every slice, one slot's worth each:
+ *   1. every local rank copies the slices its peers own (not its own) into its
+ *      slot, at the array's own offsets when the array fits (a caller that
+ *      filled {@link ShmCollectives.transferBuffer}, the slot itself, copies nothing);
+ *   2. local rank l sums slice l: its own array's slice l and the peers' slots
+ *      read in place, into its slot (for the peers) and, in the same pass, into
+ *      its array;
+ *   3. with H > 1 hosts, rank l all-reduces that slice of its slot with the rank l
+ *      of every other host over `cross`, the ZeroMQ ring among equal local ranks,
+ *      and copies it into its array;
+ *   4. every rank copies slice p out of slot p, for every peer p.
+ * Per rank that reads and writes 4(L−1)/L + 1 + 2/L array-sizes of memory (L = 2:
+ * 4; copying the whole array into the slot and all of it out again moved 5 + 1/L),
+ * 2.5 from the transfer buffer; the large copies and the sum into the slot use
+ * non-temporal stores (shm.cc), which skip reading each destination line before
+ * overwriting it: the collectives are bound by memory bandwidth.
  * All-gather: each writes its array into its slot, each copies all slots out
  * (then, across hosts, a ring all-gather of the host's block). Reduce-scatter
- * (one host): each writes, rank l sums block l of every slot.
+ * (one host): each writes the blocks its peers own into its slot, rank l sums
+ * block l of its own array and every peer's slot.
  *
  * Summation order: slice l is summed starting at slot l+1, then l+2, …, ending
  * at l, rounding after every add: the order the TCP ring uses for block l, so
@@ -51,14 +59,18 @@ export interface ShmCollectivesOptions {
   ring: Ring;
   /** A peer whose stage counter is stale this long fails the op; −1: never (liveness left to its pid). */
   timeoutMs: number;
-  /** Bytes of one all-reduce piece; default {@link DEFAULT_PIECE_BYTES}. */
+  /** Bytes of one all-reduce piece (all local ranks' parts together); default: the whole array, when it fits a slot. */
   pieceBytes?: number;
   /** Called by close() (closes the cross-host ring and its inbox). */
   onClose?: () => Promise<void>;
 }
 
-/** Default bytes of an all-reduce piece (all local ranks' parts together). */
-export const DEFAULT_PIECE_BYTES = 4 << 20;
+/**
+ * Copies and sums of at least this many bytes stream (non-temporal stores, shm.cc): the
+ * data is read next by another core or not at all soon, and streaming skips reading
+ * every destination line before overwriting it.
+ */
+const STREAM_MIN_BYTES = 64 << 10;
 
 /** Longest a single futex wait blocks the event loop. */
 const SLICE_MS = 20;
@@ -80,9 +92,19 @@ export class ShmCollectives implements Collectives {
     this.seg = opts.segment;
   }
 
-  /** Elements of one piece of an all-reduce (over all local ranks): small enough to stay in cache between copy, sum and gather. */
+  /** Whether a copy of this many 4-byte elements streams (non-temporal stores, shm.cc). */
+  private streams(elements: number): boolean {
+    return elements * 4 >= STREAM_MIN_BYTES;
+  }
+
+  /**
+   * Elements of one piece of an all-reduce (over all local ranks). By default an array
+   * that fits a slot goes in one piece: its copies stream past the caches anyway, so
+   * smaller pieces only add two rounds of waits each (measured: one piece of 2 × 10M
+   * floats took 0.8 of the time of 4 MiB pieces, 4 ranks on 2 cores 0.9).
+   */
   private get pieceElements(): number {
-    return Math.max(1, Math.floor((this.o.pieceBytes ?? DEFAULT_PIECE_BYTES) / 4));
+    return Math.max(1, Math.floor((this.o.pieceBytes ?? Infinity) / 4));
   }
 
   /** Elements of one slot. */
@@ -101,46 +123,67 @@ export class ShmCollectives implements Collectives {
   allReduce(a: RingArray, op: ReduceOp = 'sum'): Promise<void> {
     return this.run('allreduce', async (what) => {
       const code = checkOp(a, op, ['sum', 'mean', 'max'], 'allReduce');
-      const { world, hosts, localRank: me, local } = this.o;
-      const n = a.length;
-      const cap = this.slotElements;
-      // Slices of the whole array, as the ring's blocks: the summation order of an element depends on its slice only.
-      const counts = splitCounts(n, local);
-      const offsets = blockOffsets(counts);
-      // Arrays that fit a slot sit at their own offsets in it, so pieces never share slot memory and need no wait
-      // between them; larger ones go through the slot piece by piece, each piece once every peer has read the last.
-      const inPlace = n <= cap;
-      const inSlot = this.isOwnSlot(a);
-      const chunk = Math.max(1, Math.min(counts[0]!, inPlace ? Math.ceil(this.pieceElements / local) : Math.floor(cap / local)));
-      const pieces = Math.max(1, Math.ceil(counts[0]! / chunk));
-      const divisor = op === 'mean' && hosts === 1 ? world : 1;
-      const at = (p: number, k: number) => offsets[p]! + k * chunk;
-      const len = (p: number, k: number) => Math.max(0, Math.min(chunk, counts[p]! - k * chunk));
-      const pos = (p: number, k: number) => (inPlace ? at(p, k) : p * chunk);
-      const slots = Array.from({ length: local }, (_, p) => this.slot(a, p, inPlace ? n : chunk * local));
-      await this.slotFree(what);
-      for (let k = 0; k < pieces; k++) {
-        if (!inPlace && k > 0) await this.slotFree(what);
-        const mine = slots[me]!;
-        if (!inSlot) for (let p = 0; p < local; p++) mine.set(a.subarray(at(p, k), at(p, k) + len(p, k)), pos(p, k));
-        await this.stage(what, n);
-        const from = pos(me, k);
-        const to = from + len(me, k);
-        const inputs = Array.from({ length: local }, (_, j) => slots[mod(me + 1 + j, local)]!.subarray(from, to));
-        const sum = mine.subarray(from, to);
-        this.seg.addonReduce(sum, inputs, code, divisor);
-        if (this.o.cross) {
-          await this.o.cross.allReduce(sum, op === 'mean' ? 'sum' : op);
-          if (op === 'mean') for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! / world;
-        }
-        await this.stage(what, n);
-        for (let p = 0; p < local; p++) {
-          if (inSlot && p === me) continue;
-          a.set(slots[p]!.subarray(pos(p, k), pos(p, k) + len(p, k)), at(p, k));
-        }
-        this.finish();
-      }
+      if (a.buffer === this.seg.buffer && !this.isOwnSlot(a)) {
+        // A view of the segment other than this rank's transfer buffer would alias the slots: go through a copy.
+        const copy = a.slice();
+        await this.reduceAll(what, copy, code, op);
+        a.set(copy);
+      } else await this.reduceAll(what, a, code, op);
     });
+  }
+
+  private async reduceAll(what: string, a: RingArray, code: 0 | 1, op: ReduceOp): Promise<void> {
+    const { world, hosts, localRank: me, local, cross } = this.o;
+    const n = a.length;
+    const cap = this.slotElements;
+    // Slices of the whole array, as the ring's blocks: the summation order of an element depends on its slice only.
+    const counts = splitCounts(n, local);
+    const offsets = blockOffsets(counts);
+    // Arrays that fit a slot sit at their own offsets in it, so pieces never share slot memory and need no wait
+    // between them; larger ones go through the slot piece by piece, each piece once every peer has read the last.
+    const inPlace = n <= cap;
+    const inSlot = this.isOwnSlot(a);
+    const chunk = Math.max(1, Math.min(counts[0]!, inPlace ? Math.ceil(this.pieceElements / local) : Math.floor(cap / local)));
+    const pieces = Math.max(1, Math.ceil(counts[0]! / chunk));
+    const divisor = op === 'mean' && hosts === 1 ? world : 1;
+    const at = (p: number, k: number) => offsets[p]! + k * chunk;
+    const len = (p: number, k: number) => Math.max(0, Math.min(chunk, counts[p]! - k * chunk));
+    const pos = (p: number, k: number) => (inPlace ? at(p, k) : p * chunk);
+    const slots = Array.from({ length: local }, (_, p) => this.slot(a, p, inPlace ? n : chunk * local));
+    const mine = slots[me]!;
+    const copy = this.seg.addonCopy;
+    const stream = (elements: number) => this.streams(elements);
+    await this.slotFree(what);
+    for (let k = 0; k < pieces; k++) {
+      if (!inPlace && k > 0) await this.slotFree(what);
+      // 1. Only the slices the peers sum go through the slot; this rank's own slice is read from `a` in place.
+      if (!inSlot) for (let p = 0; p < local; p++) if (p !== me) copy(mine.subarray(pos(p, k), pos(p, k) + len(p, k)), a.subarray(at(p, k), at(p, k) + len(p, k)), stream(len(p, k)));
+      await this.stage(what, n);
+      // 2. Sum slice `me` in the ring's order, into the slot (for the peers) and, on one host, into `a` in the same pass.
+      const from = pos(me, k);
+      const m = len(me, k);
+      const own = a.subarray(at(me, k), at(me, k) + m);
+      const inputs = Array.from({ length: local }, (_, j) => {
+        const q = mod(me + 1 + j, local);
+        return q === me ? own : slots[q]!.subarray(from, from + m);
+      });
+      const sum = mine.subarray(from, from + m);
+      this.seg.addonReduce(sum, inputs, code, divisor, inSlot || cross ? null : own, !inSlot && stream(m));
+      if (cross) {
+        await cross.allReduce(sum, op === 'mean' ? 'sum' : op);
+        if (op === 'mean') for (let i = 0; i < sum.length; i++) sum[i] = sum[i]! / world;
+      }
+      await this.stage(what, n);
+      // 3. Gather the peers' sums.
+      for (let p = 0; p < local; p++) {
+        if (p === me) {
+          if (cross && !inSlot) copy(own, sum, false);
+          continue;
+        }
+        copy(a.subarray(at(p, k), at(p, k) + len(p, k)), slots[p]!.subarray(pos(p, k), pos(p, k) + len(p, k)), stream(len(p, k)));
+      }
+      this.finish();
+    }
   }
 
   allGather<T extends RingArray>(a: T): Promise<T> {
@@ -150,10 +193,11 @@ export class ShmCollectives implements Collectives {
       const len = a.length;
       if (len > this.slotElements) return this.o.ring.allGather(a);
       await this.slotFree(what);
-      this.slot(a, me, len).set(a);
+      this.seg.addonCopy(this.slot(a, me, len), a, this.streams(len));
       await this.stage(what, len);
+      // Plain copies into the new array: its pages are zeroed (so cached) as they fault in, and streaming past them measured slower.
       const block = new (a.constructor as new (length: number) => T)(local * len);
-      for (let p = 0; p < local; p++) block.set(this.slot(a, p, len), p * len);
+      for (let p = 0; p < local; p++) block.set(p === me ? a : this.slot(a, p, len), p * len);
       this.finish();
       if (!this.o.cross) return block;
       const out = await this.o.cross.allGather(block);
@@ -168,14 +212,20 @@ export class ShmCollectives implements Collectives {
       const { local, localRank: me, world } = this.o;
       if (this.o.cross || a.length > this.slotElements) return this.o.ring.reduceScatter(a, op);
       const len = a.length;
-      await this.slotFree(what);
-      this.slot(a, me, len).set(a);
-      await this.stage(what, len);
       const counts = splitCounts(len, world);
-      const from = blockOffsets(counts)[me]!;
+      const offsets = blockOffsets(counts);
+      await this.slotFree(what);
+      // Only the blocks the peers sum go through the slot; this rank's own block is read from `a` in place.
+      const mine = this.slot(a, me, len);
+      for (let p = 0; p < local; p++) if (p !== me) this.seg.addonCopy(mine.subarray(offsets[p], offsets[p]! + counts[p]!), a.subarray(offsets[p], offsets[p]! + counts[p]!), this.streams(counts[p]!));
+      await this.stage(what, len);
+      const from = offsets[me]!;
       const to = from + counts[me]!;
       const out = new (a.constructor as new (length: number) => T)(counts[me]!);
-      const inputs = Array.from({ length: local }, (_, k) => this.slot(a, mod(me + 1 + k, local), len).subarray(from, to));
+      const inputs = Array.from({ length: local }, (_, k) => {
+        const q = mod(me + 1 + k, local);
+        return (q === me ? a : this.slot(a, q, len)).subarray(from, to);
+      });
       this.seg.addonReduce(out, inputs, code, op === 'mean' ? world : 1);
       this.finish();
       return out;

@@ -227,6 +227,9 @@ export class ShmSegment {
   get addonReduce(): NativeAddon['shmReduce'] {
     return this.addon.shmReduce.bind(this.addon);
   }
+  get addonCopy(): NativeAddon['shmCopy'] {
+    return this.addon.shmCopy.bind(this.addon);
+  }
 }
 
 function line(l: number): number {

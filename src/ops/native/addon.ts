@@ -108,8 +108,14 @@ export interface NativeAddon {
   shmWait(a: Int32Array, index: number, target: number, timeoutMs: number): number;
   /** a[index] = value (release) and wakes its waiters. */
   shmStore(a: Int32Array, index: number, value: number): void;
-  /** out = inputs[0] ∘ inputs[1] ∘ … in that order (op 0 sum, then / divisor; op 1 max); out may alias an input. */
-  shmReduce<T extends Float32Array | Int32Array>(out: T, inputs: T[], op: 0 | 1, divisor: number): void;
+  /**
+   * out = inputs[0] ∘ inputs[1] ∘ … in that order (op 0 sum, then / divisor; op 1 max), and the
+   * same into `also` when given; out and also may alias an input. `stream`: write out with
+   * non-temporal stores.
+   */
+  shmReduce<T extends Float32Array | Int32Array>(out: T, inputs: T[], op: 0 | 1, divisor: number, also?: T | null, stream?: boolean): void;
+  /** dst.set(src) for equal byte lengths (overlapping ones as memmove); `stream`: non-temporal stores. */
+  shmCopy(dst: Float32Array | Int32Array, src: Float32Array | Int32Array, stream: boolean): void;
 }
 
 /** [s, m1, m2, m3, variant code (0 straight-through, 1 exact, 2 legacy, 3 legacy-easy)]. */
