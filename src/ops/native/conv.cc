@@ -21,6 +21,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -191,6 +192,8 @@ struct Padded {
 
 static Padded padInput(const float* x, const ConvShape& s) {
   const int64_t hp = (s.oh - 1) * s.sh + s.kh, wp = (s.ow - 1) * s.sw + s.kw, C = s.c;
+  // Every window already inside x ('valid', 1×1): x itself, its own image size as the strides.
+  if (s.pt == 0 && s.pl == 0 && hp <= s.h && wp <= s.w) return {x, s.h, s.w};
   float* xp = scratch(3, (size_t)(s.n * hp * wp * C));
 #pragma omp parallel for collapse(2) schedule(static) if (s.n * hp * wp * C > 65536)
   for (int64_t img = 0; img < s.n; img++)
@@ -334,15 +337,168 @@ SF_AVX512 static void filterImplicit(const float* x, const float* dy, float* dw,
     }
   }
 }
+
+// ---- ordinary convs as implicit GEMM (AVX-512) --------------------------------------------
+
+/** Output channels per packed weight panel: 4 zmm vectors, so a 6-pixel tile holds 24 accumulators. */
+static const int64_t kPanel = 64;
+/** Pixels per microkernel tile. */
+static const int kTileRows = 6;
+/** Output pixels per work unit: the unit's input window stays in L2 while one panel's weights do too. */
+static const int64_t kUnitPixels = 96;
+
+/**
+ * y[R pixels, NV·16 channels (mask on the last vector)] = Σ over taps and input channels
+ * of x (px[i] + tapOff[t] + j, straight from the padded input) times the packed panel
+ * (wk [taps·C][kPanel], zero past cout). The weights' row is loaded once per R pixels,
+ * each x value is one embedded broadcast.
+ */
+template <int R, int NV>
+SF_AVX512_INLINE void igemmTile(const float* const* px, const int64_t* tapOff, int64_t t0, int64_t t1, int64_t c0,
+                                int64_t c1, int64_t C, const float* wp, float* y, int64_t ldy, __mmask16 lastMask,
+                                bool accumulate) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; v++) acc[i][v] = accumulate ? _mm512_loadu_ps(y + i * ldy + 16 * v) : _mm512_setzero_ps();
+    acc[i][NV - 1] = accumulate ? _mm512_maskz_loadu_ps(lastMask, y + i * ldy + 16 * (NV - 1)) : _mm512_setzero_ps();
+  }
+  const float* a[R];
+  for (int64_t t = t0; t < t1; t++) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) a[i] = px[i] + tapOff[t];
+    const float* wk = wp + (t * C + c0) * kPanel;
+    for (int64_t j = c0; j < c1; j++, wk += kPanel) {
+      __m512 b[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(wk + 16 * v);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; i++) {
+        const __m512 ai = _mm512_set1_ps(a[i][j]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; v++) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
+    _mm512_mask_storeu_ps(y + i * ldy + 16 * (NV - 1), lastMask, acc[i][NV - 1]);
+  }
+}
+
+/** Weight rows (taps × channels) per chunk: one chunk of a panel (32 KB) stays in L1 across a unit's tiles. */
+static const int64_t kChunkK = 128;
+
+/** One unit's rows × one panel, chunk by chunk of K (taps grouped when c is small, channels split when it is large). */
+template <int NV>
+SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int64_t* tapOff, int64_t taps, int64_t C,
+                                const float* wp, float* y, int64_t ldy, __mmask16 lastMask) {
+  const int64_t tapStep = C >= kChunkK ? 1 : std::max<int64_t>(1, kChunkK / std::max<int64_t>(C, 1));
+  const int64_t cStep = C >= kChunkK ? kChunkK : C;
+  bool first = true;
+  for (int64_t t0 = 0; t0 < taps; t0 += tapStep) {
+    const int64_t t1 = std::min(taps, t0 + tapStep);
+    for (int64_t c0 = 0; c0 < C; c0 += cStep, first = false) {
+      const int64_t c1 = std::min(C, c0 + cStep);
+      int64_t r = 0;
+      for (; r + kTileRows <= rows; r += kTileRows)
+        igemmTile<kTileRows, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, y + r * ldy, ldy, lastMask, !first);
+      const float* const* pr = px + r;
+      float* yr = y + r * ldy;
+      switch (rows - r) {
+        case 5: igemmTile<5, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
+        case 4: igemmTile<4, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
+        case 3: igemmTile<3, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
+        case 2: igemmTile<2, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
+        case 1: igemmTile<1, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
+        default: break;
+      }
+    }
+  }
+}
+
+/**
+ * Ordinary (groups = 1) forward conv with no patch matrix: the weights are packed once
+ * into panels of kPanel output channels ([panel][tap][c][kPanel], zero-filled past
+ * cout), the input is zero-padded once, and each work unit (one panel × kUnitPixels
+ * output pixels) runs the register-blocked tile over pixel pointers into the padded
+ * input, so any stride and padding reads the same way and OpenBLAS's per-call packing
+ * of the weights (the whole K×cout matrix for every block) disappears.
+ */
+SF_AVX512 static void forwardImplicitDense(const float* x, const float* w, float* y, const ConvShape& s,
+                                           bool transposedW) {
+  const int64_t C = s.c, taps = s.kh * s.kw, K = taps * C, N = s.cout;
+  const int64_t panels = (N + kPanel - 1) / kPanel, rows = s.n * s.oh * s.ow;
+  float* wp = scratch(0, (size_t)(panels * K * kPanel));
+  for (int64_t p = 0; p < panels; p++) {
+    const int64_t o0 = p * kPanel, width = std::min(kPanel, N - o0);
+    float* dst = wp + p * K * kPanel;
+    for (int64_t k = 0; k < K; k++) {
+      float* d = dst + k * kPanel;
+      if (transposedW) {  // w [N][K]: the pointwise backprop-input's wᵀ
+        for (int64_t o = 0; o < width; o++) d[o] = w[(o0 + o) * K + k];
+      } else {
+        std::memcpy(d, w + k * N + o0, width * sizeof(float));
+      }
+      if (width < kPanel) std::memset(d + width, 0, (kPanel - width) * sizeof(float));
+    }
+  }
+  const Padded pd = padInput(x, s);
+  int64_t tapOff[64];
+  std::vector<int64_t> tapVec;
+  int64_t* offs = tapOff;
+  if (taps > 64) {
+    tapVec.resize(taps);
+    offs = tapVec.data();
+  }
+  for (int64_t t = 0; t < taps; t++) offs[t] = ((t / s.kw) * pd.wp + t % s.kw) * C;
+  const int64_t units = (rows + kUnitPixels - 1) / kUnitPixels;
+  const int t = threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(t) if (t > 1)
+  for (int64_t u = 0; u < panels * units; u++) {
+    const int64_t p = u / units, r0 = (u % units) * kUnitPixels, r1 = std::min(rows, r0 + kUnitPixels);
+    const float* px[kUnitPixels];
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t img = r / (s.oh * s.ow), oy = (r / s.ow) % s.oh, ox = r % s.ow;
+      px[r - r0] = pd.x + ((img * pd.hp + oy * s.sh) * pd.wp + ox * s.sw) * C;
+    }
+    const int64_t o0 = p * kPanel, width = std::min(kPanel, N - o0), nv = (width + 15) / 16;
+    const int64_t lastLanes = width - (nv - 1) * 16;
+    const __mmask16 mask = lastLanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lastLanes) - 1);
+    const float* wk = wp + p * K * kPanel;
+    float* yo = y + r0 * N + o0;
+    switch (nv) {
+      case 4: igemmRows<4>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
+      case 3: igemmRows<3>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
+      case 2: igemmRows<2>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
+      default: igemmRows<1>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
+    }
+  }
+}
 #else
 static void forwardImplicit(const float*, const float*, float*, const ConvShape&) {}
 static void filterImplicit(const float*, const float*, float*, const ConvShape&) {}
+static void forwardImplicitDense(const float*, const float*, float*, const ConvShape&, bool) {}
 #endif
+
+/** Ordinary convs with a window (not 1×1 stride 1: that one is a plain GEMM already) run as implicit GEMM. */
+static bool implicitDense(const ConvShape& s) {
+  if (s.groups != 1 || !hasAvx512()) return false;
+  const char* env = getenv("SHARDFACE_CONV_IM2COL");
+  return !(env && env[0] == '1');
+}
 
 /** Forward conv of any shape, blocked (see the top of the file). */
 static void forwardBlocked(const float* x, const float* w, float* y, const ConvShape& s) {
   if (narrow(s)) {
     forwardImplicit(x, w, y, s);
+    return;
+  }
+  if (implicitDense(s)) {
+    forwardImplicitDense(x, w, y, s, false);
     return;
   }
   const int64_t K = s.kh * s.kw * s.c, rows = s.n * s.oh * s.ow;
@@ -419,6 +575,14 @@ static void col2im(const float* cols, float* dx, const ConvShape& s, int64_t n0,
 void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
   prefaultOutput(dx, (size_t)(s.n * s.h * s.w * s.c));
   const int64_t S = s.c / s.groups, O = s.cout / s.groups, K = s.kh * s.kw * s.c, Kg = s.kh * s.kw * S;
+  if (isPointwise(s) && implicitDense(s)) {
+    // dx = dy · wᵀ as the pointwise forward conv of dy with w read transposed.
+    ConvShape f = s;
+    f.c = s.cout;
+    f.cout = s.c;
+    forwardImplicitDense(dy, w, dx, f, true);
+    return;
+  }
   if (isPointwise(s) && s.groups == 1) {
     // dx = dy · wᵀ straight on the NHWC buffers, in row blocks as the forward runs.
     const int64_t rows = s.n * s.h * s.w, rb = blockRows(std::max(s.c, s.cout), rows), blocks = (rows + rb - 1) / rb;
