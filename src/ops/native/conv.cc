@@ -340,10 +340,8 @@ SF_AVX512 static void filterImplicit(const float* x, const float* dy, float* dw,
 
 // ---- ordinary convs as implicit GEMM (AVX-512) --------------------------------------------
 
-/** Output channels per packed weight panel: 4 zmm vectors, so a 6-pixel tile holds 24 accumulators. */
+/** Output channels per packed weight panel: 4 zmm vectors, so a 6-pixel tile holds 24 accumulators (of 32 registers). */
 static const int64_t kPanel = 64;
-/** Pixels per microkernel tile. */
-static const int kTileRows = 6;
 /** Output pixels per work unit: the unit's input window stays in L2 while one panel's weights do too. */
 static const int64_t kUnitPixels = 96;
 
@@ -404,8 +402,12 @@ SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int6
     for (int64_t c0 = 0; c0 < C; c0 += cStep, first = false) {
       const int64_t c1 = std::min(C, c0 + cStep);
       int64_t r = 0;
-      for (; r + kTileRows <= rows; r += kTileRows)
-        igemmTile<kTileRows, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, y + r * ldy, ldy, lastMask, !first);
+      // Tiles of 24 accumulators whatever the panel's width: narrow panels take more pixels per tile.
+      constexpr int kWide = 24 / NV;
+      for (; r + kWide <= rows; r += kWide)
+        igemmTile<kWide, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, y + r * ldy, ldy, lastMask, !first);
+      if (kWide > 6)
+        for (; r + 6 <= rows; r += 6) igemmTile<6, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, y + r * ldy, ldy, lastMask, !first);
       const float* const* pr = px + r;
       float* yr = y + r * ldy;
       switch (rows - r) {
