@@ -211,6 +211,19 @@ static Padded padInput(const float* x, const ConvShape& s) {
   return {xp, hp, wp};
 }
 
+
+/**
+ * The weights of an implicit GEMM as a view of the caller's filter: element (tap t,
+ * row k < c, column n < cout) of the conv being run sits at w[tapBase[t] + k·kStride
+ * + n·nStride]. The backprops read the forward's filter flipped and transposed this
+ * way, so the packing does the flip and no transposed copy is made first.
+ */
+struct WeightView {
+  const float* w;
+  const int64_t* tapBase;
+  int64_t kStride, nStride;
+};
+
 #if defined(__x86_64__) && defined(__GNUC__)
 /**
  * R consecutive output pixels of one group's 16-lane slice, read straight from the
@@ -430,24 +443,24 @@ SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int6
  * input, so any stride and padding reads the same way and OpenBLAS's per-call packing
  * of the weights (the whole K×cout matrix for every block) disappears.
  */
-SF_AVX512 static void forwardImplicitDense(const float* x, const float* w, float* y, const ConvShape& s,
-                                           bool transposedW) {
+SF_AVX512 static void forwardImplicitDense(const float* x, const WeightView& wv, float* y, const ConvShape& s) {
   const int64_t C = s.c, taps = s.kh * s.kw, K = taps * C, N = s.cout;
   const int64_t panels = (N + kPanel - 1) / kPanel, rows = s.n * s.oh * s.ow;
   float* wp = scratch(0, (size_t)(panels * K * kPanel));
-  for (int64_t p = 0; p < panels; p++) {
-    const int64_t o0 = p * kPanel, width = std::min(kPanel, N - o0);
-    float* dst = wp + p * K * kPanel;
-    for (int64_t k = 0; k < K; k++) {
-      float* d = dst + k * kPanel;
-      if (transposedW) {  // w [N][K]: the pointwise backprop-input's wᵀ
-        for (int64_t o = 0; o < width; o++) d[o] = w[(o0 + o) * K + k];
-      } else {
-        std::memcpy(d, w + k * N + o0, width * sizeof(float));
+  const int nt = threads();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (nt > 1 && K * N > 65536)
+  for (int64_t p = 0; p < panels; p++)
+    for (int64_t t = 0; t < taps; t++) {
+      const int64_t o0 = p * kPanel, width = std::min(kPanel, N - o0);
+      const float* src = wv.w + wv.tapBase[t] + o0 * wv.nStride;
+      float* d = wp + (p * K + t * C) * kPanel;
+      for (int64_t k = 0; k < C; k++, d += kPanel) {
+        const float* sk = src + k * wv.kStride;
+        if (wv.nStride == 1) std::memcpy(d, sk, width * sizeof(float));
+        else for (int64_t o = 0; o < width; o++) d[o] = sk[o * wv.nStride];
+        if (width < kPanel) std::memset(d + width, 0, (kPanel - width) * sizeof(float));
       }
-      if (width < kPanel) std::memset(d + width, 0, (kPanel - width) * sizeof(float));
     }
-  }
   const Padded pd = padInput(x, s);
   int64_t tapOff[64];
   std::vector<int64_t> tapVec;
@@ -483,7 +496,7 @@ SF_AVX512 static void forwardImplicitDense(const float* x, const float* w, float
 #else
 static void forwardImplicit(const float*, const float*, float*, const ConvShape&) {}
 static void filterImplicit(const float*, const float*, float*, const ConvShape&) {}
-static void forwardImplicitDense(const float*, const float*, float*, const ConvShape&, bool) {}
+static void forwardImplicitDense(const float*, const WeightView&, float*, const ConvShape&) {}
 #endif
 
 /** Ordinary convs with a window (not 1×1 stride 1: that one is a plain GEMM already) run as implicit GEMM. */
@@ -500,7 +513,10 @@ static void forwardBlocked(const float* x, const float* w, float* y, const ConvS
     return;
   }
   if (implicitDense(s)) {
-    forwardImplicitDense(x, w, y, s, false);
+    // The filter as stored: tap t's rows start at t·c·cout.
+    std::vector<int64_t> base(s.kh * s.kw);
+    for (size_t t = 0; t < base.size(); t++) base[t] = (int64_t)t * s.c * s.cout;
+    forwardImplicitDense(x, {w, base.data(), s.cout, 1}, y, s);
     return;
   }
   const int64_t K = s.kh * s.kw * s.c, rows = s.n * s.oh * s.ow;
@@ -574,15 +590,67 @@ static void col2im(const float* cols, float* dx, const ConvShape& s, int64_t n0,
     for (int64_t iy = 0; iy < s.h; iy++) col2imRow(cols + i * pixelsK, dx, s, n0 + i, iy);
 }
 
+/**
+ * Backprop-input of an ordinary conv as forward implicit GEMMs of dy, one per stride
+ * phase (qy, qx): the input pixels iy ≡ (qy − pt) mod sh, ix likewise, are reached
+ * only by taps ky ≡ qy, kx ≡ qx, and over those pixels dx is a stride-1 conv of dy
+ * with those taps flipped and each tap's [c, cout] block transposed (read so by the
+ * packing), padded so that tap m reads dy row j + b − m. Stride 1 is the single phase
+ * and writes dx directly; larger strides write each phase to scratch and scatter it.
+ */
+static void backpropInputImplicit(const float* dy, const float* w, float* dx, const ConvShape& s) {
+  const int64_t C = s.c, N = s.cout;
+  const bool strided = s.sh > 1 || s.sw > 1;
+  for (int64_t qy = 0; qy < s.sh; qy++)
+    for (int64_t qx = 0; qx < s.sw; qx++) {
+      const int64_t iy0 = (((qy - s.pt) % s.sh) + s.sh) % s.sh, ix0 = (((qx - s.pl) % s.sw) + s.sw) % s.sw;
+      const int64_t hq = iy0 < s.h ? (s.h - iy0 + s.sh - 1) / s.sh : 0, wq = ix0 < s.w ? (s.w - ix0 + s.sw - 1) / s.sw : 0;
+      if (hq == 0 || wq == 0) continue;
+      const int64_t my = qy < s.kh ? (s.kh - qy + s.sh - 1) / s.sh : 0, mx = qx < s.kw ? (s.kw - qx + s.sw - 1) / s.sw : 0;
+      if (my == 0 || mx == 0) {  // no tap reaches these pixels
+#pragma omp parallel for schedule(static) if (s.n * hq * wq * C > 65536)
+        for (int64_t r = 0; r < s.n * hq; r++) {
+          float* row = dx + (((r / hq) * s.h + iy0 + (r % hq) * s.sh) * s.w + ix0) * C;
+          for (int64_t i = 0; i < wq; i++) std::memset(row + i * s.sw * C, 0, C * sizeof(float));
+        }
+        continue;
+      }
+      const int64_t by = (iy0 + s.pt - qy) / s.sh, bx = (ix0 + s.pl - qx) / s.sw;
+      std::vector<int64_t> base(my * mx);
+      for (int64_t a = 0; a < my; a++)
+        for (int64_t b = 0; b < mx; b++) {
+          const int64_t ky = qy + s.sh * (my - 1 - a), kx = qx + s.sw * (mx - 1 - b);
+          base[a * mx + b] = (ky * s.kw + kx) * C * N;
+        }
+      ConvShape f;
+      f.n = s.n; f.h = s.oh; f.w = s.ow; f.c = N;
+      f.kh = my; f.kw = mx;
+      f.oh = hq; f.ow = wq; f.cout = C;
+      f.sh = 1; f.sw = 1;
+      f.pt = my - 1 - by; f.pl = mx - 1 - bx;
+      f.groups = 1;
+      // Row k of this conv is dy's channel o (w's column), its column n is dx's channel (w's row).
+      const WeightView wv{w, base.data(), 1, N};
+      if (!strided) {
+        forwardImplicitDense(dy, wv, dx, f);
+        continue;
+      }
+      float* part = scratch(1, (size_t)(s.n * hq * wq * C));
+      forwardImplicitDense(dy, wv, part, f);
+#pragma omp parallel for schedule(static) if (s.n * hq * wq * C > 65536)
+      for (int64_t r = 0; r < s.n * hq; r++) {
+        float* row = dx + (((r / hq) * s.h + iy0 + (r % hq) * s.sh) * s.w + ix0) * C;
+        const float* src = part + r * wq * C;
+        for (int64_t i = 0; i < wq; i++) std::memcpy(row + i * s.sw * C, src + i * C, C * sizeof(float));
+      }
+    }
+}
+
 void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
   prefaultOutput(dx, (size_t)(s.n * s.h * s.w * s.c));
   const int64_t S = s.c / s.groups, O = s.cout / s.groups, K = s.kh * s.kw * s.c, Kg = s.kh * s.kw * S;
-  if (isPointwise(s) && implicitDense(s)) {
-    // dx = dy · wᵀ as the pointwise forward conv of dy with w read transposed.
-    ConvShape f = s;
-    f.c = s.cout;
-    f.cout = s.c;
-    forwardImplicitDense(dy, w, dx, f, true);
+  if (implicitDense(s)) {
+    backpropInputImplicit(dy, w, dx, s);
     return;
   }
   if (isPointwise(s) && s.groups == 1) {
