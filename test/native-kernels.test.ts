@@ -165,13 +165,13 @@ describe('native kernels: conv2d', () => {
     { x: [1, 10, 10, 2], k: [9, 9, 2, 13], s: 1, pad: 'same' },
     // stride 2 'same' with asymmetric padding, 128 outputs (two full panels)
     { x: [3, 8, 7, 17], k: [3, 3, 17, 128], s: 2, pad: 'same' },
-    // strided backprop-input by stride phases: stride 3 (one tap per phase and axis), a
-    // 2×2 kernel at stride 2, a 4×4 one at stride 3 (two taps in one phase), a 2×2 one at
-    // stride 3 (a phase that no tap reaches: zeros)
-    { x: [2, 11, 13, 9], k: [3, 3, 9, 20], s: 3, pad: 'same' },
+    // strided backprop-input by stride phases (c ≥ 64): stride 3 (one tap per phase and
+    // axis), a 4×4 kernel at stride 3 (two taps in one phase), a 2×2 one at stride 3 (a
+    // phase that no tap reaches: zeros); below 64 channels, GEMM + col2im
+    { x: [2, 11, 13, 64], k: [3, 3, 64, 20], s: 3, pad: 'same' },
+    { x: [1, 13, 14, 70], k: [4, 4, 70, 6], s: 3, pad: 'same' },
+    { x: [2, 12, 10, 64], k: [2, 2, 64, 9], s: 3, pad: 'same' },
     { x: [2, 10, 9, 8], k: [2, 2, 8, 24], s: 2, pad: 'valid' },
-    { x: [1, 13, 14, 5], k: [4, 4, 5, 6], s: 3, pad: 'same' },
-    { x: [2, 12, 10, 7], k: [2, 2, 7, 9], s: 3, pad: 'same' },
   ];
   // im2col: SHARDFACE_CONV_IM2COL=1 forces the im2col + OpenBLAS path that CPUs without AVX-512 take (conv.cc).
   for (const path of ['default', 'im2col'] as const) {

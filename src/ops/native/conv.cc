@@ -1,5 +1,22 @@
-// Ordinary and grouped 2-D convolution (NHWC) as im2col + GEMM, forward and both
-// backprops, blocked over output rows: each thread takes a block of output pixels,
+// Ordinary and grouped 2-D convolution (NHWC), forward and both backprops.
+// Ordinary convs (groups = 1) on AVX-512 CPUs run as implicit GEMM, with no patch
+// matrix: the input is zero-padded once, the filter is packed once per call into
+// panels of 64 output channels, and a register tile of 24 accumulators (6 pixels ×
+// 64 channels, 12 × 32, 24 × 16) reads each pixel's window straight from the padded
+// input through a pointer per pixel, so any kernel size, stride and padding read the
+// same way. K (taps × input channels) runs in chunks of 128 rows so one chunk of a
+// panel (32 KB) stays in L1 while a unit of 96 pixels sweeps it. Against the old
+// im2col blocks + single-threaded OpenBLAS sgemm per block, this drops the patch
+// copies and, above all, OpenBLAS's per-call packing of the whole K×cout filter for
+// every 128-row block (3×3, 256 → 256 at 14²: 1.2–1.3× the GEMM rate per CPU-second).
+// Backprop-input runs the same kernel on dy, one stride phase at a time: input
+// pixels iy ≡ (qy − pt) mod sh are reached only by taps ky ≡ qy, and over them dx is
+// a stride-1 conv of dy with those taps flipped and transposed, which the packing
+// reads in place (WeightView); each phase writes its pixels of dx directly (OutView).
+// Strided convs below 64 input channels and strided 1×1 keep GEMM + col2im (faster
+// there, measured). SHARDFACE_CONV_IM2COL=1 forces the im2col path, which CPUs
+// without AVX-512 take:
+// im2col + GEMM blocked over output rows: each thread takes a block of output pixels,
 // writes that block's patch matrix (small enough to stay in its L2) and multiplies
 // it by a single-threaded sgemm (OpenBLAS runs single-threaded inside an OpenMP
 // region), so the patches never travel through L3/DRAM and no thread waits for
@@ -8,14 +25,16 @@
 // w[:, :, :, g*O:(g+1)*O] is a strided view (ldb = cout).
 // Backprop-input takes one image per thread (dy_img · wᵀ, then a race-free col2im
 // while the patch gradients are still in L2); images too big for that, with stride
-// 1, run as the forward conv of dy with the flipped, transposed filter. Backprop-
-// filter gives each thread its own partial dw over its blocks and sums them at the end.
-// Pointwise (1×1, stride 1) convs have nothing to copy: the NHWC buffer is the patch
-// matrix, and the forward and backprop-input run blocked the same way straight on it
-// (one sgemm per block per thread beats one sgemm over all threads at K = 64: the
-// output block stays in L2). Groups with few output channels (VarGFaceNet's 16 per
-// group) run through a small AVX-512 kernel of our own (narrowGemm, narrowGemmT):
-// OpenBLAS's per-call packing costs more than the multiply at N = 16, K = 72.
+// 1, run as the forward conv of dy with the flipped, transposed filter.
+// Backprop-filter (every CPU) gives each thread its own partial dw over its im2col
+// blocks and sums them at the end; there OpenBLAS's packing is amortised over
+// 256+ rows and it already runs near the GEMM peak.
+// Pointwise (1×1, stride 1) convs without AVX-512 have nothing to copy: the NHWC
+// buffer is the patch matrix, and the forward and backprop-input run blocked the
+// same way straight on it. Groups with few output channels (VarGFaceNet's 16 per
+// group) run through a small AVX-512 kernel of our own (narrowGemm, narrowGemmT,
+// forwardImplicit, filterImplicit): OpenBLAS's per-call packing costs more than the
+// multiply at N = 16, K = 72.
 #include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
@@ -224,6 +243,14 @@ struct WeightView {
   int64_t kStride, nStride;
 };
 
+/** Where output pixel (img, oy, ox) of an implicit GEMM goes: y + img·imgStride + oy·rowStride + ox·pixStride. */
+struct OutView {
+  float* y;
+  int64_t imgStride, rowStride, pixStride;
+};
+
+static OutView dense(float* y, const ConvShape& s) { return {y, s.oh * s.ow * s.cout, s.ow * s.cout, s.cout}; }
+
 #if defined(__x86_64__) && defined(__GNUC__)
 /**
  * R consecutive output pixels of one group's 16-lane slice, read straight from the
@@ -366,14 +393,14 @@ static const int64_t kUnitPixels = 96;
  */
 template <int R, int NV>
 SF_AVX512_INLINE void igemmTile(const float* const* px, const int64_t* tapOff, int64_t t0, int64_t t1, int64_t c0,
-                                int64_t c1, int64_t C, const float* wp, float* y, int64_t ldy, __mmask16 lastMask,
+                                int64_t c1, int64_t C, const float* wp, float* const* yp, __mmask16 lastMask,
                                 bool accumulate) {
   __m512 acc[R][NV];
 #pragma GCC unroll 8
   for (int i = 0; i < R; i++) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV - 1; v++) acc[i][v] = accumulate ? _mm512_loadu_ps(y + i * ldy + 16 * v) : _mm512_setzero_ps();
-    acc[i][NV - 1] = accumulate ? _mm512_maskz_loadu_ps(lastMask, y + i * ldy + 16 * (NV - 1)) : _mm512_setzero_ps();
+    for (int v = 0; v < NV - 1; v++) acc[i][v] = accumulate ? _mm512_loadu_ps(yp[i] + 16 * v) : _mm512_setzero_ps();
+    acc[i][NV - 1] = accumulate ? _mm512_maskz_loadu_ps(lastMask, yp[i] + 16 * (NV - 1)) : _mm512_setzero_ps();
   }
   const float* a[R];
   for (int64_t t = t0; t < t1; t++) {
@@ -395,8 +422,8 @@ SF_AVX512_INLINE void igemmTile(const float* const* px, const int64_t* tapOff, i
 #pragma GCC unroll 8
   for (int i = 0; i < R; i++) {
 #pragma GCC unroll 4
-    for (int v = 0; v < NV - 1; v++) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
-    _mm512_mask_storeu_ps(y + i * ldy + 16 * (NV - 1), lastMask, acc[i][NV - 1]);
+    for (int v = 0; v < NV - 1; v++) _mm512_storeu_ps(yp[i] + 16 * v, acc[i][v]);
+    _mm512_mask_storeu_ps(yp[i] + 16 * (NV - 1), lastMask, acc[i][NV - 1]);
   }
 }
 
@@ -406,7 +433,7 @@ static const int64_t kChunkK = 128;
 /** One unit's rows × one panel, chunk by chunk of K (taps grouped when c is small, channels split when it is large). */
 template <int NV>
 SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int64_t* tapOff, int64_t taps, int64_t C,
-                                const float* wp, float* y, int64_t ldy, __mmask16 lastMask) {
+                                const float* wp, float* const* yp, __mmask16 lastMask) {
   const int64_t tapStep = C >= kChunkK ? 1 : std::max<int64_t>(1, kChunkK / std::max<int64_t>(C, 1));
   const int64_t cStep = C >= kChunkK ? kChunkK : C;
   bool first = true;
@@ -418,17 +445,17 @@ SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int6
       // Tiles of 24 accumulators whatever the panel's width: narrow panels take more pixels per tile.
       constexpr int kWide = 24 / NV;
       for (; r + kWide <= rows; r += kWide)
-        igemmTile<kWide, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, y + r * ldy, ldy, lastMask, !first);
+        igemmTile<kWide, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, yp + r, lastMask, !first);
       if (kWide > 6)
-        for (; r + 6 <= rows; r += 6) igemmTile<6, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, y + r * ldy, ldy, lastMask, !first);
+        for (; r + 6 <= rows; r += 6) igemmTile<6, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, yp + r, lastMask, !first);
       const float* const* pr = px + r;
-      float* yr = y + r * ldy;
+      float* const* yr = yp + r;
       switch (rows - r) {
-        case 5: igemmTile<5, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
-        case 4: igemmTile<4, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
-        case 3: igemmTile<3, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
-        case 2: igemmTile<2, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
-        case 1: igemmTile<1, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, ldy, lastMask, !first); break;
+        case 5: igemmTile<5, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 4: igemmTile<4, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 3: igemmTile<3, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 2: igemmTile<2, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 1: igemmTile<1, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
         default: break;
       }
     }
@@ -443,7 +470,7 @@ SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int6
  * input, so any stride and padding reads the same way and OpenBLAS's per-call packing
  * of the weights (the whole K×cout matrix for every block) disappears.
  */
-SF_AVX512 static void forwardImplicitDense(const float* x, const WeightView& wv, float* y, const ConvShape& s) {
+SF_AVX512 static void forwardImplicitDense(const float* x, const WeightView& wv, const OutView& out, const ConvShape& s) {
   const int64_t C = s.c, taps = s.kh * s.kw, K = taps * C, N = s.cout;
   const int64_t panels = (N + kPanel - 1) / kPanel, rows = s.n * s.oh * s.ow;
   float* wp = scratch(0, (size_t)(panels * K * kPanel));
@@ -484,19 +511,23 @@ SF_AVX512 static void forwardImplicitDense(const float* x, const WeightView& wv,
     const int64_t lastLanes = width - (nv - 1) * 16;
     const __mmask16 mask = lastLanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lastLanes) - 1);
     const float* wk = wp + p * K * kPanel;
-    float* yo = y + r0 * N + o0;
+    float* yp[kUnitPixels];
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t img = r / (s.oh * s.ow), oy = (r / s.ow) % s.oh, ox = r % s.ow;
+      yp[r - r0] = out.y + img * out.imgStride + oy * out.rowStride + ox * out.pixStride + o0;
+    }
     switch (nv) {
-      case 4: igemmRows<4>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
-      case 3: igemmRows<3>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
-      case 2: igemmRows<2>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
-      default: igemmRows<1>(px, r1 - r0, offs, taps, C, wk, yo, N, mask); break;
+      case 4: igemmRows<4>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+      case 3: igemmRows<3>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+      case 2: igemmRows<2>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+      default: igemmRows<1>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
     }
   }
 }
 #else
 static void forwardImplicit(const float*, const float*, float*, const ConvShape&) {}
 static void filterImplicit(const float*, const float*, float*, const ConvShape&) {}
-static void forwardImplicitDense(const float*, const WeightView&, float*, const ConvShape&) {}
+static void forwardImplicitDense(const float*, const WeightView&, const OutView&, const ConvShape&) {}
 #endif
 
 /** Ordinary convs with a window (not 1×1 stride 1: that one is a plain GEMM already) run as implicit GEMM. */
@@ -516,7 +547,7 @@ static void forwardBlocked(const float* x, const float* w, float* y, const ConvS
     // The filter as stored: tap t's rows start at t·c·cout.
     std::vector<int64_t> base(s.kh * s.kw);
     for (size_t t = 0; t < base.size(); t++) base[t] = (int64_t)t * s.c * s.cout;
-    forwardImplicitDense(x, {w, base.data(), s.cout, 1}, y, s);
+    forwardImplicitDense(x, {w, base.data(), s.cout, 1}, dense(y, s), s);
     return;
   }
   const int64_t K = s.kh * s.kw * s.c, rows = s.n * s.oh * s.ow;
@@ -596,11 +627,10 @@ static void col2im(const float* cols, float* dx, const ConvShape& s, int64_t n0,
  * only by taps ky ≡ qy, kx ≡ qx, and over those pixels dx is a stride-1 conv of dy
  * with those taps flipped and each tap's [c, cout] block transposed (read so by the
  * packing), padded so that tap m reads dy row j + b − m. Stride 1 is the single phase
- * and writes dx directly; larger strides write each phase to scratch and scatter it.
+ * is the single phase; each phase writes its pixels of dx in place (rows sh apart).
  */
 static void backpropInputImplicit(const float* dy, const float* w, float* dx, const ConvShape& s) {
   const int64_t C = s.c, N = s.cout;
-  const bool strided = s.sh > 1 || s.sw > 1;
   for (int64_t qy = 0; qy < s.sh; qy++)
     for (int64_t qx = 0; qx < s.sw; qx++) {
       const int64_t iy0 = (((qy - s.pt) % s.sh) + s.sh) % s.sh, ix0 = (((qx - s.pl) % s.sw) + s.sw) % s.sw;
@@ -631,25 +661,18 @@ static void backpropInputImplicit(const float* dy, const float* w, float* dx, co
       f.groups = 1;
       // Row k of this conv is dy's channel o (w's column), its column n is dx's channel (w's row).
       const WeightView wv{w, base.data(), 1, N};
-      if (!strided) {
-        forwardImplicitDense(dy, wv, dx, f);
-        continue;
-      }
-      float* part = scratch(1, (size_t)(s.n * hq * wq * C));
-      forwardImplicitDense(dy, wv, part, f);
-#pragma omp parallel for schedule(static) if (s.n * hq * wq * C > 65536)
-      for (int64_t r = 0; r < s.n * hq; r++) {
-        float* row = dx + (((r / hq) * s.h + iy0 + (r % hq) * s.sh) * s.w + ix0) * C;
-        const float* src = part + r * wq * C;
-        for (int64_t i = 0; i < wq; i++) std::memcpy(row + i * s.sw * C, src + i * C, C * sizeof(float));
-      }
+      // The phase's pixels straight into dx: rows sh apart, pixels sw apart, from (iy0, ix0).
+      forwardImplicitDense(dy, wv, {dx + (iy0 * s.w + ix0) * C, s.h * s.w * C, s.sh * s.w * C, s.sw * C}, f);
     }
 }
 
 void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
   prefaultOutput(dx, (size_t)(s.n * s.h * s.w * s.c));
   const int64_t S = s.c / s.groups, O = s.cout / s.groups, K = s.kh * s.kw * s.c, Kg = s.kh * s.kw * S;
-  if (implicitDense(s)) {
+  // Strided: per phase a small GEMM plus its own padded copy of dy; measured, that loses
+  // to GEMM + col2im below 64 input channels and for 1×1 (a gather of mostly zeros).
+  const bool strided = s.sh > 1 || s.sw > 1;
+  if (implicitDense(s) && (!strided || (s.c >= 64 && s.kh * s.kw > 1))) {
     backpropInputImplicit(dy, w, dx, s);
     return;
   }
