@@ -161,8 +161,8 @@ describe('native kernels: conv2d', () => {
     { x: [2, 9, 11, 136], k: [3, 3, 136, 70], s: 1, pad: 'same' },
     // several taps per chunk (c = 40), a last panel of three vectors (100 = 64 + 36), stride 2
     { x: [1, 15, 13, 40], k: [3, 3, 40, 100], s: 2, pad: 'valid' },
-    // more than 64 taps, batch 1, a single partial vector of outputs
-    { x: [1, 10, 10, 2], k: [9, 9, 2, 13], s: 1, pad: 'same' },
+    // more than 64 taps, batch 1; 64 + 13 outputs (a last panel of one partial vector)
+    { x: [1, 10, 10, 2], k: [9, 9, 2, 77], s: 1, pad: 'same' },
     // stride 2 'same' with asymmetric padding, 128 outputs (two full panels)
     { x: [3, 8, 7, 17], k: [3, 3, 17, 128], s: 2, pad: 'same' },
     // strided backprop-input by stride phases (c ≥ 64): stride 3 (one tap per phase and

@@ -13,8 +13,8 @@
 // pixels iy ≡ (qy − pt) mod sh are reached only by taps ky ≡ qy, and over them dx is
 // a stride-1 conv of dy with those taps flipped and transposed, which the packing
 // reads in place (WeightView); each phase writes its pixels of dx directly (OutView).
-// Strided convs below 64 input channels and strided 1×1 keep GEMM + col2im (faster
-// there, measured). SHARDFACE_CONV_IM2COL=1 forces the im2col path, which CPUs
+// Convs with fewer than 64 outputs (for backprop-input: inputs) and strided 1×1
+// backprop-input keep im2col / GEMM + col2im (faster there, measured). SHARDFACE_CONV_IM2COL=1 forces the im2col path, which CPUs
 // without AVX-512 take:
 // im2col + GEMM blocked over output rows: each thread takes a block of output pixels,
 // writes that block's patch matrix (small enough to stay in its L2) and multiplies
@@ -530,9 +530,13 @@ static void filterImplicit(const float*, const float*, float*, const ConvShape&)
 static void forwardImplicitDense(const float*, const WeightView&, const OutView&, const ConvShape&) {}
 #endif
 
+/** Fewest output channels for the implicit GEMM. */
+static const int64_t kPanelMin = 64;
+
 /** Ordinary convs with a window (not 1×1 stride 1: that one is a plain GEMM already) run as implicit GEMM. */
 static bool implicitDense(const ConvShape& s) {
-  if (s.groups != 1 || !hasAvx512()) return false;
+  // Below one full panel of outputs the tile wastes lanes and im2col + OpenBLAS wins (measured at 32).
+  if (s.groups != 1 || s.cout < kPanelMin || !hasAvx512()) return false;
   const char* env = getenv("SHARDFACE_CONV_IM2COL");
   return !(env && env[0] == '1');
 }
@@ -672,7 +676,7 @@ void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvS
   // Strided: per phase a small GEMM plus its own padded copy of dy; measured, that loses
   // to GEMM + col2im below 64 input channels and for 1×1 (a gather of mostly zeros).
   const bool strided = s.sh > 1 || s.sw > 1;
-  if (implicitDense(s) && (!strided || (s.c >= 64 && s.kh * s.kw > 1))) {
+  if (implicitDense(s) && s.c >= kPanelMin && (!strided || s.kh * s.kw > 1)) {
     backpropInputImplicit(dy, w, dx, s);
     return;
   }
