@@ -156,17 +156,41 @@ describe('native kernels: conv2d', () => {
     { x: [2, 9, 11, 12], k: [1, 1, 12, 10], s: 2, pad: 'valid' }, // strided pointwise: a gather, then GEMM
     { x: [1, 7, 7, 6], k: [1, 1, 6, 5], s: 2, pad: 'same' },
     { x: [1, 11, 10, 3], k: [5, 5, 3, 4], s: 2, pad: 'valid' },
+    // conv.cc's implicit GEMM: weight panels of 64 outputs (here 64 + 6), input channels in
+    // chunks of 128 (136 = 128 + 8), pixel units of 96 with tiles of 6 (198 pixels)
+    { x: [2, 9, 11, 136], k: [3, 3, 136, 70], s: 1, pad: 'same' },
+    // several taps per chunk (c = 40), a last panel of three vectors (100 = 64 + 36), stride 2
+    { x: [1, 15, 13, 40], k: [3, 3, 40, 100], s: 2, pad: 'valid' },
+    // more than 64 taps, batch 1; 64 + 13 outputs (a last panel of one partial vector)
+    { x: [1, 10, 10, 2], k: [9, 9, 2, 77], s: 1, pad: 'same' },
+    // stride 2 'same' with asymmetric padding, 128 outputs (two full panels)
+    { x: [3, 8, 7, 17], k: [3, 3, 17, 128], s: 2, pad: 'same' },
+    // strided backprop-input by stride phases (c ≥ 64): stride 3 (one tap per phase and
+    // axis), a 4×4 kernel at stride 3 (two taps in one phase), a 2×2 one at stride 3 (a
+    // phase that no tap reaches: zeros); below 64 channels, GEMM + col2im
+    { x: [2, 11, 13, 64], k: [3, 3, 64, 20], s: 3, pad: 'same' },
+    { x: [1, 13, 14, 70], k: [4, 4, 70, 6], s: 3, pad: 'same' },
+    { x: [2, 12, 10, 64], k: [2, 2, 64, 9], s: 3, pad: 'same' },
+    { x: [2, 10, 9, 8], k: [2, 2, 8, 24], s: 2, pad: 'valid' },
   ];
-  for (const { x: xs, k: ks, s, pad } of cases) {
-    it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${JSON.stringify(pad)}: forward and gradients`, async () => {
-      const x = rand(xs),
-        k = rand(ks);
-      const f = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad);
-      await ranNatively(['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'], async () => {
-        await compare(() => f(x, k));
-        await compare(gradsOf(f, [x, k]));
+  // im2col: SHARDFACE_CONV_IM2COL=1 forces the im2col + OpenBLAS path that CPUs without AVX-512 take (conv.cc).
+  for (const path of ['default', 'im2col'] as const) {
+    for (const { x: xs, k: ks, s, pad } of cases) {
+      it(`x ${JSON.stringify(xs)} k ${JSON.stringify(ks)} stride ${s} pad ${JSON.stringify(pad)}: forward and gradients (${path})`, async () => {
+        const x = rand(xs),
+          k = rand(ks);
+        const f = (a: tf.Tensor, b: tf.Tensor): tf.Tensor => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, s, pad);
+        if (path === 'im2col') process.env.SHARDFACE_CONV_IM2COL = '1';
+        try {
+          await ranNatively(['Conv2D', 'Conv2DBackpropInput', 'Conv2DBackpropFilter'], async () => {
+            await compare(() => f(x, k));
+            await compare(gradsOf(f, [x, k]));
+          });
+        } finally {
+          delete process.env.SHARDFACE_CONV_IM2COL;
+        }
       });
-    });
+    }
   }
 
   for (const activation of ['linear', 'relu', 'prelu', 'leakyrelu', 'relu6'] as const) {

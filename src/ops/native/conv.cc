@@ -1,5 +1,22 @@
-// Ordinary and grouped 2-D convolution (NHWC) as im2col + GEMM, forward and both
-// backprops, blocked over output rows: each thread takes a block of output pixels,
+// Ordinary and grouped 2-D convolution (NHWC), forward and both backprops.
+// Ordinary convs (groups = 1) on AVX-512 CPUs run as implicit GEMM, with no patch
+// matrix: the input is zero-padded once, the filter is packed once per call into
+// panels of 64 output channels, and a register tile of 24 accumulators (6 pixels ×
+// 64 channels, 12 × 32, 24 × 16) reads each pixel's window straight from the padded
+// input through a pointer per pixel, so any kernel size, stride and padding read the
+// same way. K (taps × input channels) runs in chunks of 128 rows so one chunk of a
+// panel (32 KB) stays in L1 while a unit of 96 pixels sweeps it. Against the old
+// im2col blocks + single-threaded OpenBLAS sgemm per block, this drops the patch
+// copies and, above all, OpenBLAS's per-call packing of the whole K×cout filter for
+// every 128-row block (3×3, 256 → 256 at 14²: 1.2–1.3× the GEMM rate per CPU-second).
+// Backprop-input runs the same kernel on dy, one stride phase at a time: input
+// pixels iy ≡ (qy − pt) mod sh are reached only by taps ky ≡ qy, and over them dx is
+// a stride-1 conv of dy with those taps flipped and transposed, which the packing
+// reads in place (WeightView); each phase writes its pixels of dx directly (OutView).
+// Convs with fewer than 64 outputs (for backprop-input: inputs) and strided 1×1
+// backprop-input keep im2col / GEMM + col2im (faster there, measured). SHARDFACE_CONV_IM2COL=1 forces the im2col path, which CPUs
+// without AVX-512 take:
+// im2col + GEMM blocked over output rows: each thread takes a block of output pixels,
 // writes that block's patch matrix (small enough to stay in its L2) and multiplies
 // it by a single-threaded sgemm (OpenBLAS runs single-threaded inside an OpenMP
 // region), so the patches never travel through L3/DRAM and no thread waits for
@@ -8,19 +25,22 @@
 // w[:, :, :, g*O:(g+1)*O] is a strided view (ldb = cout).
 // Backprop-input takes one image per thread (dy_img · wᵀ, then a race-free col2im
 // while the patch gradients are still in L2); images too big for that, with stride
-// 1, run as the forward conv of dy with the flipped, transposed filter. Backprop-
-// filter gives each thread its own partial dw over its blocks and sums them at the end.
-// Pointwise (1×1, stride 1) convs have nothing to copy: the NHWC buffer is the patch
-// matrix, and the forward and backprop-input run blocked the same way straight on it
-// (one sgemm per block per thread beats one sgemm over all threads at K = 64: the
-// output block stays in L2). Groups with few output channels (VarGFaceNet's 16 per
-// group) run through a small AVX-512 kernel of our own (narrowGemm, narrowGemmT):
-// OpenBLAS's per-call packing costs more than the multiply at N = 16, K = 72.
+// 1, run as the forward conv of dy with the flipped, transposed filter.
+// Backprop-filter (every CPU) gives each thread its own partial dw over its im2col
+// blocks and sums them at the end; there OpenBLAS's packing is amortised over
+// 256+ rows and it already runs near the GEMM peak.
+// Pointwise (1×1, stride 1) convs without AVX-512 have nothing to copy: the NHWC
+// buffer is the patch matrix, and the forward and backprop-input run blocked the
+// same way straight on it. Groups with few output channels (VarGFaceNet's 16 per
+// group) run through a small AVX-512 kernel of our own (narrowGemm, narrowGemmT,
+// forwardImplicit, filterImplicit): OpenBLAS's per-call packing costs more than the
+// multiply at N = 16, K = 72.
 #include <cblas.h>
 #include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -191,6 +211,8 @@ struct Padded {
 
 static Padded padInput(const float* x, const ConvShape& s) {
   const int64_t hp = (s.oh - 1) * s.sh + s.kh, wp = (s.ow - 1) * s.sw + s.kw, C = s.c;
+  // Every window already inside x ('valid', 1×1): x itself, its own image size as the strides.
+  if (s.pt == 0 && s.pl == 0 && hp <= s.h && wp <= s.w) return {x, s.h, s.w};
   float* xp = scratch(3, (size_t)(s.n * hp * wp * C));
 #pragma omp parallel for collapse(2) schedule(static) if (s.n * hp * wp * C > 65536)
   for (int64_t img = 0; img < s.n; img++)
@@ -207,6 +229,27 @@ static Padded padInput(const float* x, const ConvShape& s) {
     }
   return {xp, hp, wp};
 }
+
+
+/**
+ * The weights of an implicit GEMM as a view of the caller's filter: element (tap t,
+ * row k < c, column n < cout) of the conv being run sits at w[tapBase[t] + k·kStride
+ * + n·nStride]. The backprops read the forward's filter flipped and transposed this
+ * way, so the packing does the flip and no transposed copy is made first.
+ */
+struct WeightView {
+  const float* w;
+  const int64_t* tapBase;
+  int64_t kStride, nStride;
+};
+
+/** Where output pixel (img, oy, ox) of an implicit GEMM goes: y + img·imgStride + oy·rowStride + ox·pixStride. */
+struct OutView {
+  float* y;
+  int64_t imgStride, rowStride, pixStride;
+};
+
+static OutView dense(float* y, const ConvShape& s) { return {y, s.oh * s.ow * s.cout, s.ow * s.cout, s.cout}; }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 /**
@@ -334,15 +377,181 @@ SF_AVX512 static void filterImplicit(const float* x, const float* dy, float* dw,
     }
   }
 }
+
+// ---- ordinary convs as implicit GEMM (AVX-512) --------------------------------------------
+
+/** Output channels per packed weight panel: 4 zmm vectors, so a 6-pixel tile holds 24 accumulators (of 32 registers). */
+static const int64_t kPanel = 64;
+/** Output pixels per work unit: the unit's input window stays in L2 while one panel's weights do too. */
+static const int64_t kUnitPixels = 96;
+
+/**
+ * y[R pixels, NV·16 channels (mask on the last vector)] = Σ over taps and input channels
+ * of x (px[i] + tapOff[t] + j, straight from the padded input) times the packed panel
+ * (wk [taps·C][kPanel], zero past cout). The weights' row is loaded once per R pixels,
+ * each x value is one embedded broadcast.
+ */
+template <int R, int NV>
+SF_AVX512_INLINE void igemmTile(const float* const* px, const int64_t* tapOff, int64_t t0, int64_t t1, int64_t c0,
+                                int64_t c1, int64_t C, const float* wp, float* const* yp, __mmask16 lastMask,
+                                bool accumulate) {
+  __m512 acc[R][NV];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; v++) acc[i][v] = accumulate ? _mm512_loadu_ps(yp[i] + 16 * v) : _mm512_setzero_ps();
+    acc[i][NV - 1] = accumulate ? _mm512_maskz_loadu_ps(lastMask, yp[i] + 16 * (NV - 1)) : _mm512_setzero_ps();
+  }
+  const float* a[R];
+  for (int64_t t = t0; t < t1; t++) {
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) a[i] = px[i] + tapOff[t];
+    const float* wk = wp + (t * C + c0) * kPanel;
+    for (int64_t j = c0; j < c1; j++, wk += kPanel) {
+      __m512 b[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_ps(wk + 16 * v);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; i++) {
+        const __m512 ai = _mm512_set1_ps(a[i][j]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, b[v], acc[i][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; i++) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV - 1; v++) _mm512_storeu_ps(yp[i] + 16 * v, acc[i][v]);
+    _mm512_mask_storeu_ps(yp[i] + 16 * (NV - 1), lastMask, acc[i][NV - 1]);
+  }
+}
+
+/** Weight rows (taps × channels) per chunk: one chunk of a panel (32 KB) stays in L1 across a unit's tiles. */
+static const int64_t kChunkK = 128;
+
+/** One unit's rows × one panel, chunk by chunk of K (taps grouped when c is small, channels split when it is large). */
+template <int NV>
+SF_AVX512_INLINE void igemmRows(const float* const* px, int64_t rows, const int64_t* tapOff, int64_t taps, int64_t C,
+                                const float* wp, float* const* yp, __mmask16 lastMask) {
+  const int64_t tapStep = C >= kChunkK ? 1 : std::max<int64_t>(1, kChunkK / std::max<int64_t>(C, 1));
+  const int64_t cStep = C >= kChunkK ? kChunkK : C;
+  bool first = true;
+  for (int64_t t0 = 0; t0 < taps; t0 += tapStep) {
+    const int64_t t1 = std::min(taps, t0 + tapStep);
+    for (int64_t c0 = 0; c0 < C; c0 += cStep, first = false) {
+      const int64_t c1 = std::min(C, c0 + cStep);
+      int64_t r = 0;
+      // Tiles of 24 accumulators whatever the panel's width: narrow panels take more pixels per tile.
+      constexpr int kWide = 24 / NV;
+      for (; r + kWide <= rows; r += kWide)
+        igemmTile<kWide, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, yp + r, lastMask, !first);
+      if (kWide > 6)
+        for (; r + 6 <= rows; r += 6) igemmTile<6, NV>(px + r, tapOff, t0, t1, c0, c1, C, wp, yp + r, lastMask, !first);
+      const float* const* pr = px + r;
+      float* const* yr = yp + r;
+      switch (rows - r) {
+        case 5: igemmTile<5, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 4: igemmTile<4, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 3: igemmTile<3, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 2: igemmTile<2, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        case 1: igemmTile<1, NV>(pr, tapOff, t0, t1, c0, c1, C, wp, yr, lastMask, !first); break;
+        default: break;
+      }
+    }
+  }
+}
+
+/**
+ * Ordinary (groups = 1) forward conv with no patch matrix: the weights are packed once
+ * into panels of kPanel output channels ([panel][tap][c][kPanel], zero-filled past
+ * cout), the input is zero-padded once, and each work unit (one panel × kUnitPixels
+ * output pixels) runs the register-blocked tile over pixel pointers into the padded
+ * input, so any stride and padding reads the same way and OpenBLAS's per-call packing
+ * of the weights (the whole K×cout matrix for every block) disappears.
+ */
+SF_AVX512 static void forwardImplicitDense(const float* x, const WeightView& wv, const OutView& out, const ConvShape& s) {
+  const int64_t C = s.c, taps = s.kh * s.kw, K = taps * C, N = s.cout;
+  const int64_t panels = (N + kPanel - 1) / kPanel, rows = s.n * s.oh * s.ow;
+  float* wp = scratch(0, (size_t)(panels * K * kPanel));
+  const int nt = threads();
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nt) if (nt > 1 && K * N > 65536)
+  for (int64_t p = 0; p < panels; p++)
+    for (int64_t t = 0; t < taps; t++) {
+      const int64_t o0 = p * kPanel, width = std::min(kPanel, N - o0);
+      const float* src = wv.w + wv.tapBase[t] + o0 * wv.nStride;
+      float* d = wp + (p * K + t * C) * kPanel;
+      for (int64_t k = 0; k < C; k++, d += kPanel) {
+        const float* sk = src + k * wv.kStride;
+        if (wv.nStride == 1) std::memcpy(d, sk, width * sizeof(float));
+        else for (int64_t o = 0; o < width; o++) d[o] = sk[o * wv.nStride];
+        if (width < kPanel) std::memset(d + width, 0, (kPanel - width) * sizeof(float));
+      }
+    }
+  const Padded pd = padInput(x, s);
+  int64_t tapOff[64];
+  std::vector<int64_t> tapVec;
+  int64_t* offs = tapOff;
+  if (taps > 64) {
+    tapVec.resize(taps);
+    offs = tapVec.data();
+  }
+  for (int64_t t = 0; t < taps; t++) offs[t] = ((t / s.kw) * pd.wp + t % s.kw) * C;
+  const int64_t units = (rows + kUnitPixels - 1) / kUnitPixels;
+  const int t = threads();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(t) if (t > 1)
+  for (int64_t u = 0; u < panels * units; u++) {
+    const int64_t p = u / units, r0 = (u % units) * kUnitPixels, r1 = std::min(rows, r0 + kUnitPixels);
+    const float* px[kUnitPixels];
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t img = r / (s.oh * s.ow), oy = (r / s.ow) % s.oh, ox = r % s.ow;
+      px[r - r0] = pd.x + ((img * pd.hp + oy * s.sh) * pd.wp + ox * s.sw) * C;
+    }
+    const int64_t o0 = p * kPanel, width = std::min(kPanel, N - o0), nv = (width + 15) / 16;
+    const int64_t lastLanes = width - (nv - 1) * 16;
+    const __mmask16 mask = lastLanes >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << lastLanes) - 1);
+    const float* wk = wp + p * K * kPanel;
+    float* yp[kUnitPixels];
+    for (int64_t r = r0; r < r1; r++) {
+      const int64_t img = r / (s.oh * s.ow), oy = (r / s.ow) % s.oh, ox = r % s.ow;
+      yp[r - r0] = out.y + img * out.imgStride + oy * out.rowStride + ox * out.pixStride + o0;
+    }
+    switch (nv) {
+      case 4: igemmRows<4>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+      case 3: igemmRows<3>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+      case 2: igemmRows<2>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+      default: igemmRows<1>(px, r1 - r0, offs, taps, C, wk, yp, mask); break;
+    }
+  }
+}
 #else
 static void forwardImplicit(const float*, const float*, float*, const ConvShape&) {}
 static void filterImplicit(const float*, const float*, float*, const ConvShape&) {}
+static void forwardImplicitDense(const float*, const WeightView&, const OutView&, const ConvShape&) {}
 #endif
+
+/** Fewest output channels for the implicit GEMM. */
+static const int64_t kPanelMin = 64;
+
+/** Ordinary convs with a window (not 1×1 stride 1: that one is a plain GEMM already) run as implicit GEMM. */
+static bool implicitDense(const ConvShape& s) {
+  // Below one full panel of outputs the tile wastes lanes and im2col + OpenBLAS wins (measured at 32).
+  if (s.groups != 1 || s.cout < kPanelMin || !hasAvx512()) return false;
+  const char* env = getenv("SHARDFACE_CONV_IM2COL");
+  return !(env && env[0] == '1');
+}
 
 /** Forward conv of any shape, blocked (see the top of the file). */
 static void forwardBlocked(const float* x, const float* w, float* y, const ConvShape& s) {
   if (narrow(s)) {
     forwardImplicit(x, w, y, s);
+    return;
+  }
+  if (implicitDense(s)) {
+    // The filter as stored: tap t's rows start at t·c·cout.
+    std::vector<int64_t> base(s.kh * s.kw);
+    for (size_t t = 0; t < base.size(); t++) base[t] = (int64_t)t * s.c * s.cout;
+    forwardImplicitDense(x, {w, base.data(), s.cout, 1}, dense(y, s), s);
     return;
   }
   const int64_t K = s.kh * s.kw * s.c, rows = s.n * s.oh * s.ow;
@@ -416,9 +625,61 @@ static void col2im(const float* cols, float* dx, const ConvShape& s, int64_t n0,
     for (int64_t iy = 0; iy < s.h; iy++) col2imRow(cols + i * pixelsK, dx, s, n0 + i, iy);
 }
 
+/**
+ * Backprop-input of an ordinary conv as forward implicit GEMMs of dy, one per stride
+ * phase (qy, qx): the input pixels iy ≡ (qy − pt) mod sh, ix likewise, are reached
+ * only by taps ky ≡ qy, kx ≡ qx, and over those pixels dx is a stride-1 conv of dy
+ * with those taps flipped and each tap's [c, cout] block transposed (read so by the
+ * packing), padded so that tap m reads dy row j + b − m. Stride 1 is the single phase
+ * is the single phase; each phase writes its pixels of dx in place (rows sh apart).
+ */
+static void backpropInputImplicit(const float* dy, const float* w, float* dx, const ConvShape& s) {
+  const int64_t C = s.c, N = s.cout;
+  for (int64_t qy = 0; qy < s.sh; qy++)
+    for (int64_t qx = 0; qx < s.sw; qx++) {
+      const int64_t iy0 = (((qy - s.pt) % s.sh) + s.sh) % s.sh, ix0 = (((qx - s.pl) % s.sw) + s.sw) % s.sw;
+      const int64_t hq = iy0 < s.h ? (s.h - iy0 + s.sh - 1) / s.sh : 0, wq = ix0 < s.w ? (s.w - ix0 + s.sw - 1) / s.sw : 0;
+      if (hq == 0 || wq == 0) continue;
+      const int64_t my = qy < s.kh ? (s.kh - qy + s.sh - 1) / s.sh : 0, mx = qx < s.kw ? (s.kw - qx + s.sw - 1) / s.sw : 0;
+      if (my == 0 || mx == 0) {  // no tap reaches these pixels
+#pragma omp parallel for schedule(static) if (s.n * hq * wq * C > 65536)
+        for (int64_t r = 0; r < s.n * hq; r++) {
+          float* row = dx + (((r / hq) * s.h + iy0 + (r % hq) * s.sh) * s.w + ix0) * C;
+          for (int64_t i = 0; i < wq; i++) std::memset(row + i * s.sw * C, 0, C * sizeof(float));
+        }
+        continue;
+      }
+      const int64_t by = (iy0 + s.pt - qy) / s.sh, bx = (ix0 + s.pl - qx) / s.sw;
+      std::vector<int64_t> base(my * mx);
+      for (int64_t a = 0; a < my; a++)
+        for (int64_t b = 0; b < mx; b++) {
+          const int64_t ky = qy + s.sh * (my - 1 - a), kx = qx + s.sw * (mx - 1 - b);
+          base[a * mx + b] = (ky * s.kw + kx) * C * N;
+        }
+      ConvShape f;
+      f.n = s.n; f.h = s.oh; f.w = s.ow; f.c = N;
+      f.kh = my; f.kw = mx;
+      f.oh = hq; f.ow = wq; f.cout = C;
+      f.sh = 1; f.sw = 1;
+      f.pt = my - 1 - by; f.pl = mx - 1 - bx;
+      f.groups = 1;
+      // Row k of this conv is dy's channel o (w's column), its column n is dx's channel (w's row).
+      const WeightView wv{w, base.data(), 1, N};
+      // The phase's pixels straight into dx: rows sh apart, pixels sw apart, from (iy0, ix0).
+      forwardImplicitDense(dy, wv, {dx + (iy0 * s.w + ix0) * C, s.h * s.w * C, s.sh * s.w * C, s.sw * C}, f);
+    }
+}
+
 void conv2dBackpropInput(const float* dy, const float* w, float* dx, const ConvShape& s) {
   prefaultOutput(dx, (size_t)(s.n * s.h * s.w * s.c));
   const int64_t S = s.c / s.groups, O = s.cout / s.groups, K = s.kh * s.kw * s.c, Kg = s.kh * s.kw * S;
+  // Strided: per phase a small GEMM plus its own padded copy of dy; measured, that loses
+  // to GEMM + col2im below 64 input channels and for 1×1 (a gather of mostly zeros).
+  const bool strided = s.sh > 1 || s.sw > 1;
+  if (implicitDense(s) && s.c >= kPanelMin && (!strided || s.kh * s.kw > 1)) {
+    backpropInputImplicit(dy, w, dx, s);
+    return;
+  }
   if (isPointwise(s) && s.groups == 1) {
     // dx = dy · wᵀ straight on the NHWC buffers, in row blocks as the forward runs.
     const int64_t rows = s.n * s.h * s.w, rb = blockRows(std::max(s.c, s.cout), rows), blocks = (rows + rb - 1) / rb;

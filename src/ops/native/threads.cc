@@ -7,6 +7,7 @@
 #include <malloc.h>
 #endif
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <memory>
@@ -63,7 +64,20 @@ void prefaultOutput(float* p, size_t floats) {
   if (hi <= lo) return;
   const uintptr_t hlo = (lo + huge - 1) & ~(huge - 1), hhi = hi & ~(huge - 1);
   if (hhi > hlo) madvise((void*)hlo, hhi - hlo, MADV_HUGEPAGE);  // hints only: errors are harmless
-  madvise((void*)lo, hi - lo, MADV_POPULATE_WRITE);
+  // The kernel zeroes every page it populates: over a few MB that is worth splitting
+  // across the threads (pieces on huge-page bounds, so no huge page is split).
+  const int64_t pieces = std::min<int64_t>(gThreads, (int64_t)((hi - lo) / ((size_t)1 << 20)));
+  if (pieces < 2) {
+    madvise((void*)lo, hi - lo, MADV_POPULATE_WRITE);
+    return;
+  }
+  const uintptr_t step = (((hi - lo) / pieces) + huge - 1) & ~(huge - 1);
+#pragma omp parallel for schedule(static) num_threads((int)pieces)
+  for (int64_t i = 0; i < pieces; i++) {
+    const uintptr_t a = i == 0 ? lo : std::min(hi, hlo + (uintptr_t)i * step);
+    const uintptr_t b = i == pieces - 1 ? hi : std::min(hi, hlo + (uintptr_t)(i + 1) * step);
+    if (b > a) madvise((void*)a, b - a, MADV_POPULATE_WRITE);
+  }
 #else
   (void)p;
   (void)floats;
