@@ -6,15 +6,8 @@
 import { describe, expect, it } from 'vitest';
 import { kernelsFor } from '../src/collectives/reduce.js';
 import { SLICE } from '../src/collectives/simd.js';
+import { bytes, random } from './helpers/random-arrays.js';
 
-function random(n: number, seed: number, int: boolean): Float32Array | Int32Array {
-  let s = seed >>> 0;
-  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0);
-  if (int) return Int32Array.from({ length: n }, () => next() | 0);
-  return Float32Array.from({ length: n }, () => ((next() / 2 ** 32) * 2 - 1) * 2 ** ((next() % 30) - 15));
-}
-
-const bytes = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 const LENGTHS = [0, 1, 3, 4, 5, 255, 256, 257, 1000, SLICE - 1, SLICE, SLICE + 5, 3 * SLICE + 7];
 
 describe('ring kernels', () => {

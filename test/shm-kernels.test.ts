@@ -7,17 +7,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { loadAddon } from '../src/ops/native/addon.js';
+import { bytes, random } from './helpers/random-arrays.js';
 
 const addon = loadAddon();
 
-function random(n: number, seed: number, int: boolean): Float32Array | Int32Array {
-  let s = seed >>> 0;
-  const next = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0);
-  if (int) return Int32Array.from({ length: n }, () => next() | 0);
-  return Float32Array.from({ length: n }, () => ((next() / 2 ** 32) * 2 - 1) * 2 ** ((next() % 30) - 15));
-}
-
-const bytes = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 // Around the streamed body's 64-byte steps and the 2048-element blocks of the sum.
 const LENGTHS = [0, 1, 3, 4, 5, 15, 16, 17, 63, 64, 65, 1000, 2047, 2048, 2049, 70_001];
 

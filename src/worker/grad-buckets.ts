@@ -83,16 +83,7 @@ export async function allReduceGradients(grads: tf.Tensor[], buckets: Bucket[], 
 /** One bucket's gradients as one device tensor, and the promise of its host copy. */
 function download(grads: tf.Tensor[], b: Bucket): Promise<Float32Array> {
   const flat = tf.tidy(() => tf.concat(b.params.map((p) => grads[p]!.reshape([-1]))));
-  return flat.data().then(
-    (d) => {
-      flat.dispose();
-      return d as Float32Array;
-    },
-    (e: unknown) => {
-      flat.dispose();
-      throw e;
-    },
-  );
+  return (flat.data() as Promise<Float32Array>).finally(() => flat.dispose());
 }
 
 async function reduceDeviceBuckets(grads: tf.Tensor[], buckets: Bucket[], allReduceSum: (a: Float32Array) => Promise<void>, out: tf.Tensor[]): Promise<void> {
@@ -104,16 +95,15 @@ async function reduceDeviceBuckets(grads: tf.Tensor[], buckets: Bucket[], allRed
       // the next bucket's download overlaps this one's reduction
       next = i + 1 < buckets.length ? download(grads, buckets[i + 1]!) : null;
       await allReduceSum(flat);
-      const parts = tf.tidy(() =>
-        tf.split(
-          tf.tensor1d(flat, 'float32'),
-          b.params.map((p) => grads[p]!.size),
-        ),
+      const sums = tf.tidy(() =>
+        tf
+          .split(
+            tf.tensor1d(flat, 'float32'),
+            b.params.map((p) => grads[p]!.size),
+          )
+          .map((t, k) => t.reshape(grads[b.params[k]!]!.shape)),
       );
-      b.params.forEach((p, k) => {
-        out[p] = tf.tidy(() => parts[k]!.reshape(grads[p]!.shape));
-        parts[k]!.dispose();
-      });
+      b.params.forEach((p, k) => (out[p] = sums[k]!));
     }
   } catch (e) {
     // a failed reduction must not leave the next download's promise rejecting unobserved
